@@ -1,0 +1,158 @@
+// CSpindleSupport: the few things Spindle needs that only C can do.
+//
+// - the fiber control block and scheduler core as C structs, because the SIGSEGV reporter (C, on
+//   an alternate signal stack) and the gdb helper read them without the Swift runtime;
+// - the thread-local "current fiber" pointer (initial-exec TLS: one %fs-relative load);
+// - the Swift runtime's exclusivity-context swap entry points (exported by libswiftCore);
+// - the guard-page SIGSEGV reporter on sigaltstack;
+// - Valgrind stack registration (a client-request macro, so it needs C);
+// - sanitizer fiber annotations (compiled in only under ASan/TSan).
+#ifndef SPINDLE_CSPINDLESUPPORT_H
+#define SPINDLE_CSPINDLESUPPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - Fiber control block
+
+/// Lifecycle of a fiber. Mirrored by `Fiber.State` in Swift.
+enum {
+    SPINDLE_FIBER_CREATED = 0,
+    SPINDLE_FIBER_RUNNABLE = 1,
+    SPINDLE_FIBER_RUNNING = 2,
+    SPINDLE_FIBER_PARKED = 3,
+    SPINDLE_FIBER_FINISHED = 4,
+};
+
+typedef struct spindle_fiber spindle_fiber_t;
+typedef struct spindle_sched spindle_sched_t;
+
+/// One fiber. It lives at the top of its own stack mapping, so spawning from a pooled stack
+/// allocates nothing for it. Fields are plain values: the switch path does no reference counting.
+struct spindle_fiber {
+    void *context;               // saved fcontext while the fiber is not running
+    spindle_fiber_t *next;       // intrusive link: run queue or one wait list (never both)
+    spindle_fiber_t *prev;       // wait lists are doubly linked so a timeout can unlink
+    spindle_sched_t *sched;      // the scheduler (and so the loop) the fiber is pinned to
+    uintptr_t exclusivity[2];    // this fiber's Swift dynamic-exclusivity access set
+    uint64_t id;                 // unique per scheduler, starting at 1
+    uint8_t state;               // SPINDLE_FIBER_*
+    uint8_t park_reason;         // Fiber.ParkReason raw value while parked
+    uint8_t cancelled;           // set by cancel(); blocking calls throw CancellationError
+    uint8_t wake_status;         // set by the waker: 0 = woken normally, else a reason code
+    uint32_t reserved;
+    void *body;                  // +1 retained Swift object that runs the body and keeps the result
+    void *park_object;           // what the fiber waits on (diagnostics only)
+    uint64_t park_detail;        // a number that goes with the park reason (e.g. a fiber id)
+    spindle_fiber_t *all_prev;   // the scheduler's list of live fibers (reports, gdb)
+    spindle_fiber_t *all_next;
+    char *mapping;               // the whole stack mapping, guard page included
+    size_t mapping_size;
+    char *stack_lo;              // lowest usable stack address (just above the guard page)
+    char *stack_hi;              // highest usable stack address (the control block starts here)
+    size_t stack_size;           // usable bytes, as requested
+    size_t guard_size;
+    unsigned valgrind_stack_id;
+    unsigned pool_cold;          // 1 if this stack was freshly mapped (not from the pool)
+    void *san_fake_stack;        // ASan fake-stack handle saved while suspended
+    void *tsan_fiber;            // TSan fiber object
+    char name[48];               // NUL-terminated copy; read by the SIGSEGV reporter
+};
+
+/// The loop-side half of a scheduler: run queue and the context that resumes fibers.
+struct spindle_sched {
+    void *main_context;          // the loop-side context while a fiber runs
+    void *owner;                 // the Swift Scheduler (unretained; it owns this struct)
+    spindle_fiber_t *current;    // the running fiber, or NULL on the loop side
+    spindle_fiber_t *run_head;   // FIFO run queue through spindle_fiber.next
+    spindle_fiber_t *run_tail;
+    spindle_fiber_t *all_head;   // live fibers through all_next/all_prev
+    uint64_t run_length;
+    uint8_t draining;            // the loop side is resuming fibers right now
+    uint8_t idle_active;         // the scheduler's idle handle is started (run queue non-empty)
+    uint8_t annotate;            // sanitizer switch annotations are compiled in
+    uint8_t reserved[5];
+    uint64_t owner_thread;       // pthread_t of the loop's thread
+    uint64_t live;               // fibers spawned and not yet reclaimed
+    uint64_t parked;             // fibers parked right now
+    uint64_t next_id;
+    // Always-on counters (plain integers, one loop thread writes them).
+    uint64_t spawns;
+    uint64_t switches;           // loop -> fiber resumes
+    uint64_t yields;
+    uint64_t parks;
+    uint64_t wakes;
+    uint64_t finishes;
+    uint64_t stacks_cold;
+    uint64_t stacks_pooled;
+    uint64_t run_queue_high_water;
+    // Sanitizer bookkeeping for the loop-side stack (unused without ASan/TSan).
+    void *main_fake_stack;
+    const void *main_stack_bottom;
+    size_t main_stack_size;
+    void *main_tsan_fiber;
+};
+
+// MARK: - The current fiber (thread-local)
+
+extern __thread spindle_fiber_t *spindle_tls_current_fiber __attribute__((tls_model("initial-exec")));
+
+/// The fiber running on this thread, or NULL when the thread is not inside a fiber.
+static inline spindle_fiber_t *spindle_current_fiber(void) { return spindle_tls_current_fiber; }
+
+static inline void spindle_set_current_fiber(spindle_fiber_t *fiber) { spindle_tls_current_fiber = fiber; }
+
+/// The two words of exclusivity state, as the runtime's entry points want them.
+static inline char *spindle_fiber_exclusivity(spindle_fiber_t *fiber) { return (char *)fiber->exclusivity; }
+
+// MARK: - Swift runtime: exclusivity access sets
+
+// Exported by libswiftCore; Swift's own tasks call these on every job switch. `state` is two
+// pointers of storage owned by the fiber (spindle_fiber.exclusivity).
+void swift_task_enterThreadLocalContext(char *state);
+void swift_task_exitThreadLocalContext(char *state);
+
+// MARK: - Stacks
+
+/// Registers a stack with Valgrind so memcheck follows switches onto it. Returns the id to pass
+/// to spindle_valgrind_stack_deregister; 0 when not running under Valgrind.
+unsigned spindle_valgrind_stack_register(void *lo, void *hi);
+void spindle_valgrind_stack_deregister(unsigned id);
+/// Non-zero when the process runs under Valgrind.
+int spindle_running_on_valgrind(void);
+
+// MARK: - Threads
+
+/// Copies the name of `thread` (a pthread_t) into `buf`; returns 0 or an errno value.
+int spindle_thread_name(uint64_t thread, char *buf, size_t len);
+/// Names the calling thread (Linux keeps the first 15 bytes); returns 0 or an errno value.
+int spindle_set_current_thread_name(const char *name);
+
+// MARK: - Stack overflow reporting
+
+/// Installs (once per process) the SIGSEGV/SIGBUS handler that reports a fault in a fiber's guard
+/// page as `fatal: stack overflow in fiber "name" (#id, N KiB stack)`, and gives the calling
+/// thread an alternate signal stack if it has none. Faults elsewhere go to the previous handler.
+/// Returns 0 or an errno value.
+int spindle_overflow_reporter_install_on_this_thread(void);
+
+// MARK: - Sanitizer fiber annotations
+
+/// 1 when this C target was compiled under ASan or TSan (switch annotations are then active).
+int spindle_sanitizer_annotations_enabled(void);
+/// Called right before a switch from `from` to `to` (either may be NULL for the loop side).
+void spindle_sanitizer_before_switch(spindle_sched_t *sched, spindle_fiber_t *from, spindle_fiber_t *to);
+/// Called right after a switch completes, in the context that was resumed.
+void spindle_sanitizer_after_switch(spindle_sched_t *sched, spindle_fiber_t *resumed);
+/// Called when a fiber's stack is released (TSan fiber objects are destroyed here).
+void spindle_sanitizer_fiber_destroyed(spindle_fiber_t *fiber);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,238 @@
+#define _GNU_SOURCE
+#include "CSpindleSupport.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define SPINDLE_HAVE_VALGRIND 1
+#endif
+
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+#if __has_feature(address_sanitizer) || defined(__SANITIZE_ADDRESS__)
+#define SPINDLE_ASAN 1
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if __has_feature(thread_sanitizer) || defined(__SANITIZE_THREAD__)
+#define SPINDLE_TSAN 1
+#include <sanitizer/tsan_interface.h>
+#endif
+
+__thread spindle_fiber_t *spindle_tls_current_fiber __attribute__((tls_model("initial-exec"))) = NULL;
+
+// MARK: - Valgrind
+
+unsigned spindle_valgrind_stack_register(void *lo, void *hi) {
+#ifdef SPINDLE_HAVE_VALGRIND
+    return VALGRIND_STACK_REGISTER(lo, hi);
+#else
+    (void)lo;
+    (void)hi;
+    return 0;
+#endif
+}
+
+void spindle_valgrind_stack_deregister(unsigned id) {
+#ifdef SPINDLE_HAVE_VALGRIND
+    if (id != 0) VALGRIND_STACK_DEREGISTER(id);
+#else
+    (void)id;
+#endif
+}
+
+int spindle_running_on_valgrind(void) {
+#ifdef SPINDLE_HAVE_VALGRIND
+    return RUNNING_ON_VALGRIND ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+int spindle_thread_name(uint64_t thread, char *buf, size_t len) {
+    return pthread_getname_np((pthread_t)thread, buf, len);
+}
+
+int spindle_set_current_thread_name(const char *name) {
+    char truncated[16];
+    strncpy(truncated, name, sizeof truncated - 1);
+    truncated[sizeof truncated - 1] = 0;
+    return pthread_setname_np(pthread_self(), truncated);
+}
+
+// MARK: - Stack overflow reporter
+//
+// Everything below runs inside a signal handler on the alternate stack: only async-signal-safe
+// calls (write, sigaction), no malloc, no stdio.
+
+static struct sigaction previous_segv;
+static struct sigaction previous_bus;
+static pthread_once_t reporter_once = PTHREAD_ONCE_INIT;
+static int reporter_install_error = 0;
+
+static size_t append_str(char *buf, size_t at, size_t cap, const char *s) {
+    while (*s && at + 1 < cap) buf[at++] = *s++;
+    return at;
+}
+
+static size_t append_u64(char *buf, size_t at, size_t cap, uint64_t v) {
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v && n < 24);
+    while (n > 0 && at + 1 < cap) buf[at++] = digits[--n];
+    return at;
+}
+
+static int fault_is_overflow(const spindle_fiber_t *f, uintptr_t addr, uintptr_t sp) {
+    uintptr_t guard_lo = (uintptr_t)f->mapping;
+    uintptr_t lo = (uintptr_t)f->stack_lo;
+    if (addr >= guard_lo && addr < lo) return 1;
+    // A frame larger than the guard page can jump past it; the stack pointer still tells.
+    if (sp < lo && sp + (1u << 20) >= lo && addr < lo && addr + (1u << 20) >= lo) return 1;
+    return 0;
+}
+
+static void forward_to_previous(int sig, siginfo_t *info, void *uctx) {
+    const struct sigaction *prev = sig == SIGBUS ? &previous_bus : &previous_segv;
+    if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction) {
+        prev->sa_sigaction(sig, info, uctx);
+        return;
+    }
+    if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN && prev->sa_handler) {
+        prev->sa_handler(sig);
+        return;
+    }
+    // Default action: restore it and return; the faulting instruction runs again and the
+    // kernel delivers the signal with its default (fatal) disposition.
+    signal(sig, SIG_DFL);
+}
+
+static void overflow_handler(int sig, siginfo_t *info, void *uctx) {
+    spindle_fiber_t *f = spindle_tls_current_fiber;
+    uintptr_t addr = (uintptr_t)info->si_addr;
+    uintptr_t sp = 0;
+#if defined(__x86_64__)
+    sp = (uintptr_t)((ucontext_t *)uctx)->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    sp = (uintptr_t)((ucontext_t *)uctx)->uc_mcontext.sp;
+#endif
+    if (f != NULL && fault_is_overflow(f, addr, sp)) {
+        char msg[200];
+        size_t n = 0;
+        n = append_str(msg, n, sizeof msg, "fatal: stack overflow in fiber \"");
+        n = append_str(msg, n, sizeof msg, f->name);
+        n = append_str(msg, n, sizeof msg, "\" (#");
+        n = append_u64(msg, n, sizeof msg, f->id);
+        n = append_str(msg, n, sizeof msg, ", ");
+        n = append_u64(msg, n, sizeof msg, f->stack_size / 1024);
+        n = append_str(msg, n, sizeof msg, " KiB stack)\n");
+        ssize_t ignored = write(STDERR_FILENO, msg, n);
+        (void)ignored;
+        // Die by the signal itself, not by whatever handler came before us: the stack is gone.
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGBUS, SIG_DFL);
+        return;
+    }
+    forward_to_previous(sig, info, uctx);
+}
+
+static void install_handlers_once(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = overflow_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &previous_segv) != 0) reporter_install_error = errno;
+    if (sigaction(SIGBUS, &sa, &previous_bus) != 0) reporter_install_error = errno;
+}
+
+int spindle_overflow_reporter_install_on_this_thread(void) {
+    pthread_once(&reporter_once, install_handlers_once);
+    if (reporter_install_error) return reporter_install_error;
+
+    stack_t current;
+    if (sigaltstack(NULL, &current) != 0) return errno;
+    if (!(current.ss_flags & SS_DISABLE) && current.ss_size >= (size_t)SIGSTKSZ) return 0;
+
+    // One alternate stack per thread, kept for the thread's lifetime (a few pages, never freed:
+    // a thread may still take a signal while it exits).
+    size_t size = 64 * 1024;
+    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return errno;
+    stack_t alt = {.ss_sp = mem, .ss_size = size, .ss_flags = 0};
+    if (sigaltstack(&alt, NULL) != 0) {
+        int err = errno;
+        munmap(mem, size);
+        return err;
+    }
+    return 0;
+}
+
+// MARK: - Sanitizer fiber annotations
+
+int spindle_sanitizer_annotations_enabled(void) {
+#if defined(SPINDLE_ASAN) || defined(SPINDLE_TSAN)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+void spindle_sanitizer_before_switch(spindle_sched_t *sched, spindle_fiber_t *from, spindle_fiber_t *to) {
+#ifdef SPINDLE_ASAN
+    void **save;
+    if (from == NULL) save = &sched->main_fake_stack;
+    else if (from->state == SPINDLE_FIBER_FINISHED) save = NULL;  // its fake stack can go
+    else save = &from->san_fake_stack;
+    if (to != NULL) {
+        __sanitizer_start_switch_fiber(save, to->stack_lo, (size_t)(to->stack_hi - to->stack_lo));
+    } else {
+        __sanitizer_start_switch_fiber(save, sched->main_stack_bottom, sched->main_stack_size);
+    }
+#endif
+#ifdef SPINDLE_TSAN
+    if (sched->main_tsan_fiber == NULL) sched->main_tsan_fiber = __tsan_get_current_fiber();
+    if (to != NULL && to->tsan_fiber == NULL) to->tsan_fiber = __tsan_create_fiber(0);
+    __tsan_switch_to_fiber(to != NULL ? to->tsan_fiber : sched->main_tsan_fiber, 0);
+#endif
+    (void)sched;
+    (void)from;
+    (void)to;
+}
+
+void spindle_sanitizer_after_switch(spindle_sched_t *sched, spindle_fiber_t *resumed) {
+#ifdef SPINDLE_ASAN
+    const void *old_bottom = NULL;
+    size_t old_size = 0;
+    __sanitizer_finish_switch_fiber(resumed != NULL ? resumed->san_fake_stack : sched->main_fake_stack,
+                                    &old_bottom, &old_size);
+    if (resumed != NULL && sched->main_stack_bottom == NULL) {
+        sched->main_stack_bottom = old_bottom;
+        sched->main_stack_size = old_size;
+    }
+#endif
+    (void)sched;
+    (void)resumed;
+}
+
+void spindle_sanitizer_fiber_destroyed(spindle_fiber_t *fiber) {
+#ifdef SPINDLE_TSAN
+    if (fiber->tsan_fiber != NULL) {
+        __tsan_destroy_fiber(fiber->tsan_fiber);
+        fiber->tsan_fiber = NULL;
+    }
+#endif
+    fiber->san_fake_stack = NULL;
+    (void)fiber;
+}

@@ -1,0 +1,98 @@
+import CSpindleSupport
+
+extension Fiber {
+    /// Where a fiber is in its life. The park reason is a value the tracer and the doctor print.
+    public enum State: Equatable, Sendable, CustomStringConvertible {
+        /// Spawned, not yet run (it is in the run queue).
+        case created
+        /// Waiting in the run queue for its turn.
+        case runnable
+        /// Running on the loop's thread right now.
+        case running
+        /// Suspended until something wakes it.
+        case parked(ParkReason)
+        /// Its body returned or threw; its stack has been (or is about to be) reclaimed.
+        case finished
+
+        public var description: String {
+            switch self {
+            case .created: return "created"
+            case .runnable: return "runnable"
+            case .running: return "running"
+            case .parked(let reason): return "parked on \(reason)"
+            case .finished: return "finished"
+            }
+        }
+    }
+
+    /// Why a fiber is parked. Blocking operations pass one to ``Fiber/park(_:detail:)``.
+    public enum ParkReason: UInt8, Sendable, CustomStringConvertible, CaseIterable {
+        case sleep = 1
+        case join
+        case read
+        case write
+        case connect
+        case accept
+        case file
+        case resolve
+        case signal
+        case channelSend
+        case channelReceive
+        case select
+        case mutex
+        case semaphore
+        case event
+        case waitGroup
+        case future
+        case async
+        case other
+
+        public var description: String {
+            switch self {
+            case .sleep: return "sleep"
+            case .join: return "join"
+            case .read: return "read"
+            case .write: return "write"
+            case .connect: return "connect"
+            case .accept: return "accept"
+            case .file: return "file I/O"
+            case .resolve: return "DNS resolution"
+            case .signal: return "signal"
+            case .channelSend: return "channel send"
+            case .channelReceive: return "channel receive"
+            case .select: return "select"
+            case .mutex: return "mutex"
+            case .semaphore: return "semaphore"
+            case .event: return "event"
+            case .waitGroup: return "wait group"
+            case .future: return "future"
+            case .async: return "async task"
+            case .other: return "other"
+            }
+        }
+    }
+
+    /// Why a parked fiber was woken: returned by ``Fiber/park(_:detail:)``.
+    public enum WakeReason: UInt8, Sendable {
+        /// What it waited for happened.
+        case ready = 0
+        /// ``FiberHandle/cancel()`` was called; the blocking call should throw `CancellationError`.
+        case cancelled = 1
+        /// A deadline or timeout passed.
+        case timedOut = 2
+        /// The object waited on was closed.
+        case closed = 3
+    }
+}
+
+extension Fiber.State {
+    init(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        switch Int(fiber.pointee.state) {
+        case SPINDLE_FIBER_CREATED: self = .created
+        case SPINDLE_FIBER_RUNNABLE: self = .runnable
+        case SPINDLE_FIBER_RUNNING: self = .running
+        case SPINDLE_FIBER_PARKED: self = .parked(Fiber.ParkReason(rawValue: fiber.pointee.park_reason) ?? .other)
+        default: self = .finished
+        }
+    }
+}

@@ -1,0 +1,244 @@
+import CSpindleSupport
+import Glibc
+import SpindleLoop
+
+/// Stackful, cooperative fibers on a libuv loop.
+///
+/// A fiber runs straight-line code on its own stack and gives the loop's thread back only where
+/// it blocks: ``yield()``, ``sleep(for:)``, ``FiberHandle/join()``, or I/O and synchronisation
+/// built on ``park(_:detail:)``. Fibers are pinned to the loop that spawned them and never migrate.
+///
+/// ```swift
+/// let loop = EventLoop()
+/// let worker = loop.spawn(name: "worker") { () -> Int in
+///     try Fiber.sleep(for: .milliseconds(10))
+///     return 42
+/// }
+/// loop.spawn(name: "main") {
+///     print(try worker.join())    // 42
+/// }
+/// try loop.run()
+/// ```
+public enum Fiber {
+    // MARK: The current fiber
+
+    /// Whether the caller runs inside a fiber.
+    @inline(__always)
+    public static var isInFiber: Bool { spindle_current_fiber() != nil }
+
+    /// The running fiber. Stops the process with a clear message outside a fiber.
+    public static var current: FiberRef {
+        FiberRef(runningFiber("Fiber.current"))
+    }
+
+    @inline(__always)
+    static func runningFiber(_ what: StaticString) -> UnsafeMutablePointer<spindle_fiber_t> {
+        guard let fiber = spindle_current_fiber() else { notInFiber(what) }
+        return fiber
+    }
+
+    @inline(never)
+    static func notInFiber(_ what: StaticString) -> Never {
+        fatalError("\(what) called outside a fiber: no fiber is running on this thread "
+            + "(spawn one with loop.spawn { } and call it from there)")
+    }
+
+    // MARK: Spawning
+
+    /// Spawns a fiber on the running fiber's loop. It starts on a later turn of the scheduler;
+    /// the caller keeps running.
+    ///
+    /// - Parameters:
+    ///   - name: shown in traces, deadlock reports and stack-overflow messages (first 47 bytes).
+    ///   - stackSize: usable stack bytes, rounded up to pages (default 64 KiB, minimum 16 KiB).
+    @discardableResult
+    public static func spawn<T>(
+        name: String? = nil, stackSize: Int? = nil, _ body: @escaping () throws -> T
+    ) -> FiberHandle<T> {
+        let fiber = runningFiber("Fiber.spawn")
+        return Scheduler.of(fiber.pointee.sched).spawn(name: name, stackSize: stackSize, body)
+    }
+
+    // MARK: Giving way
+
+    /// Lets every other runnable fiber run, then continues. Costs two context switches and no
+    /// allocation. Stops the process with a clear message outside a fiber.
+    public static func yield() {
+        let fiber = runningFiber("Fiber.yield()")
+        let core = fiber.pointee.sched!
+        core.pointee.yields &+= 1
+        fiber.pointee.state = UInt8(SPINDLE_FIBER_RUNNABLE)
+        Scheduler.enqueue(fiber, on: core)
+        Scheduler.suspend(fiber, core: core)
+    }
+
+    /// Parks the running fiber until a waker calls ``FiberRef/wake(_:)`` on it, and returns why it
+    /// was woken. This is the primitive that I/O and synchronisation are built on: record
+    /// ``current`` where the waker will find it, then park.
+    ///
+    /// - Parameters:
+    ///   - reason: what the fiber waits for; deadlock reports, traces and the doctor print it.
+    ///   - detail: a number that goes with the reason (for ``ParkReason/join``, the fiber id).
+    @discardableResult
+    public static func park(_ reason: ParkReason, detail: UInt64 = 0) -> WakeReason {
+        let fiber = runningFiber("Fiber.park()")
+        return park(fiber, reason, detail: detail)
+    }
+
+    @inline(__always)
+    static func park(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, _ reason: ParkReason, detail: UInt64)
+        -> WakeReason
+    {
+        let core = fiber.pointee.sched!
+        fiber.pointee.state = UInt8(SPINDLE_FIBER_PARKED)
+        fiber.pointee.park_reason = reason.rawValue
+        fiber.pointee.park_detail = detail
+        fiber.pointee.wake_status = 0
+        core.pointee.parks &+= 1
+        core.pointee.parked &+= 1
+        Scheduler.suspend(fiber, core: core)
+        return WakeReason(rawValue: fiber.pointee.wake_status) ?? .ready
+    }
+
+    /// Suspends the running fiber for at least `duration` (millisecond resolution, on a loop
+    /// timer). Throws `CancellationError` if the fiber is cancelled before or while it sleeps.
+    public static func sleep(for duration: Duration) throws {
+        let fiber = runningFiber("Fiber.sleep(for:)")
+        if fiber.pointee.cancelled != 0 { throw CancellationError() }
+        let scheduler = Scheduler.of(fiber.pointee.sched)
+        let sleeper = scheduler.takeSleepTimer()
+        sleeper.sleeper = FiberRef(fiber)
+        sleeper.timer.start(after: duration)
+        let reason = park(fiber, .sleep, detail: 0)
+        sleeper.sleeper = nil
+        if reason != .ready { sleeper.timer.stop() }
+        scheduler.returnSleepTimer(sleeper)
+        if reason == .cancelled { throw CancellationError() }
+    }
+
+    /// Whether the running fiber has been cancelled (blocking calls then throw
+    /// `CancellationError`). Code that computes for long stretches can poll it.
+    public static var isCancelled: Bool {
+        runningFiber("Fiber.isCancelled").pointee.cancelled != 0
+    }
+
+    /// Throws `CancellationError` if the running fiber has been cancelled.
+    public static func checkCancellation() throws {
+        if runningFiber("Fiber.checkCancellation()").pointee.cancelled != 0 { throw CancellationError() }
+    }
+}
+
+/// A reference to a live fiber, for waking it from a loop callback or another fiber.
+///
+/// It is a plain value (a pointer and the fiber's id): copying it costs nothing. Use it only on
+/// the fiber's loop thread, and only while the fiber is live; the id check turns a stale
+/// reference into a clear error instead of waking a stranger.
+public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
+    @usableFromInline let fiber: UnsafeMutablePointer<spindle_fiber_t>
+    /// The fiber's id, unique on its loop.
+    public let id: UInt64
+
+    @inline(__always)
+    init(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        self.fiber = fiber
+        self.id = fiber.pointee.id
+    }
+
+    /// The fiber's name ("" when spawned without one).
+    public var name: String {
+        precondition(fiber.pointee.id == id, "FiberRef used after fiber #\(id) finished")
+        return Scheduler.name(of: fiber)
+    }
+
+    /// The fiber's state right now.
+    public var state: Fiber.State {
+        fiber.pointee.id == id ? Fiber.State(fiber) : .finished
+    }
+
+    /// Makes a parked fiber runnable; ``Fiber/park(_:detail:)`` returns `reason` in it.
+    ///
+    /// Must be called on the fiber's loop thread, for a fiber that is parked. Waking a fiber that
+    /// is not parked (or has finished) is a bug in the waker and stops the process with a message
+    /// naming the fiber and its state.
+    @inline(__always)
+    public func wake(_ reason: Fiber.WakeReason = .ready) {
+        let core = fiber.pointee.sched!
+        if _slowPath(
+            fiber.pointee.id != id || fiber.pointee.state != UInt8(SPINDLE_FIBER_PARKED)
+                || pthread_self() != pthread_t(core.pointee.owner_thread))
+        {
+            badWake()
+        }
+        fiber.pointee.state = UInt8(SPINDLE_FIBER_RUNNABLE)
+        fiber.pointee.wake_status = reason.rawValue
+        core.pointee.parked &-= 1
+        core.pointee.wakes &+= 1
+        Scheduler.enqueue(fiber, on: core)
+        if core.pointee.draining == 0, core.pointee.idle_active == 0 { Scheduler.of(core).startIdle() }
+    }
+
+    @inline(never)
+    private func badWake() -> Never {
+        if fiber.pointee.id != id { fatalError("FiberRef.wake(): fiber #\(id) has already finished") }
+        let core = fiber.pointee.sched!
+        if pthread_self() != pthread_t(core.pointee.owner_thread) {
+            fatalError("FiberRef.wake() for fiber #\(id) called from the wrong thread: fibers are woken on "
+                + "their loop's thread (use loop.post { } to get there)")
+        }
+        fatalError("FiberRef.wake(): \(Scheduler.describe(fiber)) is not parked")
+    }
+
+    /// Whether the fiber is parked right now (so ``wake(_:)`` is allowed).
+    public var isParked: Bool {
+        fiber.pointee.id == id && fiber.pointee.state == UInt8(SPINDLE_FIBER_PARKED)
+    }
+
+    public var description: String {
+        fiber.pointee.id == id ? Scheduler.describe(fiber) : "fiber #\(id) finished"
+    }
+}
+
+extension EventLoop {
+    /// This loop's fiber scheduler (made on first use).
+    public var scheduler: Scheduler { Scheduler.of(self) }
+
+    /// Spawns a fiber on this loop. Call it on the loop's thread; the fiber starts when the loop
+    /// runs (``EventLoop/run(_:)``).
+    ///
+    /// - Parameters:
+    ///   - name: shown in traces, deadlock reports and stack-overflow messages (first 47 bytes).
+    ///   - stackSize: usable stack bytes, rounded up to pages (default 64 KiB, minimum 16 KiB).
+    @discardableResult
+    public func spawn<T>(
+        name: String? = nil, stackSize: Int? = nil, _ body: @escaping () throws -> T
+    ) -> FiberHandle<T> {
+        Scheduler.of(self).spawn(name: name, stackSize: stackSize, body)
+    }
+}
+
+// MARK: - Sleeping
+
+/// A pooled timer that wakes one sleeping fiber; reused so a sleep allocates nothing.
+final class SleepTimer {
+    let timer: Timer
+    var sleeper: FiberRef?
+
+    init(loop: EventLoop) {
+        timer = Timer(loop: loop) { _ in }
+        timer.isLoopMachinery = true
+        timer.setCallback { [unowned self] _ in
+            if let sleeper = self.sleeper, sleeper.isParked { sleeper.wake(.ready) }
+        }
+    }
+}
+
+extension Scheduler {
+    func takeSleepTimer() -> SleepTimer {
+        if let timer = sleepTimers.popLast() { return timer }
+        return SleepTimer(loop: loop)
+    }
+
+    func returnSleepTimer(_ timer: SleepTimer) {
+        sleepTimers.append(timer)
+    }
+}

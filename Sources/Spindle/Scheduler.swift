@@ -1,0 +1,332 @@
+import CBoostContext
+import CSpindleSupport
+import Glibc
+import SpindleLoop
+
+/// Runs a loop's fibers: one per ``EventLoop``, made on first use (``EventLoop/scheduler``).
+///
+/// The run queue is intrusive (fibers link through their control blocks) and is drained from a
+/// check watcher after each I/O poll. An idle watcher is active only while the queue is
+/// non-empty, so a loop with no runnable fiber blocks in epoll instead of spinning. Resuming,
+/// yielding, parking and waking allocate nothing, take no lock, make no syscall and do no
+/// reference counting: they touch only the C control blocks.
+public final class Scheduler: EventLoopAttachment {
+    /// The loop whose thread runs these fibers.
+    public unowned(unsafe) let loop: EventLoop
+    @usableFromInline let core: UnsafeMutablePointer<spindle_sched_t>
+    /// Where this scheduler's fiber stacks come from.
+    public let stacks: StackPool
+    private var drainWatcher: LoopWatcher!
+    private var idleWatcher: LoopWatcher!
+    var sleepTimers: [SleepTimer] = []
+    private var isClosed = false
+
+    /// How many fibers the scheduler resumes per loop iteration before it lets the loop poll for
+    /// I/O again (fibers that yield go to the back of the queue). Larger values amortise the poll
+    /// over more switches; smaller ones bound I/O latency behind busy fibers.
+    public var resumesPerTurn = 1024
+
+    /// Stack size for fibers spawned without one.
+    public var defaultStackSize = StackPool.defaultStackSize
+
+    init(loop: EventLoop) {
+        self.loop = loop
+        self.stacks = StackPool()
+        core = UnsafeMutablePointer<spindle_sched_t>.allocate(capacity: 1)
+        core.initialize(to: spindle_sched_t())
+        core.pointee.next_id = 1
+        core.pointee.owner_thread = UInt64(pthread_self())
+        core.pointee.annotate = spindle_sanitizer_annotations_enabled() != 0 ? 1 : 0
+        core.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
+        drainWatcher = LoopWatcher(loop: loop, kind: .check)
+        idleWatcher = LoopWatcher(loop: loop, kind: .idle)
+        drainWatcher.isLoopMachinery = true
+        idleWatcher.isLoopMachinery = true
+        drainWatcher.keepsLoopAlive = false
+        drainWatcher.start { [unowned(unsafe) self] in self.drain() }
+        idleWatcher.start {}
+        idleWatcher.stop()
+        let status = spindle_overflow_reporter_install_on_this_thread()
+        if status != 0 {
+            spindleWarning("stack overflow reporting is off on this thread: \(String(cString: strerror(status)))")
+        }
+    }
+
+    /// The scheduler of `loop`, created on first use.
+    public static func of(_ loop: EventLoop) -> Scheduler {
+        loop.attachment(Scheduler.self) { Scheduler(loop: loop) }
+    }
+
+    @inline(__always)
+    static func of(_ core: UnsafeMutablePointer<spindle_sched_t>) -> Scheduler {
+        Unmanaged<Scheduler>.fromOpaque(core.pointee.owner).takeUnretainedValue()
+    }
+
+    // MARK: Spawning
+
+    func spawn<T>(
+        name: String?, stackSize: Int?, _ body: @escaping () throws -> T
+    ) -> FiberHandle<T> {
+        loop.preconditionOnLoopThread("spawning a fiber")
+        precondition(!isClosed, "cannot spawn a fiber on a closed EventLoop")
+        let fiber = stacks.take(stackSize: stackSize ?? defaultStackSize)
+        let id = core.pointee.next_id
+        core.pointee.next_id = id &+ 1
+        let task = FiberTask<T>(body: body, id: id)
+        task.fiber = fiber
+        prepare(fiber, id: id, name: name, body: Unmanaged.passRetained(task as FiberBody).toOpaque())
+        core.pointee.spawns &+= 1
+        if fiber.pointee.pool_cold != 0 { core.pointee.stacks_cold &+= 1 } else { core.pointee.stacks_pooled &+= 1 }
+        enqueue(fiber)
+        return FiberHandle(task: task)
+    }
+
+    @inline(__always)
+    private func prepare(
+        _ fiber: UnsafeMutablePointer<spindle_fiber_t>, id: UInt64, name: String?, body: UnsafeMutableRawPointer
+    ) {
+        let stackBytes = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
+        fiber.pointee.context = make_fcontext(fiber.pointee.stack_hi, stackBytes, fiberEntry)
+        fiber.pointee.sched = core
+        fiber.pointee.id = id
+        fiber.pointee.state = UInt8(SPINDLE_FIBER_CREATED)
+        fiber.pointee.park_reason = 0
+        fiber.pointee.cancelled = 0
+        fiber.pointee.wake_status = 0
+        fiber.pointee.exclusivity = (0, 0)
+        fiber.pointee.body = body
+        fiber.pointee.park_object = nil
+        fiber.pointee.park_detail = 0
+        setName(fiber, name)
+        // Link into the list of live fibers (reports, gdb).
+        fiber.pointee.all_prev = nil
+        fiber.pointee.all_next = core.pointee.all_head
+        core.pointee.all_head?.pointee.all_prev = fiber
+        core.pointee.all_head = fiber
+        core.pointee.live &+= 1
+    }
+
+    @inline(__always)
+    private func setName(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, _ name: String?) {
+        withUnsafeMutableBytes(of: &fiber.pointee.name) { buffer in
+            guard var name else {
+                buffer[0] = 0
+                return
+            }
+            name.withUTF8 { utf8 in
+                let count = min(utf8.count, buffer.count - 1)
+                buffer.baseAddress!.copyMemory(from: utf8.baseAddress!, byteCount: count)
+                buffer[count] = 0
+            }
+        }
+    }
+
+    // MARK: Run queue
+
+    /// Puts a fiber at the back of the run queue and makes sure the loop will not block.
+    @inline(__always)
+    func enqueue(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        Scheduler.enqueue(fiber, on: core)
+        if core.pointee.draining == 0, core.pointee.idle_active == 0 { startIdle() }
+    }
+
+    @inline(__always)
+    static func enqueue(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, on core: UnsafeMutablePointer<spindle_sched_t>) {
+        fiber.pointee.next = nil
+        if let tail = core.pointee.run_tail { tail.pointee.next = fiber } else { core.pointee.run_head = fiber }
+        core.pointee.run_tail = fiber
+        let length = core.pointee.run_length &+ 1
+        core.pointee.run_length = length
+        if length > core.pointee.run_queue_high_water { core.pointee.run_queue_high_water = length }
+    }
+
+    @inline(never)
+    func startIdle() {
+        core.pointee.idle_active = 1
+        idleWatcher.resume()
+    }
+
+    /// Resumes runnable fibers until the queue is empty or ``resumesPerTurn`` is spent.
+    func drain() {
+        let core = self.core
+        core.pointee.draining = 1
+        var budget = resumesPerTurn
+        while budget > 0, let fiber = core.pointee.run_head {
+            let next = fiber.pointee.next
+            core.pointee.run_head = next
+            if next == nil { core.pointee.run_tail = nil }
+            core.pointee.run_length &-= 1
+            Scheduler.resume(fiber, core: core)
+            if fiber.pointee.state == UInt8(SPINDLE_FIBER_FINISHED) { reclaim(fiber) }
+            budget &-= 1
+        }
+        core.pointee.draining = 0
+        if core.pointee.run_head != nil {
+            if core.pointee.idle_active == 0 { startIdle() }
+        } else if core.pointee.idle_active != 0 {
+            core.pointee.idle_active = 0
+            idleWatcher.stop()
+        }
+    }
+
+    // MARK: Switching
+
+    /// Switches from the loop side into `fiber` and returns when it yields, parks or finishes.
+    @inline(__always)
+    static func resume(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
+        fiber.pointee.state = UInt8(SPINDLE_FIBER_RUNNING)
+        core.pointee.current = fiber
+        core.pointee.switches &+= 1
+        spindle_set_current_fiber(fiber)
+        // The fiber's own Swift access set goes on top of the loop side's while it runs.
+        swift_task_enterThreadLocalContext(spindle_fiber_exclusivity(fiber))
+        if core.pointee.annotate != 0 { spindle_sanitizer_before_switch(core, nil, fiber) }
+        let transfer = jump_fcontext(fiber.pointee.context, fiber)
+        if core.pointee.annotate != 0 { spindle_sanitizer_after_switch(core, nil) }
+        fiber.pointee.context = transfer.fctx
+        swift_task_exitThreadLocalContext(spindle_fiber_exclusivity(fiber))
+        spindle_set_current_fiber(nil)
+        core.pointee.current = nil
+    }
+
+    /// Switches from the running fiber back to the loop side; returns when it is resumed.
+    @inline(__always)
+    static func suspend(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
+        if core.pointee.annotate != 0 { spindle_sanitizer_before_switch(core, fiber, nil) }
+        let transfer = jump_fcontext(core.pointee.main_context, nil)
+        core.pointee.main_context = transfer.fctx
+        if core.pointee.annotate != 0 { spindle_sanitizer_after_switch(core, fiber) }
+    }
+
+    /// Gives a finished fiber's stack back to the pool. Runs on the loop side, never on the
+    /// fiber's own stack.
+    private func reclaim(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        if let prev = fiber.pointee.all_prev { prev.pointee.all_next = fiber.pointee.all_next }
+        else { core.pointee.all_head = fiber.pointee.all_next }
+        fiber.pointee.all_next?.pointee.all_prev = fiber.pointee.all_prev
+        fiber.pointee.all_next = nil
+        fiber.pointee.all_prev = nil
+        core.pointee.live &-= 1
+        core.pointee.finishes &+= 1
+        if core.pointee.annotate != 0 { spindle_sanitizer_fiber_destroyed(fiber) }
+        fiber.pointee.id = 0
+        stacks.give(fiber)
+    }
+
+    // MARK: EventLoopAttachment
+
+    public func stalledWaiters() -> [String] {
+        guard core.pointee.parked > 0 else { return [] }
+        return liveFibers().filter { Int($0.pointee.state) == SPINDLE_FIBER_PARKED }.map(Self.describe)
+    }
+
+    public func openItems() -> [String] {
+        liveFibers().map { fiber in
+            let state = Int(fiber.pointee.state)
+            let what = state == SPINDLE_FIBER_CREATED ? "never started" : "suspended"
+            return "\(Self.describe(fiber)) (\(what); a suspended fiber is never unwound by force)"
+        }
+    }
+
+    public func loopWillClose() {
+        isClosed = true
+        drainWatcher.close()
+        idleWatcher.close()
+        for sleeper in sleepTimers { sleeper.timer.close() }
+        sleepTimers.removeAll()
+        stacks.trim()
+    }
+
+    func liveFibers() -> [UnsafeMutablePointer<spindle_fiber_t>] {
+        var result: [UnsafeMutablePointer<spindle_fiber_t>] = []
+        var cursor = core.pointee.all_head
+        while let fiber = cursor {
+            result.append(fiber)
+            cursor = fiber.pointee.all_next
+        }
+        return result.reversed()
+    }
+
+    static func name(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> String {
+        withUnsafeBytes(of: &fiber.pointee.name) { raw in
+            String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+        }
+    }
+
+    /// `fiber "consumer" (#3) parked on channel receive`
+    static func describe(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) -> String {
+        let name = Self.name(of: fiber)
+        var text = name.isEmpty ? "fiber #\(fiber.pointee.id)" : "fiber \"\(name)\" (#\(fiber.pointee.id))"
+        let state = Fiber.State(fiber)
+        text += " \(state)"
+        if case .parked(.join) = state, fiber.pointee.park_detail != 0 {
+            text += " of fiber #\(fiber.pointee.park_detail)"
+        }
+        return text
+    }
+
+    // MARK: Counters
+
+    /// Always-on counters of this scheduler (plain integers; reading them costs nothing).
+    public var counters: Counters { Counters(core.pointee) }
+
+    /// A snapshot of the scheduler's always-on counters.
+    public struct Counters: Sendable, Equatable {
+        public var spawns: UInt64
+        /// Switches from the loop into a fiber (each is followed by one switch back).
+        public var switches: UInt64
+        public var yields: UInt64
+        public var parks: UInt64
+        public var wakes: UInt64
+        public var finishes: UInt64
+        public var stacksCold: UInt64
+        public var stacksPooled: UInt64
+        public var runQueueHighWater: UInt64
+        /// Fibers spawned and not yet finished.
+        public var live: UInt64
+        /// Fibers parked right now.
+        public var parked: UInt64
+
+        init(_ core: spindle_sched_t) {
+            spawns = core.spawns
+            switches = core.switches
+            yields = core.yields
+            parks = core.parks
+            wakes = core.wakes
+            finishes = core.finishes
+            stacksCold = core.stacks_cold
+            stacksPooled = core.stacks_pooled
+            runQueueHighWater = core.run_queue_high_water
+            live = core.live
+            parked = core.parked
+        }
+    }
+
+    deinit {
+        core.deallocate()
+    }
+}
+
+// MARK: - Fiber entry
+
+/// Every fiber starts here. It never returns: the body runs in ``runFiberBody(_:)``, which
+/// returns (releasing everything the body held) before the final jump back to the loop side,
+/// and the loop side reclaims the stack.
+private let fiberEntry: @convention(c) (transfer_t) -> Void = { transfer in
+    let fiber = transfer.data!.assumingMemoryBound(to: spindle_fiber_t.self)
+    let core = fiber.pointee.sched!
+    core.pointee.main_context = transfer.fctx
+    if core.pointee.annotate != 0 { spindle_sanitizer_after_switch(core, fiber) }
+    runFiberBody(fiber)
+    fiber.pointee.state = UInt8(SPINDLE_FIBER_FINISHED)
+    if core.pointee.annotate != 0 { spindle_sanitizer_before_switch(core, fiber, nil) }
+    _ = jump_fcontext(core.pointee.main_context, nil)
+    fatalError("spindle: a finished fiber was resumed")
+}
+
+@inline(never)
+private func runFiberBody(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+    let body = Unmanaged<FiberBody>.fromOpaque(fiber.pointee.body!).takeRetainedValue()
+    fiber.pointee.body = nil
+    body.run()
+}

@@ -1,0 +1,188 @@
+import CSpindleSupport
+import Glibc
+
+/// Where fiber stacks come from: mmap'd regions with a `PROT_NONE` guard page below the stack,
+/// `MAP_NORESERVE`, kept per loop for reuse.
+///
+/// Each mapping also holds its fiber's control block at its very top, so a fiber spawned on a
+/// pooled stack needs no allocation for its bookkeeping. First touches of a fresh stack's pages
+/// are page faults (a few microseconds each); ``prefault(count:stackSize:touching:)`` pays them
+/// ahead of time.
+///
+/// Not thread-safe: one pool per loop, used on the loop's thread.
+public final class StackPool {
+    /// The stack size fibers get when they do not ask for one: 64 KiB.
+    public static let defaultStackSize = 64 * 1024
+    /// The smallest stack a fiber may ask for.
+    public static let minimumStackSize = 16 * 1024
+
+    /// Bytes per page on this machine.
+    public let pageSize: Int
+    /// Stacks kept for reuse per size; beyond this, finished fibers' stacks are unmapped.
+    public var maximumPooledPerSize: Int = 1 << 20
+    /// Whether stacks get a `PROT_NONE` guard page (a stack overflow then faults and is reported).
+    public let guardPages: Bool
+
+    private var freeLists: [Int: UnsafeMutablePointer<spindle_fiber_t>] = [:]
+    private var freeCounts: [Int: Int] = [:]
+    private var defaultFree: UnsafeMutablePointer<spindle_fiber_t>?
+    private var defaultFreeCount = 0
+    /// Stacks mapped in total (pooled or in use).
+    public private(set) var mappedCount = 0
+    /// Stacks mapped fresh because the pool had none of the right size.
+    public private(set) var coldTakes: UInt64 = 0
+    /// Stacks served from the pool.
+    public private(set) var pooledTakes: UInt64 = 0
+
+    /// Creates an empty pool.
+    public init(guardPages: Bool = true) {
+        pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        self.guardPages = guardPages
+    }
+
+    /// The mapping size a stack of `stackSize` bytes gets: rounded up to whole pages.
+    public func roundedSize(_ stackSize: Int) -> Int {
+        let size = max(stackSize, Self.minimumStackSize)
+        return (size + pageSize - 1) / pageSize * pageSize
+    }
+
+    /// Stacks waiting in the pool.
+    public var pooledCount: Int { defaultFreeCount + freeCounts.values.reduce(0, +) }
+
+    /// Takes a stack of `stackSize` bytes (rounded to pages) with its control block, from the pool
+    /// when one is there, else freshly mapped. Stops the process with the system's reason when
+    /// the system refuses the mapping (out of memory, or `vm.max_map_count` reached).
+    @inline(__always)
+    func take(stackSize: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
+        if stackSize == Self.defaultStackSize, let fiber = defaultFree {
+            defaultFree = fiber.pointee.next
+            defaultFreeCount -= 1
+            fiber.pointee.next = nil
+            fiber.pointee.pool_cold = 0
+            pooledTakes &+= 1
+            return fiber
+        }
+        return takeSlow(stackSize: stackSize)
+    }
+
+    private func takeSlow(stackSize: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
+        let size = roundedSize(stackSize)
+        if let fiber = freeLists[size] {
+            freeLists[size] = fiber.pointee.next
+            freeCounts[size, default: 1] -= 1
+            fiber.pointee.next = nil
+            fiber.pointee.pool_cold = 0
+            pooledTakes &+= 1
+            return fiber
+        }
+        coldTakes &+= 1
+        let fiber = map(size: size)
+        fiber.pointee.pool_cold = 1
+        return fiber
+    }
+
+    /// Returns a finished fiber's stack to the pool (or unmaps it when the pool is full).
+    @inline(__always)
+    func give(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        let size = fiber.pointee.stack_size
+        if size == Self.defaultStackSize, defaultFreeCount < maximumPooledPerSize {
+            fiber.pointee.next = defaultFree
+            defaultFree = fiber
+            defaultFreeCount += 1
+            return
+        }
+        if size != Self.defaultStackSize, freeCounts[size, default: 0] < maximumPooledPerSize {
+            fiber.pointee.next = freeLists[size]
+            freeLists[size] = fiber
+            freeCounts[size, default: 0] += 1
+            return
+        }
+        unmap(fiber)
+    }
+
+    /// Maps `count` stacks of `stackSize` into the pool and touches the top `touching` bytes of
+    /// each (default: the whole stack), so fibers spawned on them take no page faults there.
+    public func prefault(count: Int, stackSize: Int = StackPool.defaultStackSize, touching: Int? = nil) {
+        let size = roundedSize(stackSize)
+        for _ in 0..<count {
+            let fiber = map(size: size)
+            let depth = min(touching ?? size, size)
+            let top = UnsafeMutableRawPointer(fiber.pointee.stack_hi!)
+            var offset = pageSize
+            while offset <= depth {
+                // One write per page is enough to fault it in.
+                (top - offset).storeBytes(of: 0, as: UInt8.self)
+                offset += pageSize
+            }
+            give(fiber)
+        }
+    }
+
+    /// Unmaps every pooled stack.
+    public func trim() {
+        while let fiber = defaultFree {
+            defaultFree = fiber.pointee.next
+            unmap(fiber)
+        }
+        defaultFreeCount = 0
+        for (size, head) in freeLists {
+            var next: UnsafeMutablePointer<spindle_fiber_t>? = head
+            while let fiber = next {
+                next = fiber.pointee.next
+                unmap(fiber)
+            }
+            freeLists[size] = nil
+        }
+        freeCounts.removeAll()
+    }
+
+    private func map(size: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
+        let guardSize = guardPages ? pageSize : 0
+        let total = size + guardSize
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK
+        let base = mmap(nil, total, PROT_READ | PROT_WRITE, flags, -1, 0)
+        if base == MAP_FAILED {
+            Self.mappingFailed("mmap of a \(size / 1024) KiB fiber stack", errno: errno)
+        }
+        let mapping = base!.assumingMemoryBound(to: CChar.self)
+        if guardSize > 0, mprotect(base, guardSize, PROT_NONE) != 0 {
+            let err = errno
+            munmap(base, total)
+            Self.mappingFailed("mprotect of a fiber stack's guard page", errno: err)
+        }
+        // The control block sits at the very top; the stack grows down from just below it.
+        let blockSize = (MemoryLayout<spindle_fiber_t>.size + 63) & ~63
+        let block = UnsafeMutableRawPointer(mapping + total - blockSize)
+        let fiber = block.bindMemory(to: spindle_fiber_t.self, capacity: 1)
+        fiber.initialize(to: spindle_fiber_t())
+        fiber.pointee.mapping = mapping
+        fiber.pointee.mapping_size = total
+        fiber.pointee.guard_size = guardSize
+        fiber.pointee.stack_lo = mapping + guardSize
+        fiber.pointee.stack_hi = block.assumingMemoryBound(to: CChar.self)
+        fiber.pointee.stack_size = size
+        fiber.pointee.valgrind_stack_id = spindle_valgrind_stack_register(
+            fiber.pointee.stack_lo, fiber.pointee.stack_hi)
+        mappedCount += 1
+        return fiber
+    }
+
+    private func unmap(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        spindle_valgrind_stack_deregister(fiber.pointee.valgrind_stack_id)
+        let mapping = fiber.pointee.mapping
+        let total = fiber.pointee.mapping_size
+        munmap(mapping, total)
+        mappedCount -= 1
+    }
+
+    private static func mappingFailed(_ what: String, errno err: Int32) -> Never {
+        var hint = ""
+        if err == ENOMEM {
+            hint = " (out of memory, or the process reached vm.max_map_count: each guarded stack is "
+                + "two mappings; raise it with `sysctl vm.max_map_count=...` or use smaller/fewer fibers)"
+        }
+        fatalError("spindle: \(what) failed: \(String(cString: strerror(err)))\(hint)")
+    }
+
+    deinit { trim() }
+}

@@ -1,0 +1,261 @@
+import CLibUV
+import CSpindleSupport
+import Glibc
+
+/// Something that lives on an ``EventLoop`` and takes part in its checks: the fiber scheduler,
+/// tracers. The loop asks attachments what they still hold when it runs out of work or closes.
+public protocol EventLoopAttachment: AnyObject {
+    /// Waiters that nothing left on the loop can wake, each named in a few words. Asked when the
+    /// loop runs out of work; a non-empty answer makes ``EventLoop/run()`` throw a deadlock.
+    func stalledWaiters() -> [String]
+    /// What this attachment still holds that would be lost if the loop closed now.
+    func openItems() -> [String]
+    /// Releases this attachment's handles. Called by ``EventLoop/close()`` once nothing is open.
+    func loopWillClose()
+}
+
+/// A libuv event loop owned by one thread.
+///
+/// The loop belongs to the thread that created it. Every method refuses, with a message that
+/// names both threads, to run on any other thread — except ``post(_:)``, the one cross-thread
+/// entry, which queues work and wakes the loop. Several loops on several threads in one process
+/// are independent: Spindle keeps no global mutable state.
+///
+/// ```swift
+/// let loop = EventLoop()
+/// loop.schedule(after: .milliseconds(5)) { print("tick") }
+/// try loop.run()      // returns when no work is left
+/// try loop.close()
+/// ```
+///
+/// Wraps uv_loop_t.
+public final class EventLoop: @unchecked Sendable {
+    /// Where the loop is in its life.
+    enum State {
+        case open
+        case running
+        case closed
+    }
+
+    /// How long ``run(_:)`` keeps going.
+    public enum RunMode: Sendable {
+        /// Until nothing is left that could produce an event (libuv's `UV_RUN_DEFAULT`). Work posted
+        /// from other threads does not keep the loop alive in this mode.
+        case untilNoWork
+        /// Until ``stop()`` is called; the loop waits for ``post(_:)`` even with nothing else to do.
+        case untilStopped
+    }
+
+    @usableFromInline let uv: UnsafeMutablePointer<uv_loop_t>
+    let owner: pthread_t
+    var state: State = .open
+    private var stopRequested = false
+    private var attachments: [ObjectIdentifier: EventLoopAttachment] = [:]
+    private var attachmentOrder: [ObjectIdentifier] = []
+    var inbox: PostInbox!
+    var nextTurn: NextTurnQueue?
+
+    /// Creates a loop owned by the calling thread. Wraps uv_loop_init.
+    public init() {
+        uv = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
+        UVError.mustSucceed(uv_loop_init(uv), "uv_loop_init")
+        owner = pthread_self()
+        inbox = PostInbox(loop: self)
+    }
+
+    // MARK: Threads
+
+    /// Whether the caller runs on the thread that owns this loop.
+    public var isOnLoopThread: Bool { pthread_equal(pthread_self(), owner) != 0 }
+
+    /// Stops the process with a clear message when called from a thread that does not own the loop.
+    @inline(__always)
+    public func preconditionOnLoopThread(_ what: @autoclosure () -> String) {
+        if _slowPath(pthread_equal(pthread_self(), owner) == 0) {
+            wrongThread(what())
+        }
+    }
+
+    @inline(never)
+    private func wrongThread(_ what: String) -> Never {
+        fatalError(
+            "EventLoop used from the wrong thread: \(what) on thread \(Self.threadName(pthread_self())), "
+                + "but this loop belongs to thread \(Self.threadName(owner)); "
+                + "use loop.post { } to reach it from another thread")
+    }
+
+    static func threadName(_ thread: pthread_t) -> String {
+        var buffer = [CChar](repeating: 0, count: 32)
+        if spindle_thread_name(UInt64(thread), &buffer, buffer.count) == 0, buffer[0] != 0 {
+            let name = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            return "\"\(name)\" (0x\(String(UInt(thread), radix: 16)))"
+        }
+        return "0x\(String(UInt(thread), radix: 16))"
+    }
+
+    // MARK: Running
+
+    /// Whether ``close()`` has completed.
+    public var isClosed: Bool { state == .closed }
+
+    /// Runs the loop on the calling (owning) thread.
+    ///
+    /// With ``RunMode/untilNoWork`` it returns when no active handle, runnable fiber or pending
+    /// callback is left. If at that point an attachment still has waiters — fibers parked on
+    /// something that can no longer happen — it throws ``LoopError/deadlock(waiting:)`` naming them.
+    /// A ``stop()`` makes it return early without that check. Wraps uv_run.
+    public func run(_ mode: RunMode = .untilNoWork) throws {
+        preconditionOnLoopThread("EventLoop.run()")
+        switch state {
+        case .closed: throw LoopError.closed
+        case .running: throw LoopError.alreadyRunning
+        case .open: break
+        }
+        state = .running
+        stopRequested = false
+        defer { state = .open }
+        if mode == .untilStopped { inbox.keepsLoopAlive = true }
+        defer { if mode == .untilStopped { inbox.keepsLoopAlive = false } }
+        while true {
+            uv_run(uv, UV_RUN_DEFAULT)
+            if stopRequested { return }
+            // uv_run can return with work still runnable only when stopped; re-check once more in
+            // case a close callback queued something.
+            if uv_loop_alive(uv) != 0 { continue }
+            break
+        }
+        let stalled = attachmentsInOrder.flatMap { $0.stalledWaiters() }
+        if !stalled.isEmpty { throw LoopError.deadlock(waiting: stalled) }
+    }
+
+    /// Runs one loop iteration. With `blocking` it waits for at least one event if there is work
+    /// that could produce one. Returns whether work remains. Wraps uv_run with `UV_RUN_ONCE` or
+    /// `UV_RUN_NOWAIT`.
+    @discardableResult
+    public func runOnce(blocking: Bool = true) throws -> Bool {
+        preconditionOnLoopThread("EventLoop.runOnce()")
+        switch state {
+        case .closed: throw LoopError.closed
+        case .running: throw LoopError.alreadyRunning
+        case .open: break
+        }
+        state = .running
+        defer { state = .open }
+        return uv_run(uv, blocking ? UV_RUN_ONCE : UV_RUN_NOWAIT) != 0
+    }
+
+    /// Makes ``run(_:)`` return after the current iteration. Call it on the loop's thread; from
+    /// another thread, use `loop.post { loop.stop() }`. Wraps uv_stop.
+    public func stop() {
+        preconditionOnLoopThread("EventLoop.stop()")
+        stopRequested = true
+        uv_stop(uv)
+    }
+
+    /// The loop's cached notion of now, in milliseconds, updated at the start of each iteration.
+    /// Wraps uv_now.
+    public var now: UInt64 { uv_now(uv) }
+
+    /// The raw libuv loop, for code that must call libuv directly (tests, benchmarks' C kernels).
+    public var unsafeUVLoop: UnsafeMutableRawPointer { UnsafeMutableRawPointer(uv) }
+
+    // MARK: Attachments
+
+    /// Returns the attachment of type `T`, creating it with `make` on first use.
+    public func attachment<T: EventLoopAttachment>(_ type: T.Type, _ make: () -> T) -> T {
+        let key = ObjectIdentifier(type)
+        if let existing = attachments[key] { return unsafeDowncast(existing, to: T.self) }
+        preconditionOnLoopThread("attaching \(T.self) to the loop")
+        precondition(state != .closed, "cannot attach \(T.self) to a closed EventLoop")
+        let made = make()
+        attachments[key] = made
+        attachmentOrder.append(key)
+        return made
+    }
+
+    /// The attachment of type `T`, if one was made.
+    public func existingAttachment<T: EventLoopAttachment>(_ type: T.Type) -> T? {
+        attachments[ObjectIdentifier(type)].map { unsafeDowncast($0, to: T.self) }
+    }
+
+    private var attachmentsInOrder: [EventLoopAttachment] { attachmentOrder.compactMap { attachments[$0] } }
+
+    // MARK: Closing
+
+    /// Everything that would stop ``close()``: open handles, suspended fibers, queued work.
+    public func openItems() -> [String] {
+        var items = attachmentsInOrder.flatMap { $0.openItems() }
+        items += userHandleDescriptions()
+        if let nextTurn, nextTurn.pendingCount > 0 {
+            items.append("\(nextTurn.pendingCount) next-turn callback(s) not yet run")
+        }
+        return items
+    }
+
+    private func userHandleDescriptions() -> [String] {
+        var found: [String] = []
+        withUnsafeMutablePointer(to: &found) { list in
+            uv_walk(uv, describeOpenHandle, UnsafeMutableRawPointer(list))
+        }
+        return found
+    }
+
+    /// Closes the loop and frees it.
+    ///
+    /// Refuses, throwing ``LoopError/stillOpen(_:)``, while anything is still open: a handle the
+    /// user did not close, a fiber still suspended (it cannot be unwound by force). The loop then
+    /// stays usable, so the caller can finish that work and close again. Wraps uv_loop_close.
+    public func close() throws {
+        preconditionOnLoopThread("EventLoop.close()")
+        switch state {
+        case .closed: return
+        case .running: throw LoopError.alreadyRunning
+        case .open: break
+        }
+        let open = openItems()
+        if !open.isEmpty { throw LoopError.stillOpen(open) }
+        for attachment in attachmentsInOrder { attachment.loopWillClose() }
+        nextTurn?.closeHandles()
+        inbox.closeHandle()
+        // Let the close callbacks run, then free.
+        state = .running
+        uv_run(uv, UV_RUN_DEFAULT)
+        state = .open
+        inbox.drainAfterClose()
+        let status = uv_loop_close(uv)
+        if status < 0 {
+            fatalError("uv_loop_close failed after every handle was closed: \(UVError(code: status))")
+        }
+        state = .closed
+        attachments.removeAll()
+        attachmentOrder.removeAll()
+        nextTurn = nil
+        uv.deallocate()
+    }
+
+    deinit {
+        if state != .closed {
+            if openItems().isEmpty, isOnLoopThread {
+                try? close()
+            } else {
+                spindleWarning("an EventLoop was released without close(); its memory is leaked "
+                    + "because it still holds: \(openItems().joined(separator: "; "))\n")
+            }
+        }
+    }
+}
+
+/// uv_walk callback that lists open, non-internal handles.
+private let describeOpenHandle: @convention(c) (UnsafeMutablePointer<uv_handle_t>?, UnsafeMutableRawPointer?) -> Void = {
+    handle, context in
+    guard let handle, let context else { return }
+    if uv_is_closing(handle) != 0 { return }
+    let list = context.assumingMemoryBound(to: [String].self)
+    if let data = handle.pointee.data {
+        let object = Unmanaged<LoopHandle>.fromOpaque(data).takeUnretainedValue()
+        if object.isLoopMachinery { return }
+        list.pointee.append("\(object.handleDescription) handle not closed")
+    } else {
+        list.pointee.append("\(String(cString: uv_handle_type_name(handle.pointee.type))) handle not closed")
+    }
+}

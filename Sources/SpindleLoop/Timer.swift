@@ -1,0 +1,111 @@
+import CLibUV
+
+/// A one-shot or repeating timer on the loop. Millisecond resolution, as libuv's.
+///
+/// A started timer keeps itself alive until it fires (one-shot), is stopped, or is closed, so
+/// `loop.schedule(after:)` needs no reference kept. A timer whose delay is zero fires on the next
+/// loop iteration. Wraps uv_timer_t.
+public final class Timer: LoopHandle {
+    private var callback: (Timer) -> Void
+    /// Whether the timer is started and has not fired (one-shot) or been stopped.
+    public private(set) var isActive = false
+    private var repeatInterval: UInt64 = 0
+
+    /// Creates a stopped timer that will call `callback` on the loop's thread each time it fires.
+    /// Wraps uv_timer_init.
+    public init(loop: EventLoop, _ callback: @escaping (Timer) -> Void) {
+        self.callback = callback
+        super.init(loop: loop, type: UV_TIMER)
+        UVError.mustSucceed(uv_timer_init(loop.uv, timerHandle), "uv_timer_init")
+        didInitialize()
+    }
+
+    private var timerHandle: UnsafeMutablePointer<uv_timer_t> {
+        UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_timer_t.self)
+    }
+
+    /// Starts (or restarts) the timer: first fire after `delay`, then every `interval` if given.
+    /// Durations are rounded up to whole milliseconds. Wraps uv_timer_start.
+    public func start(after delay: Duration, repeating interval: Duration? = nil) {
+        loop.preconditionOnLoopThread("Timer.start")
+        precondition(!isClosed, "cannot start a closed Timer")
+        repeatInterval = interval.map(Self.milliseconds) ?? 0
+        precondition(interval == nil || repeatInterval > 0, "a repeating Timer needs an interval of at least 1 ms")
+        isActive = true
+        retainWhileActive()
+        UVError.mustSucceed(
+            uv_timer_start(timerHandle, timerFired, Self.milliseconds(delay), repeatInterval), "uv_timer_start")
+    }
+
+    /// Starts the timer with a delay in milliseconds (the cheap path: no Duration arithmetic).
+    @inline(__always)
+    public func start(afterMilliseconds delay: UInt64) {
+        loop.preconditionOnLoopThread("Timer.start")
+        precondition(!isClosed, "cannot start a closed Timer")
+        repeatInterval = 0
+        isActive = true
+        retainWhileActive()
+        UVError.mustSucceed(uv_timer_start(timerHandle, timerFired, delay, 0), "uv_timer_start")
+    }
+
+    /// Stops the timer; it can be started again. Wraps uv_timer_stop.
+    public func stop() {
+        loop.preconditionOnLoopThread("Timer.stop")
+        guard isActive else { return }
+        isActive = false
+        uv_timer_stop(timerHandle)
+        releaseActiveRetain()
+    }
+
+    /// Replaces the callback (for pooled timers that serve many waiters).
+    public func setCallback(_ callback: @escaping (Timer) -> Void) { self.callback = callback }
+
+    public override func close() {
+        isActive = false
+        super.close()
+    }
+
+    fileprivate func fire() {
+        if repeatInterval == 0 {
+            isActive = false
+            // Keep self alive across the callback even though the active retain goes now.
+            withExtendedLifetime(self) {
+                releaseActiveRetain()
+                callback(self)
+            }
+        } else {
+            callback(self)
+        }
+    }
+
+    public override var handleDescription: String {
+        repeatInterval > 0 ? "timer (repeating every \(repeatInterval) ms)" : "timer"
+    }
+
+    static func milliseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        precondition(seconds >= 0 && attoseconds >= 0, "timer durations cannot be negative: \(duration)")
+        let wholeMs = UInt64(seconds) * 1000 + UInt64(attoseconds / 1_000_000_000_000_000)
+        let remainder = attoseconds % 1_000_000_000_000_000
+        return remainder > 0 ? wholeMs + 1 : wholeMs
+    }
+}
+
+extension EventLoop {
+    /// Calls `callback` once on the loop's thread after `delay`. Returns the timer, which may be
+    /// stopped before it fires; it need not be kept.
+    @discardableResult
+    public func schedule(after delay: Duration, _ callback: @escaping () -> Void) -> Timer {
+        let timer = Timer(loop: self) { timer in
+            callback()
+            timer.close()
+        }
+        timer.start(after: delay)
+        return timer
+    }
+}
+
+private let timerFired: @convention(c) (UnsafeMutablePointer<uv_timer_t>?) -> Void = { timer in
+    guard let data = timer?.pointee.data else { return }
+    LoopHandle.object(data, as: Timer.self).fire()
+}

@@ -1,0 +1,51 @@
+import Spindle
+import SpindleLoop
+import Testing
+
+@Suite("Fibers")
+struct FiberTests {
+    @Test("a spawned fiber runs and join returns its value")
+    func spawnAndJoin() throws {
+        let value = try withLoop { loop -> Int in
+            let worker = loop.spawn(name: "worker") { () -> Int in 41 + 1 }
+            let joiner = loop.spawn(name: "joiner") { () -> Int in try worker.join() * 2 }
+            try loop.run()
+            return try joiner.join()
+        }
+        #expect(value == 84)
+    }
+
+    @Test("join rethrows the body's error")
+    func joinRethrows() throws {
+        struct Boom: Error, Equatable {}
+        let outcome = try withLoop { loop -> Bool in
+            let failing = loop.spawn { () throws -> Int in throw Boom() }
+            try loop.run()
+            do {
+                _ = try failing.join()
+                return false
+            } catch let error as Boom {
+                return error == Boom()
+            }
+        }
+        #expect(outcome)
+    }
+
+    @Test("yield interleaves fibers in FIFO order")
+    func yieldInterleaves() throws {
+        let trace = try withLoop { loop -> [String] in
+            var trace: [String] = []
+            for name in ["a", "b", "c"] {
+                loop.spawn(name: name) {
+                    for step in 0..<3 {
+                        trace.append("\(name)\(step)")
+                        Fiber.yield()
+                    }
+                }
+            }
+            try loop.run()
+            return trace
+        }
+        #expect(trace == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"])
+    }
+}
