@@ -2,6 +2,7 @@
 #include "CSpindleSupport.h"
 
 #include <errno.h>
+#include <link.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -28,6 +29,54 @@
 #endif
 
 __thread spindle_fiber_t *spindle_tls_current_fiber __attribute__((tls_model("initial-exec"))) = NULL;
+
+// MARK: - Exclusivity access-set head
+
+// A word that is never NULL: the fallback "head" that makes every switch call the runtime.
+static void *const always_call_runtime = (void *)1;
+
+typedef struct {
+    uintptr_t marker;
+    void *const *found;
+    int matches;
+} tls_scan_t;
+
+static int scan_tls_block(struct dl_phdr_info *info, size_t size, void *raw) {
+    (void)size;
+    tls_scan_t *scan = raw;
+    if (info->dlpi_tls_data == NULL) return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_TLS) continue;
+        uintptr_t *words = info->dlpi_tls_data;
+        size_t count = ph->p_memsz / sizeof(uintptr_t);
+        for (size_t w = 0; w < count; w++) {
+            if (words[w] == scan->marker) {
+                scan->found = (void *const *)&words[w];
+                scan->matches++;
+            }
+        }
+    }
+    return 0;
+}
+
+void *const *spindle_exclusivity_head_location(void) {
+    // A fake access record (Pointer, PC, NextAndAction) forming a one-element access set.
+    uintptr_t access[3] = {(uintptr_t)&access, 0, 0};
+    uintptr_t state[2] = {(uintptr_t)access, (uintptr_t)access};
+    swift_task_enterThreadLocalContext((char *)state);
+    tls_scan_t scan = {.marker = (uintptr_t)access, .found = NULL, .matches = 0};
+    dl_iterate_phdr(scan_tls_block, &scan);
+    swift_task_exitThreadLocalContext((char *)state);
+    if (scan.matches != 1) return &always_call_runtime;
+    // After exit the marker must be gone from that word, or it was not the head.
+    if (*scan.found == (void *)access) return &always_call_runtime;
+    return scan.found;
+}
+
+int spindle_exclusivity_fast_path_available(void *const *location) {
+    return location != &always_call_runtime;
+}
 
 // MARK: - Valgrind
 

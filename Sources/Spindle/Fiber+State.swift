@@ -87,6 +87,11 @@ extension Fiber {
 
 extension Fiber.State {
     init(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        // The switch path does not store "running": the running fiber is the thread's current one.
+        if fiber == spindle_current_fiber(), fiber.pointee.state != UInt8(SPINDLE_FIBER_FINISHED) {
+            self = .running
+            return
+        }
         switch Int(fiber.pointee.state) {
         case SPINDLE_FIBER_CREATED: self = .created
         case SPINDLE_FIBER_RUNNABLE: self = .runnable

@@ -37,7 +37,7 @@ public enum Fiber {
         return fiber
     }
 
-    @inline(never)
+    @inline(never) @usableFromInline
     static func notInFiber(_ what: StaticString) -> Never {
         fatalError("\(what) called outside a fiber: no fiber is running on this thread "
             + "(spawn one with loop.spawn { } and call it from there)")
@@ -51,11 +51,11 @@ public enum Fiber {
     /// - Parameters:
     ///   - name: shown in traces, deadlock reports and stack-overflow messages (first 47 bytes).
     ///   - stackSize: usable stack bytes, rounded up to pages (default 64 KiB, minimum 16 KiB).
-    @discardableResult
+    @discardableResult @inlinable
     public static func spawn<T>(
         name: String? = nil, stackSize: Int? = nil, _ body: @escaping () throws -> T
     ) -> FiberHandle<T> {
-        let fiber = runningFiber("Fiber.spawn")
+        guard let fiber = spindle_current_fiber() else { notInFiber("Fiber.spawn") }
         return Scheduler.of(fiber.pointee.sched).spawn(name: name, stackSize: stackSize, body)
     }
 
@@ -63,12 +63,13 @@ public enum Fiber {
 
     /// Lets every other runnable fiber run, then continues. Costs two context switches and no
     /// allocation. Stops the process with a clear message outside a fiber.
+    @inlinable @inline(__always)
     public static func yield() {
-        let fiber = runningFiber("Fiber.yield()")
-        let core = fiber.pointee.sched!
+        guard let fiber = spindle_current_fiber() else { notInFiber("Fiber.yield()") }
+        let core = fiber.pointee.sched.unsafelyUnwrapped
         core.pointee.yields &+= 1
-        fiber.pointee.state = UInt8(SPINDLE_FIBER_RUNNABLE)
-        Scheduler.enqueue(fiber, on: core)
+        // The state stays "runnable" while a fiber runs, so a yield need not store it.
+        Scheduler.requeue(fiber, on: core)
         Scheduler.suspend(fiber, core: core)
     }
 
@@ -208,7 +209,7 @@ extension EventLoop {
     /// - Parameters:
     ///   - name: shown in traces, deadlock reports and stack-overflow messages (first 47 bytes).
     ///   - stackSize: usable stack bytes, rounded up to pages (default 64 KiB, minimum 16 KiB).
-    @discardableResult
+    @discardableResult @inlinable
     public func spawn<T>(
         name: String? = nil, stackSize: Int? = nil, _ body: @escaping () throws -> T
     ) -> FiberHandle<T> {

@@ -2,36 +2,41 @@ import CSpindleSupport
 import Glibc
 import SpindleLoop
 
-/// The type-erased part of a fiber's body: what the entry function runs.
+/// The type-erased part of a fiber: what the entry function runs, and the outcome it leaves.
+///
+/// Nothing here depends on the fiber's result type: generic fields such as `Result<T, Error>?`
+/// make the runtime look up generic metadata on every run and every deinit, which costs more
+/// than the whole switch path. The value is kept as `Any` (inline for small values) and cast
+/// back once, by `join()`.
+@usableFromInline
 class FiberBody {
-    let id: UInt64
+    /// The fiber's id (set when it is started).
+    @exclusivity(unchecked) var id: UInt64 = 0
     /// The control block while the fiber is live; nil once it has finished.
-    var fiber: UnsafeMutablePointer<spindle_fiber_t>?
+    @exclusivity(unchecked) var fiber: UnsafeMutablePointer<spindle_fiber_t>?
     /// Fibers parked in ``FiberHandle/join()`` on this one.
-    var joiners = WaitList()
+    @exclusivity(unchecked) var joiners = WaitList()
+    /// Whether the body has returned or thrown.
+    @exclusivity(unchecked) var isFinished = false
+    /// The body's return value once it returned.
+    @exclusivity(unchecked) var value: Any?
+    /// The body's error once it threw.
+    @exclusivity(unchecked) var error: (any Error)?
+    /// The body closure, taken apart into its two words (function and context) so that this
+    /// non-generic class can own it: a generic `(() throws -> T)?` field would need the
+    /// runtime's function-type metadata on every copy and destroy.
+    @exclusivity(unchecked) var bodyFunction: UnsafeRawPointer?
+    @exclusivity(unchecked) var bodyContext: AnyObject?
 
-    init(id: UInt64) { self.id = id }
+    @usableFromInline init() {}
 
-    func run() { fatalError("abstract") }
-}
+    /// Runs the body and stores its outcome (overridden by ``FiberTask``).
+    func runBody() { fatalError("abstract") }
 
-/// A fiber's body and its result.
-final class FiberTask<T>: FiberBody {
-    private var body: (() throws -> T)?
-    var result: Result<T, any Error>?
-
-    init(body: @escaping () throws -> T, id: UInt64) {
-        self.body = body
-        super.init(id: id)
-    }
-
-    override func run() {
-        let body = self.body.take()!
-        do {
-            result = .success(try body())
-        } catch {
-            result = .failure(error)
-        }
+    /// Runs the body, then wakes every joiner.
+    final func run() {
+        runBody()
+        isFinished = true
         fiber = nil
         while let joiner = joiners.popFirst() {
             FiberRef(joiner).wake(.ready)
@@ -39,17 +44,60 @@ final class FiberTask<T>: FiberBody {
     }
 }
 
+/// The two words of a Swift closure value: its function and its (reference-counted) context.
+@usableFromInline
+struct ClosureWords {
+    @usableFromInline var function: UnsafeRawPointer
+    @usableFromInline var context: AnyObject?
+}
+
+/// A fiber's body. It has no stored fields of its own, so nothing about it needs `T`'s
+/// metadata at run time except producing the value.
+@usableFromInline
+final class FiberTask<T>: FiberBody {
+    @usableFromInline
+    init(body: @escaping () throws -> T) {
+        super.init()
+        // A thick function is exactly these two words; the cast keeps the context retained.
+        let words = unsafeBitCast(body, to: ClosureWords.self)
+        bodyFunction = words.function
+        bodyContext = words.context
+    }
+
+    override func runBody() {
+        let words = ClosureWords(function: bodyFunction.unsafelyUnwrapped, context: bodyContext)
+        let body = unsafeBitCast(words, to: (() throws -> T).self)
+        // Drop the task's reference now: the captures go when `body` does, before the fiber ends.
+        bodyContext = nil
+        bodyFunction = nil
+        do {
+            value = try body()
+        } catch {
+            self.error = error
+        }
+    }
+
+    /// The outcome as a `Result`, once finished.
+    var result: Result<T, any Error>? {
+        guard isFinished else { return nil }
+        if let error { return .failure(error) }
+        return .success(value as! T)
+    }
+}
+
 /// The handle returned by `spawn`: join the fiber, cancel it, or read its result.
 ///
 /// Handles are values; copies refer to the same fiber. Use them on the fiber's loop thread.
 public struct FiberHandle<T> {
-    let task: FiberTask<T>
+    @usableFromInline let task: FiberTask<T>
+
+    @usableFromInline init(task: FiberTask<T>) { self.task = task }
 
     /// The fiber's id, unique on its loop.
     public var id: UInt64 { task.id }
 
     /// Whether the fiber's body has returned or thrown.
-    public var isFinished: Bool { task.result != nil }
+    public var isFinished: Bool { task.isFinished }
 
     /// The body's outcome once finished; nil while it runs. Never blocks.
     public var result: Result<T, any Error>? { task.result }

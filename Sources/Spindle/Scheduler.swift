@@ -37,6 +37,14 @@ public final class Scheduler: EventLoopAttachment {
         core.pointee.next_id = 1
         core.pointee.owner_thread = UInt64(pthread_self())
         core.pointee.annotate = spindle_sanitizer_annotations_enabled() != 0 ? 1 : 0
+        core.pointee.exclusivity_head = spindle_exclusivity_head_location()
+        #if !SPINDLE_SANITIZERS
+        if core.pointee.annotate != 0 {
+            fatalError("Spindle's C support was built with a sanitizer but its Swift code was not told: "
+                + "build with -Xswiftc -DSPINDLE_SANITIZERS (as `make asan` and `make tsan` do) so fiber "
+                + "switches are annotated for the sanitizer")
+        }
+        #endif
         core.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
         drainWatcher = LoopWatcher(loop: loop, kind: .check)
         idleWatcher = LoopWatcher(loop: loop, kind: .idle)
@@ -53,32 +61,42 @@ public final class Scheduler: EventLoopAttachment {
     }
 
     /// The scheduler of `loop`, created on first use.
-    public static func of(_ loop: EventLoop) -> Scheduler {
+    @usableFromInline
+    static func of(_ loop: EventLoop) -> Scheduler {
         loop.attachment(Scheduler.self) { Scheduler(loop: loop) }
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func of(_ core: UnsafeMutablePointer<spindle_sched_t>) -> Scheduler {
         Unmanaged<Scheduler>.fromOpaque(core.pointee.owner).takeUnretainedValue()
     }
 
     // MARK: Spawning
 
+    @inlinable
     func spawn<T>(
         name: String?, stackSize: Int?, _ body: @escaping () throws -> T
     ) -> FiberHandle<T> {
+        // Only this line is generic (and specialised in the caller); the rest is not.
+        let task = FiberTask<T>(body: body)
+        start(task, name: name, stackSize: stackSize)
+        return FiberHandle(task: task)
+    }
+
+    /// Gives `task` a stack and a control block and puts it in the run queue.
+    @usableFromInline
+    func start(_ task: FiberBody, name: String?, stackSize: Int?) {
         loop.preconditionOnLoopThread("spawning a fiber")
         precondition(!isClosed, "cannot spawn a fiber on a closed EventLoop")
         let fiber = stacks.take(stackSize: stackSize ?? defaultStackSize)
         let id = core.pointee.next_id
         core.pointee.next_id = id &+ 1
-        let task = FiberTask<T>(body: body, id: id)
+        task.id = id
         task.fiber = fiber
-        prepare(fiber, id: id, name: name, body: Unmanaged.passRetained(task as FiberBody).toOpaque())
+        prepare(fiber, id: id, name: name, body: Unmanaged.passRetained(task).toOpaque())
         core.pointee.spawns &+= 1
         if fiber.pointee.pool_cold != 0 { core.pointee.stacks_cold &+= 1 } else { core.pointee.stacks_pooled &+= 1 }
         enqueue(fiber)
-        return FiberHandle(task: task)
     }
 
     @inline(__always)
@@ -132,12 +150,21 @@ public final class Scheduler: EventLoopAttachment {
 
     @inline(__always)
     static func enqueue(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, on core: UnsafeMutablePointer<spindle_sched_t>) {
-        fiber.pointee.next = nil
-        if let tail = core.pointee.run_tail { tail.pointee.next = fiber } else { core.pointee.run_head = fiber }
+        requeue(fiber, on: core)
+        core.pointee.enqueued &+= 1
+    }
+
+    /// Appends to the run queue without counting: for a fiber that was just taken off the queue
+    /// (a yield, which the yield counter already counts).
+    @inlinable @inline(__always)
+    static func requeue(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, on core: UnsafeMutablePointer<spindle_sched_t>) {
+        if core.pointee.run_head == nil { core.pointee.run_head = fiber } else { core.pointee.run_tail.unsafelyUnwrapped.pointee.next = fiber }
         core.pointee.run_tail = fiber
-        let length = core.pointee.run_length &+ 1
-        core.pointee.run_length = length
-        if length > core.pointee.run_queue_high_water { core.pointee.run_queue_high_water = length }
+    }
+
+    /// Fibers in the run queue now. Exact on the loop side between drains.
+    var runQueueLength: UInt64 {
+        core.pointee.enqueued &+ core.pointee.yields &- core.pointee.popped
     }
 
     @inline(never)
@@ -147,18 +174,41 @@ public final class Scheduler: EventLoopAttachment {
     }
 
     /// Resumes runnable fibers until the queue is empty or ``resumesPerTurn`` is spent.
+    ///
+    /// This loop and ``Fiber/yield()`` are the switch path: plain loads and stores on the C
+    /// control blocks, one thread-local store, and the jump. Fibers that finish are reclaimed
+    /// after the loop, not in it, so the loop does not test for them.
     func drain() {
         let core = self.core
         core.pointee.draining = 1
-        var budget = resumesPerTurn
-        while budget > 0, let fiber = core.pointee.run_head {
-            let next = fiber.pointee.next
-            core.pointee.run_head = next
-            if next == nil { core.pointee.run_tail = nil }
-            core.pointee.run_length &-= 1
-            Scheduler.resume(fiber, core: core)
-            if fiber.pointee.state == UInt8(SPINDLE_FIBER_FINISHED) { reclaim(fiber) }
+        let accessHead = core.pointee.exclusivity_head.unsafelyUnwrapped
+        // The loop side runs no Swift code between resumes, so its access set is fixed for the
+        // whole drain: when it is empty, only the fiber's own saved set needs checking.
+        let loopSideHasAccesses = accessHead.pointee != nil
+        let length = runQueueLength
+        if length > core.pointee.run_queue_high_water { core.pointee.run_queue_high_water = length }
+        let turnBudget = resumesPerTurn
+        var budget = turnBudget
+        while let fiber = core.pointee.run_head {
+            // The queue is empty once its head is nil; the tail is then stale and unused.
+            core.pointee.run_head = fiber == core.pointee.run_tail ? nil : fiber.pointee.next
+            spindle_set_current_fiber(fiber)
+            if _fastPath(fiber.pointee.exclusivity.0 == 0 && !loopSideHasAccesses) {
+                Scheduler.jumpInto(fiber, core: core)
+                // The fiber may have switched out in the middle of an access: save it with the fiber.
+                if _slowPath(accessHead.pointee != nil) { Scheduler.saveAccesses(of: fiber) }
+            } else {
+                Scheduler.resumeWithAccesses(fiber, core: core)
+            }
             budget &-= 1
+            if budget == 0 { break }
+        }
+        // Loop side again: no fiber is current.
+        spindle_set_current_fiber(nil)
+        core.pointee.popped &+= UInt64(turnBudget &- budget)
+        while let fiber = core.pointee.finished {
+            core.pointee.finished = fiber.pointee.next
+            reclaim(fiber)
         }
         core.pointee.draining = 0
         if core.pointee.run_head != nil {
@@ -171,36 +221,50 @@ public final class Scheduler: EventLoopAttachment {
 
     // MARK: Switching
 
-    /// Switches from the loop side into `fiber` and returns when it yields, parks or finishes.
-    @inline(__always)
-    static func resume(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
-        fiber.pointee.state = UInt8(SPINDLE_FIBER_RUNNING)
-        core.pointee.current = fiber
-        core.pointee.switches &+= 1
-        spindle_set_current_fiber(fiber)
-        // The fiber's own Swift access set goes on top of the loop side's while it runs.
-        swift_task_enterThreadLocalContext(spindle_fiber_exclusivity(fiber))
-        if core.pointee.annotate != 0 { spindle_sanitizer_before_switch(core, nil, fiber) }
-        let transfer = jump_fcontext(fiber.pointee.context, fiber)
-        if core.pointee.annotate != 0 { spindle_sanitizer_after_switch(core, nil) }
-        fiber.pointee.context = transfer.fctx
+    /// Takes the accesses a fiber left open when it switched out off the thread's set.
+    @inline(never)
+    static func saveAccesses(of fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         swift_task_exitThreadLocalContext(spindle_fiber_exclusivity(fiber))
-        spindle_set_current_fiber(nil)
-        core.pointee.current = nil
+    }
+
+    /// Resumes a fiber that has saved accesses, or while the loop side has some: its own
+    /// accesses go on top of the loop side's while it runs, as Swift's tasks do.
+    @inline(never)
+    static func resumeWithAccesses(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
+        swift_task_enterThreadLocalContext(spindle_fiber_exclusivity(fiber))
+        jumpInto(fiber, core: core)
+        swift_task_exitThreadLocalContext(spindle_fiber_exclusivity(fiber))
+    }
+
+    /// Jumps from the loop side into `fiber`; returns when it yields, parks or finishes.
+    @inline(__always)
+    static func jumpInto(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
+        #if SPINDLE_SANITIZERS
+        spindle_sanitizer_before_switch(core, nil, fiber)
+        #endif
+        let transfer = jump_fcontext(fiber.pointee.context, fiber)
+        #if SPINDLE_SANITIZERS
+        spindle_sanitizer_after_switch(core, nil)
+        #endif
+        fiber.pointee.context = transfer.fctx
     }
 
     /// Switches from the running fiber back to the loop side; returns when it is resumed.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func suspend(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
-        if core.pointee.annotate != 0 { spindle_sanitizer_before_switch(core, fiber, nil) }
+        #if SPINDLE_SANITIZERS
+        spindle_sanitizer_before_switch(core, fiber, nil)
+        #endif
         let transfer = jump_fcontext(core.pointee.main_context, nil)
         core.pointee.main_context = transfer.fctx
-        if core.pointee.annotate != 0 { spindle_sanitizer_after_switch(core, fiber) }
+        #if SPINDLE_SANITIZERS
+        spindle_sanitizer_after_switch(core, fiber)
+        #endif
     }
 
     /// Gives a finished fiber's stack back to the pool. Runs on the loop side, never on the
     /// fiber's own stack.
-    private func reclaim(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+    func reclaim(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         if let prev = fiber.pointee.all_prev { prev.pointee.all_next = fiber.pointee.all_next }
         else { core.pointee.all_head = fiber.pointee.all_next }
         fiber.pointee.all_next?.pointee.all_prev = fiber.pointee.all_prev
@@ -208,7 +272,9 @@ public final class Scheduler: EventLoopAttachment {
         fiber.pointee.all_prev = nil
         core.pointee.live &-= 1
         core.pointee.finishes &+= 1
-        if core.pointee.annotate != 0 { spindle_sanitizer_fiber_destroyed(fiber) }
+        #if SPINDLE_SANITIZERS
+        spindle_sanitizer_fiber_destroyed(fiber)
+        #endif
         fiber.pointee.id = 0
         stacks.give(fiber)
     }
@@ -273,7 +339,8 @@ public final class Scheduler: EventLoopAttachment {
     /// A snapshot of the scheduler's always-on counters.
     public struct Counters: Sendable, Equatable {
         public var spawns: UInt64
-        /// Switches from the loop into a fiber (each is followed by one switch back).
+        /// Resumes of a fiber from the loop side (each is followed by one switch back), counted
+        /// as the yields, parks and finishes that end them.
         public var switches: UInt64
         public var yields: UInt64
         public var parks: UInt64
@@ -289,7 +356,8 @@ public final class Scheduler: EventLoopAttachment {
 
         init(_ core: spindle_sched_t) {
             spawns = core.spawns
-            switches = core.switches
+            // Every resume ends in exactly one yield, park or finish.
+            switches = core.yields &+ core.parks &+ core.finishes
             yields = core.yields
             parks = core.parks
             wakes = core.wakes
@@ -316,10 +384,19 @@ private let fiberEntry: @convention(c) (transfer_t) -> Void = { transfer in
     let fiber = transfer.data!.assumingMemoryBound(to: spindle_fiber_t.self)
     let core = fiber.pointee.sched!
     core.pointee.main_context = transfer.fctx
-    if core.pointee.annotate != 0 { spindle_sanitizer_after_switch(core, fiber) }
+    #if SPINDLE_SANITIZERS
+    spindle_sanitizer_after_switch(core, fiber)
+    #endif
+    // Started: from here on the switch path keeps the state (yields leave it runnable).
+    fiber.pointee.state = UInt8(SPINDLE_FIBER_RUNNABLE)
     runFiberBody(fiber)
     fiber.pointee.state = UInt8(SPINDLE_FIBER_FINISHED)
-    if core.pointee.annotate != 0 { spindle_sanitizer_before_switch(core, fiber, nil) }
+    // The loop side reclaims the stack after its drain; a fiber never frees its own stack.
+    fiber.pointee.next = core.pointee.finished
+    core.pointee.finished = fiber
+    #if SPINDLE_SANITIZERS
+    spindle_sanitizer_before_switch(core, fiber, nil)
+    #endif
     _ = jump_fcontext(core.pointee.main_context, nil)
     fatalError("spindle: a finished fiber was resumed")
 }

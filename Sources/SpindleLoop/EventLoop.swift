@@ -52,6 +52,9 @@ public final class EventLoop: @unchecked Sendable {
     private var stopRequested = false
     private var attachments: [ObjectIdentifier: EventLoopAttachment] = [:]
     private var attachmentOrder: [ObjectIdentifier] = []
+    // One-entry cache in front of the dictionary: nearly every lookup is the fiber scheduler.
+    private var cachedAttachmentKey: ObjectIdentifier?
+    private var cachedAttachment: EventLoopAttachment?
     var inbox: PostInbox!
     var nextTurn: NextTurnQueue?
 
@@ -164,7 +167,12 @@ public final class EventLoop: @unchecked Sendable {
     /// Returns the attachment of type `T`, creating it with `make` on first use.
     public func attachment<T: EventLoopAttachment>(_ type: T.Type, _ make: () -> T) -> T {
         let key = ObjectIdentifier(type)
-        if let existing = attachments[key] { return unsafeDowncast(existing, to: T.self) }
+        if key == cachedAttachmentKey, let cached = cachedAttachment { return unsafeDowncast(cached, to: T.self) }
+        if let existing = attachments[key] {
+            cachedAttachmentKey = key
+            cachedAttachment = existing
+            return unsafeDowncast(existing, to: T.self)
+        }
         preconditionOnLoopThread("attaching \(T.self) to the loop")
         precondition(state != .closed, "cannot attach \(T.self) to a closed EventLoop")
         let made = make()
@@ -229,6 +237,8 @@ public final class EventLoop: @unchecked Sendable {
         state = .closed
         attachments.removeAll()
         attachmentOrder.removeAll()
+        cachedAttachment = nil
+        cachedAttachmentKey = nil
         nextTurn = nil
         uv.deallocate()
     }

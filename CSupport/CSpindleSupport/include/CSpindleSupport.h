@@ -67,22 +67,24 @@ struct spindle_fiber {
 struct spindle_sched {
     void *main_context;          // the loop-side context while a fiber runs
     void *owner;                 // the Swift Scheduler (unretained; it owns this struct)
-    spindle_fiber_t *current;    // the running fiber, or NULL on the loop side
-    spindle_fiber_t *run_head;   // FIFO run queue through spindle_fiber.next
-    spindle_fiber_t *run_tail;
+    spindle_fiber_t *run_head;   // FIFO run queue through spindle_fiber.next; empty when NULL. The
+    spindle_fiber_t *run_tail;   // tail's next is not kept NULL (the queue ends at run_tail), and
+                                 // run_tail is stale while the queue is empty.
     spindle_fiber_t *all_head;   // live fibers through all_next/all_prev
-    uint64_t run_length;
+    spindle_fiber_t *finished;   // fibers that finished during this drain, through next (reclaimed after it)
+    uint64_t enqueued;           // run-queue appends other than yields (spawns, wakes)
+    uint64_t popped;             // run-queue removals, added up at the end of each drain
     uint8_t draining;            // the loop side is resuming fibers right now
     uint8_t idle_active;         // the scheduler's idle handle is started (run queue non-empty)
     uint8_t annotate;            // sanitizer switch annotations are compiled in
     uint8_t reserved[5];
     uint64_t owner_thread;       // pthread_t of the loop's thread
+    void *const *exclusivity_head; // this thread's Swift access-set head (see spindle_exclusivity_head_location)
     uint64_t live;               // fibers spawned and not yet reclaimed
     uint64_t parked;             // fibers parked right now
     uint64_t next_id;
     // Always-on counters (plain integers, one loop thread writes them).
     uint64_t spawns;
-    uint64_t switches;           // loop -> fiber resumes
     uint64_t yields;
     uint64_t parks;
     uint64_t wakes;
@@ -115,6 +117,24 @@ static inline char *spindle_fiber_exclusivity(spindle_fiber_t *fiber) { return (
 // pointers of storage owned by the fiber (spindle_fiber.exclusivity).
 void swift_task_enterThreadLocalContext(char *state);
 void swift_task_exitThreadLocalContext(char *state);
+
+/// Where the Swift runtime keeps the calling thread's dynamic-exclusivity access-set head.
+///
+/// Switching access sets on every fiber switch through the two entry points above costs ~70
+/// instructions a round trip (two calls, each reaching its thread-local through __tls_get_addr).
+/// Nearly always both sets are empty, which one load can tell: this finds the head's address
+/// once per thread by calibration — it installs a marker access set through
+/// swift_task_enterThreadLocalContext, finds the one word in the thread's TLS blocks that holds
+/// the marker, and removes it again through swift_task_exitThreadLocalContext. The switch then
+/// calls the runtime only when the fiber's saved set or the thread's current set is non-empty,
+/// which is exactly when the entry points would do anything.
+///
+/// When calibration does not find exactly one such word (a runtime laid out differently), it
+/// returns the address of a constant non-NULL word, so every switch calls the runtime: slower,
+/// never wrong.
+void *const *spindle_exclusivity_head_location(void);
+/// 1 when spindle_exclusivity_head_location found the runtime's word on this thread.
+int spindle_exclusivity_fast_path_available(void *const *location);
 
 // MARK: - Stacks
 

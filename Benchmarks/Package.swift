@@ -1,0 +1,51 @@
+// swift-tools-version:6.1
+//
+// spindle-bench and everything heavy (peers, regression targets, argument parsing, histograms)
+// lives in this nested package, so a service that links Spindle pulls in none of it.
+import PackageDescription
+
+let package = Package(
+    name: "SpindleBenchmarks",
+    products: [
+        .executable(name: "spindle-bench", targets: ["spindle-bench"]),
+        .executable(name: "spindle-bench-allocs", targets: ["spindle-bench-allocs"]),
+    ],
+    dependencies: [
+        .package(name: "Spindle", path: ".."),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.0"),
+    ],
+    targets: [
+        // C floors and pitfalls: raw fcontext, ucontext, thread handoff.
+        .target(
+            name: "CBenchKernels",
+            linkerSettings: [.linkedLibrary("boost_context")]
+        ),
+        // Workloads and report formats, shared by the two executables.
+        .target(
+            name: "BenchKit",
+            dependencies: [
+                "CBenchKernels",
+                .product(name: "Spindle", package: "Spindle"),
+                .product(name: "SpindleLoop", package: "Spindle"),
+            ]
+        ),
+        // The CLI. It does not link the malloc interposer, so timed runs use plain malloc.
+        .executableTarget(
+            name: "spindle-bench",
+            dependencies: [
+                "BenchKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Counts allocations of one workload run with ordo-one's malloc interposer; spindle-bench
+        // runs it as a child process.
+        .executableTarget(
+            name: "spindle-bench-allocs",
+            dependencies: [
+                "BenchKit",
+                .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
+            ]
+        ),
+    ]
+)

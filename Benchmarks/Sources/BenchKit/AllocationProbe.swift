@@ -1,0 +1,18 @@
+import Spindle
+import SpindleLoop
+
+/// The workload runs whose allocations `spindle-bench-allocs` counts, by name.
+package enum AllocationProbe {
+    /// One run of `workload` on `executor`; `size` is round trips for `switch` (ignored by
+    /// `fanout`, whose size is fixed).
+    package static func run(workload: String, executor: String, size: UInt64, state: FanoutWorkload.State) throws {
+        switch workload {
+        case SwitchWorkload.name:
+            _ = try SwitchWorkload.run(executor, rounds: size, loop: state.loop)
+        case FanoutWorkload.name:
+            _ = try FanoutWorkload.run(executor, variant: "yield", state: state)
+        default:
+            throw BenchError.unknownWorkload(workload)
+        }
+    }
+}

@@ -1,0 +1,23 @@
+import Glibc
+
+/// Monotonic nanoseconds.
+@inline(__always)
+package func nowNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Times `body` once, in nanoseconds.
+@inline(__always)
+package func measure(_ body: () throws -> Void) rethrows -> Double {
+    let start = nowNanoseconds()
+    try body()
+    return Double(nowNanoseconds() - start)
+}
+
+/// Writes a progress line to stderr (people watch it; machines read stdout).
+package func progress(_ message: String) {
+    var line = message + "\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}

@@ -1,0 +1,61 @@
+import CBenchKernels
+import Spindle
+import SpindleLoop
+
+/// `fanout`: the seed's experiment — 10,000 concurrent operations of 10 asynchronous steps each,
+/// all on one loop. The `yield` variant: each step completes on the next scheduler turn.
+package enum FanoutWorkload {
+    package static let name = "fanout"
+    package static let executors = ["c-fcontext", "fibers"]
+    package static let variants = ["yield"]
+    package static let ops = 10_000
+    package static let steps = 10
+
+    /// Per-executor state that survives between trials (stack pools: what makes a run warm).
+    package final class State {
+        package let loop: EventLoop
+        var cPool: OpaquePointer?
+        package init(loop: EventLoop) { self.loop = loop }
+        deinit { if let cPool { cb_stack_pool_destroy(cPool) } }
+
+        /// Drops every pooled stack so the next trial maps and faults fresh ones.
+        package func makeCold() {
+            if let cPool { cb_stack_pool_destroy(cPool) }
+            cPool = nil
+            loop.scheduler.stacks.trim()
+        }
+    }
+
+    package static func run(_ executor: String, variant: String, state: State) throws -> Double {
+        var completed = 0
+        let ns = try measure {
+            switch (executor, variant) {
+            case ("c-fcontext", "yield"):
+                if state.cPool == nil { state.cPool = cb_stack_pool_create(StackPool.defaultStackSize) }
+                completed = Int(cb_fcontext_fanout(state.cPool, UInt32(ops), UInt32(steps))) / steps
+            case ("fibers", "yield"):
+                completed = try fibersYield(loop: state.loop)
+            default:
+                throw BenchError.unknownExecutor(executor, workload: name)
+            }
+        }
+        guard completed == ops else { throw BenchError.incorrect("\(executor) completed \(completed) of \(ops) ops") }
+        return ns
+    }
+
+    package static func fibersYield(loop: EventLoop) throws -> Int {
+        // A plain counter, as the C kernel keeps: the measurement is of the runtime, not of
+        // Swift's exclusivity checks on a captured `var`.
+        let completed = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        completed.initialize(to: 0)
+        defer { completed.deallocate() }
+        for _ in 0..<ops {
+            loop.spawn {
+                for _ in 0..<steps { Fiber.yield() }
+                completed.pointee += 1
+            }
+        }
+        try loop.run()
+        return completed.pointee
+    }
+}

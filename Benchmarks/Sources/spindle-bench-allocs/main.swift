@@ -1,0 +1,60 @@
+// spindle-bench-allocs WORKLOAD EXECUTOR SIZE
+//
+// Counts the malloc calls of one warm run of a workload with ordo-one's malloc interposer and
+// prints "<mallocs for SIZE> <mallocs for 2*SIZE>". spindle-bench runs it as a child process so
+// that its own timed runs use plain malloc. On Linux the interposer must come before libc in
+// symbol lookup; when it does not, this re-executes itself with LD_PRELOAD.
+import BenchKit
+import Foundation
+import MallocInterposerSwift
+import SpindleLoop
+
+func countingWorks() -> Bool {
+    MallocInterposerSwift.initialize()
+    MallocInterposerSwift.hook()
+    let probe = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)
+    probe.deallocate()
+    MallocInterposerSwift.unhook()
+    return MallocInterposerSwift.getStatistics().mallocCount > 0
+}
+
+func mallocs(_ body: () throws -> Void) rethrows -> Int64 {
+    MallocInterposerSwift.initialize()
+    MallocInterposerSwift.hook()
+    defer { MallocInterposerSwift.unhook() }
+    try body()
+    return Int64(MallocInterposerSwift.getStatistics().mallocCount)
+}
+
+let arguments = CommandLine.arguments
+guard arguments.count == 4, let size = UInt64(arguments[3]) else {
+    FileHandle.standardError.write("usage: spindle-bench-allocs WORKLOAD EXECUTOR SIZE\n".data(using: .utf8)!)
+    exit(2)
+}
+if !countingWorks() {
+    let exe = URL(fileURLWithPath: arguments[0]).resolvingSymlinksInPath()
+    let library = exe.deletingLastPathComponent().appendingPathComponent("libMallocInterposerSwift.so").path
+    if ProcessInfo.processInfo.environment["SPINDLE_ALLOCS_PRELOADED"] == nil,
+        FileManager.default.fileExists(atPath: library)
+    {
+        setenv("LD_PRELOAD", library, 1)
+        setenv("SPINDLE_ALLOCS_PRELOADED", "1", 1)
+        execv(exe.path, arguments.map { strdup($0) } + [nil])
+    }
+    FileHandle.standardError.write("malloc interposer is not active; cannot count allocations\n".data(using: .utf8)!)
+    exit(3)
+}
+let loop = EventLoop()
+let state = FanoutWorkload.State(loop: loop)
+do {
+    // Warm up first: the counts are for steady state (pooled stacks, grown queues).
+    try AllocationProbe.run(workload: arguments[1], executor: arguments[2], size: size, state: state)
+    let one = try mallocs { try AllocationProbe.run(workload: arguments[1], executor: arguments[2], size: size, state: state) }
+    let two = try mallocs {
+        try AllocationProbe.run(workload: arguments[1], executor: arguments[2], size: size * 2, state: state)
+    }
+    print(one, two)
+} catch {
+    FileHandle.standardError.write("\(error)\n".data(using: .utf8)!)
+    exit(1)
+}

@@ -1,0 +1,151 @@
+import ArgumentParser
+import BenchKit
+import Foundation
+import Spindle
+import SpindleLoop
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Runs workloads and prints a report.")
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case table, json, csv, markdown
+    }
+
+    @Argument(help: "Workloads to run (default: switch fanout).")
+    var workloads: [String] = []
+
+    @Option(help: "Comma-separated executors (default: all of each workload).")
+    var executors: String?
+
+    @Option(help: "Timed trials per row.")
+    var trials: Int = 7
+
+    @Option(help: "Output format: table, json, csv, markdown.")
+    var format: Format = .table
+
+    @Option(help: "Directory to write report.md and results.json into.")
+    var out: String?
+
+    @Flag(help: "Skip the callgrind instruction counts.")
+    var noInstructions = false
+
+    func run() throws {
+        let chosen = workloads.isEmpty ? SpindleBench.workloads.map(\.name) : workloads
+        let only = executors.map { Set($0.split(separator: ",").map(String.init)) }
+        let loop = EventLoop()
+        var results: [BenchResult] = []
+        for workload in chosen {
+            switch workload {
+            case SwitchWorkload.name: results += try runSwitch(loop: loop, only: only)
+            case FanoutWorkload.name: results += try runFanout(loop: loop, only: only)
+            default: throw BenchError.unknownWorkload(workload)
+            }
+        }
+        try loop.close()
+        attachRatios(&results, baselines: Dictionary(uniqueKeysWithValues: SpindleBench.workloads.map { ($0.name, $0.baseline) }))
+        let report = Report(machine: MachineInfo.current(), results: results)
+        try emit(report)
+    }
+
+    // MARK: switch
+
+    func runSwitch(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
+        var rows: [BenchResult] = []
+        for executor in SwitchWorkload.executors where only?.contains(executor) ?? true {
+            let rounds = SwitchWorkload.rounds(executor)
+            progress("switch: \(executor) (\(trials) trials of \(rounds) round trips)")
+            _ = try SwitchWorkload.run(executor, rounds: rounds / 10, loop: loop)  // warm-up
+            var samples: [Double] = []
+            for _ in 0..<trials {
+                samples.append(try SwitchWorkload.run(executor, rounds: rounds, loop: loop) / Double(rounds))
+            }
+            // Allocations per round trip: the difference between N and 2N round trips, so the
+            // fixed cost of starting the run cancels out.
+            var perOp: [String: Double] = ["switches": 2]
+            if let (a, b) = AllocationCounts.measure(workload: "switch", executor: executor, size: rounds / 10) {
+                perOp["allocs"] = Double(b - a) / Double(rounds / 10)
+            }
+            let stats = Stats(samples)
+            rows.append(BenchResult(
+                workload: "switch", variant: "", executor: executor, metric: "time", unit: "ns",
+                median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp))
+        }
+        if !noInstructions {
+            if Instructions.available {
+                for executor in ["c-fcontext", "fibers", "ucontext"] where only?.contains(executor) ?? true {
+                    progress("switch: \(executor) instructions under callgrind")
+                    if let count = try Instructions.perRoundTrip(workload: "switch", executor: executor, rounds: 100_000) {
+                        rows.append(BenchResult(
+                            workload: "switch", variant: "", executor: executor, metric: "instructions",
+                            unit: "instructions", median: count, min: count, max: count, trials: 1,
+                            note: "callgrind, (I(2N) - I(N)) / N with N = 100000"))
+                    }
+                }
+            } else {
+                progress("switch: instruction counts skipped: valgrind is not installed (apt-get install -y valgrind)")
+            }
+        }
+        return rows
+    }
+
+    // MARK: fanout
+
+    func runFanout(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
+        var rows: [BenchResult] = []
+        let state = FanoutWorkload.State(loop: loop)
+        let ops = Double(FanoutWorkload.ops)
+        for variant in FanoutWorkload.variants {
+            for executor in FanoutWorkload.executors where only?.contains(executor) ?? true {
+                progress("fanout \(variant): \(executor) (cold and warm, \(trials) trials each)")
+                var cold: [Double] = []
+                for _ in 0..<trials {
+                    state.makeCold()
+                    cold.append(try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6)
+                }
+                var warm: [Double] = []
+                for _ in 0..<trials { warm.append(try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6) }
+                var perOp: [String: Double] = [:]
+                if executor == "fibers" {
+                    let before = loop.scheduler.counters
+                    _ = try FanoutWorkload.run(executor, variant: variant, state: state)
+                    let after = loop.scheduler.counters
+                    perOp["switches"] = Double(after.switches - before.switches) * 2 / ops
+                } else {
+                    perOp["switches"] = Double(FanoutWorkload.steps + 1) * 2
+                }
+                if let (a, _) = AllocationCounts.measure(workload: "fanout", executor: executor, size: 1) {
+                    perOp["allocs"] = Double(a) / ops
+                }
+                for (phase, samples) in [("cold", cold), ("warm", warm)] {
+                    let stats = Stats(samples)
+                    var row = BenchResult(
+                        workload: "fanout", variant: variant, executor: executor, metric: "time", unit: "ms",
+                        median: stats.median, min: stats.min, max: stats.max, trials: stats.count, phase: phase,
+                        per_op: perOp)
+                    row.per_op?["ns_per_step"] = stats.median * 1e6 / (ops * Double(FanoutWorkload.steps))
+                    rows.append(row)
+                }
+            }
+        }
+        return rows
+    }
+
+    // MARK: output
+
+    func emit(_ report: Report) throws {
+        let text: String
+        switch format {
+        case .table: text = ReportFormatter.table(report)
+        case .json: text = try ReportFormatter.json(report)
+        case .csv: text = ReportFormatter.csv(report)
+        case .markdown: text = ReportFormatter.markdown(report)
+        }
+        print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+        if let out {
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            try ReportFormatter.json(report).write(toFile: "\(out)/results.json", atomically: true, encoding: .utf8)
+            try ReportFormatter.markdown(report).write(toFile: "\(out)/report.md", atomically: true, encoding: .utf8)
+            progress("wrote \(out)/results.json and \(out)/report.md")
+        }
+    }
+}

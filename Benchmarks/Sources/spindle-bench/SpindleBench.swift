@@ -1,0 +1,56 @@
+import ArgumentParser
+import Foundation
+import BenchKit
+import Spindle
+import SpindleLoop
+
+@main
+struct SpindleBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spindle-bench",
+        abstract: "Measures what a context switch, a yield and a coroutine design cost on one libuv loop.",
+        subcommands: [List.self, Run.self, Count.self],
+        defaultSubcommand: Run.self)
+
+    static let workloads: [(name: String, variants: [String], executors: [String], baseline: String)] = [
+        (SwitchWorkload.name, [""], SwitchWorkload.executors, SwitchWorkload.baseline),
+        (FanoutWorkload.name, FanoutWorkload.variants, FanoutWorkload.executors, "c-fcontext"),
+    ]
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Lists workloads and executors.")
+
+    func run() throws {
+        for workload in SpindleBench.workloads {
+            let variants = workload.variants == [""] ? "" : " (variants: \(workload.variants.joined(separator: ", ")))"
+            print("\(workload.name)\(variants)")
+            print("  executors: \(workload.executors.joined(separator: ", ")); baseline: \(workload.baseline)")
+        }
+        print("instruction counts: \(Instructions.available ? "valgrind found" : "valgrind not installed (apt-get install -y valgrind)")")
+    }
+}
+
+/// Runs one kernel once, for callgrind to count. Hidden: `run` calls it.
+struct Count: ParsableCommand {
+    static let configuration = CommandConfiguration(shouldDisplay: false)
+    @Argument var workload: String
+    @Option var executor: String
+    @Option var rounds: UInt64
+
+    func run() throws {
+        let loop = EventLoop()
+        switch workload {
+        case SwitchWorkload.name:
+            _ = try SwitchWorkload.run(executor, rounds: rounds, loop: loop)
+        case FanoutWorkload.name:
+            // `rounds` warm runs after one cold run: (I(2) - I(1)) is one warm run.
+            let state = FanoutWorkload.State(loop: loop)
+            for _ in 0..<rounds { _ = try FanoutWorkload.run(executor, variant: "yield", state: state) }
+            state.makeCold()
+        default:
+            throw BenchError.unknownWorkload(workload)
+        }
+        try loop.close()
+    }
+}
