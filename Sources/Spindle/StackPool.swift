@@ -106,8 +106,11 @@ public final class StackPool {
         let size = roundedSize(stackSize)
         for _ in 0..<count {
             let fiber = map(size: size)
-            let depth = min(touching ?? size, size)
+            let usable = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
+            let depth = min(touching ?? usable, usable)
             let top = UnsafeMutableRawPointer(fiber.pointee.stack_hi!)
+            // The control block's own page first, then each page below it.
+            top.storeBytes(of: 0, as: UInt8.self)
             var offset = pageSize
             while offset <= depth {
                 // One write per page is enough to fault it in.

@@ -22,3 +22,20 @@ final class Tracked {
     init(_ counter: DeinitCounter) { self.counter = counter }
     deinit { counter.count += 1 }
 }
+
+/// A mutable value shared with closures that run on the loop's own thread.
+final class Box<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// Recurses with a 1 KiB frame until the stack runs out.
+@inline(never)
+func exhaustStack(_ depth: Int) -> Int {
+    var frame = [UInt8](repeating: 0, count: 0)
+    return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1024) { buffer in
+        buffer.initialize(repeating: UInt8(truncatingIfNeeded: depth))
+        frame.append(buffer[depth % 1024])
+        return exhaustStack(depth + 1) + Int(frame[0])
+    }
+}

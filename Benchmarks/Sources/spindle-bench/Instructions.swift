@@ -16,18 +16,34 @@ enum Instructions {
         return Double(large - small) / Double(rounds)
     }
 
-    private static func collected(workload: String, executor: String, rounds: UInt64) throws -> Int64 {
+    /// Valgrind 3.19 cannot read the DWARF 5 that Swift 6's clang emits, so callgrind runs a copy
+    /// of this executable with the debug sections stripped (made once per run, in /tmp).
+    private static let countableExecutable: String = {
         let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+        let copy = NSTemporaryDirectory() + "spindle-bench-nodebug-\(getpid())"
+        if let strip = which("strip"), (try? FileManager.default.copyItem(atPath: exe, toPath: copy)) != nil {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: strip)
+            process.arguments = ["--strip-debug", copy]
+            if (try? process.run()) != nil {
+                process.waitUntilExit()
+                if process.terminationStatus == 0 {
+                    atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "spindle-bench-nodebug-\(getpid())") }
+                    return copy
+                }
+            }
+        }
+        return exe
+    }()
+
+    private static func collected(workload: String, executor: String, rounds: UInt64) throws -> Int64 {
+        let exe = countableExecutable
         let process = Process()
         process.executableURL = URL(fileURLWithPath: which("valgrind")!)
         process.arguments = [
             "--tool=callgrind", "--callgrind-out-file=/dev/null", exe,
             "count", workload, "--executor", executor, "--rounds", String(rounds),
         ]
-        var env = ProcessInfo.processInfo.environment
-        env["LD_PRELOAD"] = nil  // count Spindle, not the malloc interposer
-        env["SPINDLE_BENCH_PRELOADED"] = "1"
-        process.environment = env
         let errPipe = Pipe()
         process.standardError = errPipe
         process.standardOutput = FileHandle.nullDevice

@@ -35,14 +35,17 @@ package enum SwitchWorkload {
 
     /// One fiber yields `rounds` times; each yield is a switch to the loop side and back.
     package static func fiberPingPong(rounds: UInt64, loop: EventLoop) throws -> UInt64 {
-        var count: UInt64 = 0
-        loop.spawn(name: "ping") {
+        // The count lives on the fiber's stack (as the C kernel's lives in its frame), not in a
+        // heap box whose address would vary from trial to trial.
+        let ping = loop.spawn(name: "ping") { () -> UInt64 in
+            var count: UInt64 = 0
             for _ in 0..<rounds {
                 count &+= 1
                 Fiber.yield()
             }
+            return count
         }
         try loop.run()
-        return count
+        return try ping.join()
     }
 }

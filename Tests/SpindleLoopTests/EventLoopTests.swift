@@ -1,0 +1,152 @@
+import Glibc
+import Synchronization
+import SpindleLoop
+import Testing
+
+@Suite("EventLoop")
+struct EventLoopTests {
+    @Test("an empty loop returns from run() at once")
+    func emptyLoopReturns() throws {
+        try withLoop { loop in try loop.run() }
+    }
+
+    @Test("work posted from other threads all runs on the loop thread, in each producer's order")
+    func postFromManyThreads() throws {
+        let producers = 4
+        let perProducer = 2_000
+        let seen = try withLoop { loop -> [[Int]] in
+            final class Log: @unchecked Sendable {
+                var perProducer: [[Int]]
+                var total = 0
+                var onLoopThread = true
+                init(_ n: Int) { perProducer = Array(repeating: [], count: n) }
+            }
+            let log = Log(producers)
+            let threads = (0..<producers).map { producer in
+                LoopThread(name: "producer-\(producer)") {
+                    for i in 0..<perProducer {
+                        loop.post {
+                            log.onLoopThread = log.onLoopThread && loop.isOnLoopThread
+                            log.perProducer[producer].append(i)
+                            log.total += 1
+                            if log.total == producers * perProducer { loop.stop() }
+                        }
+                    }
+                }
+            }
+            try loop.run(.untilStopped)
+            for thread in threads { thread.join() }
+            #expect(log.onLoopThread)
+            return log.perProducer
+        }
+        for list in seen { #expect(list == Array(0..<perProducer)) }
+    }
+
+    @Test("untilStopped waits for posted work; untilNoWork does not")
+    func runModes() throws {
+        let ran = try withLoop { loop -> Bool in
+            let ran = Atomic<Bool>(false)
+            let poster = LoopThread(name: "poster") {
+                usleep(20_000)
+                loop.post {
+                    ran.store(true, ordering: .relaxed)
+                    loop.stop()
+                }
+            }
+            try loop.run(.untilStopped)
+            poster.join()
+            return ran.load(ordering: .relaxed)
+        }
+        #expect(ran)
+    }
+
+    @Test("next-turn work runs after the current turn, in order, and never spins the loop")
+    func nextTurn() throws {
+        let (order, iterations) = try withLoop { loop -> ([String], Int) in
+            var order: [String] = []
+            let counter = IterationCounter(loop: loop)
+            loop.deferToNextTurn {
+                order.append("a")
+                loop.deferToNextTurn { order.append("c") }
+            }
+            loop.deferToNextTurn { order.append("b") }
+            try loop.run()
+            counter.watcher.close()
+            return (order, counter.count)
+        }
+        #expect(order == ["a", "b", "c"])
+        #expect(iterations <= 4)
+    }
+
+    @Test("close() refuses while a handle is open, names it, and works once it is closed")
+    func closeNamesOpenHandles() throws {
+        try LoopThread.run {
+            let loop = EventLoop()
+            let timer = Timer(loop: loop) { _ in }
+            timer.start(after: .seconds(60), repeating: .seconds(60))
+            #expect(throws: LoopError.stillOpen(["timer (repeating every 60000 ms) handle not closed"])) {
+                try loop.close()
+            }
+            timer.close()
+            try loop.close()
+            #expect(loop.isClosed)
+        }
+    }
+
+    @Test("several loops on several threads run at once without sharing state")
+    func loopsOnManyThreads() throws {
+        let results = Mutex<[Int]>([])
+        let threads = (0..<4).map { index in
+            LoopThread(name: "loop-\(index)") {
+                let loop = EventLoop()
+                var ticks = 0
+                let timer = Timer(loop: loop) { timer in
+                    ticks += 1
+                    if ticks == 10 { timer.close() }
+                }
+                timer.start(after: .milliseconds(1), repeating: .milliseconds(1))
+                try? loop.run()
+                try? loop.close()
+                results.withLock { $0.append(ticks) }
+            }
+        }
+        for thread in threads { thread.join() }
+        #expect(results.withLock { $0 } == [10, 10, 10, 10])
+    }
+
+    @Test("C callbacks are nonisolated: a @MainActor caller's loop runs them on its own thread")
+    @MainActor
+    func callbacksAreNonisolated() throws {
+        // If any libuv callback were inferred @MainActor, Swift's dynamic isolation check would
+        // stop the process when libuv calls it on the loop thread.
+        let count = try LoopThread.run { () -> Int in
+            let loop = EventLoop()
+            let count = Box(0)
+            loop.schedule(after: .milliseconds(1)) { count.value += 1 }
+            loop.deferToNextTurn { count.value += 1 }
+            let watcher = LoopWatcher(loop: loop, kind: .check)
+            watcher.keepsLoopAlive = false
+            watcher.start { count.value += 1; watcher.stop() }
+            loop.post { count.value += 1 }
+            try loop.run()
+            watcher.close()
+            try loop.close()
+            return count.value
+        }
+        #expect(count >= 3)
+    }
+
+    @Test("using a loop from another thread stops the process with a message naming both threads")
+    func wrongThread() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let loop = EventLoop()
+            try? LoopThread.run(name: "intruder") {
+                loop.schedule(after: .milliseconds(1)) {}
+            }
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("EventLoop used from the wrong thread"))
+        #expect(text.contains("\"intruder\""))
+        #expect(text.contains("use loop.post"))
+    }
+}

@@ -1,0 +1,89 @@
+import Glibc
+import Spindle
+import SpindleLoop
+import Testing
+
+/// Misuse that cannot be reported as a thrown error stops the process with a message; each
+/// test runs the misuse in a child process and checks what it printed.
+@Suite("Fiber misuse")
+struct FiberMisuseTests {
+    @Test("a stack overflow is reported with the fiber's name, id and stack size")
+    func stackOverflow() async {
+        let result = await #expect(processExitsWith: .signal(SIGSEGV), observing: [\.standardErrorContent]) {
+            try LoopThread.run {
+                let loop = EventLoop()
+                loop.spawn(name: "deep-recursion", stackSize: 32 * 1024) { _ = exhaustStack(0) }
+                try loop.run()
+            }
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("fatal: stack overflow in fiber \"deep-recursion\" (#1, 32 KiB stack)"))
+    }
+
+    @Test("yield outside a fiber says so")
+    func yieldOutsideFiber() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            Fiber.yield()
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("Fiber.yield() called outside a fiber"))
+    }
+
+    @Test("sleep outside a fiber says so")
+    func sleepOutsideFiber() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            try? Fiber.sleep(for: .milliseconds(1))
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("Fiber.sleep(for:) called outside a fiber"))
+    }
+
+    @Test("join outside a fiber on an unfinished fiber says it would block the loop")
+    func joinOutsideFiber() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            try LoopThread.run {
+                let loop = EventLoop()
+                let handle = loop.spawn(name: "worker") { 1 }
+                _ = try handle.join()
+            }
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("FiberHandle.join() called outside a fiber while fiber #1 is still created"))
+    }
+
+    @Test("join from another loop's fiber says fibers never migrate")
+    func joinFromAnotherLoop() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            final class Slot: @unchecked Sendable { var handle: FiberHandle<Int>? }
+            let slot = Slot()
+            try LoopThread.run {
+                let first = EventLoop()
+                slot.handle = first.spawn { () -> Int in
+                    Fiber.park(.event)
+                    return 1
+                }
+                _ = try? first.run()
+                try LoopThread.run {
+                    let second = EventLoop()
+                    second.spawn { _ = try slot.handle!.join() }
+                    try second.run()
+                }
+            }
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("belongs to another loop; fibers never migrate"))
+    }
+
+    @Test("waking a fiber that is not parked names it and its state")
+    func badWake() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            try LoopThread.run {
+                let loop = EventLoop()
+                loop.spawn(name: "awake") { Fiber.current.wake() }
+                try loop.run()
+            }
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("FiberRef.wake(): fiber \"awake\" (#1) running is not parked"))
+    }
+}
