@@ -2,14 +2,16 @@ import CSpindleSupport
 import Glibc
 import SpindleLoop
 
-/// The type-erased part of a fiber: what the entry function runs, and the outcome it leaves.
+/// A fiber's body and the outcome it leaves: what the entry function runs.
 ///
-/// Nothing here depends on the fiber's result type: generic fields such as `Result<T, Error>?`
-/// make the runtime look up generic metadata on every run and every deinit, which costs more
-/// than the whole switch path. The value is kept as `Any` (inline for small values) and cast
-/// back once, by `join()`.
+/// Nothing stored here depends on the fiber's result type. Generic fields such as
+/// `Result<T, Error>?` make the runtime look up generic metadata on every run and deinit, which
+/// costs more than the whole switch path; instead the closure is kept as its two words, the
+/// value as `Any` (inline for small values), and `invoke` is a thin function made where the
+/// spawn is specialised. Bodies whose handle was dropped are reused by the scheduler, so a
+/// fire-and-forget spawn allocates only the closure's own context.
 @usableFromInline
-class FiberBody {
+final class FiberBody {
     /// The fiber's id (set when it is started).
     @exclusivity(unchecked) var id: UInt64 = 0
     /// The control block while the fiber is live; nil once it has finished.
@@ -19,55 +21,32 @@ class FiberBody {
     /// Whether the body has returned or thrown.
     @exclusivity(unchecked) var isFinished = false
     /// The body's return value once it returned.
-    @exclusivity(unchecked) var value: Any?
+    @exclusivity(unchecked) @usableFromInline var value: Any?
     /// The body's error once it threw.
-    @exclusivity(unchecked) var error: (any Error)?
-    /// The body closure, taken apart into its two words (function and context) so that this
-    /// non-generic class can own it: a generic `(() throws -> T)?` field would need the
-    /// runtime's function-type metadata on every copy and destroy.
-    @exclusivity(unchecked) var bodyFunction: UnsafeRawPointer?
-    @exclusivity(unchecked) var bodyContext: AnyObject?
+    @exclusivity(unchecked) @usableFromInline var error: (any Error)?
+    /// The body closure, taken apart into its function and context.
+    @exclusivity(unchecked) @usableFromInline var bodyFunction: UnsafeRawPointer?
+    @exclusivity(unchecked) @usableFromInline var bodyContext: AnyObject?
+    /// Calls the body with its real type; set by ``setBody(_:)``. A metatype, not a closure:
+    /// storing it allocates nothing.
+    @exclusivity(unchecked) @usableFromInline var invoker: (any FiberInvoker.Type)?
 
     @usableFromInline init() {}
 
-    /// Runs the body and stores its outcome (overridden by ``FiberTask``).
-    func runBody() { fatalError("abstract") }
-
-    /// Runs the body, then wakes every joiner.
-    final func run() {
-        runBody()
-        isFinished = true
-        fiber = nil
-        while let joiner = joiners.popFirst() {
-            FiberRef(joiner).wake(.ready)
-        }
-    }
-}
-
-/// The two words of a Swift closure value: its function and its (reference-counted) context.
-@usableFromInline
-struct ClosureWords {
-    @usableFromInline var function: UnsafeRawPointer
-    @usableFromInline var context: AnyObject?
-}
-
-/// A fiber's body. It has no stored fields of its own, so nothing about it needs `T`'s
-/// metadata at run time except producing the value.
-@usableFromInline
-final class FiberTask<T>: FiberBody {
-    @usableFromInline
-    init(body: @escaping () throws -> T) {
-        super.init()
+    @inlinable
+    func setBody<T>(_ body: @escaping () throws -> T) {
         // A thick function is exactly these two words; the cast keeps the context retained.
         let words = unsafeBitCast(body, to: ClosureWords.self)
         bodyFunction = words.function
         bodyContext = words.context
+        invoker = TypedInvoker<T>.self
     }
 
-    override func runBody() {
+    @inlinable
+    func invokeTyped<T>(_: T.Type) {
         let words = ClosureWords(function: bodyFunction.unsafelyUnwrapped, context: bodyContext)
         let body = unsafeBitCast(words, to: (() throws -> T).self)
-        // Drop the task's reference now: the captures go when `body` does, before the fiber ends.
+        // Drop this object's reference now: the captures go with `body`, before the fiber ends.
         bodyContext = nil
         bodyFunction = nil
         do {
@@ -77,11 +56,54 @@ final class FiberTask<T>: FiberBody {
         }
     }
 
+    /// Runs the body, then wakes every joiner.
+    func run() {
+        let invoker = self.invoker.take().unsafelyUnwrapped
+        invoker.invoke(self)
+        isFinished = true
+        fiber = nil
+        while let joiner = joiners.popFirst() {
+            FiberRef(joiner).wake(.ready)
+        }
+    }
+
+    /// Makes a finished body ready for another spawn.
+    func reset() {
+        value = nil
+        error = nil
+        isFinished = false
+        id = 0
+    }
+
     /// The outcome as a `Result`, once finished.
-    var result: Result<T, any Error>? {
+    func result<T>(as _: T.Type) -> Result<T, any Error>? {
         guard isFinished else { return nil }
         if let error { return .failure(error) }
         return .success(value as! T)
+    }
+}
+
+/// Runs a ``FiberBody`` whose closure returns some type, chosen when the fiber is spawned.
+@usableFromInline
+protocol FiberInvoker {
+    static func invoke(_ body: FiberBody)
+}
+
+@usableFromInline
+enum TypedInvoker<T>: FiberInvoker {
+    @usableFromInline
+    static func invoke(_ body: FiberBody) { body.invokeTyped(T.self) }
+}
+
+/// The two words of a Swift closure value: its function and its (reference-counted) context.
+@usableFromInline
+struct ClosureWords {
+    @usableFromInline var function: UnsafeRawPointer
+    @usableFromInline var context: AnyObject?
+
+    @inlinable init(function: UnsafeRawPointer, context: AnyObject?) {
+        self.function = function
+        self.context = context
     }
 }
 
@@ -89,9 +111,9 @@ final class FiberTask<T>: FiberBody {
 ///
 /// Handles are values; copies refer to the same fiber. Use them on the fiber's loop thread.
 public struct FiberHandle<T> {
-    @usableFromInline let task: FiberTask<T>
+    @usableFromInline let task: FiberBody
 
-    @usableFromInline init(task: FiberTask<T>) { self.task = task }
+    @usableFromInline init(task: FiberBody) { self.task = task }
 
     /// The fiber's id, unique on its loop.
     public var id: UInt64 { task.id }
@@ -100,7 +122,7 @@ public struct FiberHandle<T> {
     public var isFinished: Bool { task.isFinished }
 
     /// The body's outcome once finished; nil while it runs. Never blocks.
-    public var result: Result<T, any Error>? { task.result }
+    public var result: Result<T, any Error>? { task.result(as: T.self) }
 
     /// The fiber's state right now.
     public var state: Fiber.State {
@@ -116,7 +138,7 @@ public struct FiberHandle<T> {
     /// deadlock it. Called from a thread other than the loop's, it stops the process too.
     /// Throws `CancellationError` if the *calling* fiber is cancelled while it waits.
     public func join() throws -> T {
-        if let result = task.result { return try result.get() }
+        if let result = task.result(as: T.self) { return try result.get() }
         guard let me = spindle_current_fiber() else {
             fatalError("FiberHandle.join() called outside a fiber while fiber #\(task.id) is still \(state): "
                 + "joining would block the loop's thread; join from inside a fiber, or read `result` "
@@ -134,7 +156,7 @@ public struct FiberHandle<T> {
             if task.joiners.contains(me) { task.joiners.remove(me) }
             if reason == .cancelled { throw CancellationError() }
         }
-        return try task.result!.get()
+        return try task.result(as: T.self)!.get()
     }
 
     /// Asks the fiber to stop: its current or next blocking call throws `CancellationError`.

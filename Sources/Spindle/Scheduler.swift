@@ -16,18 +16,22 @@ public final class Scheduler: EventLoopAttachment {
     @usableFromInline let core: UnsafeMutablePointer<spindle_sched_t>
     /// Where this scheduler's fiber stacks come from.
     public let stacks: StackPool
-    private var drainWatcher: LoopWatcher!
-    private var idleWatcher: LoopWatcher!
-    var sleepTimers: [SleepTimer] = []
-    private var isClosed = false
+    @exclusivity(unchecked) private var drainWatcher: LoopWatcher!
+    @exclusivity(unchecked) var idleWatcher: LoopWatcher!
+    @exclusivity(unchecked) var sleepTimers: [SleepTimer] = []
+    /// Finished bodies nobody else references, ready for reuse.
+    @exclusivity(unchecked) private var freeBodies: [FiberBody] = []
+    /// How many finished fiber bodies (about 100 bytes each) are kept for reuse.
+    @exclusivity(unchecked) public var maximumPooledBodies = 1 << 16
+    @exclusivity(unchecked) private var isClosed = false
 
     /// How many fibers the scheduler resumes per loop iteration before it lets the loop poll for
     /// I/O again (fibers that yield go to the back of the queue). Larger values amortise the poll
     /// over more switches; smaller ones bound I/O latency behind busy fibers.
-    public var resumesPerTurn = 1024
+    @exclusivity(unchecked) public var resumesPerTurn = 1024
 
     /// Stack size for fibers spawned without one.
-    public var defaultStackSize = StackPool.defaultStackSize
+    @exclusivity(unchecked) public var defaultStackSize = StackPool.defaultStackSize
 
     init(loop: EventLoop) {
         self.loop = loop
@@ -77,10 +81,17 @@ public final class Scheduler: EventLoopAttachment {
     func spawn<T>(
         name: String?, stackSize: Int?, _ body: @escaping () throws -> T
     ) -> FiberHandle<T> {
-        // Only this line is generic (and specialised in the caller); the rest is not.
-        let task = FiberTask<T>(body: body)
+        // Only `setBody` is generic (and specialised in the caller); the rest is not.
+        let task = takeBody()
+        task.setBody(body)
         start(task, name: name, stackSize: stackSize)
         return FiberHandle(task: task)
+    }
+
+    /// A body object from the pool, or a new one.
+    @usableFromInline
+    func takeBody() -> FiberBody {
+        freeBodies.popLast() ?? FiberBody()
     }
 
     /// Gives `task` a stack and a control block and puts it in the run queue.
@@ -167,99 +178,10 @@ public final class Scheduler: EventLoopAttachment {
         core.pointee.enqueued &+ core.pointee.yields &- core.pointee.popped
     }
 
-    @inline(never)
+    @inline(never) @usableFromInline
     func startIdle() {
         core.pointee.idle_active = 1
         idleWatcher.resume()
-    }
-
-    /// Resumes runnable fibers until the queue is empty or ``resumesPerTurn`` is spent.
-    ///
-    /// This loop and ``Fiber/yield()`` are the switch path: plain loads and stores on the C
-    /// control blocks, one thread-local store, and the jump. Fibers that finish are reclaimed
-    /// after the loop, not in it, so the loop does not test for them.
-    func drain() {
-        let core = self.core
-        core.pointee.draining = 1
-        let accessHead = core.pointee.exclusivity_head.unsafelyUnwrapped
-        // The loop side runs no Swift code between resumes, so its access set is fixed for the
-        // whole drain: when it is empty, only the fiber's own saved set needs checking.
-        let loopSideHasAccesses = accessHead.pointee != nil
-        let length = runQueueLength
-        if length > core.pointee.run_queue_high_water { core.pointee.run_queue_high_water = length }
-        let turnBudget = resumesPerTurn
-        var budget = turnBudget
-        while let fiber = core.pointee.run_head {
-            // The queue is empty once its head is nil; the tail is then stale and unused.
-            core.pointee.run_head = fiber == core.pointee.run_tail ? nil : fiber.pointee.next
-            spindle_set_current_fiber(fiber)
-            if _fastPath(fiber.pointee.exclusivity.0 == 0 && !loopSideHasAccesses) {
-                Scheduler.jumpInto(fiber, core: core)
-                // The fiber may have switched out in the middle of an access: save it with the fiber.
-                if _slowPath(accessHead.pointee != nil) { Scheduler.saveAccesses(of: fiber) }
-            } else {
-                Scheduler.resumeWithAccesses(fiber, core: core)
-            }
-            budget &-= 1
-            if budget == 0 { break }
-        }
-        // Loop side again: no fiber is current.
-        spindle_set_current_fiber(nil)
-        core.pointee.popped &+= UInt64(turnBudget &- budget)
-        while let fiber = core.pointee.finished {
-            core.pointee.finished = fiber.pointee.next
-            reclaim(fiber)
-        }
-        core.pointee.draining = 0
-        if core.pointee.run_head != nil {
-            if core.pointee.idle_active == 0 { startIdle() }
-        } else if core.pointee.idle_active != 0 {
-            core.pointee.idle_active = 0
-            idleWatcher.stop()
-        }
-    }
-
-    // MARK: Switching
-
-    /// Takes the accesses a fiber left open when it switched out off the thread's set.
-    @inline(never)
-    static func saveAccesses(of fiber: UnsafeMutablePointer<spindle_fiber_t>) {
-        swift_task_exitThreadLocalContext(spindle_fiber_exclusivity(fiber))
-    }
-
-    /// Resumes a fiber that has saved accesses, or while the loop side has some: its own
-    /// accesses go on top of the loop side's while it runs, as Swift's tasks do.
-    @inline(never)
-    static func resumeWithAccesses(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
-        swift_task_enterThreadLocalContext(spindle_fiber_exclusivity(fiber))
-        jumpInto(fiber, core: core)
-        swift_task_exitThreadLocalContext(spindle_fiber_exclusivity(fiber))
-    }
-
-    /// Jumps from the loop side into `fiber`; returns when it yields, parks or finishes.
-    @inline(__always)
-    static func jumpInto(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
-        #if SPINDLE_SANITIZERS
-        spindle_sanitizer_before_switch(core, nil, fiber)
-        #endif
-        let transfer = jump_fcontext(fiber.pointee.context, fiber)
-        #if SPINDLE_SANITIZERS
-        spindle_sanitizer_after_switch(core, nil)
-        #endif
-        fiber.pointee.context = transfer.fctx
-    }
-
-    /// Switches from the running fiber back to the loop side; returns when it is resumed.
-    @inlinable @inline(__always)
-    static func suspend(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
-        #if SPINDLE_SANITIZERS
-        spindle_sanitizer_before_switch(core, fiber, nil)
-        #endif
-        let transfer = jump_fcontext(core.pointee.main_context, nil)
-        core.pointee.main_context = transfer.fctx
-        #if SPINDLE_SANITIZERS
-        spindle_sanitizer_after_switch(core, fiber)
-        #endif
     }
 
     /// Gives a finished fiber's stack back to the pool. Runs on the loop side, never on the
@@ -272,6 +194,13 @@ public final class Scheduler: EventLoopAttachment {
         fiber.pointee.all_prev = nil
         core.pointee.live &-= 1
         core.pointee.finishes &+= 1
+        // The control block held the body's +1; reuse the body if no handle refers to it.
+        var body = Unmanaged<FiberBody>.fromOpaque(fiber.pointee.body.unsafelyUnwrapped).takeRetainedValue()
+        fiber.pointee.body = nil
+        if isKnownUniquelyReferenced(&body), freeBodies.count < maximumPooledBodies {
+            body.reset()
+            freeBodies.append(body)
+        }
         #if SPINDLE_SANITIZERS
         spindle_sanitizer_fiber_destroyed(fiber)
         #endif
@@ -378,11 +307,11 @@ public final class Scheduler: EventLoopAttachment {
 // MARK: - Fiber entry
 
 /// Every fiber starts here. It never returns: the body runs in ``runFiberBody(_:)``, which
-/// returns (releasing everything the body held) before the final jump back to the loop side,
-/// and the loop side reclaims the stack.
+/// returns (releasing everything the body held) before the final switch to the loop side, which
+/// reclaims the stack after its drain. A fiber never frees its own stack.
 private let fiberEntry: @convention(c) (transfer_t) -> Void = { transfer in
-    let fiber = transfer.data!.assumingMemoryBound(to: spindle_fiber_t.self)
-    let core = fiber.pointee.sched!
+    let fiber = transfer.data.unsafelyUnwrapped.assumingMemoryBound(to: spindle_fiber_t.self)
+    let core = fiber.pointee.sched.unsafelyUnwrapped
     core.pointee.main_context = transfer.fctx
     #if SPINDLE_SANITIZERS
     spindle_sanitizer_after_switch(core, fiber)
@@ -391,19 +320,14 @@ private let fiberEntry: @convention(c) (transfer_t) -> Void = { transfer in
     fiber.pointee.state = UInt8(SPINDLE_FIBER_RUNNABLE)
     runFiberBody(fiber)
     fiber.pointee.state = UInt8(SPINDLE_FIBER_FINISHED)
-    // The loop side reclaims the stack after its drain; a fiber never frees its own stack.
     fiber.pointee.next = core.pointee.finished
     core.pointee.finished = fiber
-    #if SPINDLE_SANITIZERS
-    spindle_sanitizer_before_switch(core, fiber, nil)
-    #endif
-    _ = jump_fcontext(core.pointee.main_context, nil)
+    Scheduler.suspend(fiber, core: core)
     fatalError("spindle: a finished fiber was resumed")
 }
 
 @inline(never)
 private func runFiberBody(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
-    let body = Unmanaged<FiberBody>.fromOpaque(fiber.pointee.body!).takeRetainedValue()
-    fiber.pointee.body = nil
-    body.run()
+    // The control block keeps its reference until the loop side reclaims the fiber.
+    Unmanaged<FiberBody>.fromOpaque(fiber.pointee.body.unsafelyUnwrapped)._withUnsafeGuaranteedRef { $0.run() }
 }

@@ -19,20 +19,20 @@ public final class StackPool {
     /// Bytes per page on this machine.
     public let pageSize: Int
     /// Stacks kept for reuse per size; beyond this, finished fibers' stacks are unmapped.
-    public var maximumPooledPerSize: Int = 1 << 20
+    @exclusivity(unchecked) public var maximumPooledPerSize: Int = 1 << 20
     /// Whether stacks get a `PROT_NONE` guard page (a stack overflow then faults and is reported).
     public let guardPages: Bool
 
-    private var freeLists: [Int: UnsafeMutablePointer<spindle_fiber_t>] = [:]
-    private var freeCounts: [Int: Int] = [:]
-    private var defaultFree: UnsafeMutablePointer<spindle_fiber_t>?
-    private var defaultFreeCount = 0
+    @exclusivity(unchecked) private var freeLists: [Int: UnsafeMutablePointer<spindle_fiber_t>] = [:]
+    @exclusivity(unchecked) private var freeCounts: [Int: Int] = [:]
+    @exclusivity(unchecked) private var defaultFree: UnsafeMutablePointer<spindle_fiber_t>?
+    @exclusivity(unchecked) private var defaultFreeCount = 0
     /// Stacks mapped in total (pooled or in use).
-    public private(set) var mappedCount = 0
+    @exclusivity(unchecked) public private(set) var mappedCount = 0
     /// Stacks mapped fresh because the pool had none of the right size.
-    public private(set) var coldTakes: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var coldTakes: UInt64 = 0
     /// Stacks served from the pool.
-    public private(set) var pooledTakes: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var pooledTakes: UInt64 = 0
 
     /// Creates an empty pool.
     public init(guardPages: Bool = true) {

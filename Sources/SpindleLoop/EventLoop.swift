@@ -48,15 +48,15 @@ public final class EventLoop: @unchecked Sendable {
 
     @usableFromInline let uv: UnsafeMutablePointer<uv_loop_t>
     let owner: pthread_t
-    var state: State = .open
-    private var stopRequested = false
-    private var attachments: [ObjectIdentifier: EventLoopAttachment] = [:]
-    private var attachmentOrder: [ObjectIdentifier] = []
+    @exclusivity(unchecked) var state: State = .open
+    @exclusivity(unchecked) private var stopRequested = false
+    @exclusivity(unchecked) private var attachments: [ObjectIdentifier: EventLoopAttachment] = [:]
+    @exclusivity(unchecked) private var attachmentOrder: [ObjectIdentifier] = []
     // One-entry cache in front of the dictionary: nearly every lookup is the fiber scheduler.
-    private var cachedAttachmentKey: ObjectIdentifier?
-    private var cachedAttachment: EventLoopAttachment?
-    var inbox: PostInbox!
-    var nextTurn: NextTurnQueue?
+    @exclusivity(unchecked) private var cachedAttachmentKey: ObjectIdentifier?
+    @exclusivity(unchecked) private var cachedAttachment: EventLoopAttachment?
+    @exclusivity(unchecked) var inbox: PostInbox!
+    @exclusivity(unchecked) var nextTurn: NextTurnQueue?
 
     /// Creates a loop owned by the calling thread. Wraps uv_loop_init.
     public init() {

@@ -43,14 +43,13 @@ struct FiberSchedulingTests {
     func parkAndWake() throws {
         let (reasons, counters) = try withLoop { loop -> ([Fiber.WakeReason], Scheduler.Counters) in
             var reasons: [Fiber.WakeReason] = []
-            var waiter: FiberRef?
             loop.spawn(name: "waiter") {
-                waiter = Fiber.current
+                let me = Fiber.current
+                loop.schedule(after: .milliseconds(1)) { me.wake(.ready) }
                 reasons.append(Fiber.park(.event))
+                loop.schedule(after: .milliseconds(1)) { me.wake(.timedOut) }
                 reasons.append(Fiber.park(.event))
             }
-            loop.schedule(after: .milliseconds(1)) { waiter!.wake(.ready) }
-            loop.schedule(after: .milliseconds(5)) { waiter!.wake(.timedOut) }
             try loop.run()
             return (reasons, loop.scheduler.counters)
         }
@@ -65,19 +64,19 @@ struct FiberSchedulingTests {
     func states() throws {
         let seen = try withLoop { loop -> [String] in
             var seen: [String] = []
-            var ref: FiberRef?
-            let handle = loop.spawn(name: "subject") {
-                ref = Fiber.current
-                seen.append("\(Fiber.current.state)")
+            var handle: FiberHandle<Void>?
+            handle = loop.spawn(name: "subject") {
+                let me = Fiber.current
+                seen.append("\(me.state)")
+                loop.schedule(after: .milliseconds(1)) {
+                    seen.append("\(handle!.state)")
+                    me.wake()
+                }
                 Fiber.park(.waitGroup)
             }
-            seen.append("\(handle.state)")
-            loop.schedule(after: .milliseconds(1)) {
-                seen.append("\(handle.state)")
-                ref!.wake()
-            }
+            seen.append("\(handle!.state)")
             try loop.run()
-            seen.append("\(handle.state)")
+            seen.append("\(handle!.state)")
             return seen
         }
         #expect(seen == ["created", "running", "parked on wait group", "finished"])

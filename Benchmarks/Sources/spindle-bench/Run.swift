@@ -51,21 +51,29 @@ struct Run: ParsableCommand {
 
     func runSwitch(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
         var rows: [BenchResult] = []
-        for executor in SwitchWorkload.executors where only?.contains(executor) ?? true {
-            let rounds = SwitchWorkload.rounds(executor)
-            progress("switch: \(executor) (\(trials) trials of \(rounds) round trips)")
-            _ = try SwitchWorkload.run(executor, rounds: rounds / 10, loop: loop)  // warm-up
-            var samples: [Double] = []
-            for _ in 0..<trials {
-                samples.append(try SwitchWorkload.run(executor, rounds: rounds, loop: loop) / Double(rounds))
+        let executors = SwitchWorkload.executors.filter { only?.contains($0) ?? true }
+        for executor in executors {
+            _ = try SwitchWorkload.run(executor, rounds: SwitchWorkload.rounds(executor) / 10, loop: loop)  // warm-up
+        }
+        // Trials are interleaved (A B C A B C ...) so that drift on a shared machine hits every
+        // executor alike and the ratios stay honest.
+        var samples: [String: [Double]] = [:]
+        for trial in 0..<trials {
+            progress("switch: trial \(trial + 1)/\(trials) (\(executors.joined(separator: ", ")))")
+            for executor in executors {
+                let rounds = SwitchWorkload.rounds(executor)
+                samples[executor, default: []].append(try SwitchWorkload.run(executor, rounds: rounds, loop: loop) / Double(rounds))
             }
+        }
+        for executor in executors {
+            let rounds = SwitchWorkload.rounds(executor)
             // Allocations per round trip: the difference between N and 2N round trips, so the
             // fixed cost of starting the run cancels out.
             var perOp: [String: Double] = ["switches": 2]
             if let (a, b) = AllocationCounts.measure(workload: "switch", executor: executor, size: rounds / 10) {
                 perOp["allocs"] = Double(b - a) / Double(rounds / 10)
             }
-            let stats = Stats(samples)
+            let stats = Stats(samples[executor]!)
             rows.append(BenchResult(
                 workload: "switch", variant: "", executor: executor, metric: "time", unit: "ns",
                 median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp))
@@ -94,16 +102,24 @@ struct Run: ParsableCommand {
         var rows: [BenchResult] = []
         let state = FanoutWorkload.State(loop: loop)
         let ops = Double(FanoutWorkload.ops)
+        let executors = FanoutWorkload.executors.filter { only?.contains($0) ?? true }
         for variant in FanoutWorkload.variants {
-            for executor in FanoutWorkload.executors where only?.contains(executor) ?? true {
-                progress("fanout \(variant): \(executor) (cold and warm, \(trials) trials each)")
-                var cold: [Double] = []
+            // A cold trial first drops that executor's pooled stacks, so it maps and faults fresh
+            // ones; warm trials reuse them.
+            var cold: [String: [Double]] = [:]
+            var warm: [String: [Double]] = [:]
+            for executor in executors {
+                progress("fanout \(variant): \(executor), \(trials) cold then \(trials) warm trials")
                 for _ in 0..<trials {
-                    state.makeCold()
-                    cold.append(try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6)
+                    state.makeCold(executor)
+                    cold[executor, default: []].append(try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6)
                 }
-                var warm: [Double] = []
-                for _ in 0..<trials { warm.append(try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6) }
+                // Warm trials run back to back: "warm" means this executor's stacks and caches.
+                for _ in 0..<trials {
+                    warm[executor, default: []].append(try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6)
+                }
+            }
+            for executor in executors {
                 var perOp: [String: Double] = [:]
                 if executor == "fibers" {
                     let before = loop.scheduler.counters
@@ -116,7 +132,7 @@ struct Run: ParsableCommand {
                 if let (a, _) = AllocationCounts.measure(workload: "fanout", executor: executor, size: 1) {
                     perOp["allocs"] = Double(a) / ops
                 }
-                for (phase, samples) in [("cold", cold), ("warm", warm)] {
+                for (phase, samples) in [("cold", cold[executor]!), ("warm", warm[executor]!)] {
                     let stats = Stats(samples)
                     var row = BenchResult(
                         workload: "fanout", variant: variant, executor: executor, metric: "time", unit: "ms",

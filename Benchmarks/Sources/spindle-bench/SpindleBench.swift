@@ -47,7 +47,7 @@ struct Count: ParsableCommand {
             // `rounds` warm runs after one cold run: (I(2) - I(1)) is one warm run.
             let state = FanoutWorkload.State(loop: loop)
             for _ in 0..<rounds { _ = try FanoutWorkload.run(executor, variant: "yield", state: state) }
-            state.makeCold()
+            state.makeCold(executor)
         default:
             throw BenchError.unknownWorkload(workload)
         }

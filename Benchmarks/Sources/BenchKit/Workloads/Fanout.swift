@@ -19,10 +19,16 @@ package enum FanoutWorkload {
         deinit { if let cPool { cb_stack_pool_destroy(cPool) } }
 
         /// Drops every pooled stack so the next trial maps and faults fresh ones.
-        package func makeCold() {
-            if let cPool { cb_stack_pool_destroy(cPool) }
-            cPool = nil
-            loop.scheduler.stacks.trim()
+        package func makeCold(_ executor: String) {
+            switch executor {
+            case "c-fcontext":
+                if let cPool { cb_stack_pool_destroy(cPool) }
+                cPool = nil
+            case "fibers":
+                loop.scheduler.stacks.trim()
+            default:
+                break
+            }
         }
     }
 

@@ -1,0 +1,62 @@
+# Spindle — the two commands are `make test` and `make bench`; both install what they need.
+#
+#   make test        build (debug) and run every test
+#   make bench       the benchmark report: table on stdout, bench-results/{report.md,results.json}
+#   make build       debug build of the library
+#   make clean       remove build folders and benchmark output
+#
+# System packages come from Debian: installed with apt-get when run as root; otherwise the exact
+# command is printed and make stops.
+
+SHELL := /bin/bash
+SWIFT ?= swift
+BENCH_OUT ?= bench-results
+BENCH_ARGS ?=
+
+# Debian package -> a command or file that proves it is installed.
+TEST_PACKAGES  := pkg-config libuv1-dev libboost-context-dev
+BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
+
+.PHONY: all test bench build clean deps-test deps-bench
+
+all: build
+
+define ensure_packages
+	@missing=""; \
+	for pkg in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "Installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null || exit 1; \
+	  else \
+	    echo "Spindle needs these Debian packages:$$missing"; \
+	    echo "Install them with:"; \
+	    echo "  sudo apt-get install -y$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi; \
+	command -v $(SWIFT) >/dev/null || { echo "swift is not on PATH (Swift 6.1 or newer is required)"; exit 1; }
+endef
+
+deps-test:
+	$(call ensure_packages,$(TEST_PACKAGES))
+
+deps-bench:
+	$(call ensure_packages,$(BENCH_PACKAGES))
+
+build: deps-test
+	$(SWIFT) build
+
+test: deps-test
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+bench: deps-bench
+	cd Benchmarks && $(SWIFT) build -c release --product spindle-bench && $(SWIFT) build -c release --product spindle-bench-allocs
+	Benchmarks/.build/release/spindle-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
+
+clean:
+	rm -rf .build Benchmarks/.build $(BENCH_OUT)

@@ -1,0 +1,103 @@
+import CBoostContext
+import CSpindleSupport
+
+// MARK: - The switch path
+//
+// Resume, yield, park and finish are plain loads and stores on the C control blocks, one
+// thread-local store and the jump: no allocation, no lock, no syscall, no reference counting
+// (`make bench` counts the instructions with callgrind and the allocations with a malloc
+// interposer).
+//
+// Every switch goes through the loop side: `drain()` resumes a fiber, the fiber yields, parks or
+// finishes back to it. (A variant that switched fiber to fiber directly ran fewer instructions
+// on `fanout` but was slower on the clock and dearer on `switch`, so it was dropped.)
+//
+// Swift's dynamic-exclusivity access sets are per fiber, as they are per Task: when a fiber
+// switches out in the middle of an access, its open accesses come off the thread's set and are
+// kept in the fiber; they go back on when it is resumed. The runtime is called only when there is
+// something to move, which one load tells (see spindle_exclusivity_head_location).
+
+extension Scheduler {
+    /// Resumes runnable fibers until the queue is empty or ``resumesPerTurn`` is spent.
+    func drain() {
+        let core = self.core
+        core.pointee.draining = 1
+        let accessHead = core.pointee.exclusivity_head.unsafelyUnwrapped
+        // The loop side runs no Swift code between resumes, so its access set is fixed for the
+        // whole drain: when it is empty, only the fiber's own saved set needs checking.
+        let loopSideHasAccesses = accessHead.pointee != nil
+        let length = runQueueLength
+        if length > core.pointee.run_queue_high_water { core.pointee.run_queue_high_water = length }
+        let turnBudget = max(resumesPerTurn, 1)
+        var budget = turnBudget
+        while let fiber = core.pointee.run_head {
+            // The queue is empty once its head is nil; the tail is then stale and unused.
+            core.pointee.run_head = fiber == core.pointee.run_tail ? nil : fiber.pointee.next
+            spindle_set_current_fiber(fiber)
+            if _fastPath(fiber.pointee.exclusivity.0 == 0 && !loopSideHasAccesses) {
+                Scheduler.jumpInto(fiber, core: core)
+                // The fiber may have switched out in the middle of an access: keep it with the fiber.
+                if _slowPath(accessHead.pointee != nil) { Scheduler.saveAccesses(of: fiber) }
+            } else {
+                Scheduler.resumeWithAccesses(fiber, core: core)
+            }
+            budget &-= 1
+            if budget == 0 { break }
+        }
+        // Loop side again: no fiber is current.
+        spindle_set_current_fiber(nil)
+        core.pointee.popped &+= UInt64(turnBudget &- budget)
+        while let fiber = core.pointee.finished {
+            core.pointee.finished = fiber.pointee.next
+            reclaim(fiber)
+        }
+        core.pointee.draining = 0
+        if core.pointee.run_head != nil {
+            if core.pointee.idle_active == 0 { startIdle() }
+        } else if core.pointee.idle_active != 0 {
+            core.pointee.idle_active = 0
+            idleWatcher.stop()
+        }
+    }
+
+    /// Jumps from the loop side into `fiber`; returns when it yields, parks or finishes.
+    @inline(__always)
+    static func jumpInto(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
+        #if SPINDLE_SANITIZERS
+        spindle_sanitizer_before_switch(core, nil, fiber)
+        #endif
+        let transfer = jump_fcontext(fiber.pointee.context, fiber)
+        #if SPINDLE_SANITIZERS
+        spindle_sanitizer_after_switch(core, nil)
+        #endif
+        fiber.pointee.context = transfer.fctx
+    }
+
+    /// Switches from the running fiber back to the loop side; returns when it is resumed.
+    @inlinable @inline(__always)
+    static func suspend(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
+        #if SPINDLE_SANITIZERS
+        spindle_sanitizer_before_switch(core, fiber, nil)
+        #endif
+        let transfer = jump_fcontext(core.pointee.main_context, nil)
+        core.pointee.main_context = transfer.fctx
+        #if SPINDLE_SANITIZERS
+        spindle_sanitizer_after_switch(core, fiber)
+        #endif
+    }
+
+    /// Takes the accesses a fiber left open when it switched out off the thread's set.
+    @inline(never)
+    static func saveAccesses(of fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        swift_task_exitThreadLocalContext(spindle_fiber_exclusivity(fiber))
+    }
+
+    /// Resumes a fiber that has saved accesses, or while the loop side has some: its own
+    /// accesses go on top of the loop side's while it runs, as Swift's tasks do.
+    @inline(never)
+    static func resumeWithAccesses(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
+        swift_task_enterThreadLocalContext(spindle_fiber_exclusivity(fiber))
+        jumpInto(fiber, core: core)
+        swift_task_exitThreadLocalContext(spindle_fiber_exclusivity(fiber))
+    }
+}
