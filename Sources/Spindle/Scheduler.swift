@@ -97,8 +97,10 @@ public final class Scheduler: EventLoopAttachment {
     /// Gives `task` a stack and a control block and puts it in the run queue.
     @usableFromInline
     func start(_ task: FiberBody, name: String?, stackSize: Int?) {
-        loop.preconditionOnLoopThread("spawning a fiber")
-        precondition(!isClosed, "cannot spawn a fiber on a closed EventLoop")
+        if _slowPath(pthread_self() != pthread_t(core.pointee.owner_thread)) {
+            loop.preconditionOnLoopThread("spawning a fiber")
+        }
+        if _slowPath(isClosed) { preconditionFailure("cannot spawn a fiber on a closed EventLoop") }
         let fiber = stacks.take(stackSize: stackSize ?? defaultStackSize)
         let id = core.pointee.next_id
         core.pointee.next_id = id &+ 1
@@ -137,11 +139,11 @@ public final class Scheduler: EventLoopAttachment {
 
     @inline(__always)
     private func setName(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, _ name: String?) {
+        guard var name else {
+            fiber.pointee.name.0 = 0
+            return
+        }
         withUnsafeMutableBytes(of: &fiber.pointee.name) { buffer in
-            guard var name else {
-                buffer[0] = 0
-                return
-            }
             name.withUTF8 { utf8 in
                 let count = min(utf8.count, buffer.count - 1)
                 buffer.baseAddress!.copyMemory(from: utf8.baseAddress!, byteCount: count)

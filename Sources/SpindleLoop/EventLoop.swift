@@ -108,13 +108,7 @@ public final class EventLoop: @unchecked Sendable {
     /// something that can no longer happen — it throws ``LoopError/deadlock(waiting:)`` naming them.
     /// A ``stop()`` makes it return early without that check. Wraps uv_run.
     public func run(_ mode: RunMode = .untilNoWork) throws {
-        preconditionOnLoopThread("EventLoop.run()")
-        switch state {
-        case .closed: throw LoopError.closed
-        case .running: throw LoopError.alreadyRunning
-        case .open: break
-        }
-        state = .running
+        try beginRunning("EventLoop.run()")
         stopRequested = false
         defer { state = .open }
         if mode == .untilStopped { inbox.keepsLoopAlive = true }
@@ -131,18 +125,22 @@ public final class EventLoop: @unchecked Sendable {
         if !stalled.isEmpty { throw LoopError.deadlock(waiting: stalled) }
     }
 
+    /// Checks that the loop can run now and marks it running.
+    private func beginRunning(_ what: String) throws {
+        preconditionOnLoopThread(what)
+        switch state {
+        case .closed: throw LoopError.closed
+        case .running: throw LoopError.alreadyRunning
+        case .open: state = .running
+        }
+    }
+
     /// Runs one loop iteration. With `blocking` it waits for at least one event if there is work
     /// that could produce one. Returns whether work remains. Wraps uv_run with `UV_RUN_ONCE` or
     /// `UV_RUN_NOWAIT`.
     @discardableResult
     public func runOnce(blocking: Bool = true) throws -> Bool {
-        preconditionOnLoopThread("EventLoop.runOnce()")
-        switch state {
-        case .closed: throw LoopError.closed
-        case .running: throw LoopError.alreadyRunning
-        case .open: break
-        }
-        state = .running
+        try beginRunning("EventLoop.runOnce()")
         defer { state = .open }
         return uv_run(uv, blocking ? UV_RUN_ONCE : UV_RUN_NOWAIT) != 0
     }

@@ -31,6 +31,18 @@ public final class LoopThread: @unchecked Sendable {
         pthread_join(thread, nil)
     }
 
+    /// Makes an ``EventLoop`` on a new thread, runs `body` with it there, closes the loop, and
+    /// returns `body`'s value (or rethrows its error, or the close's). `body` usually spawns work
+    /// and calls `loop.run()`.
+    public static func withLoop<T>(name: String = "spindle-loop", _ body: @escaping (EventLoop) throws -> T) throws -> T {
+        try run(name: name) {
+            let loop = EventLoop()
+            let value = try body(loop)
+            try loop.close()
+            return value
+        }
+    }
+
     /// Runs `body` on a new thread, waits for it, and returns its value or rethrows its error.
     public static func run<T>(name: String = "spindle-loop", _ body: @escaping () throws -> T) throws -> T {
         let outcome = ResultBox<T>()

@@ -1,14 +1,9 @@
 import SpindleLoop
 
-/// Makes a loop on a new thread, runs `body` there, closes the loop, and returns what `body`
-/// returned.
+/// Each test gets a loop on a thread of its own, outside Swift concurrency's executors (fibers
+/// never run inside a Task's job).
 func withLoop<T>(_ body: @escaping (EventLoop) throws -> T) throws -> T {
-    try LoopThread.run(name: "test-loop") {
-        let loop = EventLoop()
-        let value = try body(loop)
-        try loop.close()
-        return value
-    }
+    try LoopThread.withLoop(name: "test-loop", body)
 }
 
 /// Counts loop iterations with a prepare watcher (runs once per iteration, before the poll).
