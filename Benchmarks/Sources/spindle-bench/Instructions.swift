@@ -5,15 +5,35 @@ import Foundation
 ///
 /// The kernel runs twice under callgrind, with N and 2N round trips; the difference of the two
 /// totals divided by N is the cost of one round trip with start-up and teardown cancelled out.
+/// The same difference of call counts shows what a round trip calls: reference counting
+/// (`swift_retain`/`swift_release`), allocation (`malloc`), locks, exclusivity checks.
 enum Instructions {
     static var available: Bool { which("valgrind") != nil }
 
-    /// Instructions per round trip of `executor` on `workload`, or nil when valgrind is missing.
-    static func perRoundTrip(workload: String, executor: String, rounds: UInt64) throws -> Double? {
+    /// Functions whose calls per round trip are reported next to the instruction count.
+    static let watched: [(key: String, symbols: Set<String>)] = [
+        ("retains", ["swift_retain", "swift_retain_n", "swift_unknownObjectRetain", "swift_bridgeObjectRetain"]),
+        ("releases", ["swift_release", "swift_release_n", "swift_unknownObjectRelease", "swift_bridgeObjectRelease"]),
+        ("mallocs", ["malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc"]),
+        ("locks", ["pthread_mutex_lock", "pthread_rwlock_rdlock", "pthread_rwlock_wrlock", "pthread_spin_lock"]),
+        ("access_checks", ["swift_beginAccess"]),
+    ]
+
+    struct Count {
+        var instructions: Int64
+        var calls: [String: Int64]
+    }
+
+    /// Per-round-trip instructions and watched calls, or nil when valgrind is missing.
+    static func perRoundTrip(workload: String, executor: String, rounds: UInt64) throws -> (Double, [String: Double])? {
         guard available else { return nil }
         let small = try collected(workload: workload, executor: executor, rounds: rounds)
         let large = try collected(workload: workload, executor: executor, rounds: rounds * 2)
-        return Double(large - small) / Double(rounds)
+        var calls: [String: Double] = [:]
+        for (key, _) in watched {
+            calls[key] = Double(large.calls[key, default: 0] - small.calls[key, default: 0]) / Double(rounds)
+        }
+        return (Double(large.instructions - small.instructions) / Double(rounds), calls)
     }
 
     /// Valgrind 3.19 cannot read the DWARF 5 that Swift 6's clang emits, so callgrind runs a copy
@@ -36,12 +56,13 @@ enum Instructions {
         return exe
     }()
 
-    private static func collected(workload: String, executor: String, rounds: UInt64) throws -> Int64 {
-        let exe = countableExecutable
+    private static func collected(workload: String, executor: String, rounds: UInt64) throws -> Count {
+        let out = NSTemporaryDirectory() + "spindle-bench-\(getpid())-\(rounds).callgrind"
+        defer { try? FileManager.default.removeItem(atPath: out) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: which("valgrind")!)
         process.arguments = [
-            "--tool=callgrind", "--callgrind-out-file=/dev/null", exe,
+            "--tool=callgrind", "--callgrind-out-file=\(out)", countableExecutable,
             "count", workload, "--executor", executor, "--rounds", String(rounds),
         ]
         let errPipe = Pipe()
@@ -50,14 +71,45 @@ enum Instructions {
         try process.run()
         let data = errPipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0,
-            let line = text.split(separator: "\n").first(where: { $0.contains("Collected :") }),
-            let value = Int64(line.split(separator: ":").last!.trimmingCharacters(in: .whitespaces))
+        guard process.terminationStatus == 0, let text = try? String(contentsOfFile: out, encoding: .utf8),
+            let count = parse(text)
         else {
-            throw BenchError.tool("callgrind run of \(executor) failed (status \(process.terminationStatus)):\n\(text)")
+            throw BenchError.tool(
+                "callgrind run of \(executor) failed (status \(process.terminationStatus)):\n"
+                    + String(decoding: data, as: UTF8.self))
         }
-        return value
+        return count
+    }
+
+    /// Reads the `totals:` line and sums `calls=` lines by callee from a callgrind output file
+    /// (names are compressed: `cfn=(12) name` the first time, `cfn=(12)` after).
+    static func parse(_ text: String) -> Count? {
+        var names: [Substring: Substring] = [:]
+        var totals: Int64?
+        var callee: Substring?
+        var callsByName: [Substring: Int64] = [:]
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+            if line.hasPrefix("fn=(") || line.hasPrefix("cfn=(") {
+                let body = line.drop { $0 != "(" }
+                guard let close = body.firstIndex(of: ")") else { continue }
+                let id = body[body.startIndex...close]
+                let rest = body[body.index(after: close)...].drop { $0 == " " }
+                if !rest.isEmpty { names[id] = rest }
+                if line.hasPrefix("cfn=") { callee = names[id] }
+            } else if line.hasPrefix("calls="), let name = callee {
+                let number = line.dropFirst(6).prefix { $0.isNumber }
+                callsByName[name, default: 0] += Int64(number) ?? 0
+                callee = nil
+            } else if line.hasPrefix("totals:") {
+                totals = Int64(line.dropFirst(7).trimmingCharacters(in: .whitespaces))
+            }
+        }
+        guard let totals else { return nil }
+        var calls: [String: Int64] = [:]
+        for (key, symbols) in watched {
+            calls[key] = callsByName.filter { symbols.contains(String($0.key)) }.values.reduce(0, +)
+        }
+        return Count(instructions: totals, calls: calls)
     }
 }
 

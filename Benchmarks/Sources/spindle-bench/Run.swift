@@ -82,11 +82,11 @@ struct Run: ParsableCommand {
             if Instructions.available {
                 for executor in ["c-fcontext", "fibers", "ucontext"] where only?.contains(executor) ?? true {
                     progress("switch: \(executor) instructions under callgrind")
-                    if let count = try Instructions.perRoundTrip(workload: "switch", executor: executor, rounds: 100_000) {
+                    if let (count, calls) = try Instructions.perRoundTrip(workload: "switch", executor: executor, rounds: 100_000) {
                         rows.append(BenchResult(
                             workload: "switch", variant: "", executor: executor, metric: "instructions",
                             unit: "instructions", median: count, min: count, max: count, trials: 1,
-                            note: "callgrind, (I(2N) - I(N)) / N with N = 100000"))
+                            per_op: calls, note: "callgrind, (I(2N) - I(N)) / N with N = 100000"))
                     }
                 }
             } else {
