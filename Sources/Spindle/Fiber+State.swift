@@ -26,6 +26,7 @@ extension Fiber {
     }
 
     /// Why a fiber is parked. Blocking operations pass one to ``Fiber/park(_:detail:)``.
+    @frozen
     public enum ParkReason: UInt8, Sendable, CustomStringConvertible, CaseIterable {
         case sleep = 1
         case join
@@ -73,6 +74,7 @@ extension Fiber {
     }
 
     /// Why a parked fiber was woken: returned by ``Fiber/park(_:detail:)``.
+    @frozen
     public enum WakeReason: UInt8, Sendable {
         /// What it waited for happened.
         case ready = 0

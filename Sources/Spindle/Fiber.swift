@@ -80,13 +80,13 @@ public enum Fiber {
     /// - Parameters:
     ///   - reason: what the fiber waits for; deadlock reports, traces and the doctor print it.
     ///   - detail: a number that goes with the reason (for ``ParkReason/join``, the fiber id).
-    @discardableResult
+    @discardableResult @inlinable
     public static func park(_ reason: ParkReason, detail: UInt64 = 0) -> WakeReason {
-        let fiber = runningFiber("Fiber.park()")
+        guard let fiber = spindle_current_fiber() else { notInFiber("Fiber.park()") }
         return park(fiber, reason, detail: detail)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func park(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, _ reason: ParkReason, detail: UInt64)
         -> WakeReason
     {
@@ -139,7 +139,7 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
     /// The fiber's id, unique on its loop.
     public let id: UInt64
 
-    @inline(__always)
+    @inlinable @inline(__always)
     init(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         self.fiber = fiber
         self.id = fiber.pointee.id
@@ -161,7 +161,7 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
     /// Must be called on the fiber's loop thread, for a fiber that is parked. Waking a fiber that
     /// is not parked (or has finished) is a bug in the waker and stops the process with a message
     /// naming the fiber and its state.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func wake(_ reason: Fiber.WakeReason = .ready) {
         let core = fiber.pointee.sched!
         if _slowPath(
@@ -178,8 +178,8 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
         if core.pointee.draining == 0, core.pointee.idle_active == 0 { Scheduler.of(core).startIdle() }
     }
 
-    @inline(never)
-    private func badWake() -> Never {
+    @inline(never) @usableFromInline
+    func badWake() -> Never {
         if fiber.pointee.id != id { fatalError("FiberRef.wake(): fiber #\(id) has already finished") }
         let core = fiber.pointee.sched!
         if pthread_self() != pthread_t(core.pointee.owner_thread) {

@@ -161,7 +161,7 @@ public final class Scheduler: EventLoopAttachment {
         if core.pointee.draining == 0, core.pointee.idle_active == 0 { startIdle() }
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func enqueue(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, on core: UnsafeMutablePointer<spindle_sched_t>) {
         requeue(fiber, on: core)
         core.pointee.enqueued &+= 1

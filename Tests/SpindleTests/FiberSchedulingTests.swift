@@ -39,6 +39,24 @@ struct FiberSchedulingTests {
         #expect(order == [10, 20, 30])
     }
 
+    @Test("a sleeping fiber leaves the loop blocked in the poll: no spinning while nothing is runnable")
+    func sleepingDoesNotSpin() throws {
+        let (iterations, counters) = try withLoop { loop -> (Int, Scheduler.Counters) in
+            var iterations = 0
+            let watcher = LoopWatcher(loop: loop, kind: .prepare)
+            watcher.keepsLoopAlive = false
+            watcher.start { iterations += 1 }
+            loop.spawn(name: "sleeper") { try Fiber.sleep(for: .milliseconds(30)) }
+            try loop.run()
+            watcher.close()
+            return (iterations, loop.scheduler.counters)
+        }
+        // A turn to start the fiber, one when the timer fires; a scheduler that kept an idle
+        // handle active would count thousands of turns in 30 ms.
+        #expect(iterations <= 6)
+        #expect(counters.switches == 2)
+    }
+
     @Test("park returns what the waker said, and counters see parks and wakes")
     func parkAndWake() throws {
         let (reasons, counters) = try withLoop { loop -> ([Fiber.WakeReason], Scheduler.Counters) in

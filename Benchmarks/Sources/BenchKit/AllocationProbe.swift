@@ -5,12 +5,14 @@ import SpindleLoop
 package enum AllocationProbe {
     /// One run of `workload` on `executor`; `size` is round trips for `switch` (ignored by
     /// `fanout`, whose size is fixed).
-    package static func run(workload: String, executor: String, size: UInt64, state: FanoutWorkload.State) throws {
+    package static func run(
+        workload: String, variant: String, executor: String, size: UInt64, state: FanoutWorkload.State
+    ) throws {
         switch workload {
         case SwitchWorkload.name:
-            _ = try SwitchWorkload.run(executor, rounds: size, loop: state.loop)
+            _ = try SwitchWorkload.run(executor, variant: variant, rounds: size, loop: state.loop)
         case FanoutWorkload.name:
-            _ = try FanoutWorkload.run(executor, variant: "yield", state: state)
+            _ = try FanoutWorkload.run(executor, variant: variant, state: state)
         default:
             throw BenchError.unknownWorkload(workload)
         }

@@ -1,4 +1,4 @@
-// spindle-bench-allocs WORKLOAD EXECUTOR SIZE
+// spindle-bench-allocs WORKLOAD VARIANT EXECUTOR SIZE
 //
 // Counts the malloc calls of one warm run of a workload with ordo-one's malloc interposer and
 // prints "<mallocs for SIZE> <mallocs for 2*SIZE>". spindle-bench runs it as a child process so
@@ -27,8 +27,8 @@ func mallocs(_ body: () throws -> Void) rethrows -> Int64 {
 }
 
 let arguments = CommandLine.arguments
-guard arguments.count == 4, let size = UInt64(arguments[3]) else {
-    FileHandle.standardError.write("usage: spindle-bench-allocs WORKLOAD EXECUTOR SIZE\n".data(using: .utf8)!)
+guard arguments.count == 5, let size = UInt64(arguments[4]) else {
+    FileHandle.standardError.write("usage: spindle-bench-allocs WORKLOAD VARIANT EXECUTOR SIZE\n".data(using: .utf8)!)
     exit(2)
 }
 if !countingWorks() {
@@ -48,11 +48,13 @@ let loop = EventLoop()
 let state = FanoutWorkload.State(loop: loop)
 do {
     // Warm up first: the counts are for steady state (pooled stacks, grown queues).
-    try AllocationProbe.run(workload: arguments[1], executor: arguments[2], size: size, state: state)
-    let one = try mallocs { try AllocationProbe.run(workload: arguments[1], executor: arguments[2], size: size, state: state) }
-    let two = try mallocs {
-        try AllocationProbe.run(workload: arguments[1], executor: arguments[2], size: size * 2, state: state)
+    func probe(_ size: UInt64) throws {
+        try AllocationProbe.run(
+            workload: arguments[1], variant: arguments[2], executor: arguments[3], size: size, state: state)
     }
+    try probe(size)
+    let one = try mallocs { try probe(size) }
+    let two = try mallocs { try probe(size * 2) }
     print(one, two)
 } catch {
     FileHandle.standardError.write("\(error)\n".data(using: .utf8)!)

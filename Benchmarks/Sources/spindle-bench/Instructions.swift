@@ -25,10 +25,12 @@ enum Instructions {
     }
 
     /// Per-round-trip instructions and watched calls, or nil when valgrind is missing.
-    static func perRoundTrip(workload: String, executor: String, rounds: UInt64) throws -> (Double, [String: Double])? {
+    static func perRoundTrip(
+        workload: String, variant: String, executor: String, rounds: UInt64
+    ) throws -> (Double, [String: Double])? {
         guard available else { return nil }
-        let small = try collected(workload: workload, executor: executor, rounds: rounds)
-        let large = try collected(workload: workload, executor: executor, rounds: rounds * 2)
+        let small = try collected(workload: workload, variant: variant, executor: executor, rounds: rounds)
+        let large = try collected(workload: workload, variant: variant, executor: executor, rounds: rounds * 2)
         var calls: [String: Double] = [:]
         for (key, _) in watched {
             calls[key] = Double(large.calls[key, default: 0] - small.calls[key, default: 0]) / Double(rounds)
@@ -56,14 +58,14 @@ enum Instructions {
         return exe
     }()
 
-    private static func collected(workload: String, executor: String, rounds: UInt64) throws -> Count {
+    private static func collected(workload: String, variant: String, executor: String, rounds: UInt64) throws -> Count {
         let out = NSTemporaryDirectory() + "spindle-bench-\(getpid())-\(rounds).callgrind"
         defer { try? FileManager.default.removeItem(atPath: out) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: which("valgrind")!)
         process.arguments = [
             "--tool=callgrind", "--callgrind-out-file=\(out)", countableExecutable,
-            "count", workload, "--executor", executor, "--rounds", String(rounds),
+            "count", workload, "--variant", variant, "--executor", executor, "--rounds", String(rounds),
         ]
         let errPipe = Pipe()
         process.standardError = errPipe
@@ -118,13 +120,13 @@ enum Instructions {
 enum AllocationCounts {
     /// (mallocs for one run of `size`, mallocs for one run of `2 * size`), or nil when the helper
     /// is missing or cannot count.
-    static func measure(workload: String, executor: String, size: UInt64) -> (Int64, Int64)? {
+    static func measure(workload: String, variant: String, executor: String, size: UInt64) -> (Int64, Int64)? {
         let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         let helper = exe.deletingLastPathComponent().appendingPathComponent("spindle-bench-allocs").path
         guard FileManager.default.isExecutableFile(atPath: helper) else { return nil }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: helper)
-        process.arguments = [workload, executor, String(size)]
+        process.arguments = [workload, variant, executor, String(size)]
         let out = Pipe()
         process.standardOutput = out
         do { try process.run() } catch { return nil }

@@ -51,46 +51,53 @@ struct Run: ParsableCommand {
 
     func runSwitch(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
         var rows: [BenchResult] = []
-        let executors = SwitchWorkload.executors.filter { only?.contains($0) ?? true }
-        for executor in executors {
-            _ = try SwitchWorkload.run(executor, rounds: SwitchWorkload.rounds(executor) / 10, loop: loop)  // warm-up
-        }
-        // Trials are interleaved (A B C A B C ...) so that drift on a shared machine hits every
-        // executor alike and the ratios stay honest.
-        var samples: [String: [Double]] = [:]
-        for trial in 0..<trials {
-            progress("switch: trial \(trial + 1)/\(trials) (\(executors.joined(separator: ", ")))")
+        for variant in SwitchWorkload.variants {
+            let executors = SwitchWorkload.executors(variant).filter { only?.contains($0) ?? true }
+            let label = variant.isEmpty ? "switch" : "switch \(variant)"
+            for executor in executors {
+                _ = try SwitchWorkload.run(executor, variant: variant, rounds: SwitchWorkload.rounds(executor) / 10, loop: loop)
+            }
+            // Trials are interleaved (A B C A B C ...) so that drift on a shared machine hits every
+            // executor alike and the ratios stay honest.
+            var samples: [String: [Double]] = [:]
+            for trial in 0..<trials {
+                progress("\(label): trial \(trial + 1)/\(trials) (\(executors.joined(separator: ", ")))")
+                for executor in executors {
+                    let rounds = SwitchWorkload.rounds(executor)
+                    let ns = try SwitchWorkload.run(executor, variant: variant, rounds: rounds, loop: loop)
+                    samples[executor, default: []].append(ns / Double(rounds))
+                }
+            }
             for executor in executors {
                 let rounds = SwitchWorkload.rounds(executor)
-                samples[executor, default: []].append(try SwitchWorkload.run(executor, rounds: rounds, loop: loop) / Double(rounds))
-            }
-        }
-        for executor in executors {
-            let rounds = SwitchWorkload.rounds(executor)
-            // Allocations per round trip: the difference between N and 2N round trips, so the
-            // fixed cost of starting the run cancels out.
-            var perOp: [String: Double] = ["switches": 2]
-            if let (a, b) = AllocationCounts.measure(workload: "switch", executor: executor, size: rounds / 10) {
-                perOp["allocs"] = Double(b - a) / Double(rounds / 10)
-            }
-            let stats = Stats(samples[executor]!)
-            rows.append(BenchResult(
-                workload: "switch", variant: "", executor: executor, metric: "time", unit: "ns",
-                median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp))
-        }
-        if !noInstructions {
-            if Instructions.available {
-                for executor in ["c-fcontext", "fibers", "ucontext"] where only?.contains(executor) ?? true {
-                    progress("switch: \(executor) instructions under callgrind")
-                    if let (count, calls) = try Instructions.perRoundTrip(workload: "switch", executor: executor, rounds: 100_000) {
-                        rows.append(BenchResult(
-                            workload: "switch", variant: "", executor: executor, metric: "instructions",
-                            unit: "instructions", median: count, min: count, max: count, trials: 1,
-                            per_op: calls, note: "callgrind, (I(2N) - I(N)) / N with N = 100000"))
-                    }
+                // Allocations per round trip: the difference between N and 2N round trips, so the
+                // fixed cost of starting the run cancels out.
+                var perOp: [String: Double] = ["switches": variant.isEmpty || executor != "fibers" ? 2 : 4]
+                if let (a, b) = AllocationCounts.measure(
+                    workload: "switch", variant: variant, executor: executor, size: rounds / 10)
+                {
+                    perOp["allocs"] = Double(b - a) / Double(rounds / 10)
                 }
-            } else {
-                progress("switch: instruction counts skipped: valgrind is not installed (apt-get install -y valgrind)")
+                let stats = Stats(samples[executor]!)
+                rows.append(BenchResult(
+                    workload: "switch", variant: variant, executor: executor, metric: "time", unit: "ns",
+                    median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp))
+            }
+            guard !noInstructions else { continue }
+            guard Instructions.available else {
+                progress("\(label): instruction counts skipped: valgrind is not installed (apt-get install -y valgrind)")
+                continue
+            }
+            for executor in ["c-fcontext", "fibers", "ucontext"] where executors.contains(executor) {
+                progress("\(label): \(executor) instructions under callgrind")
+                if let (count, calls) = try Instructions.perRoundTrip(
+                    workload: "switch", variant: variant, executor: executor, rounds: 100_000)
+                {
+                    rows.append(BenchResult(
+                        workload: "switch", variant: variant, executor: executor, metric: "instructions",
+                        unit: "instructions", median: count, min: count, max: count, trials: 1,
+                        per_op: calls, note: "callgrind, (I(2N) - I(N)) / N with N = 100000"))
+                }
             }
         }
         return rows
@@ -129,7 +136,7 @@ struct Run: ParsableCommand {
                 } else {
                     perOp["switches"] = Double(FanoutWorkload.steps + 1) * 2
                 }
-                if let (a, _) = AllocationCounts.measure(workload: "fanout", executor: executor, size: 1) {
+                if let (a, _) = AllocationCounts.measure(workload: "fanout", variant: variant, executor: executor, size: 1) {
                     perOp["allocs"] = Double(a) / ops
                 }
                 for (phase, samples) in [("cold", cold[executor]!), ("warm", warm[executor]!)] {

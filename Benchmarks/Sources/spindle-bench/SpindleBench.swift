@@ -13,7 +13,7 @@ struct SpindleBench: ParsableCommand {
         defaultSubcommand: Run.self)
 
     static let workloads: [(name: String, variants: [String], executors: [String], baseline: String)] = [
-        (SwitchWorkload.name, [""], SwitchWorkload.executors, SwitchWorkload.baseline),
+        (SwitchWorkload.name, SwitchWorkload.variants, SwitchWorkload.executors(""), SwitchWorkload.baseline),
         (FanoutWorkload.name, FanoutWorkload.variants, FanoutWorkload.executors, "c-fcontext"),
     ]
 }
@@ -23,7 +23,8 @@ struct List: ParsableCommand {
 
     func run() throws {
         for workload in SpindleBench.workloads {
-            let variants = workload.variants == [""] ? "" : " (variants: \(workload.variants.joined(separator: ", ")))"
+            let names = workload.variants.map { $0.isEmpty ? "(default)" : $0 }
+            let variants = workload.variants == [""] ? "" : " (variants: \(names.joined(separator: ", ")))"
             print("\(workload.name)\(variants)")
             print("  executors: \(workload.executors.joined(separator: ", ")); baseline: \(workload.baseline)")
         }
@@ -35,6 +36,7 @@ struct List: ParsableCommand {
 struct Count: ParsableCommand {
     static let configuration = CommandConfiguration(shouldDisplay: false)
     @Argument var workload: String
+    @Option var variant: String = ""
     @Option var executor: String
     @Option var rounds: UInt64
 
@@ -42,11 +44,11 @@ struct Count: ParsableCommand {
         let loop = EventLoop()
         switch workload {
         case SwitchWorkload.name:
-            _ = try SwitchWorkload.run(executor, rounds: rounds, loop: loop)
+            _ = try SwitchWorkload.run(executor, variant: variant, rounds: rounds, loop: loop)
         case FanoutWorkload.name:
             // `rounds` warm runs after one cold run: (I(2) - I(1)) is one warm run.
             let state = FanoutWorkload.State(loop: loop)
-            for _ in 0..<rounds { _ = try FanoutWorkload.run(executor, variant: "yield", state: state) }
+            for _ in 0..<rounds { _ = try FanoutWorkload.run(executor, variant: variant.isEmpty ? "yield" : variant, state: state) }
             state.makeCold(executor)
         default:
             throw BenchError.unknownWorkload(workload)

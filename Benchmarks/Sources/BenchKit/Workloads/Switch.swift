@@ -2,11 +2,20 @@ import CBenchKernels
 import Spindle
 import SpindleLoop
 
-/// `switch`: two contexts ping-pong; nanoseconds per resume+yield round trip.
+/// `switch`: two contexts ping-pong; nanoseconds per round trip.
+///
+/// Variant `""`: a fiber yields and the loop side resumes it (resume + yield). Variant
+/// `park-wake`: two fibers hand off to each other, each waking the other and parking (wake +
+/// park + the loop side's resume of the other fiber): the primitive blocking I/O and channels use.
+/// The C floor is the same raw ping-pong for both.
 package enum SwitchWorkload {
     package static let name = "switch"
-    package static let executors = ["c-fcontext", "fibers", "ucontext", "thread-handoff"]
+    package static let variants = ["", "park-wake"]
     package static let baseline = "c-fcontext"
+
+    package static func executors(_ variant: String) -> [String] {
+        variant == "" ? ["c-fcontext", "fibers", "ucontext", "thread-handoff"] : ["c-fcontext", "fibers"]
+    }
 
     /// Round trips per trial, sized so each trial takes tens of milliseconds.
     package static func rounds(_ executor: String) -> UInt64 {
@@ -18,14 +27,15 @@ package enum SwitchWorkload {
     }
 
     /// Runs `rounds` round trips once on `executor`; returns nanoseconds and checks the count.
-    package static func run(_ executor: String, rounds: UInt64, loop: EventLoop) throws -> Double {
+    package static func run(_ executor: String, variant: String = "", rounds: UInt64, loop: EventLoop) throws -> Double {
         var completed: UInt64 = 0
         let ns = try measure {
-            switch executor {
-            case "c-fcontext": completed = cb_fcontext_switch(rounds)
-            case "ucontext": completed = cb_ucontext_switch(rounds)
-            case "thread-handoff": completed = cb_thread_handoff_switch(rounds)
-            case "fibers": completed = try fiberPingPong(rounds: rounds, loop: loop)
+            switch (executor, variant) {
+            case ("c-fcontext", _): completed = cb_fcontext_switch(rounds)
+            case ("ucontext", ""): completed = cb_ucontext_switch(rounds)
+            case ("thread-handoff", ""): completed = cb_thread_handoff_switch(rounds)
+            case ("fibers", ""): completed = try fiberPingPong(rounds: rounds, loop: loop)
+            case ("fibers", "park-wake"): completed = try fiberParkWake(rounds: rounds, loop: loop)
             default: throw BenchError.unknownExecutor(executor, workload: name)
             }
         }
@@ -43,6 +53,41 @@ package enum SwitchWorkload {
                 count &+= 1
                 Fiber.yield()
             }
+            return count
+        }
+        try loop.run()
+        return try ping.join()
+    }
+
+    /// Two fibers hand off `rounds` times: each wakes the other, then parks.
+    package static func fiberParkWake(rounds: UInt64, loop: EventLoop) throws -> UInt64 {
+        final class Peers {
+            var ping: FiberRef?
+            var pong: FiberRef?
+            var done = false
+        }
+        let peers = Peers()
+        // "pong" runs first and parks; "ping" then drives the hand-offs.
+        loop.spawn(name: "pong") {
+            peers.pong = Fiber.current
+            while true {
+                Fiber.park(.event)
+                if peers.done { return }
+                peers.ping.unsafelyUnwrapped.wake()
+            }
+        }
+        let ping = loop.spawn(name: "ping") { () -> UInt64 in
+            peers.ping = Fiber.current
+            let pong = peers.pong.unsafelyUnwrapped
+            var count: UInt64 = 0
+            // Each round is two hand-offs (ping to pong, pong to ping); count hand-off pairs.
+            for _ in 0..<rounds {
+                count &+= 1
+                pong.wake()
+                Fiber.park(.event)
+            }
+            peers.done = true
+            pong.wake()
             return count
         }
         try loop.run()
