@@ -44,13 +44,17 @@ final class FiberBody {
 
     @inlinable
     func invokeTyped<T>(_: T.Type) {
-        let words = ClosureWords(function: bodyFunction.unsafelyUnwrapped, context: bodyContext)
-        let body = unsafeBitCast(words, to: (() throws -> T).self)
-        // Drop this object's reference now: the captures go with `body`, before the fiber ends.
-        bodyContext = nil
+        // Move the context out (no retain): the captures go with `body`, before the fiber ends.
+        let words = ClosureWords(function: bodyFunction.unsafelyUnwrapped, context: bodyContext.take())
         bodyFunction = nil
+        let body = unsafeBitCast(words, to: (() throws -> T).self)
         do {
-            value = try body()
+            if T.self == Void.self {
+                // Nothing to keep: skip boxing `()` into an existential.
+                _ = try body()
+            } else {
+                value = try body()
+            }
         } catch {
             self.error = error
         }
@@ -69,8 +73,8 @@ final class FiberBody {
 
     /// Makes a finished body ready for another spawn.
     func reset() {
-        value = nil
-        error = nil
+        if value != nil { value = nil }
+        if error != nil { error = nil }
         isFinished = false
         id = 0
     }
@@ -79,6 +83,7 @@ final class FiberBody {
     func result<T>(as _: T.Type) -> Result<T, any Error>? {
         guard isFinished else { return nil }
         if let error { return .failure(error) }
+        if T.self == Void.self { return .success(() as! T) }
         return .success(value as! T)
     }
 }

@@ -33,6 +33,13 @@ extension Scheduler {
         while let fiber = core.pointee.run_head {
             // The queue is empty once its head is nil; the tail is then stale and unused.
             core.pointee.run_head = fiber == core.pointee.run_tail ? nil : fiber.pointee.next
+            // With thousands of runnable fibers, each one's control block and stack have left
+            // the cache since its last turn: start loading the next fiber's saved registers (its
+            // control block was prefetched a turn ago) and the control block after it.
+            if let next = core.pointee.run_head {
+                spindle_prefetch(next.pointee.context)
+                if next != core.pointee.run_tail { spindle_prefetch(next.pointee.next) }
+            }
             spindle_set_current_fiber(fiber)
             if _fastPath(fiber.pointee.exclusivity.0 == 0 && !loopSideHasAccesses) {
                 Scheduler.jumpInto(fiber, core: core)

@@ -33,6 +33,7 @@ public final class Scheduler: EventLoopAttachment {
     /// Stack size for fibers spawned without one.
     @exclusivity(unchecked) public var defaultStackSize = StackPool.defaultStackSize
 
+    @usableFromInline
     init(loop: EventLoop) {
         self.loop = loop
         self.stacks = StackPool()
@@ -65,7 +66,7 @@ public final class Scheduler: EventLoopAttachment {
     }
 
     /// The scheduler of `loop`, created on first use.
-    @usableFromInline
+    @inlinable
     static func of(_ loop: EventLoop) -> Scheduler {
         loop.attachment(Scheduler.self) { Scheduler(loop: loop) }
     }

@@ -53,8 +53,8 @@ public final class EventLoop: @unchecked Sendable {
     @exclusivity(unchecked) private var attachments: [ObjectIdentifier: EventLoopAttachment] = [:]
     @exclusivity(unchecked) private var attachmentOrder: [ObjectIdentifier] = []
     // One-entry cache in front of the dictionary: nearly every lookup is the fiber scheduler.
-    @exclusivity(unchecked) private var cachedAttachmentKey: ObjectIdentifier?
-    @exclusivity(unchecked) private var cachedAttachment: EventLoopAttachment?
+    @exclusivity(unchecked) @usableFromInline var cachedAttachmentKey: ObjectIdentifier?
+    @exclusivity(unchecked) @usableFromInline var cachedAttachment: EventLoopAttachment?
     @exclusivity(unchecked) var inbox: PostInbox!
     @exclusivity(unchecked) var nextTurn: NextTurnQueue?
 
@@ -163,9 +163,17 @@ public final class EventLoop: @unchecked Sendable {
     // MARK: Attachments
 
     /// Returns the attachment of type `T`, creating it with `make` on first use.
+    @inlinable
     public func attachment<T: EventLoopAttachment>(_ type: T.Type, _ make: () -> T) -> T {
+        if ObjectIdentifier(type) == cachedAttachmentKey, let cached = cachedAttachment {
+            return unsafeDowncast(cached, to: T.self)
+        }
+        return attachmentSlow(type, make)
+    }
+
+    @usableFromInline
+    func attachmentSlow<T: EventLoopAttachment>(_ type: T.Type, _ make: () -> T) -> T {
         let key = ObjectIdentifier(type)
-        if key == cachedAttachmentKey, let cached = cachedAttachment { return unsafeDowncast(cached, to: T.self) }
         if let existing = attachments[key] {
             cachedAttachmentKey = key
             cachedAttachment = existing

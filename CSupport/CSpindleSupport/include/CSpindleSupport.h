@@ -111,6 +111,9 @@ static inline void spindle_set_current_fiber(spindle_fiber_t *fiber) { spindle_t
 /// The two words of exclusivity state, as the runtime's entry points want them.
 static inline char *spindle_fiber_exclusivity(spindle_fiber_t *fiber) { return (char *)fiber->exclusivity; }
 
+/// Asks the CPU to start loading the cache line at `address` (no fault if it is invalid).
+static inline void spindle_prefetch(const void *address) { __builtin_prefetch(address, 1, 3); }
+
 // MARK: - Swift runtime: exclusivity access sets
 
 // Exported by libswiftCore; Swift's own tasks call these on every job switch. `state` is two
