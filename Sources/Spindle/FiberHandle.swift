@@ -20,6 +20,8 @@ final class FiberBody {
     @exclusivity(unchecked) var joiners = WaitList()
     /// Whether the body has returned or thrown.
     @exclusivity(unchecked) var isFinished = false
+    /// Whether `value` or `error` holds something (so `reset()` must clear it).
+    @exclusivity(unchecked) @usableFromInline var hasOutcome = false
     /// The body's return value once it returned.
     @exclusivity(unchecked) @usableFromInline var value: Any?
     /// The body's error once it threw.
@@ -54,9 +56,11 @@ final class FiberBody {
                 _ = try body()
             } else {
                 value = try body()
+                hasOutcome = true
             }
         } catch {
             self.error = error
+            hasOutcome = true
         }
     }
 
@@ -73,8 +77,11 @@ final class FiberBody {
 
     /// Makes a finished body ready for another spawn.
     func reset() {
-        if value != nil { value = nil }
-        if error != nil { error = nil }
+        if hasOutcome {
+            value = nil
+            error = nil
+            hasOutcome = false
+        }
         isFinished = false
         id = 0
     }
