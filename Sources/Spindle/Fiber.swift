@@ -59,6 +59,15 @@ public enum Fiber {
         return Scheduler.of(fiber.pointee.sched).spawn(name: name, stackSize: stackSize, body)
     }
 
+    /// Spawns a detached fiber on the running fiber's loop: no handle, nothing to join, and
+    /// nothing of Spindle's own allocated (its closure lives in the fiber's control block). For
+    /// fire-and-forget work, such as one fiber per connection.
+    @inlinable
+    public static func spawnDetached(name: String? = nil, stackSize: Int? = nil, _ body: @escaping () -> Void) {
+        guard let fiber = spindle_current_fiber() else { notInFiber("Fiber.spawnDetached") }
+        Scheduler.of(fiber.pointee.sched).startDetached(body, name: name, stackSize: stackSize)
+    }
+
     // MARK: Giving way
 
     /// Lets every other runnable fiber run, then continues. Costs two context switches and no
@@ -200,6 +209,14 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
 }
 
 extension EventLoop {
+    /// Spawns a detached fiber on this loop: no handle, nothing to join, and nothing of
+    /// Spindle's own allocated (its closure lives in the fiber's control block). Call it on the
+    /// loop's thread; the fiber starts when the loop runs.
+    @inlinable
+    public func spawnDetached(name: String? = nil, stackSize: Int? = nil, _ body: @escaping () -> Void) {
+        Scheduler.of(self).startDetached(body, name: name, stackSize: stackSize)
+    }
+
     /// This loop's fiber scheduler (made on first use).
     public var scheduler: Scheduler { Scheduler.of(self) }
 

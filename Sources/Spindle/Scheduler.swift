@@ -98,6 +98,23 @@ public final class Scheduler: EventLoopAttachment {
     /// Gives `task` a stack and a control block and puts it in the run queue.
     @usableFromInline
     func start(_ task: FiberBody, name: String?, stackSize: Int?) {
+        let fiber = startFiber(name: name, stackSize: stackSize, body: Unmanaged.passRetained(task).toOpaque())
+        task.id = fiber.pointee.id
+        task.fiber = fiber
+    }
+
+    /// Starts a detached fiber: its closure is kept in the control block, with no body object
+    /// and no handle, so spawning it allocates nothing of Spindle's own.
+    @usableFromInline
+    func startDetached(_ body: @escaping () -> Void, name: String?, stackSize: Int?) {
+        let fiber = startFiber(name: name, stackSize: stackSize, body: nil)
+        // A concrete (non-generic) struct holds the closure at its natural representation, so
+        // storing it needs no reabstraction thunk (which would allocate).
+        DetachedBody.slot(of: fiber).initialize(to: DetachedBody(run: body))
+    }
+
+    @inline(__always)
+    private func startFiber(name: String?, stackSize: Int?, body: UnsafeMutableRawPointer?) -> UnsafeMutablePointer<spindle_fiber_t> {
         if _slowPath(pthread_self() != pthread_t(core.pointee.owner_thread)) {
             loop.preconditionOnLoopThread("spawning a fiber")
         }
@@ -105,17 +122,16 @@ public final class Scheduler: EventLoopAttachment {
         let fiber = stacks.take(stackSize: stackSize ?? defaultStackSize)
         let id = core.pointee.next_id
         core.pointee.next_id = id &+ 1
-        task.id = id
-        task.fiber = fiber
-        prepare(fiber, id: id, name: name, body: Unmanaged.passRetained(task).toOpaque())
+        prepare(fiber, id: id, name: name, body: body)
         core.pointee.spawns &+= 1
         if fiber.pointee.pool_cold != 0 { core.pointee.stacks_cold &+= 1 } else { core.pointee.stacks_pooled &+= 1 }
         enqueue(fiber)
+        return fiber
     }
 
     @inline(__always)
     private func prepare(
-        _ fiber: UnsafeMutablePointer<spindle_fiber_t>, id: UInt64, name: String?, body: UnsafeMutableRawPointer
+        _ fiber: UnsafeMutablePointer<spindle_fiber_t>, id: UInt64, name: String?, body: UnsafeMutableRawPointer?
     ) {
         let stackBytes = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
         fiber.pointee.context = make_fcontext(fiber.pointee.stack_hi, stackBytes, fiberEntry)
@@ -198,11 +214,13 @@ public final class Scheduler: EventLoopAttachment {
         core.pointee.live &-= 1
         core.pointee.finishes &+= 1
         // The control block held the body's +1; reuse the body if no handle refers to it.
-        var body = Unmanaged<FiberBody>.fromOpaque(fiber.pointee.body.unsafelyUnwrapped).takeRetainedValue()
-        fiber.pointee.body = nil
-        if isKnownUniquelyReferenced(&body), freeBodies.count < maximumPooledBodies {
-            body.reset()
-            freeBodies.append(body)
+        if let raw = fiber.pointee.body {
+            var body = Unmanaged<FiberBody>.fromOpaque(raw).takeRetainedValue()
+            fiber.pointee.body = nil
+            if isKnownUniquelyReferenced(&body), freeBodies.count < maximumPooledBodies {
+                body.reset()
+                freeBodies.append(body)
+            }
         }
         #if SPINDLE_SANITIZERS
         spindle_sanitizer_fiber_destroyed(fiber)
@@ -331,6 +349,24 @@ private let fiberEntry: @convention(c) (transfer_t) -> Void = { transfer in
 
 @inline(never)
 private func runFiberBody(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
-    // The control block keeps its reference until the loop side reclaims the fiber.
-    Unmanaged<FiberBody>.fromOpaque(fiber.pointee.body.unsafelyUnwrapped)._withUnsafeGuaranteedRef { $0.run() }
+    if let body = fiber.pointee.body {
+        // The control block keeps its reference until the loop side reclaims the fiber.
+        Unmanaged<FiberBody>.fromOpaque(body)._withUnsafeGuaranteedRef { $0.run() }
+        return
+    }
+    // Detached: move the closure out of the control block; its captures go when it returns.
+    DetachedBody.slot(of: fiber).move().run()
+}
+
+/// A detached fiber's closure, as stored in the two words of its control block.
+struct DetachedBody {
+    let run: () -> Void
+
+    /// The control block's `detached_function`/`detached_context` words, as this struct.
+    @inline(__always)
+    static func slot(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> UnsafeMutablePointer<DetachedBody> {
+        let offset = MemoryLayout<spindle_fiber_t>.offset(of: \.detached_function).unsafelyUnwrapped
+        assert(MemoryLayout<DetachedBody>.size == 2 * MemoryLayout<UnsafeRawPointer>.size)
+        return (UnsafeMutableRawPointer(fiber) + offset).bindMemory(to: DetachedBody.self, capacity: 1)
+    }
 }

@@ -15,6 +15,22 @@ struct FiberTests {
         #expect(value == 84)
     }
 
+    @Test("join returns results of every shape: large structs, strings, classes")
+    func resultShapes() throws {
+        struct Wide: Equatable { var a, b, c, d, e: Int }
+        final class Ref { let value = 7 }
+        let (wide, text, ref) = try withLoop { loop -> (Wide, String, Int) in
+            let wide = loop.spawn { Wide(a: 1, b: 2, c: 3, d: 4, e: 5) }
+            let text = loop.spawn { String(repeating: "fiber ", count: 20) }
+            let ref = loop.spawn { Ref() }
+            try loop.run()
+            return (try wide.join(), try text.join(), try ref.join().value)
+        }
+        #expect(wide == Wide(a: 1, b: 2, c: 3, d: 4, e: 5))
+        #expect(text == String(repeating: "fiber ", count: 20))
+        #expect(ref == 7)
+    }
+
     @Test("join rethrows the body's error")
     func joinRethrows() throws {
         struct Boom: Error, Equatable {}

@@ -45,7 +45,10 @@ struct spindle_fiber {
     uint8_t cancelled;           // set by cancel(); blocking calls throw CancellationError
     uint8_t wake_status;         // set by the waker: 0 = woken normally, else a reason code
     uint32_t reserved;
-    void *body;                  // +1 retained Swift object that runs the body and keeps the result
+    void *body;                  // +1 retained Swift object that runs the body and keeps the result,
+                                 // or NULL for a detached fiber, whose closure is the next two words
+    void *detached_function;     // a detached fiber's `() -> Void` closure: function and
+    void *detached_context;      // +1 retained context (NULL when it captures nothing)
     void *park_object;           // what the fiber waits on (diagnostics only)
     uint64_t park_detail;        // a number that goes with the park reason (e.g. a fiber id)
     spindle_fiber_t *all_prev;   // the scheduler's list of live fibers (reports, gdb)

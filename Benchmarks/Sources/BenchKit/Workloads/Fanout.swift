@@ -50,12 +50,13 @@ package enum FanoutWorkload {
     }
 
     package static func fibersYield(loop: EventLoop) throws -> Int {
-        // The body captures nothing (like the C kernel's tasks, it keeps its state on its own
-        // stack), so spawning allocates no closure context; completion is checked with the
-        // scheduler's counters, which the tests hold to account.
+        // Detached fibers (no handles: the operations report nothing back), whose body captures
+        // nothing (like the C kernel's tasks, it keeps its state on its own stack), so spawning
+        // allocates nothing; completion is checked with the scheduler's counters, which the
+        // tests hold to account.
         let before = loop.scheduler.counters
         for _ in 0..<ops {
-            loop.spawn {
+            loop.spawnDetached {
                 for _ in 0..<FanoutWorkload.steps { Fiber.yield() }
             }
         }
