@@ -115,11 +115,14 @@ struct Run: ParsableCommand {
             // ones; warm trials reuse them.
             var cold: [String: [Double]] = [:]
             var warm: [String: [Double]] = [:]
+            var coldFaults: [String: Double] = [:]
             for executor in executors {
                 progress("fanout \(variant): \(executor), \(trials) cold then \(trials) warm trials")
                 for _ in 0..<trials {
                     state.makeCold(executor)
+                    let faultsBefore = minorFaults()
                     cold[executor, default: []].append(try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6)
+                    coldFaults[executor] = Double(minorFaults() - faultsBefore) / Double(FanoutWorkload.ops)
                 }
                 // Warm trials run back to back: "warm" means this executor's stacks and caches.
                 for _ in 0..<trials {
@@ -129,12 +132,9 @@ struct Run: ParsableCommand {
             for executor in executors {
                 var perOp: [String: Double] = [:]
                 // Minor page faults of one more warm run: a warm run should take none.
-                var before = rusage()
-                getrusage(RUSAGE_SELF.rawValue, &before)
+                let faultsBefore = minorFaults()
                 _ = try FanoutWorkload.run(executor, variant: variant, state: state)
-                var after = rusage()
-                getrusage(RUSAGE_SELF.rawValue, &after)
-                perOp["faults"] = Double(after.ru_minflt - before.ru_minflt) / ops
+                let warmFaults = Double(minorFaults() - faultsBefore) / ops
                 if executor == "fibers" {
                     let before = loop.scheduler.counters
                     _ = try FanoutWorkload.run(executor, variant: variant, state: state)
@@ -153,6 +153,7 @@ struct Run: ParsableCommand {
                         median: stats.median, min: stats.min, max: stats.max, trials: stats.count, phase: phase,
                         per_op: perOp)
                     row.per_op?["ns_per_step"] = stats.median * 1e6 / (ops * Double(FanoutWorkload.steps))
+                    row.per_op?["faults"] = phase == "cold" ? coldFaults[executor] : warmFaults
                     rows.append(row)
                 }
             }
@@ -178,4 +179,11 @@ struct Run: ParsableCommand {
             progress("wrote \(out)/results.json and \(out)/report.md")
         }
     }
+}
+
+/// Minor page faults of this process so far (getrusage).
+func minorFaults() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return usage.ru_minflt
 }
