@@ -89,21 +89,26 @@ public enum Fiber {
     /// - Parameters:
     ///   - reason: what the fiber waits for; deadlock reports, traces and the doctor print it.
     ///   - detail: a number that goes with the reason (for ``ParkReason/join``, the fiber id).
+    ///   - cancellable: whether ``FiberHandle/cancel()`` and an expiring ``withTimeout(_:_:)``
+    ///     may wake the fiber (with ``WakeReason/cancelled`` or ``WakeReason/timedOut``). The
+    ///     caller must then take the fiber off whatever it waits on itself, since its waker will
+    ///     not. A fiber parked without it is woken only by its waker.
     @discardableResult @inlinable
-    public static func park(_ reason: ParkReason, detail: UInt64 = 0) -> WakeReason {
+    public static func park(_ reason: ParkReason, detail: UInt64 = 0, cancellable: Bool = false) -> WakeReason {
         guard let fiber = spindle_current_fiber() else { notInFiber("Fiber.park()") }
-        return park(fiber, reason, detail: detail)
+        return park(fiber, reason, detail: detail, cancellable: cancellable)
     }
 
     @inlinable @inline(__always)
-    static func park(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, _ reason: ParkReason, detail: UInt64)
-        -> WakeReason
-    {
+    static func park(
+        _ fiber: UnsafeMutablePointer<spindle_fiber_t>, _ reason: ParkReason, detail: UInt64, cancellable: Bool = false
+    ) -> WakeReason {
         let core = fiber.pointee.sched!
         fiber.pointee.state = UInt8(SPINDLE_FIBER_PARKED)
         fiber.pointee.park_reason = reason.rawValue
         fiber.pointee.park_detail = detail
         fiber.pointee.wake_status = 0
+        fiber.pointee.park_cancellable = cancellable ? 1 : 0
         core.pointee.parks &+= 1
         core.pointee.parked &+= 1
         Scheduler.suspend(fiber, core: core)
@@ -111,19 +116,19 @@ public enum Fiber {
     }
 
     /// Suspends the running fiber for at least `duration` (millisecond resolution, on a loop
-    /// timer). Throws `CancellationError` if the fiber is cancelled before or while it sleeps.
+    /// timer). Throws `CancellationError` if the fiber is cancelled, or ``FiberTimeoutError`` if
+    /// an enclosing ``withTimeout(_:_:)`` expires, before or while it sleeps.
     public static func sleep(for duration: Duration) throws {
         let fiber = runningFiber("Fiber.sleep(for:)")
-        if fiber.pointee.cancelled != 0 { throw CancellationError() }
+        try checkInterruption(fiber)
         let scheduler = Scheduler.of(fiber.pointee.sched)
-        let sleeper = scheduler.takeSleepTimer()
-        sleeper.sleeper = FiberRef(fiber)
-        sleeper.timer.start(after: duration)
-        let reason = park(fiber, .sleep, detail: 0)
-        sleeper.sleeper = nil
-        if reason != .ready { sleeper.timer.stop() }
-        scheduler.returnSleepTimer(sleeper)
-        if reason == .cancelled { throw CancellationError() }
+        let timer = scheduler.takeTimer()
+        timer.action = .wake(FiberRef(fiber))
+        timer.timer.start(after: duration)
+        let reason = park(fiber, .sleep, detail: 0, cancellable: true)
+        if reason != .ready { timer.timer.stop() }
+        scheduler.returnTimer(timer)
+        try throwIfInterrupted(reason)
     }
 
     /// Whether the running fiber has been cancelled (blocking calls then throw
@@ -132,9 +137,28 @@ public enum Fiber {
         runningFiber("Fiber.isCancelled").pointee.cancelled != 0
     }
 
-    /// Throws `CancellationError` if the running fiber has been cancelled.
+    /// Throws `CancellationError` if the running fiber has been cancelled, or
+    /// ``FiberTimeoutError`` if an enclosing ``withTimeout(_:_:)`` has expired.
     public static func checkCancellation() throws {
-        if runningFiber("Fiber.checkCancellation()").pointee.cancelled != 0 { throw CancellationError() }
+        try checkInterruption(runningFiber("Fiber.checkCancellation()"))
+    }
+
+    /// Throws if the fiber was cancelled or its deadline passed: called before a blocking wait.
+    @inline(__always)
+    static func checkInterruption(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) throws {
+        if _slowPath(fiber.pointee.cancelled != 0) { throw CancellationError() }
+        if _slowPath(fiber.pointee.deadline_passed != 0) { throw FiberTimeoutError() }
+    }
+
+    /// Throws for a wake that interrupted a cancellable wait.
+    @inline(__always)
+    static func throwIfInterrupted(_ reason: WakeReason) throws {
+        switch reason {
+        case .ready: return
+        case .cancelled: throw CancellationError()
+        case .timedOut: throw FiberTimeoutError()
+        case .closed: return
+        }
     }
 }
 
@@ -198,6 +222,14 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
         fatalError("FiberRef.wake(): \(Scheduler.describe(fiber)) is not parked")
     }
 
+    /// Marks the fiber cancelled and interrupts its wait if that wait is cancellable: its
+    /// current or next blocking call throws `CancellationError`. See ``FiberHandle/cancel()``.
+    public func cancel() {
+        guard fiber.pointee.id == id, fiber.pointee.state != UInt8(SPINDLE_FIBER_FINISHED) else { return }
+        fiber.pointee.cancelled = 1
+        if isParked, fiber.pointee.park_cancellable != 0 { wake(.cancelled) }
+    }
+
     /// Whether the fiber is parked right now (so ``wake(_:)`` is allowed).
     public var isParked: Bool {
         fiber.pointee.id == id && fiber.pointee.state == UInt8(SPINDLE_FIBER_PARKED)
@@ -234,29 +266,53 @@ extension EventLoop {
     }
 }
 
-// MARK: - Sleeping
+// MARK: - Pooled timers
 
-/// A pooled timer that wakes one sleeping fiber; reused so a sleep allocates nothing.
-final class SleepTimer {
+/// A pooled loop timer that serves one fiber at a time (a sleep or a deadline), reused so
+/// neither allocates.
+final class PooledTimer {
+    enum Action {
+        case none
+        /// Wake the sleeping fiber.
+        case wake(FiberRef)
+        /// Mark the fiber's deadline scope at this depth as expired and interrupt its
+        /// cancellable wait, if any.
+        case deadline(FiberRef, depth: UInt8)
+    }
+
     let timer: Timer
-    var sleeper: FiberRef?
+    var action: Action = .none
 
     init(loop: EventLoop) {
         timer = Timer(loop: loop) { _ in }
         timer.isLoopMachinery = true
-        timer.setCallback { [unowned self] _ in
-            if let sleeper = self.sleeper, sleeper.isParked { sleeper.wake(.ready) }
+        timer.setCallback { [unowned self] _ in self.fire() }
+    }
+
+    private func fire() {
+        switch action {
+        case .none:
+            break
+        case .wake(let fiber):
+            if fiber.isParked { fiber.wake(.ready) }
+        case .deadline(let fiber, let depth):
+            guard fiber.state != .finished else { return }
+            let expired = fiber.fiber.pointee.deadline_expired
+            if expired == 0 || depth < expired { fiber.fiber.pointee.deadline_expired = depth }
+            fiber.fiber.pointee.deadline_passed = 1
+            if fiber.isParked, fiber.fiber.pointee.park_cancellable != 0 { fiber.wake(.timedOut) }
         }
     }
 }
 
 extension Scheduler {
-    func takeSleepTimer() -> SleepTimer {
-        if let timer = sleepTimers.popLast() { return timer }
-        return SleepTimer(loop: loop)
+    func takeTimer() -> PooledTimer {
+        if let timer = pooledTimers.popLast() { return timer }
+        return PooledTimer(loop: loop)
     }
 
-    func returnSleepTimer(_ timer: SleepTimer) {
-        sleepTimers.append(timer)
+    func returnTimer(_ timer: PooledTimer) {
+        timer.action = .none
+        pooledTimers.append(timer)
     }
 }

@@ -161,23 +161,22 @@ public struct FiberHandle<T> {
                 + "so join it from a fiber of its own loop")
         }
         precondition(task.fiber != me, "FiberHandle.join(): fiber #\(task.id) joined itself")
-        if me.pointee.cancelled != 0 { throw CancellationError() }
+        try Fiber.checkInterruption(me)
         task.joiners.append(me)
-        let reason = Fiber.park(me, .join, detail: task.id)
+        let reason = Fiber.park(me, .join, detail: task.id, cancellable: true)
         if reason != .ready {
-            if task.joiners.contains(me) { task.joiners.remove(me) }
-            if reason == .cancelled { throw CancellationError() }
+            task.joiners.remove(me)
+            try Fiber.throwIfInterrupted(reason)
         }
         return try task.result(as: T.self)!.get()
     }
 
     /// Asks the fiber to stop: its current or next blocking call throws `CancellationError`.
-    /// Cancellation is cooperative — a fiber is never unwound by force. Cancelling a finished
-    /// fiber does nothing.
+    /// Cancellation is cooperative — a fiber is never unwound by force, and a fiber parked in a
+    /// wait that is not cancellable (a raw ``Fiber/park(_:detail:cancellable:)``) is only marked.
+    /// Cancelling a finished fiber does nothing.
     public func cancel() {
         guard let fiber = task.fiber else { return }
-        fiber.pointee.cancelled = 1
-        let ref = FiberRef(fiber)
-        if ref.isParked { ref.wake(.cancelled) }
+        FiberRef(fiber).cancel()
     }
 }

@@ -18,7 +18,7 @@ public final class Scheduler: EventLoopAttachment {
     public let stacks: StackPool
     @exclusivity(unchecked) private var drainWatcher: LoopWatcher!
     @exclusivity(unchecked) var idleWatcher: LoopWatcher!
-    @exclusivity(unchecked) var sleepTimers: [SleepTimer] = []
+    @exclusivity(unchecked) var pooledTimers: [PooledTimer] = []
     /// Finished bodies nobody else references, ready for reuse.
     @exclusivity(unchecked) private var freeBodies: [FiberBody] = []
     /// How many finished fiber bodies (about 100 bytes each) are kept for reuse.
@@ -141,10 +141,15 @@ public final class Scheduler: EventLoopAttachment {
         fiber.pointee.park_reason = 0
         fiber.pointee.cancelled = 0
         fiber.pointee.wake_status = 0
+        fiber.pointee.park_cancellable = 0
+        fiber.pointee.deadline_passed = 0
+        fiber.pointee.deadline_depth = 0
+        fiber.pointee.deadline_expired = 0
         fiber.pointee.exclusivity = (0, 0)
         fiber.pointee.body = body
         fiber.pointee.park_object = nil
         fiber.pointee.park_detail = 0
+        fiber.pointee.on_wait_list = 0
         setName(fiber, name)
         // Link into the list of live fibers (reports, gdb).
         fiber.pointee.all_prev = nil
@@ -248,8 +253,8 @@ public final class Scheduler: EventLoopAttachment {
         isClosed = true
         drainWatcher.close()
         idleWatcher.close()
-        for sleeper in sleepTimers { sleeper.timer.close() }
-        sleepTimers.removeAll()
+        for pooled in pooledTimers { pooled.timer.close() }
+        pooledTimers.removeAll()
         stacks.trim()
     }
 

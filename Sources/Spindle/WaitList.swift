@@ -2,9 +2,14 @@ import CSpindleSupport
 
 /// An intrusive FIFO list of parked fibers, linked through their control blocks.
 ///
-/// A parked fiber is on at most one wait list (it is not in the run queue), so the list needs no
-/// allocation: pushing, popping and unlinking (for a timeout or a cancellation) are O(1) and
-/// touch only the fibers' own `next`/`prev` fields.
+/// A parked fiber is on at most one wait list, so the list needs no allocation: pushing,
+/// popping and unlinking (for a timeout or a cancellation) are O(1) and touch only the fibers'
+/// own `wait_next`/`wait_prev` fields (not `next`, which links the run queue).
+///
+/// A fiber whose wait was interrupted (cancelled, timed out) is runnable but still linked until
+/// it runs and unlinks itself; ``popFirst()`` skips such fibers (unlinking them), and
+/// ``remove(_:)`` of a fiber no longer linked does nothing, so a waker never wakes a fiber that
+/// is not parked.
 struct WaitList {
     var head: UnsafeMutablePointer<spindle_fiber_t>?
     var tail: UnsafeMutablePointer<spindle_fiber_t>?
@@ -13,38 +18,44 @@ struct WaitList {
 
     init() {}
 
-    /// Whether no fiber waits.
+    /// Whether no fiber is linked (interrupted fibers not yet unlinked count as linked).
     var isEmpty: Bool { head == nil }
 
     /// Appends the running fiber's control block (it is about to park).
     @inline(__always)
     mutating func append(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
-        fiber.pointee.next = nil
-        fiber.pointee.prev = tail
-        if let tail { tail.pointee.next = fiber } else { head = fiber }
+        fiber.pointee.on_wait_list = 1
+        fiber.pointee.wait_next = nil
+        fiber.pointee.wait_prev = tail
+        if let tail { tail.pointee.wait_next = fiber } else { head = fiber }
         tail = fiber
         count += 1
     }
 
-    /// Removes and returns the longest-waiting fiber.
+    /// Removes and returns the longest-waiting fiber that is still parked.
     @inline(__always)
     mutating func popFirst() -> UnsafeMutablePointer<spindle_fiber_t>? {
-        guard let fiber = head else { return nil }
-        head = fiber.pointee.next
-        if let head { head.pointee.prev = nil } else { tail = nil }
-        fiber.pointee.next = nil
-        fiber.pointee.prev = nil
-        count -= 1
-        return fiber
+        while let fiber = head {
+            head = fiber.pointee.wait_next
+            if let head { head.pointee.wait_prev = nil } else { tail = nil }
+            fiber.pointee.wait_next = nil
+            fiber.pointee.wait_prev = nil
+            fiber.pointee.on_wait_list = 0
+            count -= 1
+            if fiber.pointee.state == UInt8(SPINDLE_FIBER_PARKED) { return fiber }
+        }
+        return nil
     }
 
-    /// Unlinks `fiber`, which must be on this list.
+    /// Unlinks `fiber` if it is still on this list.
     @inline(__always)
     mutating func remove(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
-        if let prev = fiber.pointee.prev { prev.pointee.next = fiber.pointee.next } else { head = fiber.pointee.next }
-        if let next = fiber.pointee.next { next.pointee.prev = fiber.pointee.prev } else { tail = fiber.pointee.prev }
-        fiber.pointee.next = nil
-        fiber.pointee.prev = nil
+        guard fiber.pointee.on_wait_list != 0 else { return }
+        fiber.pointee.on_wait_list = 0
+        if let prev = fiber.pointee.wait_prev { prev.pointee.wait_next = fiber.pointee.wait_next } else { head = fiber.pointee.wait_next }
+        if let next = fiber.pointee.wait_next { next.pointee.wait_prev = fiber.pointee.wait_prev } else { tail = fiber.pointee.wait_prev }
+        fiber.pointee.wait_next = nil
+        fiber.pointee.wait_prev = nil
         count -= 1
     }
 
@@ -53,7 +64,7 @@ struct WaitList {
         var cursor = head
         while let current = cursor {
             if current == fiber { return true }
-            cursor = current.pointee.next
+            cursor = current.pointee.wait_next
         }
         return false
     }

@@ -35,8 +35,9 @@ typedef struct spindle_sched spindle_sched_t;
 /// allocates nothing for it. Fields are plain values: the switch path does no reference counting.
 struct spindle_fiber {
     void *context;               // saved fcontext while the fiber is not running
-    spindle_fiber_t *next;       // intrusive link: run queue or one wait list (never both)
-    spindle_fiber_t *prev;       // wait lists are doubly linked so a timeout can unlink
+    spindle_fiber_t *next;       // intrusive link: run queue, finished list or stack pool
+    spindle_fiber_t *wait_next;  // intrusive links of the one wait list the fiber is on; separate
+    spindle_fiber_t *wait_prev;  // from `next`, as an interrupted waiter is briefly on both
     spindle_sched_t *sched;      // the scheduler (and so the loop) the fiber is pinned to
     uintptr_t exclusivity[2];    // this fiber's Swift dynamic-exclusivity access set
     uint64_t id;                 // unique per scheduler, starting at 1
@@ -44,13 +45,18 @@ struct spindle_fiber {
     uint8_t park_reason;         // Fiber.ParkReason raw value while parked
     uint8_t cancelled;           // set by cancel(); blocking calls throw CancellationError
     uint8_t wake_status;         // set by the waker: 0 = woken normally, else a reason code
-    uint32_t reserved;
+    uint8_t park_cancellable;    // parked in a wait that cancel() and deadlines may interrupt
+    uint8_t deadline_passed;     // a withTimeout/withDeadline around the running code expired
+    uint8_t deadline_depth;      // how many withTimeout scopes are active
+    uint8_t deadline_expired;    // the outermost expired scope's depth (0: none)
     void *body;                  // +1 retained Swift object that runs the body and keeps the result,
                                  // or NULL for a detached fiber, whose closure is the next two words
     void *detached_function;     // a detached fiber's `() -> Void` closure: function and
     void *detached_context;      // +1 retained context (NULL when it captures nothing)
     void *park_object;           // what the fiber waits on (diagnostics only)
     uint64_t park_detail;        // a number that goes with the park reason (e.g. a fiber id)
+    uint8_t on_wait_list;        // linked on a WaitList right now
+    uint8_t padding[7];
     spindle_fiber_t *all_prev;   // the scheduler's list of live fibers (reports, gdb)
     spindle_fiber_t *all_next;
     char *mapping;               // the whole stack mapping, guard page included

@@ -1,0 +1,190 @@
+import CSpindleSupport
+import SpindleLoop
+
+/// Thrown by ``Channel/send(_:)`` when the channel is closed (before or while the sender waits).
+public struct ChannelClosedError: Error, CustomStringConvertible, Sendable, Equatable {
+    public init() {}
+    public var description: String { "send on a closed channel" }
+}
+
+/// A channel between the fibers of one loop: unbuffered (a send waits for a receiver) or
+/// buffered (a send waits only while `capacity` values are already queued).
+///
+/// - Senders and receivers are served first come, first served; values arrive in send order.
+/// - ``close()`` wakes every waiter: receivers drain what is buffered, then get `nil`
+///   (end of stream); senders, waiting or later, get ``ChannelClosedError``.
+/// - Waiting is cancellable: a cancelled fiber's wait throws `CancellationError`, an expired
+///   ``Fiber/withTimeout(_:_:)`` throws ``FiberTimeoutError``; the value of a cancelled send
+///   is not delivered.
+/// - Nothing allocates per message once a buffered channel's ring is made: waiters and their
+///   values wait on the waiting fibers' own stacks.
+///
+/// A channel belongs to the loop of the first fiber that uses it; using it from another loop's
+/// fiber stops the process with a message. Iterate with `for value in channel` (the loop ends
+/// when the channel is closed and drained, or when the fiber is interrupted — check
+/// ``Fiber/checkCancellation()`` after it), or call ``receive()`` to see errors.
+public final class Channel<Element> {
+    /// How many values may wait in the channel without a receiver (0: unbuffered).
+    public let capacity: Int
+    @exclusivity(unchecked) private var ring: [Element?]
+    @exclusivity(unchecked) private var head = 0
+    @exclusivity(unchecked) private var buffered = 0
+    @exclusivity(unchecked) private var receivers = WaitList()
+    @exclusivity(unchecked) private var senders = WaitList()
+    @exclusivity(unchecked) private var owner: UnsafeMutablePointer<spindle_sched_t>?
+    /// Whether ``close()`` has been called.
+    @exclusivity(unchecked) public private(set) var isClosed = false
+
+    /// Makes a channel that buffers up to `capacity` values (0, the default: unbuffered).
+    public init(capacity: Int = 0) {
+        precondition(capacity >= 0, "Channel capacity cannot be negative (got \(capacity))")
+        self.capacity = capacity
+        self.ring = Array(repeating: nil, count: capacity)
+    }
+
+    /// Values buffered right now.
+    public var count: Int { buffered }
+
+    // MARK: Sending
+
+    /// Sends `value`, waiting while no receiver is ready and the buffer is full.
+    ///
+    /// Throws ``ChannelClosedError`` if the channel is or becomes closed before the value is
+    /// taken, `CancellationError` if the fiber is cancelled while it waits, and
+    /// ``FiberTimeoutError`` if an enclosing timeout expires.
+    public func send(_ value: Element) throws {
+        let me = enter("Channel.send")
+        try Fiber.checkInterruption(me)
+        if isClosed { throw ChannelClosedError() }
+        if let receiver = receivers.popFirst() {
+            Self.slot(of: receiver).pointee = value
+            FiberRef(receiver).wake(.ready)
+            return
+        }
+        if buffered < capacity {
+            ring[(head + buffered) % capacity] = value
+            buffered += 1
+            return
+        }
+        var slot: Element? = value
+        let reason = withUnsafeMutablePointer(to: &slot) { slot in
+            me.pointee.park_object = UnsafeMutableRawPointer(slot)
+            senders.append(me)
+            return Fiber.park(me, .channelSend, detail: 0, cancellable: true)
+        }
+        switch reason {
+        case .ready:
+            return
+        case .closed:
+            throw ChannelClosedError()
+        case .cancelled, .timedOut:
+            senders.remove(me)
+            try Fiber.throwIfInterrupted(reason)
+        }
+    }
+
+    // MARK: Receiving
+
+    /// Receives the next value, waiting while there is none. Returns `nil` once the channel is
+    /// closed and drained.
+    ///
+    /// Throws `CancellationError` if the fiber is cancelled while it waits, and
+    /// ``FiberTimeoutError`` if an enclosing timeout expires.
+    public func receive() throws -> Element? {
+        let me = enter("Channel.receive")
+        try Fiber.checkInterruption(me)
+        if buffered > 0 {
+            let value = ring[head].take()
+            head = (head + 1) % capacity
+            buffered -= 1
+            // A waiting sender's value takes the freed place, in order.
+            if let sender = senders.popFirst() {
+                ring[(head + buffered) % capacity] = Self.slot(of: sender).pointee.take()
+                buffered += 1
+                FiberRef(sender).wake(.ready)
+            }
+            return value
+        }
+        if let sender = senders.popFirst() {
+            let value = Self.slot(of: sender).pointee.take()
+            FiberRef(sender).wake(.ready)
+            return value
+        }
+        if isClosed { return nil }
+        var slot: Element? = nil
+        let reason = withUnsafeMutablePointer(to: &slot) { slot in
+            me.pointee.park_object = UnsafeMutableRawPointer(slot)
+            receivers.append(me)
+            return Fiber.park(me, .channelReceive, detail: 0, cancellable: true)
+        }
+        switch reason {
+        case .ready:
+            return slot
+        case .closed:
+            return nil
+        case .cancelled, .timedOut:
+            receivers.remove(me)
+            try Fiber.throwIfInterrupted(reason)
+            return nil
+        }
+    }
+
+    /// Receives a value if one is ready now (buffered or from a waiting sender); never waits.
+    public func tryReceive() -> Element? {
+        _ = enter("Channel.tryReceive")
+        guard buffered > 0 || !senders.isEmpty else { return nil }
+        return try? receive()
+    }
+
+    // MARK: Closing
+
+    /// Closes the channel: waiting receivers get `nil`, waiting senders ``ChannelClosedError``,
+    /// and later sends fail; buffered values can still be received. Closing twice does nothing.
+    public func close() {
+        if let owner { Scheduler.of(owner).loop.preconditionOnLoopThread("Channel.close") }
+        if isClosed { return }
+        isClosed = true
+        while let receiver = receivers.popFirst() { FiberRef(receiver).wake(.closed) }
+        while let sender = senders.popFirst() { FiberRef(sender).wake(.closed) }
+    }
+
+    // MARK: Internals
+
+    /// The running fiber, after checking it belongs to this channel's loop.
+    @inline(__always)
+    private func enter(_ what: StaticString) -> UnsafeMutablePointer<spindle_fiber_t> {
+        let me = Fiber.runningFiber(what)
+        let scheduler = me.pointee.sched
+        if _slowPath(owner != scheduler) {
+            if owner == nil {
+                owner = scheduler
+            } else {
+                fatalError("\(what): this channel belongs to another loop's fibers; fibers never migrate, so "
+                    + "channels connect fibers of one loop (use loop.post to cross threads)")
+            }
+        }
+        return me
+    }
+
+    /// Where a waiting fiber keeps the value it sends or receives (on its own stack).
+    @inline(__always)
+    private static func slot(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> UnsafeMutablePointer<Element?> {
+        fiber.pointee.park_object.unsafelyUnwrapped.assumingMemoryBound(to: Element?.self)
+    }
+
+    deinit {
+        if !receivers.isEmpty || !senders.isEmpty {
+            spindleWarning("a Channel was released with fibers still waiting on it; they stay parked")
+        }
+    }
+}
+
+extension Channel: Sequence {
+    /// Receives until the channel is closed and drained, or the fiber is interrupted.
+    public struct Iterator: IteratorProtocol {
+        let channel: Channel
+        public mutating func next() -> Element? { (try? channel.receive()) ?? nil }
+    }
+
+    public func makeIterator() -> Iterator { Iterator(channel: self) }
+}
