@@ -67,20 +67,7 @@ public final class Channel<Element> {
             return
         }
         var slot: Element? = value
-        let reason = withUnsafeMutablePointer(to: &slot) { slot in
-            me.pointee.park_object = UnsafeMutableRawPointer(slot)
-            senders.append(me)
-            return Fiber.park(me, .channelSend, detail: 0, cancellable: true)
-        }
-        switch reason {
-        case .ready:
-            return
-        case .closed:
-            throw ChannelClosedError()
-        case .cancelled, .timedOut:
-            senders.remove(me)
-            try Fiber.throwIfInterrupted(reason)
-        }
+        if try wait(me, with: &slot, asSender: true) == .closed { throw ChannelClosedError() }
     }
 
     // MARK: Receiving
@@ -112,21 +99,7 @@ public final class Channel<Element> {
         }
         if isClosed { return nil }
         var slot: Element? = nil
-        let reason = withUnsafeMutablePointer(to: &slot) { slot in
-            me.pointee.park_object = UnsafeMutableRawPointer(slot)
-            receivers.append(me)
-            return Fiber.park(me, .channelReceive, detail: 0, cancellable: true)
-        }
-        switch reason {
-        case .ready:
-            return slot
-        case .closed:
-            return nil
-        case .cancelled, .timedOut:
-            receivers.remove(me)
-            try Fiber.throwIfInterrupted(reason)
-            return nil
-        }
+        return try wait(me, with: &slot, asSender: false) == .closed ? nil : slot
     }
 
     /// Receives a value if one is ready now (buffered or from a waiting sender); never waits.
@@ -149,6 +122,24 @@ public final class Channel<Element> {
     }
 
     // MARK: Internals
+
+    /// Parks `me` as a waiting sender or receiver whose value waits in `slot` on its own stack,
+    /// until a counterpart takes (or fills) the slot, the channel closes, or the wait is
+    /// interrupted (then `me` leaves the queue and the interruption is thrown).
+    private func wait(
+        _ me: UnsafeMutablePointer<spindle_fiber_t>, with slot: inout Element?, asSender: Bool
+    ) throws -> Fiber.WakeReason {
+        let reason = withUnsafeMutablePointer(to: &slot) { slot in
+            me.pointee.park_object = UnsafeMutableRawPointer(slot)
+            if asSender { senders.append(me) } else { receivers.append(me) }
+            return Fiber.park(me, asSender ? .channelSend : .channelReceive, detail: 0, cancellable: true)
+        }
+        if reason == .cancelled || reason == .timedOut {
+            if asSender { senders.remove(me) } else { receivers.remove(me) }
+            try Fiber.throwIfInterrupted(reason)
+        }
+        return reason
+    }
 
     /// The running fiber, after checking it belongs to this channel's loop.
     @inline(__always)
