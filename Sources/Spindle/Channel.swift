@@ -3,7 +3,7 @@ import SpindleLoop
 
 /// Thrown by ``Channel/send(_:)`` when the channel is closed (before or while the sender waits).
 public struct ChannelClosedError: Error, CustomStringConvertible, Sendable, Equatable {
-    public init() {}
+    @inlinable public init() {}
     public var description: String { "send on a closed channel" }
 }
 
@@ -26,14 +26,14 @@ public struct ChannelClosedError: Error, CustomStringConvertible, Sendable, Equa
 public final class Channel<Element> {
     /// How many values may wait in the channel without a receiver (0: unbuffered).
     public let capacity: Int
-    @exclusivity(unchecked) private var ring: [Element?]
-    @exclusivity(unchecked) private var head = 0
-    @exclusivity(unchecked) private var buffered = 0
-    @exclusivity(unchecked) private var receivers = WaitList()
-    @exclusivity(unchecked) private var senders = WaitList()
-    @exclusivity(unchecked) private var owner: UnsafeMutablePointer<spindle_sched_t>?
+    @exclusivity(unchecked) @usableFromInline var ring: [Element?]
+    @exclusivity(unchecked) @usableFromInline var head = 0
+    @exclusivity(unchecked) @usableFromInline var buffered = 0
+    @exclusivity(unchecked) @usableFromInline var receivers = WaitList()
+    @exclusivity(unchecked) @usableFromInline var senders = WaitList()
+    @exclusivity(unchecked) @usableFromInline var owner: UnsafeMutablePointer<spindle_sched_t>?
     /// Whether ``close()`` has been called.
-    @exclusivity(unchecked) public private(set) var isClosed = false
+    @exclusivity(unchecked) public internal(set) var isClosed = false
 
     /// Makes a channel that buffers up to `capacity` values (0, the default: unbuffered).
     public init(capacity: Int = 0) {
@@ -52,6 +52,7 @@ public final class Channel<Element> {
     /// Throws ``ChannelClosedError`` if the channel is or becomes closed before the value is
     /// taken, `CancellationError` if the fiber is cancelled while it waits, and
     /// ``FiberTimeoutError`` if an enclosing timeout expires.
+    @inlinable
     public func send(_ value: Element) throws {
         let me = enter("Channel.send")
         try Fiber.checkInterruption(me)
@@ -77,6 +78,7 @@ public final class Channel<Element> {
     ///
     /// Throws `CancellationError` if the fiber is cancelled while it waits, and
     /// ``FiberTimeoutError`` if an enclosing timeout expires.
+    @inlinable
     public func receive() throws -> Element? {
         let me = enter("Channel.receive")
         try Fiber.checkInterruption(me)
@@ -103,6 +105,7 @@ public final class Channel<Element> {
     }
 
     /// Receives a value if one is ready now (buffered or from a waiting sender); never waits.
+    @inlinable
     public func tryReceive() -> Element? {
         _ = enter("Channel.tryReceive")
         guard buffered > 0 || !senders.isEmpty else { return nil }
@@ -126,7 +129,8 @@ public final class Channel<Element> {
     /// Parks `me` as a waiting sender or receiver whose value waits in `slot` on its own stack,
     /// until a counterpart takes (or fills) the slot, the channel closes, or the wait is
     /// interrupted (then `me` leaves the queue and the interruption is thrown).
-    private func wait(
+    @inlinable
+    func wait(
         _ me: UnsafeMutablePointer<spindle_fiber_t>, with slot: inout Element?, asSender: Bool
     ) throws -> Fiber.WakeReason {
         let reason = withUnsafeMutablePointer(to: &slot) { slot in
@@ -142,8 +146,8 @@ public final class Channel<Element> {
     }
 
     /// The running fiber, after checking it belongs to this channel's loop.
-    @inline(__always)
-    private func enter(_ what: StaticString) -> UnsafeMutablePointer<spindle_fiber_t> {
+    @inlinable @inline(__always)
+    func enter(_ what: StaticString) -> UnsafeMutablePointer<spindle_fiber_t> {
         let me = Fiber.runningFiber(what)
         let scheduler = me.pointee.sched
         if _slowPath(owner != scheduler) {
@@ -158,8 +162,8 @@ public final class Channel<Element> {
     }
 
     /// Where a waiting fiber keeps the value it sends or receives (on its own stack).
-    @inline(__always)
-    private static func slot(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> UnsafeMutablePointer<Element?> {
+    @inlinable @inline(__always)
+    static func slot(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> UnsafeMutablePointer<Element?> {
         fiber.pointee.park_object.unsafelyUnwrapped.assumingMemoryBound(to: Element?.self)
     }
 
@@ -173,9 +177,10 @@ public final class Channel<Element> {
 extension Channel: Sequence {
     /// Receives until the channel is closed and drained, or the fiber is interrupted.
     public struct Iterator: IteratorProtocol {
-        let channel: Channel
-        public mutating func next() -> Element? { (try? channel.receive()) ?? nil }
+        @usableFromInline let channel: Channel
+        @inlinable init(channel: Channel) { self.channel = channel }
+        @inlinable public mutating func next() -> Element? { (try? channel.receive()) ?? nil }
     }
 
-    public func makeIterator() -> Iterator { Iterator(channel: self) }
+    @inlinable public func makeIterator() -> Iterator { Iterator(channel: self) }
 }

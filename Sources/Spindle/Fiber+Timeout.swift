@@ -4,7 +4,7 @@ import SpindleLoop
 /// Thrown by a fiber's blocking call when an enclosing ``Fiber/withTimeout(_:_:)`` or
 /// ``Fiber/withDeadline(_:_:)`` has expired.
 public struct FiberTimeoutError: Error, CustomStringConvertible, Sendable, Equatable {
-    public init() {}
+    @inlinable public init() {}
     public var description: String { "the fiber's deadline passed before the blocking call completed" }
 }
 

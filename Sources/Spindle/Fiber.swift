@@ -31,7 +31,7 @@ public enum Fiber {
         FiberRef(runningFiber("Fiber.current"))
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func runningFiber(_ what: StaticString) -> UnsafeMutablePointer<spindle_fiber_t> {
         guard let fiber = spindle_current_fiber() else { notInFiber(what) }
         return fiber
@@ -144,14 +144,14 @@ public enum Fiber {
     }
 
     /// Throws if the fiber was cancelled or its deadline passed: called before a blocking wait.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func checkInterruption(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) throws {
         if _slowPath(fiber.pointee.cancelled != 0) { throw CancellationError() }
         if _slowPath(fiber.pointee.deadline_passed != 0) { throw FiberTimeoutError() }
     }
 
     /// Throws for a wake that interrupted a cancellable wait.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func throwIfInterrupted(_ reason: WakeReason) throws {
         switch reason {
         case .ready: return

@@ -10,19 +10,20 @@ import CSpindleSupport
 /// it runs and unlinks itself; ``popFirst()`` skips such fibers (unlinking them), and
 /// ``remove(_:)`` of a fiber no longer linked does nothing, so a waker never wakes a fiber that
 /// is not parked.
+@usableFromInline
 struct WaitList {
-    var head: UnsafeMutablePointer<spindle_fiber_t>?
-    var tail: UnsafeMutablePointer<spindle_fiber_t>?
+    @usableFromInline var head: UnsafeMutablePointer<spindle_fiber_t>?
+    @usableFromInline var tail: UnsafeMutablePointer<spindle_fiber_t>?
     /// Number of fibers waiting.
-    private(set) var count = 0
+    @usableFromInline var count = 0
 
-    init() {}
+    @inlinable init() {}
 
     /// Whether no fiber is linked (interrupted fibers not yet unlinked count as linked).
-    var isEmpty: Bool { head == nil }
+    @inlinable var isEmpty: Bool { head == nil }
 
     /// Appends the running fiber's control block (it is about to park).
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func append(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         fiber.pointee.on_wait_list = 1
         fiber.pointee.wait_next = nil
@@ -33,7 +34,7 @@ struct WaitList {
     }
 
     /// Removes and returns the longest-waiting fiber that is still parked.
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func popFirst() -> UnsafeMutablePointer<spindle_fiber_t>? {
         while let fiber = head {
             head = fiber.pointee.wait_next
@@ -48,7 +49,7 @@ struct WaitList {
     }
 
     /// Unlinks `fiber` if it is still on this list.
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func remove(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         guard fiber.pointee.on_wait_list != 0 else { return }
         fiber.pointee.on_wait_list = 0

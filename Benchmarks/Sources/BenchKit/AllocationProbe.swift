@@ -13,6 +13,8 @@ package enum AllocationProbe {
             _ = try SwitchWorkload.run(executor, variant: variant, rounds: size, loop: state.loop)
         case FanoutWorkload.name:
             _ = try FanoutWorkload.run(executor, variant: variant, state: state)
+        case ChannelWorkload.name:
+            _ = try ChannelWorkload.run(executor, variant: variant, loop: state.loop)
         default:
             throw BenchError.unknownWorkload(workload)
         }

@@ -11,7 +11,7 @@ struct Run: ParsableCommand {
         case table, json, csv, markdown
     }
 
-    @Argument(help: "Workloads to run (default: switch fanout).")
+    @Argument(help: "Workloads to run (default: all of them).")
     var workloads: [String] = []
 
     @Option(help: "Comma-separated executors (default: all of each workload).")
@@ -38,11 +38,12 @@ struct Run: ParsableCommand {
             switch workload {
             case SwitchWorkload.name: results += try runSwitch(loop: loop, only: only)
             case FanoutWorkload.name: results += try runFanout(loop: loop, only: only)
+            case ChannelWorkload.name: results += try runChannel(loop: loop, only: only)
             default: throw BenchError.unknownWorkload(workload)
             }
         }
         try loop.close()
-        attachRatios(&results, baselines: Dictionary(uniqueKeysWithValues: SpindleBench.workloads.map { ($0.name, $0.baseline) }))
+        attachRatios(&results, baselines: Dictionary(uniqueKeysWithValues: SpindleBench.workloads.filter { !$0.baseline.isEmpty }.map { ($0.name, $0.baseline) }))
         let report = Report(machine: MachineInfo.current(), results: results)
         try emit(report)
     }
@@ -156,6 +157,35 @@ struct Run: ParsableCommand {
                     row.per_op?["faults"] = phase == "cold" ? coldFaults[executor] : warmFaults
                     rows.append(row)
                 }
+            }
+        }
+        return rows
+    }
+
+    // MARK: channel
+
+    func runChannel(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
+        var rows: [BenchResult] = []
+        for variant in ChannelWorkload.variants {
+            for executor in ChannelWorkload.executors where only?.contains(executor) ?? true {
+                progress("channel \(variant): \(executor), \(trials) trials of \(ChannelWorkload.messages) messages")
+                _ = try ChannelWorkload.run(executor, variant: variant, loop: loop)  // warm-up
+                var samples: [Double] = []
+                for _ in 0..<trials { samples.append(try ChannelWorkload.run(executor, variant: variant, loop: loop)) }
+                let before = loop.scheduler.counters
+                _ = try ChannelWorkload.run(executor, variant: variant, loop: loop)
+                let after = loop.scheduler.counters
+                var perOp: [String: Double] = [
+                    "switches": Double(after.switches - before.switches) * 2 / Double(ChannelWorkload.messages)
+                ]
+                if let (a, _) = AllocationCounts.measure(workload: "channel", variant: variant, executor: executor, size: 1) {
+                    perOp["allocs"] = Double(a) / Double(ChannelWorkload.messages)
+                }
+                let stats = Stats(samples)
+                rows.append(BenchResult(
+                    workload: "channel", variant: variant, executor: executor, metric: "time", unit: "ns",
+                    median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp,
+                    note: "per message, one producer and one consumer fiber"))
             }
         }
         return rows

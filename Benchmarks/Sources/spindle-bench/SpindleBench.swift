@@ -15,6 +15,7 @@ struct SpindleBench: ParsableCommand {
     static let workloads: [(name: String, variants: [String], executors: [String], baseline: String)] = [
         (SwitchWorkload.name, SwitchWorkload.variants, SwitchWorkload.executors(""), SwitchWorkload.baseline),
         (FanoutWorkload.name, FanoutWorkload.variants, FanoutWorkload.executors, "c-fcontext"),
+        (ChannelWorkload.name, ChannelWorkload.variants, ChannelWorkload.executors, ""),
     ]
 }
 
