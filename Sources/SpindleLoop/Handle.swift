@@ -31,6 +31,13 @@ public class LoopHandle {
         self.handle = memory.bindMemory(to: uv_handle_t.self, capacity: 1)
     }
 
+    /// Subclasses call this when their `uv_*_init` failed: the memory was never libuv's, so it
+    /// is freed now and the object counts as closed.
+    final func abandonUninitialized() {
+        isClosed = true
+        free(handle)
+    }
+
     /// Subclasses call this right after their `uv_*_init` succeeded.
     final func didInitialize() {
         handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()

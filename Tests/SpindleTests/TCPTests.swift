@@ -1,0 +1,164 @@
+import CLibUV
+import Glibc
+import Spindle
+import SpindleLoop
+import Testing
+
+@Suite("TCP on fibers")
+struct TCPTests {
+    static let loopback = try! SocketAddress(ip: "127.0.0.1", port: 0)
+
+    @Test("a fiber echo server and client exchange 1,000 messages byte for byte")
+    func echo() throws {
+        let (echoed, serverSawEOF) = try withLoop { loop -> (Bool, Bool) in
+            let listener = try TCPListener(address: Self.loopback, loop: loop)
+            let address = try listener.localAddress
+            var serverSawEOF = false
+            loop.spawn(name: "server") {
+                let connection = try listener.accept()
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while true {
+                    let n = try connection.read(into: &buffer)
+                    if n == 0 { break }
+                    try connection.write(Array(buffer[0..<n]))
+                }
+                serverSawEOF = true
+                connection.close()
+                listener.close()
+            }
+            let client = loop.spawn(name: "client") { () -> Bool in
+                let connection = try TCPConnection.connect(to: address)
+                try connection.setNoDelay(true)
+                var ok = true
+                var reply = [UInt8](repeating: 0, count: 64)
+                for i in 0..<1_000 {
+                    let message = (0..<64).map { UInt8(truncatingIfNeeded: i &+ $0) }
+                    try connection.write(message)
+                    var got = 0
+                    while got < 64 {
+                        let n = try reply.withUnsafeMutableBytes { try connection.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[got...])) }
+                        if n == 0 { break }
+                        got += n
+                    }
+                    ok = ok && got == 64 && reply == message
+                }
+                try connection.shutdown()
+                var rest = [UInt8](repeating: 0, count: 16)
+                let tail = try connection.read(into: &rest)
+                ok = ok && tail == 0
+                connection.close()
+                return ok
+            }
+            try loop.run()
+            return (try client.join(), serverSawEOF)
+        }
+        #expect(echoed)
+        #expect(serverSawEOF)
+    }
+
+    @Test("a refused connection is a thrown UVError that names itself")
+    func refused() throws {
+        let description = try withLoop { loop -> String in
+            let listener = try TCPListener(address: Self.loopback, loop: loop)
+            let address = try listener.localAddress
+            listener.close()
+            let attempt = loop.spawn { () -> String in
+                do {
+                    _ = try TCPConnection.connect(to: address)
+                    return "connected"
+                } catch let error as UVError {
+                    #expect(error.code == UV_ECONNREFUSED.rawValue)
+                    return error.description
+                }
+            }
+            try loop.run()
+            return try attempt.join()
+        }
+        #expect(description == "uv_tcp_connect: ECONNREFUSED: connection refused")
+    }
+
+    @Test("binding a port in use says EADDRINUSE")
+    func addressInUse() throws {
+        try withLoop { loop in
+            let first = try TCPListener(address: Self.loopback, loop: loop)
+            let taken = try first.localAddress
+            let error = #expect(throws: UVError.self) { _ = try TCPListener(address: taken, loop: loop) }
+            #expect(error?.code == UV_EADDRINUSE.rawValue)
+            #expect(error?.description.contains("EADDRINUSE: address already in use") == true)
+            first.close()
+            try loop.run()
+        }
+    }
+
+    @Test("closing a connection while a fiber reads it wakes the reader with an error")
+    func closeWhileReading() throws {
+        let outcome = try withLoop { loop -> String in
+            let listener = try TCPListener(address: Self.loopback, loop: loop)
+            let address = try listener.localAddress
+            var serverSide: TCPConnection?
+            loop.spawn {
+                serverSide = try listener.accept()
+                listener.close()
+            }
+            let reader = loop.spawn { () -> String in
+                let connection = try TCPConnection.connect(to: address)
+                Fiber.spawn {
+                    try Fiber.sleep(for: .milliseconds(2))
+                    connection.close()
+                }
+                var buffer = [UInt8](repeating: 0, count: 16)
+                defer { serverSide?.close() }
+                do {
+                    _ = try connection.read(into: &buffer)
+                    return "read"
+                } catch let error as UVError {
+                    return error.name
+                }
+            }
+            try loop.run()
+            return try reader.join()
+        }
+        #expect(outcome == "ECANCELED")
+    }
+
+    @Test("a workload full of failures leaks no file descriptor")
+    func noFdLeaks() async {
+        // In a child process: other tests open and close sockets in parallel in this one.
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            func openFds() -> Int {
+                guard let dir = opendir("/proc/self/fd") else { return -1 }
+                defer { closedir(dir) }
+                var count = 0
+                while readdir(dir) != nil { count += 1 }
+                return count
+            }
+            let loopback = try! SocketAddress(ip: "127.0.0.1", port: 0)
+            // libuv opens a process-wide signal pipe with the first loop; count after it.
+            try! LoopThread.withLoop { _ in }
+            let before = openFds()
+            try! LoopThread.withLoop { loop in
+                for _ in 0..<20 {
+                    let listener = try TCPListener(address: loopback, loop: loop)
+                    let address = try listener.localAddress
+                    _ = try? TCPListener(address: address, loop: loop)  // EADDRINUSE
+                    loop.spawn {
+                        let server = try listener.accept()
+                        server.close()
+                        listener.close()
+                    }
+                    loop.spawn {
+                        let client = try TCPConnection.connect(to: address)
+                        var buffer = [UInt8](repeating: 0, count: 8)
+                        _ = try? client.read(into: &buffer)  // the server closed: end of stream or reset
+                        client.close()
+                        _ = try? TCPConnection.connect(to: address)  // refused: the listener is gone
+                    }
+                }
+                try loop.run()
+            }
+            let after = openFds()
+            precondition(after == before, "file descriptors before: \(before), after: \(after)")
+        }
+        _ = result
+    }
+}
