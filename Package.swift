@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .library(name: "Spindle", targets: ["Spindle"]),
         .library(name: "SpindleLoop", targets: ["SpindleLoop"]),
+        .executable(name: "spindle-echo", targets: ["spindle-echo"]),
     ],
     targets: [
         .systemLibrary(
@@ -34,6 +35,11 @@ let package = Package(
         .target(
             name: "Spindle",
             dependencies: ["SpindleLoop", "CBoostContext", "CSpindleSupport"]
+        ),
+        .executableTarget(
+            name: "spindle-echo",
+            dependencies: ["Spindle", "SpindleLoop"],
+            path: "Examples/spindle-echo"
         ),
         .testTarget(
             name: "SpindleLoopTests",

@@ -41,3 +41,27 @@ extension Fiber {
         return try withTimeout(remaining > .zero ? remaining : .zero, body)
     }
 }
+
+extension Fiber {
+    /// Parks the running fiber until the process receives one of `signals` (for example
+    /// `[SIGINT, SIGTERM]`) and returns the one that came. Cancellable.
+    public static func waitForSignal(_ signals: [Int32]) throws -> Int32 {
+        let me = runningFiber("Fiber.waitForSignal")
+        try checkInterruption(me)
+        let loop = Scheduler.of(me.pointee.sched).loop
+        let ref = FiberRef(me)
+        var received: Int32 = 0
+        let watchers = try signals.map { number in
+            let watcher = SignalWatcher(loop: loop)
+            try watcher.start(number) { signum in
+                if received == 0 { received = signum }
+                if ref.isParked { ref.wake(.ready) }
+            }
+            return watcher
+        }
+        defer { for watcher in watchers { watcher.close() } }
+        let reason = park(me, .signal, detail: 0, cancellable: true)
+        try throwIfInterrupted(reason)
+        return received
+    }
+}

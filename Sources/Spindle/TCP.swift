@@ -25,7 +25,7 @@ extension Fiber {
         }
         if !outcome.done {
             outcome.waiter = FiberRef(me)
-            park(me, reason, detail: 0)
+            _ = park(me, reason, detail: 0)
         }
         if let error = outcome.error { throw error }
     }
