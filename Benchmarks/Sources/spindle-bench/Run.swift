@@ -110,8 +110,8 @@ struct Run: ParsableCommand {
         var rows: [BenchResult] = []
         let state = FanoutWorkload.State(loop: loop)
         let ops = Double(FanoutWorkload.ops)
-        let executors = FanoutWorkload.executors.filter { only?.contains($0) ?? true }
         for variant in FanoutWorkload.variants {
+            let executors = FanoutWorkload.executors(variant).filter { only?.contains($0) ?? true }
             // A cold trial first drops that executor's pooled stacks, so it maps and faults fresh
             // ones; warm trials reuse them.
             var cold: [String: [Double]] = [:]

@@ -7,7 +7,12 @@ import SpindleLoop
 package enum FanoutWorkload {
     package static let name = "fanout"
     package static let executors = ["c-fcontext", "fibers"]
-    package static let variants = ["yield"]
+    package static let variants = ["yield", "timer"]
+
+    /// Executors that run a variant (the C floor has no timer; callbacks arrive with issue 4).
+    package static func executors(_ variant: String) -> [String] {
+        variant == "yield" ? executors : ["fibers"]
+    }
     package static let ops = 10_000
     package static let steps = 10
 
@@ -41,6 +46,8 @@ package enum FanoutWorkload {
                 completed = Int(cb_fcontext_fanout(state.cPool, UInt32(ops), UInt32(steps))) / steps
             case ("fibers", "yield"):
                 completed = try fibersYield(loop: state.loop)
+            case ("fibers", "timer"):
+                completed = try fibersTimer(loop: state.loop)
             default:
                 throw BenchError.unknownExecutor(executor, workload: name)
             }
@@ -64,6 +71,22 @@ package enum FanoutWorkload {
         let after = loop.scheduler.counters
         guard after.yields - before.yields == UInt64(ops * steps) else {
             throw BenchError.incorrect("fibers yielded \(after.yields - before.yields) times, expected \(ops * steps)")
+        }
+        return Int(after.finishes - before.finishes)
+    }
+
+    /// Each step waits for a zero-delay libuv timer (it fires on the next loop iteration).
+    package static func fibersTimer(loop: EventLoop) throws -> Int {
+        let before = loop.scheduler.counters
+        for _ in 0..<ops {
+            loop.spawnDetached {
+                for _ in 0..<FanoutWorkload.steps { try? Fiber.sleep(for: .zero) }
+            }
+        }
+        try loop.run()
+        let after = loop.scheduler.counters
+        guard after.parks - before.parks == UInt64(ops * steps) else {
+            throw BenchError.incorrect("fibers parked \(after.parks - before.parks) times, expected \(ops * steps)")
         }
         return Int(after.finishes - before.finishes)
     }
