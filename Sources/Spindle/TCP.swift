@@ -31,6 +31,29 @@ extension Fiber {
     }
 }
 
+extension Fiber {
+    /// Resolves `host` to its addresses (with `port`), parking the running fiber while libuv's
+    /// thread pool asks the system resolver.
+    public static func resolve(_ host: String, port: Int) throws -> [SocketAddress] {
+        let me = runningFiber("Fiber.resolve")
+        try checkInterruption(me)
+        final class Outcome {
+            var result: Result<[SocketAddress], UVError>?
+            var waiter: FiberRef?
+        }
+        let outcome = Outcome()
+        Resolver.resolve(host, port: port, on: Scheduler.of(me.pointee.sched).loop) { result in
+            outcome.result = result
+            if let waiter = outcome.waiter { waiter.wake(.ready) }
+        }
+        if outcome.result == nil {
+            outcome.waiter = FiberRef(me)
+            _ = park(me, .resolve, detail: 0)
+        }
+        return try outcome.result.unsafelyUnwrapped.get()
+    }
+}
+
 // MARK: - Listener
 
 /// A listening TCP socket for fibers: ``accept()`` parks the calling fiber until a connection
@@ -133,6 +156,22 @@ public final class TCPConnection {
             throw error
         }
         return TCPConnection(socket: socket)
+    }
+
+    /// Resolves `host` (a name or a numeric address) and connects to the first address that
+    /// accepts, trying each in turn. Throws the resolution error (`EAI_NONAME: unknown node or
+    /// service`) or the last connection error.
+    public static func connect(host: String, port: Int) throws -> TCPConnection {
+        if let numeric = try? SocketAddress(ip: host, port: port) { return try connect(to: numeric) }
+        var lastError: any Error = UVError(code: -EINVAL, operation: "resolve \(host)")
+        for address in try Fiber.resolve(host, port: port) {
+            do {
+                return try connect(to: address)
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError
     }
 
     /// Reads what is available (at least one byte, up to `buffer.count`) into `buffer`, parking

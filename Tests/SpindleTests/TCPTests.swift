@@ -162,3 +162,50 @@ struct TCPTests {
         _ = result
     }
 }
+
+@Suite("Name resolution")
+struct ResolutionTests {
+    @Test("localhost resolves to a loopback address and connect(host:port:) reaches a listener")
+    func localhost() throws {
+        let (addresses, greeting) = try withLoop { loop -> ([SocketAddress], String) in
+            let listener = try TCPListener(address: SocketAddress(ip: "127.0.0.1", port: 0), loop: loop)
+            let port = try listener.localAddress.port
+            loop.spawn {
+                let connection = try listener.accept()
+                try connection.write("hello")
+                connection.close()
+                listener.close()
+            }
+            let client = loop.spawn { () -> ([SocketAddress], String) in
+                let addresses = try Fiber.resolve("localhost", port: port)
+                let connection = try TCPConnection.connect(host: "localhost", port: port)
+                var buffer = [UInt8](repeating: 0, count: 16)
+                let n = try connection.read(into: &buffer)
+                connection.close()
+                return (addresses, String(decoding: buffer[0..<n], as: UTF8.self))
+            }
+            try loop.run()
+            return try client.join()
+        }
+        #expect(addresses.contains { $0.ip == "127.0.0.1" || $0.ip == "::1" })
+        #expect(addresses.allSatisfy { $0.port > 0 })
+        #expect(greeting == "hello")
+    }
+
+    @Test("an unknown host is a thrown error that names itself")
+    func unknownHost() throws {
+        let message = try withLoop { loop -> String in
+            let attempt = loop.spawn { () -> String in
+                do {
+                    _ = try Fiber.resolve("no-such-host.invalid", port: 80)
+                    return "resolved"
+                } catch let error as UVError {
+                    return error.description
+                }
+            }
+            try loop.run()
+            return try attempt.join()
+        }
+        #expect(message.hasPrefix("uv_getaddrinfo: EAI_"))
+    }
+}
