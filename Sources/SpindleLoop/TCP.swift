@@ -197,28 +197,25 @@ public final class TCPSocket: LoopHandle {
 
     /// The address this socket is bound to. Wraps uv_tcp_getsockname.
     public var localAddress: SocketAddress {
-        get throws(UVError) {
-            var storage = sockaddr_storage()
-            var length = Int32(MemoryLayout<sockaddr_storage>.size)
-            let status = withUnsafeMutableBytes(of: &storage) {
-                uv_tcp_getsockname(tcp, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
-            }
-            try UVError.check(status, "uv_tcp_getsockname")
-            return SocketAddress(storage: storage)
-        }
+        get throws(UVError) { try address(uv_tcp_getsockname, "uv_tcp_getsockname") }
     }
 
     /// The address of the connected peer. Wraps uv_tcp_getpeername.
     public var peerAddress: SocketAddress {
-        get throws(UVError) {
-            var storage = sockaddr_storage()
-            var length = Int32(MemoryLayout<sockaddr_storage>.size)
-            let status = withUnsafeMutableBytes(of: &storage) {
-                uv_tcp_getpeername(tcp, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
-            }
-            try UVError.check(status, "uv_tcp_getpeername")
-            return SocketAddress(storage: storage)
+        get throws(UVError) { try address(uv_tcp_getpeername, "uv_tcp_getpeername") }
+    }
+
+    private func address(
+        _ query: (UnsafePointer<uv_tcp_t>?, UnsafeMutablePointer<sockaddr>?, UnsafeMutablePointer<Int32>?) -> Int32,
+        _ operation: String
+    ) throws(UVError) -> SocketAddress {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let status = withUnsafeMutableBytes(of: &storage) {
+            query(tcp, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
         }
+        try UVError.check(status, operation)
+        return SocketAddress(storage: storage)
     }
 
     /// Closes the socket. A pending read hears `ECANCELED` now; pending writes, connects and
