@@ -14,7 +14,7 @@ BENCH_OUT ?= bench-results
 BENCH_ARGS ?=
 
 # Debian package -> a command or file that proves it is installed.
-TEST_PACKAGES  := pkg-config libuv1-dev libboost-context-dev
+TEST_PACKAGES  := pkg-config libuv1-dev libboost-context-dev curl
 BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
 
 .PHONY: all test bench build clean deps-test deps-bench

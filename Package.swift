@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Spindle", targets: ["Spindle"]),
         .library(name: "SpindleLoop", targets: ["SpindleLoop"]),
         .executable(name: "spindle-echo", targets: ["spindle-echo"]),
+        .executable(name: "spindle-http", targets: ["spindle-http"]),
     ],
     targets: [
         .systemLibrary(
@@ -36,10 +37,21 @@ let package = Package(
             name: "Spindle",
             dependencies: ["SpindleLoop", "CBoostContext", "CSpindleSupport"]
         ),
+        // Example services: real programs on fibers, run by the tests as separate processes.
+        .target(
+            name: "ExampleSupport",
+            dependencies: ["Spindle", "SpindleLoop"],
+            path: "Examples/ExampleSupport"
+        ),
         .executableTarget(
             name: "spindle-echo",
-            dependencies: ["Spindle", "SpindleLoop"],
+            dependencies: ["ExampleSupport", "Spindle", "SpindleLoop"],
             path: "Examples/spindle-echo"
+        ),
+        .executableTarget(
+            name: "spindle-http",
+            dependencies: ["ExampleSupport", "Spindle", "SpindleLoop"],
+            path: "Examples/spindle-http"
         ),
         .testTarget(
             name: "SpindleLoopTests",
