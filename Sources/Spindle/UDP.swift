@@ -1,0 +1,82 @@
+import CSpindleSupport
+import Glibc
+import SpindleLoop
+
+/// A UDP socket for fibers: ``receive(into:)`` parks the fiber until a datagram arrives and
+/// says who sent it; ``send(_:to:)`` parks until the kernel has it.
+public final class DatagramSocket {
+    /// The underlying libuv socket.
+    public let socket: UDPSocket
+    @exclusivity(unchecked) private var target = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    @exclusivity(unchecked) private var receiver: FiberRef?
+    @exclusivity(unchecked) private var received: Result<(Int, SocketAddress?), UVError>?
+
+    /// Binds a socket to `address` (port 0 picks one) on the running fiber's loop, or `loop`.
+    public init(address: SocketAddress, reuseAddress: Bool = false, loop: EventLoop? = nil) throws {
+        let loop = loop ?? Scheduler.of(Fiber.runningFiber("DatagramSocket.init").pointee.sched).loop
+        socket = UDPSocket(loop: loop)
+        do {
+            try socket.bind(address, reuseAddress: reuseAddress)
+        } catch {
+            socket.close()
+            throw error
+        }
+        socket.setReceiveHandlers(
+            buffer: { [unowned self] in self.target },
+            onReceive: { [unowned self] result in self.datagramArrived(result) })
+    }
+
+    /// The bound address.
+    public var localAddress: SocketAddress { get throws { try socket.localAddress } }
+
+    /// Sends one datagram.
+    public func send(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress) throws {
+        try Fiber.awaitCompletion(.write) { done in socket.send(bytes, to: address, done) }
+    }
+
+    /// Sends one datagram.
+    public func send(_ bytes: [UInt8], to address: SocketAddress) throws {
+        try bytes.withUnsafeBytes { try send($0, to: address) }
+    }
+
+    /// Waits for the next datagram, copies it into `buffer` (the excess of a longer one is
+    /// dropped, as the kernel does) and returns its length and sender.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws -> (count: Int, from: SocketAddress) {
+        let me = Fiber.runningFiber("DatagramSocket.receive(into:)")
+        try Fiber.checkInterruption(me)
+        precondition(receiver == nil, "DatagramSocket.receive: another fiber is already receiving on this socket")
+        if socket.isClosed { throw UVError(code: -ECANCELED, operation: "receive on a closed socket") }
+        target = buffer
+        received = nil
+        try socket.startReceiving()
+        receiver = FiberRef(me)
+        let reason = Fiber.park(me, .read, detail: 0, cancellable: true)
+        receiver = nil
+        target = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        if reason == .cancelled || reason == .timedOut {
+            socket.stopReceiving()
+            try Fiber.throwIfInterrupted(reason)
+        }
+        let (count, sender) = try received.unsafelyUnwrapped.get()
+        return (count, sender.unsafelyUnwrapped)
+    }
+
+    /// Waits for the next datagram into an array's storage.
+    public func receive(into bytes: inout [UInt8]) throws -> (count: Int, from: SocketAddress) {
+        try bytes.withUnsafeMutableBytes { try receive(into: $0) }
+    }
+
+    private func datagramArrived(_ result: Result<(Int, SocketAddress?), UVError>) {
+        socket.stopReceiving()
+        received = result
+        if let receiver, receiver.isParked { receiver.wake(.ready) }
+    }
+
+    /// Joins the multicast `group` (for example `239.1.2.3`).
+    public func joinMulticast(_ group: String, interface: String? = nil) throws {
+        try socket.setMembership(group: group, interface: interface, join: true)
+    }
+
+    /// Closes the socket; a fiber receiving on it gets `ECANCELED`.
+    public func close() { socket.close() }
+}
