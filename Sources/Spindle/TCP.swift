@@ -10,47 +10,16 @@ extension Fiber {
     /// this fiber's stack) must stay put until libuv is done with it; close the socket to make
     /// it complete early (with `ECANCELED`).
     static func awaitCompletion(_ reason: ParkReason, _ start: (@escaping (UVError?) -> Void) -> Void) throws {
-        let me = runningFiber("a blocking socket call")
-        try checkInterruption(me)
-        final class Outcome {
-            var done = false
-            var error: UVError?
-            var waiter: FiberRef?
+        try awaitResult(reason) { (done: @escaping (Result<Void, UVError>) -> Void) in
+            start { error in done(error.map { .failure($0) } ?? .success(())) }
         }
-        let outcome = Outcome()
-        start { error in
-            outcome.done = true
-            outcome.error = error
-            if let waiter = outcome.waiter { waiter.wake(.ready) }
-        }
-        if !outcome.done {
-            outcome.waiter = FiberRef(me)
-            _ = park(me, reason, detail: 0)
-        }
-        if let error = outcome.error { throw error }
     }
-}
 
-extension Fiber {
     /// Resolves `host` to its addresses (with `port`), parking the running fiber while libuv's
     /// thread pool asks the system resolver.
     public static func resolve(_ host: String, port: Int) throws -> [SocketAddress] {
-        let me = runningFiber("Fiber.resolve")
-        try checkInterruption(me)
-        final class Outcome {
-            var result: Result<[SocketAddress], UVError>?
-            var waiter: FiberRef?
-        }
-        let outcome = Outcome()
-        Resolver.resolve(host, port: port, on: Scheduler.of(me.pointee.sched).loop) { result in
-            outcome.result = result
-            if let waiter = outcome.waiter { waiter.wake(.ready) }
-        }
-        if outcome.result == nil {
-            outcome.waiter = FiberRef(me)
-            _ = park(me, .resolve, detail: 0)
-        }
-        return try outcome.result.unsafelyUnwrapped.get()
+        let loop = Scheduler.of(runningFiber("Fiber.resolve").pointee.sched).loop
+        return try awaitResult(.resolve) { Resolver.resolve(host, port: port, on: loop, $0) }
     }
 }
 

@@ -1,0 +1,100 @@
+import CLibUV
+import Glibc
+
+/// File operations on libuv's thread pool, with completions on the loop's thread.
+/// Each wraps the uv_fs_* call of the same name; results are byte counts or descriptors, errors
+/// `UVError` (`ENOENT: no such file or directory`).
+public enum FileSystem {
+    /// What ``stat(_:on:_:)`` reports.
+    public struct Status: Sendable, Equatable {
+        public var size: UInt64
+        public var mode: UInt64
+        // S_IFMT, S_IFDIR and S_IFREG (the Glibc overlay imports them ambiguously).
+        public var isDirectory: Bool { mode & 0o170000 == 0o040000 }
+        public var isRegularFile: Bool { mode & 0o170000 == 0o100000 }
+    }
+
+    /// Opens `path` (`O_RDONLY`, `O_WRONLY | O_CREAT | O_TRUNC`, ...) and gives the descriptor.
+    public static func open(
+        _ path: String, flags: Int32, mode: Int32 = 0o644, on loop: EventLoop,
+        _ completion: @escaping (Result<Int32, UVError>) -> Void
+    ) {
+        run(on: loop, "uv_fs_open \(path)", { uv_fs_open(loop.uv, $0, path, flags, mode, $1) }) { request, result in
+            completion(result.map { _ in Int32(request.pointee.result) })
+        }
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset` (-1: the current position); 0 at end of file.
+    public static func read(
+        _ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64 = -1, on loop: EventLoop,
+        _ completion: @escaping (Result<Int, UVError>) -> Void
+    ) {
+        var buf = uv_buf_init(buffer.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(buffer.count))
+        run(on: loop, "uv_fs_read", { uv_fs_read(loop.uv, $0, fd, &buf, 1, offset, $1) }) { request, result in
+            completion(result.map { _ in Int(request.pointee.result) })
+        }
+    }
+
+    /// Writes `bytes` at `offset` (-1: the current position) and gives the count written.
+    public static func write(
+        _ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64 = -1, on loop: EventLoop,
+        _ completion: @escaping (Result<Int, UVError>) -> Void
+    ) {
+        var buf = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
+        run(on: loop, "uv_fs_write", { uv_fs_write(loop.uv, $0, fd, &buf, 1, offset, $1) }) { request, result in
+            completion(result.map { _ in Int(request.pointee.result) })
+        }
+    }
+
+    /// Flushes a file's data and metadata to the device.
+    public static func fsync(_ fd: Int32, on loop: EventLoop, _ completion: @escaping (Result<Void, UVError>) -> Void) {
+        run(on: loop, "uv_fs_fsync", { uv_fs_fsync(loop.uv, $0, fd, $1) }) { _, result in completion(result) }
+    }
+
+    /// Closes a descriptor.
+    public static func close(_ fd: Int32, on loop: EventLoop, _ completion: @escaping (Result<Void, UVError>) -> Void) {
+        run(on: loop, "uv_fs_close", { uv_fs_close(loop.uv, $0, fd, $1) }) { _, result in completion(result) }
+    }
+
+    /// The size and mode of `path`.
+    public static func stat(_ path: String, on loop: EventLoop, _ completion: @escaping (Result<Status, UVError>) -> Void) {
+        run(on: loop, "uv_fs_stat \(path)", { uv_fs_stat(loop.uv, $0, path, $1) }) { request, result in
+            completion(result.map { Status(size: request.pointee.statbuf.st_size, mode: request.pointee.statbuf.st_mode) })
+        }
+    }
+
+    /// Starts a uv_fs request with its memory and completion; the completion runs on the loop.
+    private static func run(
+        on loop: EventLoop, _ operation: String,
+        _ start: (UnsafeMutablePointer<uv_fs_t>, uv_fs_cb?) -> Int32,
+        _ done: @escaping (UnsafeMutablePointer<uv_fs_t>, Result<Void, UVError>) -> Void
+    ) {
+        loop.preconditionOnLoopThread(operation)
+        final class Pending {
+            let done: (UnsafeMutablePointer<uv_fs_t>, Result<Void, UVError>) -> Void
+            let operation: String
+            init(_ done: @escaping (UnsafeMutablePointer<uv_fs_t>, Result<Void, UVError>) -> Void, _ operation: String) {
+                self.done = done
+                self.operation = operation
+            }
+        }
+        guard let memory = calloc(1, MemoryLayout<uv_fs_t>.size) else { fatalError("out of memory") }
+        let request = memory.bindMemory(to: uv_fs_t.self, capacity: 1)
+        request.pointee.data = Unmanaged.passRetained(Pending(done, operation)).toOpaque()
+        let finish: uv_fs_cb = { request in
+            guard let request else { return }
+            let pending = Unmanaged<Pending>.fromOpaque(request.pointee.data!).takeRetainedValue()
+            let status = request.pointee.result
+            pending.done(request, status < 0 ? .failure(UVError(code: Int32(status), operation: pending.operation)) : .success(()))
+            uv_fs_req_cleanup(request)
+            free(request)
+        }
+        let status = start(request, finish)
+        if status < 0 {
+            let pending = Unmanaged<Pending>.fromOpaque(request.pointee.data!).takeRetainedValue()
+            pending.done(request, .failure(UVError(code: status, operation: operation)))
+            uv_fs_req_cleanup(request)
+            free(request)
+        }
+    }
+}
