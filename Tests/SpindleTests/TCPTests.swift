@@ -90,6 +90,21 @@ struct TCPTests {
         }
     }
 
+    @Test("with reusePort two listeners share a port; without it the second is refused")
+    func reusePort() throws {
+        try withLoop { loop in
+            let first = try TCPListener(address: Self.loopback, reusePort: true, loop: loop)
+            let port = try first.localAddress.port
+            let shared = try SocketAddress(ip: "127.0.0.1", port: port)
+            let second = try TCPListener(address: shared, reusePort: true, loop: loop)
+            #expect(try second.localAddress.port == port)
+            #expect(throws: UVError.self) { _ = try TCPListener(address: shared, loop: loop) }
+            first.close()
+            second.close()
+            try loop.run()
+        }
+    }
+
     @Test("closing a connection while a fiber reads it wakes the reader with an error")
     func closeWhileReading() throws {
         let outcome = try withLoop { loop -> String in
