@@ -74,6 +74,10 @@ void *const *spindle_exclusivity_head_location(void) {
     return scan.found;
 }
 
+void *const *spindle_exclusivity_fallback_location(void) {
+    return &always_call_runtime;
+}
+
 int spindle_exclusivity_fast_path_available(void *const *location) {
     return location != &always_call_runtime;
 }

@@ -30,6 +30,18 @@ public final class Scheduler: EventLoopAttachment {
     /// over more switches; smaller ones bound I/O latency behind busy fibers.
     @exclusivity(unchecked) public var resumesPerTurn = 1024
 
+    /// Whether fiber switches find the Swift runtime's exclusivity access set with one load
+    /// (true when calibration found it on this thread), or call the runtime on every switch.
+    public var usesExclusivityFastPath: Bool {
+        spindle_exclusivity_fast_path_available(core.pointee.exclusivity_head) != 0
+    }
+
+    /// Makes every switch call the runtime to move access sets (the path taken when calibration
+    /// fails). For tests and for comparing the two paths' costs.
+    public func useExclusivityRuntimeCalls() {
+        core.pointee.exclusivity_head = spindle_exclusivity_fallback_location()
+    }
+
     /// Stack size for fibers spawned without one.
     @exclusivity(unchecked) public var defaultStackSize = StackPool.defaultStackSize
 

@@ -109,6 +109,38 @@ struct FiberLifetimeTests {
         }
     }
 
+    @Test("calibration finds the runtime's access-set head on a loop thread")
+    func exclusivityFastPath() throws {
+        let fast = try withLoop { loop in loop.scheduler.usesExclusivityFastPath }
+        #expect(fast)
+    }
+
+    @Test("the runtime-call path keeps an inout across a yield private to its fiber too")
+    func exclusivityRuntimePath() async {
+        await #expect(processExitsWith: .success) {
+            final class Shared { var value = 0; var other = 0 }
+            try LoopThread.run {
+                let loop = EventLoop()
+                loop.scheduler.useExclusivityRuntimeCalls()
+                precondition(!loop.scheduler.usesExclusivityFastPath)
+                let shared = Shared()
+                func bumpAcrossYield(_ value: inout Int) {
+                    value += 1
+                    Fiber.yield()
+                    value += 1
+                }
+                loop.spawn(name: "holder") { bumpAcrossYield(&shared.value) }
+                loop.spawn(name: "toucher") {
+                    shared.value += 10
+                    bumpAcrossYield(&shared.other)
+                }
+                try loop.run()
+                precondition(shared.other == 2, "the toucher did not finish")
+                try loop.close()
+            }
+        }
+    }
+
     @Test("a real exclusivity violation inside one fiber is still caught")
     func exclusivityStillChecked() async {
         await #expect(processExitsWith: .failure) {

@@ -145,6 +145,9 @@ void swift_task_exitThreadLocalContext(char *state);
 /// returns the address of a constant non-NULL word, so every switch calls the runtime: slower,
 /// never wrong.
 void *const *spindle_exclusivity_head_location(void);
+/// The fallback location (a constant non-NULL word): every switch then calls the runtime.
+/// Tests use it to hold the slow path to the same behaviour as the fast one.
+void *const *spindle_exclusivity_fallback_location(void);
 /// 1 when spindle_exclusivity_head_location found the runtime's word on this thread.
 int spindle_exclusivity_fast_path_available(void *const *location);
 
