@@ -106,6 +106,13 @@ public final class TCPConnection {
     @exclusivity(unchecked) private var reader: FiberRef?
     @exclusivity(unchecked) private var readResult: Result<Int, UVError>?
 
+    /// A connection over an already-connected stream socket, which it takes over (see
+    /// ``TCPSocket/init(loop:adopting:)``): for example one end of a `socketpair`.
+    public convenience init(adopting descriptor: Int32, loop: EventLoop? = nil) throws {
+        let loop = loop ?? Scheduler.of(Fiber.runningFiber("TCPConnection(adopting:)").pointee.sched).loop
+        self.init(socket: try TCPSocket(loop: loop, adopting: descriptor))
+    }
+
     init(socket: TCPSocket) {
         self.socket = socket
         socket.setReadHandlers(

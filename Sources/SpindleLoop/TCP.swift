@@ -36,6 +36,19 @@ public final class TCPSocket: LoopHandle {
         didInitialize()
     }
 
+    /// Adopts an open stream socket (a TCP socket, or one end of a `socketpair`), which the
+    /// handle then owns and closes. Wraps uv_tcp_open.
+    public init(loop: EventLoop, adopting descriptor: Int32) throws(UVError) {
+        super.init(loop: loop, type: UV_TCP)
+        UVError.mustSucceed(uv_tcp_init(loop.uv, tcp), "uv_tcp_init")
+        didInitialize()
+        let status = uv_tcp_open(tcp, descriptor)
+        if status < 0 {
+            close()
+            throw UVError(code: status, operation: "uv_tcp_open")
+        }
+    }
+
     var tcp: UnsafeMutablePointer<uv_tcp_t> { UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_tcp_t.self) }
     var stream: UnsafeMutablePointer<uv_stream_t> {
         UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self)

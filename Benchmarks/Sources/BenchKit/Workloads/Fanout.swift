@@ -1,4 +1,5 @@
 import CBenchKernels
+import Glibc
 import Spindle
 import SpindleLoop
 
@@ -7,7 +8,7 @@ import SpindleLoop
 package enum FanoutWorkload {
     package static let name = "fanout"
     package static let executors = ["c-fcontext", "fibers"]
-    package static let variants = ["yield", "timer"]
+    package static let variants = ["yield", "timer", "io"]
 
     /// Executors that run a variant (the C floor has no timer; callbacks arrive with issue 4).
     package static func executors(_ variant: String) -> [String] {
@@ -48,6 +49,8 @@ package enum FanoutWorkload {
                 completed = try fibersYield(loop: state.loop)
             case ("fibers", "timer"):
                 completed = try fibersTimer(loop: state.loop)
+            case ("fibers", "io"):
+                completed = try fibersIO(loop: state.loop)
             default:
                 throw BenchError.unknownExecutor(executor, workload: name)
             }
@@ -87,6 +90,45 @@ package enum FanoutWorkload {
         let after = loop.scheduler.counters
         guard after.parks - before.parks == UInt64(ops * steps) else {
             throw BenchError.incorrect("fibers parked \(after.parks - before.parks) times, expected \(ops * steps)")
+        }
+        return Int(after.finishes - before.finishes)
+    }
+
+    /// Each step writes one byte into a socketpair and reads one back, through the loop.
+    /// Operations share pairs two by two (each writes on its own end and reads the other's
+    /// byte), so 10,000 operations use 10,000 descriptors.
+    package static func fibersIO(loop: EventLoop) throws -> Int {
+        let before = loop.scheduler.counters
+        var connections: [TCPConnection] = []
+        connections.reserveCapacity(ops)
+        for _ in 0..<(ops / 2) {
+            var fds: [Int32] = [0, 0]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else {
+                throw BenchError.tool("socketpair: \(String(cString: strerror(errno))) (raise ulimit -n)")
+            }
+            connections.append(try TCPConnection(adopting: fds[0], loop: loop))
+            connections.append(try TCPConnection(adopting: fds[1], loop: loop))
+        }
+        let bytesRead = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        bytesRead.initialize(to: 0)
+        defer { bytesRead.deallocate() }
+        for connection in connections {
+            loop.spawnDetached {
+                var byte: UInt8 = 1
+                for _ in 0..<FanoutWorkload.steps {
+                    try? withUnsafeBytes(of: &byte) { try connection.write($0) }
+                    if let n = try? withUnsafeMutableBytes(of: &byte, { try connection.read(into: $0) }) {
+                        bytesRead.pointee += n
+                    }
+                }
+            }
+        }
+        try loop.run()
+        for connection in connections { connection.close() }
+        try loop.runOnce(blocking: false)  // let the close callbacks run
+        let after = loop.scheduler.counters
+        guard bytesRead.pointee == ops * steps else {
+            throw BenchError.incorrect("fibers read \(bytesRead.pointee) bytes, expected \(ops * steps)")
         }
         return Int(after.finishes - before.finishes)
     }
