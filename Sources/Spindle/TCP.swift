@@ -180,15 +180,22 @@ public final class TCPConnection {
     }
 
     private func readFinished(_ result: Result<Int, UVError>) {
-        socket.stopReading()
+        // Reading stays on after a read, so a fiber that reads again soon costs no epoll
+        // re-registration; data arriving meanwhile finds no buffer and pauses reading.
+        readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        if case .failure = result { socket.stopReading() } else if case .success(0) = result { socket.stopReading() }
         readResult = result
         if let reader, reader.isParked { reader.wake(.ready) }
     }
 
-    /// Writes all of `bytes`, parking the fiber until the kernel has taken them.
+    /// Writes all of `bytes`, parking the fiber until the kernel has taken them. What the
+    /// kernel takes at once is written without parking or allocating; only the rest is queued.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard bytes.count > 0 else { return }
-        try Fiber.awaitCompletion(.write) { done in socket.write(bytes, done) }
+        let written = try socket.tryWrite(bytes)
+        if written == bytes.count { return }
+        let rest = UnsafeRawBufferPointer(rebasing: bytes[written...])
+        try Fiber.awaitCompletion(.write) { done in socket.write(rest, done) }
     }
 
     /// Writes all of `bytes`.

@@ -127,7 +127,9 @@ public final class TCPSocket: LoopHandle {
     // MARK: Reading
 
     /// Sets where reads go and who hears about them: `buffer` is asked for memory before each
-    /// read; `onRead` gets the byte count (0 at end of stream) or the error.
+    /// read; `onRead` gets the byte count (0 at end of stream) or the error. When `buffer`
+    /// returns an empty buffer (nobody wants data now), reading pauses until ``startReading()``
+    /// is called again, and the data waits in the kernel.
     public func setReadHandlers(
         buffer: @escaping () -> UnsafeMutableRawBufferPointer, onRead: @escaping (Result<Int, UVError>) -> Void
     ) {
@@ -149,6 +151,11 @@ public final class TCPSocket: LoopHandle {
             guard let data = stream?.pointee.data else { return }
             let socket = LoopHandle.object(data, as: TCPSocket.self)
             if nread == 0 { return }  // EAGAIN: nothing this time
+            if nread == Int(UV_ENOBUFS.rawValue) {
+                // The buffer provider had no room: nobody is reading now, so pause until they are.
+                socket.stopReading()
+                return
+            }
             if nread == Int(UV_EOF.rawValue) {
                 socket.onRead?(.success(0))
             } else if nread < 0 {
@@ -182,6 +189,17 @@ public final class TCPSocket: LoopHandle {
             Request<uv_write_t>.complete(req, status: status, operation: "uv_write")
         }
         if status < 0 { request.fail(status, operation: "uv_write") }
+    }
+
+    /// Writes what the kernel takes right now, without queueing; returns the byte count (0 when
+    /// the socket buffer is full or earlier writes are still queued). Wraps uv_try_write.
+    public func tryWrite(_ bytes: UnsafeRawBufferPointer) throws(UVError) -> Int {
+        loop.preconditionOnLoopThread("TCPSocket.tryWrite")
+        var buffer = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
+        let written = uv_try_write(stream, &buffer, 1)
+        if written == UV_EAGAIN.rawValue { return 0 }
+        try UVError.check(written, "uv_try_write")
+        return Int(written)
     }
 
     /// Shuts down the sending side after pending writes (the peer reads end of stream).
