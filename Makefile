@@ -3,6 +3,8 @@
 #   make test        build (debug) and run every test
 #   make bench       the benchmark report: table on stdout, bench-results/{report.md,results.json}
 #   make build       debug build of the library
+#   make asan        every test under AddressSanitizer (LeakSanitizer on; leaks are errors),
+#                    with the fiber switch annotations compiled in
 #   make clean       remove build folders and benchmark output
 #
 # System packages come from Debian: installed with apt-get when run as root; otherwise the exact
@@ -17,7 +19,7 @@ BENCH_ARGS ?=
 TEST_PACKAGES  := pkg-config libuv1-dev libboost-context-dev curl
 BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
 
-.PHONY: all test bench build clean deps-test deps-bench
+.PHONY: all test bench build clean asan deps-test deps-bench
 
 all: build
 
@@ -58,5 +60,12 @@ bench: deps-bench
 	cd Benchmarks && $(SWIFT) build -c release --product spindle-bench && $(SWIFT) build -c release --product spindle-bench-allocs
 	Benchmarks/.build/release/spindle-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
 
+# The XCTest half of `swift test` is skipped: it runs no test here and LeakSanitizer reports
+# XCTest's own allocations.
+ASAN_FLAGS := --sanitize=address -Xswiftc -DSPINDLE_SANITIZERS --scratch-path .build-asan
+asan: deps-test
+	$(SWIFT) build --build-tests $(ASAN_FLAGS)
+	$(SWIFT) test --skip-build $(ASAN_FLAGS) --disable-xctest
+
 clean:
-	rm -rf .build Benchmarks/.build $(BENCH_OUT)
+	rm -rf .build .build-asan Benchmarks/.build $(BENCH_OUT)

@@ -11,7 +11,10 @@ import Glibc
 /// - A handle that is deinitialised while still open is closed then (on the loop's thread).
 public class LoopHandle {
     /// The loop this handle belongs to.
-    public let loop: EventLoop
+    public unowned(unsafe) let loop: EventLoop
+    /// Keeps the loop alive as long as a user's handle is; the loop's own machinery (which the
+    /// loop itself owns) does not, or the two would keep each other alive after close().
+    private let retainedLoop: EventLoop?
     @usableFromInline let handle: UnsafeMutablePointer<uv_handle_t>
     private var activeRetain: Unmanaged<LoopHandle>?
     /// Whether this handle is machinery of the loop or of an ``EventLoopAttachment`` (the fiber
@@ -25,6 +28,7 @@ public class LoopHandle {
         loop.preconditionOnLoopThread("creating a \(String(cString: uv_handle_type_name(type))) handle")
         precondition(!loop.isClosed, "cannot create a handle on a closed EventLoop")
         self.loop = loop
+        self.retainedLoop = isInternal ? nil : loop
         self.isLoopMachinery = isInternal
         let size = uv_handle_size(type)
         guard let memory = calloc(1, size) else { fatalError("out of memory allocating a libuv handle") }

@@ -126,7 +126,10 @@ struct EventLoopTests {
             loop.deferToNextTurn { count.value += 1 }
             let watcher = LoopWatcher(loop: loop, kind: .check)
             watcher.keepsLoopAlive = false
-            watcher.start { count.value += 1; watcher.stop() }
+            watcher.start { [unowned watcher] in
+                count.value += 1
+                watcher.stop()
+            }
             loop.post { count.value += 1 }
             try loop.run()
             watcher.close()
