@@ -233,6 +233,15 @@ int spindle_overflow_reporter_install_on_this_thread(void) {
 }
 
 // MARK: - Sanitizer fiber annotations
+//
+// These switch the sanitizer's notion of the current stack, so they must not be instrumented
+// themselves: TSan would record the function's entry on one fiber and its exit on another.
+
+#if __has_attribute(disable_sanitizer_instrumentation)
+#define SPINDLE_UNINSTRUMENTED __attribute__((disable_sanitizer_instrumentation))
+#else
+#define SPINDLE_UNINSTRUMENTED __attribute__((no_sanitize("thread", "address")))
+#endif
 
 int spindle_sanitizer_annotations_enabled(void) {
 #if defined(SPINDLE_ASAN) || defined(SPINDLE_TSAN)
@@ -242,7 +251,7 @@ int spindle_sanitizer_annotations_enabled(void) {
 #endif
 }
 
-void spindle_sanitizer_before_switch(spindle_sched_t *sched, spindle_fiber_t *from, spindle_fiber_t *to) {
+SPINDLE_UNINSTRUMENTED void spindle_sanitizer_before_switch(spindle_sched_t *sched, spindle_fiber_t *from, spindle_fiber_t *to) {
 #ifdef SPINDLE_ASAN
     void **save;
     if (from == NULL) save = &sched->main_fake_stack;
@@ -264,7 +273,7 @@ void spindle_sanitizer_before_switch(spindle_sched_t *sched, spindle_fiber_t *fr
     (void)to;
 }
 
-void spindle_sanitizer_after_switch(spindle_sched_t *sched, spindle_fiber_t *resumed) {
+SPINDLE_UNINSTRUMENTED void spindle_sanitizer_after_switch(spindle_sched_t *sched, spindle_fiber_t *resumed) {
 #ifdef SPINDLE_ASAN
     const void *old_bottom = NULL;
     size_t old_size = 0;
