@@ -102,9 +102,7 @@ public final class TCPListener {
 public final class TCPConnection {
     /// The underlying libuv socket.
     public let socket: TCPSocket
-    @exclusivity(unchecked) private var readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-    @exclusivity(unchecked) private var reader: FiberRef?
-    @exclusivity(unchecked) private var readResult: Result<Int, UVError>?
+    private let pending = PendingRead<Int>()
 
     /// A connection over an already-connected stream socket, which it takes over (see
     /// ``TCPSocket/init(loop:adopting:)``): for example one end of a `socketpair`.
@@ -116,7 +114,7 @@ public final class TCPConnection {
     init(socket: TCPSocket) {
         self.socket = socket
         socket.setReadHandlers(
-            buffer: { [unowned self] in self.readTarget },
+            buffer: { [unowned self] in self.pending.target },
             onRead: { [unowned self] result in self.readFinished(result) })
     }
 
@@ -155,23 +153,10 @@ public final class TCPConnection {
     /// peer: `ECONNRESET`; a connection closed meanwhile: `ECANCELED`), `CancellationError` or
     /// ``FiberTimeoutError``.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        let me = Fiber.runningFiber("TCPConnection.read(into:)")
-        try Fiber.checkInterruption(me)
-        precondition(reader == nil, "TCPConnection.read: another fiber is already reading this connection")
-        if socket.isClosed { throw UVError(code: -ECANCELED, operation: "read on a closed connection") }
         guard buffer.count > 0 else { return 0 }
-        readTarget = buffer
-        readResult = nil
-        try socket.startReading()
-        reader = FiberRef(me)
-        let reason = Fiber.park(me, .read, detail: 0, cancellable: true)
-        reader = nil
-        readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-        if reason == .cancelled || reason == .timedOut {
-            socket.stopReading()
-            try Fiber.throwIfInterrupted(reason)
-        }
-        return try readResult.unsafelyUnwrapped.get()
+        return try pending.wait(
+            into: buffer, "TCPConnection.read(into:)", closed: socket.isClosed,
+            start: { try socket.startReading() }, stop: { socket.stopReading() })
     }
 
     /// Reads into an array's storage; see ``read(into:)-(UnsafeMutableRawBufferPointer)``.
@@ -182,10 +167,8 @@ public final class TCPConnection {
     private func readFinished(_ result: Result<Int, UVError>) {
         // Reading stays on after a read, so a fiber that reads again soon costs no epoll
         // re-registration; data arriving meanwhile finds no buffer and pauses reading.
-        readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         if case .failure = result { socket.stopReading() } else if case .success(0) = result { socket.stopReading() }
-        readResult = result
-        if let reader, reader.isParked { reader.wake(.ready) }
+        pending.finish(result)
     }
 
     /// Writes all of `bytes`, parking the fiber until the kernel has taken them. What the

@@ -7,9 +7,7 @@ import SpindleLoop
 public final class DatagramSocket {
     /// The underlying libuv socket.
     public let socket: UDPSocket
-    @exclusivity(unchecked) private var target = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-    @exclusivity(unchecked) private var receiver: FiberRef?
-    @exclusivity(unchecked) private var received: Result<(Int, SocketAddress?), UVError>?
+    private let pending = PendingRead<(Int, SocketAddress?)>()
 
     /// Binds a socket to `address` (port 0 picks one) on the running fiber's loop, or `loop`.
     public init(address: SocketAddress, reuseAddress: Bool = false, loop: EventLoop? = nil) throws {
@@ -22,7 +20,7 @@ public final class DatagramSocket {
             throw error
         }
         socket.setReceiveHandlers(
-            buffer: { [unowned self] in self.target },
+            buffer: { [unowned self] in self.pending.target },
             onReceive: { [unowned self] result in self.datagramArrived(result) })
     }
 
@@ -42,22 +40,9 @@ public final class DatagramSocket {
     /// Waits for the next datagram, copies it into `buffer` (the excess of a longer one is
     /// dropped, as the kernel does) and returns its length and sender.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws -> (count: Int, from: SocketAddress) {
-        let me = Fiber.runningFiber("DatagramSocket.receive(into:)")
-        try Fiber.checkInterruption(me)
-        precondition(receiver == nil, "DatagramSocket.receive: another fiber is already receiving on this socket")
-        if socket.isClosed { throw UVError(code: -ECANCELED, operation: "receive on a closed socket") }
-        target = buffer
-        received = nil
-        try socket.startReceiving()
-        receiver = FiberRef(me)
-        let reason = Fiber.park(me, .read, detail: 0, cancellable: true)
-        receiver = nil
-        target = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-        if reason == .cancelled || reason == .timedOut {
-            socket.stopReceiving()
-            try Fiber.throwIfInterrupted(reason)
-        }
-        let (count, sender) = try received.unsafelyUnwrapped.get()
+        let (count, sender) = try pending.wait(
+            into: buffer, "DatagramSocket.receive(into:)", closed: socket.isClosed,
+            start: { try socket.startReceiving() }, stop: { socket.stopReceiving() })
         return (count, sender.unsafelyUnwrapped)
     }
 
@@ -68,8 +53,7 @@ public final class DatagramSocket {
 
     private func datagramArrived(_ result: Result<(Int, SocketAddress?), UVError>) {
         socket.stopReceiving()
-        received = result
-        if let receiver, receiver.isParked { receiver.wake(.ready) }
+        pending.finish(result)
     }
 
     /// Joins the multicast `group` (for example `239.1.2.3`).

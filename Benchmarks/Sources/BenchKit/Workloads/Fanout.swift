@@ -60,36 +60,33 @@ package enum FanoutWorkload {
     }
 
     package static func fibersYield(loop: EventLoop) throws -> Int {
-        // Detached fibers (no handles: the operations report nothing back), whose body captures
-        // nothing (like the C kernel's tasks, it keeps its state on its own stack), so spawning
-        // allocates nothing; completion is checked with the scheduler's counters, which the
-        // tests hold to account.
-        let before = loop.scheduler.counters
-        for _ in 0..<ops {
-            loop.spawnDetached {
-                for _ in 0..<FanoutWorkload.steps { Fiber.yield() }
-            }
+        try runDetached(loop: loop, counting: \.yields, as: "yielded") {
+            for _ in 0..<FanoutWorkload.steps { Fiber.yield() }
         }
-        try loop.run()
-        let after = loop.scheduler.counters
-        guard after.yields - before.yields == UInt64(ops * steps) else {
-            throw BenchError.incorrect("fibers yielded \(after.yields - before.yields) times, expected \(ops * steps)")
-        }
-        return Int(after.finishes - before.finishes)
     }
 
     /// Each step waits for a zero-delay libuv timer (it fires on the next loop iteration).
     package static func fibersTimer(loop: EventLoop) throws -> Int {
-        let before = loop.scheduler.counters
-        for _ in 0..<ops {
-            loop.spawnDetached {
-                for _ in 0..<FanoutWorkload.steps { try? Fiber.sleep(for: .zero) }
-            }
+        try runDetached(loop: loop, counting: \.parks, as: "parked") {
+            for _ in 0..<FanoutWorkload.steps { try? Fiber.sleep(for: .zero) }
         }
+    }
+
+    /// Runs `ops` detached fibers of `body` and returns how many finished, after checking with
+    /// the scheduler's counters that they took `ops * steps` of the counted steps. Detached
+    /// fibers (no handles: the operations report nothing back) whose body captures nothing
+    /// (like the C kernel's tasks, they keep their state on their own stacks) allocate nothing.
+    private static func runDetached(
+        loop: EventLoop, counting step: KeyPath<Scheduler.Counters, UInt64>, as verb: String,
+        _ body: @escaping () -> Void
+    ) throws -> Int {
+        let before = loop.scheduler.counters
+        for _ in 0..<ops { loop.spawnDetached(body) }
         try loop.run()
         let after = loop.scheduler.counters
-        guard after.parks - before.parks == UInt64(ops * steps) else {
-            throw BenchError.incorrect("fibers parked \(after.parks - before.parks) times, expected \(ops * steps)")
+        let taken = after[keyPath: step] - before[keyPath: step]
+        guard taken == UInt64(ops * steps) else {
+            throw BenchError.incorrect("fibers \(verb) \(taken) times, expected \(ops * steps)")
         }
         return Int(after.finishes - before.finishes)
     }
