@@ -35,7 +35,7 @@ let package = Package(
         ),
         .target(
             name: "Spindle",
-            dependencies: ["SpindleLoop", "CBoostContext", "CSpindleSupport"]
+            dependencies: ["SpindleLoop", "CLibUV", "CBoostContext", "CSpindleSupport"]
         ),
         // Example services: real programs on fibers, run by the tests as separate processes.
         .target(

@@ -1,3 +1,4 @@
+import CLibUV
 import CSpindleSupport
 import Glibc
 import SpindleLoop
@@ -27,9 +28,13 @@ public final class DatagramSocket {
     /// The bound address.
     public var localAddress: SocketAddress { get throws { try socket.localAddress } }
 
-    /// Sends one datagram.
+    /// Sends one datagram. When the kernel takes it at once (the usual case) nothing parks or
+    /// allocates; otherwise the fiber waits, with the send request on its own stack.
     public func send(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress) throws {
-        try Fiber.awaitCompletion(.write) { done in socket.send(bytes, to: address, done) }
+        if try socket.trySend(bytes, to: address) { return }
+        try Fiber.awaitRequest(uv_udp_send_t(), "uv_udp_send to \(address)") { request in
+            socket.start(bytes, to: address, request: request) { Fiber.requestFinished($0.map(UnsafeMutableRawPointer.init), $1) }
+        }
     }
 
     /// Sends one datagram.
@@ -59,6 +64,18 @@ public final class DatagramSocket {
     /// Joins the multicast `group` (for example `239.1.2.3`).
     public func joinMulticast(_ group: String, interface: String? = nil) throws {
         try socket.setMembership(group: group, interface: interface, join: true)
+    }
+
+    /// Leaves the multicast `group`.
+    public func leaveMulticast(_ group: String, interface: String? = nil) throws {
+        try socket.setMembership(group: group, interface: interface, join: false)
+    }
+
+    /// Sends multicast datagrams out of the interface with address `interface`, looping them
+    /// back to this host's own members when `loopback` is true (the default, as in the kernel).
+    public func setMulticastSending(interface: String, loopback: Bool = true) throws {
+        try socket.setMulticastInterface(interface)
+        try socket.setMulticastLoopback(loopback)
     }
 
     /// Closes the socket; a fiber receiving on it gets `ECANCELED`.

@@ -38,13 +38,32 @@ public final class UDPSocket: LoopHandle {
     public func send(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress, _ completion: @escaping (UVError?) -> Void) {
         loop.preconditionOnLoopThread("UDPSocket.send")
         let request = Request<uv_udp_send_t>(completion)
-        var buffer = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
-        let status = address.withSockaddr { sockaddr in
-            uv_udp_send(request.pointer, udp, &buffer, 1, sockaddr) { req, status in
-                Request<uv_udp_send_t>.complete(req, status: status, operation: "uv_udp_send")
-            }
+        let status = start(bytes, to: address, request: request.pointer) { req, status in
+            Request<uv_udp_send_t>.complete(req, status: status, operation: "uv_udp_send")
         }
         if status < 0 { request.fail(status, operation: "uv_udp_send to \(address)") }
+    }
+
+    /// Starts a send with a request the caller owns (a fiber keeps it on its stack while it
+    /// waits): `request.data` is the caller's. Returns uv_udp_send's status; on failure the
+    /// callback never runs.
+    package func start(
+        _ bytes: UnsafeRawBufferPointer, to address: SocketAddress,
+        request: UnsafeMutablePointer<uv_udp_send_t>, _ callback: uv_udp_send_cb
+    ) -> Int32 {
+        var buffer = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
+        return address.withSockaddr { uv_udp_send(request, udp, &buffer, 1, $0, callback) }
+    }
+
+    /// Sends one datagram now if the kernel takes it; returns false when it would block (or
+    /// earlier sends are still queued). Wraps uv_udp_try_send.
+    public func trySend(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress) throws(UVError) -> Bool {
+        loop.preconditionOnLoopThread("UDPSocket.trySend")
+        var buffer = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
+        let status = address.withSockaddr { uv_udp_try_send(udp, &buffer, 1, $0) }
+        if status == UV_EAGAIN.rawValue { return false }
+        try UVError.check(status, "uv_udp_try_send to \(address)")
+        return true
     }
 
     /// Sets where datagrams go (`buffer`, asked before each one) and who hears about them:
@@ -95,6 +114,12 @@ public final class UDPSocket: LoopHandle {
     public func setMembership(group: String, interface: String? = nil, join: Bool = true) throws(UVError) {
         let status = uv_udp_set_membership(udp, group, interface, join ? UV_JOIN_GROUP : UV_LEAVE_GROUP)
         try UVError.check(status, "uv_udp_set_membership \(group)")
+    }
+
+    /// Sends this socket's multicast datagrams out of the interface with address `interface`
+    /// (for example `127.0.0.1` to keep a feed on the host). Wraps uv_udp_set_multicast_interface.
+    public func setMulticastInterface(_ interface: String) throws(UVError) {
+        try UVError.check(uv_udp_set_multicast_interface(udp, interface), "uv_udp_set_multicast_interface \(interface)")
     }
 
     /// Sets whether multicast datagrams sent by this socket loop back to the host.

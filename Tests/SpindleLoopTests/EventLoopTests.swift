@@ -143,7 +143,7 @@ struct EventLoopTests {
     func wrongThread() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let loop = EventLoop()
-            try? LoopThread.run(name: "intruder") {
+            _ = try? LoopThread.run(name: "intruder") {
                 loop.schedule(after: .milliseconds(1)) {}
             }
         }

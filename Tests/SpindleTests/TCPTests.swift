@@ -178,6 +178,23 @@ struct TCPTests {
                         client.close()
                         _ = try? TCPConnection.connect(to: address)  // refused: the listener is gone
                     }
+                    // The same failures on Unix-domain sockets.
+                    let path = "/tmp/spindle-fdleak-\(getpid()).sock"
+                    let pipeListener = try PipeListener(path: path, replacingStale: true, loop: loop)
+                    _ = try? PipeListener(path: path, loop: loop)  // EADDRINUSE
+                    loop.spawn {
+                        let server = try pipeListener.accept()
+                        server.close()
+                        pipeListener.close()
+                    }
+                    loop.spawn {
+                        let client = try PipeConnection.connect(to: path)
+                        var buffer = [UInt8](repeating: 0, count: 8)
+                        _ = try? client.read(into: &buffer)
+                        client.close()
+                        _ = try? PipeConnection.connect(to: path)  // ENOENT: the listener removed its file
+                    }
+                    try loop.run()
                 }
                 try loop.run()
             }

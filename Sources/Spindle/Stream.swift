@@ -1,0 +1,188 @@
+import CLibUV
+import CSpindleSupport
+import Glibc
+import SpindleLoop
+
+/// A connected stream for fibers — TCP (``TCPConnection``) or Unix-domain
+/// (``PipeConnection``): straight-line reads and writes that park the calling fiber.
+///
+/// Reads go straight into the caller's buffer (libuv reads into it; nothing is copied). One
+/// fiber reads at a time; any fiber of the loop may write. Neither a read that parks nor a
+/// write allocates: what the kernel takes at once is written without parking, and the rest
+/// waits in a libuv request on the writing fiber's own stack.
+public class StreamConnection {
+    /// The underlying libuv stream.
+    public let stream: StreamSocket
+    private let pending = PendingRead<Int>()
+
+    init(stream: StreamSocket) {
+        self.stream = stream
+        stream.setReadHandlers(
+            buffer: { [unowned self] in self.pending.target },
+            onRead: { [unowned self] result in self.readFinished(result) })
+    }
+
+    /// Reads what is available (at least one byte, up to `buffer.count`) into `buffer`, parking
+    /// the fiber until data arrives. Returns 0 at end of stream. Throws the read error (a reset
+    /// peer: `ECONNRESET`; a connection closed meanwhile: `ECANCELED`), `CancellationError` or
+    /// ``FiberTimeoutError``.
+    public final func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard buffer.count > 0 else { return 0 }
+        return try pending.wait(
+            into: buffer, "read(into:)", closed: stream.isClosed,
+            start: { try stream.startReading() }, stop: { stream.stopReading() })
+    }
+
+    /// Reads into an array's storage; see ``read(into:)-(UnsafeMutableRawBufferPointer)``.
+    public final func read(into bytes: inout [UInt8]) throws -> Int {
+        try bytes.withUnsafeMutableBytes { try read(into: $0) }
+    }
+
+    /// Reads until `buffer` is full; returns fewer bytes only at end of stream.
+    public final func read(exactly buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        var filled = 0
+        while filled < buffer.count {
+            let count = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]))
+            if count == 0 { break }
+            filled += count
+        }
+        return filled
+    }
+
+    private func readFinished(_ result: Result<Int, UVError>) {
+        // Reading stays on after a read, so a fiber that reads again soon costs no epoll
+        // re-registration; data arriving meanwhile finds no buffer and pauses reading.
+        if case .failure = result { stream.stopReading() } else if case .success(0) = result { stream.stopReading() }
+        pending.finish(result)
+    }
+
+    /// Writes all of `bytes`, parking the fiber until the kernel has taken them. Throws the
+    /// write error (`EPIPE` after the peer closed, `ECANCELED` if the connection is closed
+    /// meanwhile). Not interrupted by cancellation or a timeout: libuv owns the bytes until the
+    /// write ends, so close the connection to end it early.
+    public final func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard bytes.count > 0 else { return }
+        let written = try stream.tryWrite(bytes)
+        if written == bytes.count { return }
+        let rest = UnsafeRawBufferPointer(rebasing: bytes[written...])
+        try Fiber.awaitRequest(uv_write_t(), "uv_write") { request in
+            stream.start(rest, request: request) { Fiber.requestFinished($0.map(UnsafeMutableRawPointer.init), $1) }
+        }
+    }
+
+    /// Writes all of `bytes`.
+    public final func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    /// Writes the UTF-8 of `text`.
+    public final func write(_ text: String) throws {
+        var text = text
+        try text.withUTF8 { try write(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Half-closes: the peer reads end of stream; this side can still read.
+    public final func shutdown() throws {
+        try Fiber.awaitCompletion(.write) { done in stream.shutdown(done) }
+    }
+
+    /// Closes the connection; a fiber reading it gets `ECANCELED`.
+    public final func close() { stream.close() }
+
+    /// Connects `socket` with `start` (libuv's connect for its kind), parking the running fiber;
+    /// closes the socket and throws if the connection fails.
+    static func connecting<Socket: StreamSocket>(
+        _ socket: Socket, _ start: (Socket, @escaping (UVError?) -> Void) -> Void
+    ) throws -> Socket {
+        do {
+            try Fiber.awaitCompletion(.connect) { done in start(socket, done) }
+        } catch {
+            socket.close()
+            throw error
+        }
+        return socket
+    }
+}
+
+extension Fiber {
+    /// The outcome of a libuv request that a fiber waits for, next to the request on the
+    /// fiber's stack.
+    struct RequestWaiter {
+        var fiber: UnsafeMutablePointer<spindle_fiber_t>
+        var status: Int32 = 0
+    }
+
+    /// Runs a libuv request whose memory is on the running fiber's stack (so nothing is
+    /// allocated) and parks until it completes; throws its error. `start` issues it with the
+    /// request, passing ``requestFinished(_:_:)`` as the callback, and returns libuv's status.
+    /// Not cancellable: the request and its bytes must stay put until libuv is done.
+    static func awaitRequest<Request>(
+        _ empty: Request, _ operation: @autoclosure () -> String, start: (UnsafeMutablePointer<Request>) -> Int32
+    ) throws {
+        let me = runningFiber("a blocking I/O call")
+        var request = empty
+        var waiter = RequestWaiter(fiber: me)
+        let status = withUnsafeMutablePointer(to: &waiter) { waiter in
+            withUnsafeMutablePointer(to: &request) { request in
+                UnsafeMutableRawPointer(request).assumingMemoryBound(to: uv_req_t.self).pointee.data =
+                    UnsafeMutableRawPointer(waiter)
+                let started = start(request)
+                if started < 0 { return started }
+                _ = park(me, .write, detail: 0, cancellable: false)
+                return waiter.pointee.status
+            }
+        }
+        if status < 0 { throw UVError(code: status, operation: operation()) }
+    }
+
+    /// The callback of a request started by ``awaitRequest(_:_:start:)``: records the status
+    /// and wakes the fiber.
+    @inline(__always)
+    static func requestFinished(_ request: UnsafeMutableRawPointer?, _ status: Int32) {
+        let waiter = request.unsafelyUnwrapped.assumingMemoryBound(to: uv_req_t.self).pointee.data.unsafelyUnwrapped
+            .assumingMemoryBound(to: RequestWaiter.self)
+        waiter.pointee.status = status
+        FiberRef(waiter.pointee.fiber).wake(.ready)
+    }
+}
+
+/// The connections that arrived at a listening stream and the fibers waiting for them.
+final class AcceptQueue {
+    @exclusivity(unchecked) private var pending = 0
+    @exclusivity(unchecked) private var listenError: UVError?
+    @exclusivity(unchecked) private var waiters = WaitList()
+
+    /// Waits for a connection and returns what `take` makes of it. Throws the listen error,
+    /// `ECANCELED` once `closed()` is true, `CancellationError`, ``FiberTimeoutError``.
+    func accept<Connection>(
+        _ what: StaticString, closed: () -> Bool, take: () throws -> Connection
+    ) throws -> Connection {
+        let me = Fiber.runningFiber(what)
+        while true {
+            try Fiber.checkInterruption(me)
+            if let listenError { throw listenError }
+            if closed() { throw UVError(code: -ECANCELED, operation: "accept on a closed listener") }
+            if pending > 0 {
+                pending -= 1
+                return try take()
+            }
+            waiters.append(me)
+            let reason = Fiber.park(me, .accept, detail: 0, cancellable: true)
+            if reason == .cancelled || reason == .timedOut {
+                waiters.remove(me)
+                try Fiber.throwIfInterrupted(reason)
+            }
+        }
+    }
+
+    /// The listening socket's connection callback.
+    func arrived(_ error: UVError?) {
+        if let error { listenError = error } else { pending += 1 }
+        if let waiter = waiters.popFirst() { FiberRef(waiter).wake(.ready) }
+    }
+
+    /// The listener closed: every waiting fiber wakes (and throws `ECANCELED`).
+    func wakeAll() {
+        while let waiter = waiters.popFirst() { FiberRef(waiter).wake(.closed) }
+    }
+}

@@ -1,0 +1,158 @@
+import CLibUV
+import Glibc
+import Spindle
+import SpindleLoop
+import Testing
+
+/// A fresh socket path in the temporary directory (short: `sun_path` holds 107 bytes).
+func temporarySocketPath(_ tag: String) -> String {
+    "/tmp/spindle-\(getpid())-\(tag)-\(UInt32.random(in: 0...UInt32.max)).sock"
+}
+
+/// A message whose bytes depend on their position and `seed`, so a lost, reordered or
+/// duplicated chunk shows.
+func patterned(_ count: Int, seed: Int) -> [UInt8] {
+    (0..<count).map { UInt8(truncatingIfNeeded: ($0 &* 31) &+ seed &+ ($0 >> 8)) }
+}
+
+@Suite("Unix-domain sockets on fibers")
+struct PipeTests {
+    @Test("a Unix-domain echo of 4 MiB (writes that must queue) comes back byte for byte, and close removes the file")
+    func echoLarge() throws {
+        let path = temporarySocketPath("echo")
+        let (echoed, peer, fileGone) = try withLoop { loop -> (Bool, String, Bool) in
+            let listener = try PipeListener(path: path, loop: loop)
+            loop.spawn(name: "server") {
+                let connection = try listener.accept()
+                var buffer = [UInt8](repeating: 0, count: 65_536)
+                while true {
+                    let n = try connection.read(into: &buffer)
+                    if n == 0 { break }
+                    try buffer.withUnsafeBytes { try connection.write(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+                }
+                connection.close()
+                listener.close()
+            }
+            let client = loop.spawn(name: "client") { () -> (Bool, String) in
+                let connection = try PipeConnection.connect(to: path)
+                let message = patterned(4 << 20, seed: 7)
+                // The writer and the reader are separate fibers: a 4 MiB write cannot finish
+                // before someone reads the echo.
+                let writer = Fiber.spawn {
+                    try connection.write(message)
+                    try connection.shutdown()
+                }
+                var received = [UInt8](repeating: 0, count: message.count + 1)
+                let count = try received.withUnsafeMutableBytes { try connection.read(exactly: $0) }
+                try writer.join()
+                let peer = try connection.peerPath
+                connection.close()
+                return (count == message.count && received[..<count].elementsEqual(message), peer)
+            }
+            try loop.run()
+            let (echoed, peer) = try client.join()
+            return (echoed, peer, access(path, F_OK) != 0)
+        }
+        #expect(echoed)
+        #expect(peer == path)
+        #expect(fileGone)
+    }
+
+    @Test("connecting to a missing socket says ENOENT; a path over 107 bytes says EINVAL and why")
+    func connectErrors() throws {
+        let (missing, tooLong) = try withLoop { loop -> (String, String) in
+            let attempt = loop.spawn { () -> (String, String) in
+                var missing = "connected", tooLong = "connected"
+                do { _ = try PipeConnection.connect(to: temporarySocketPath("missing")) } catch { missing = "\(error)" }
+                do {
+                    _ = try PipeConnection.connect(to: "/tmp/" + String(repeating: "x", count: 120))
+                } catch { tooLong = "\(error)" }
+                return (missing, tooLong)
+            }
+            try loop.run()
+            return try attempt.join()
+        }
+        #expect(missing == "uv_pipe_connect: ENOENT: no such file or directory")
+        #expect(tooLong.hasPrefix("uv_pipe_connect: a socket path must be 1 to 107 bytes (got 125): EINVAL"))
+    }
+
+    @Test("binding over an existing socket file says EADDRINUSE unless replacingStale; a regular file is never removed")
+    func staleSocket() throws {
+        let path = temporarySocketPath("stale")
+        let regular = temporarySocketPath("regular")
+        defer { unlink(path); unlink(regular) }
+        Glibc.close(open(regular, O_CREAT | O_WRONLY, 0o600))
+        try withLoop { loop in
+            // A crashed server leaves its socket file behind (a closed PipeSocket would remove
+            // it): bind a raw socket and close it without unlinking.
+            let raw = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { _ = strcpy($0.baseAddress!.assumingMemoryBound(to: CChar.self), path) }
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            #expect(bound == 0)
+            Glibc.close(raw)
+            #expect(access(path, F_OK) == 0)
+            #expect { _ = try PipeListener(path: path, loop: loop) } throws: { ($0 as? UVError)?.name == "EADDRINUSE" }
+            let listener = try PipeListener(path: path, replacingStale: true, loop: loop)
+            #expect { _ = try PipeListener(path: regular, replacingStale: true, loop: loop) } throws: {
+                "\($0)".contains("exists and is not a socket")
+            }
+            #expect(access(regular, F_OK) == 0)
+            listener.close()
+            try loop.run()
+        }
+        #expect(access(path, F_OK) != 0)
+    }
+
+    @Test("a socketpair end adopted as a PipeConnection reads and writes; a reader of a closed pair end sees end of stream")
+    func socketpairAdopted() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        let (reply, eof) = try withLoop { loop -> (String, Int) in
+            let task = loop.spawn { () -> (String, Int) in
+                let a = try PipeConnection(adopting: fds[0])
+                let b = try PipeConnection(adopting: fds[1])
+                try a.write("ping")
+                var buffer = [UInt8](repeating: 0, count: 16)
+                let n = try b.read(into: &buffer)
+                a.close()
+                let eof = try b.read(into: &buffer)
+                b.close()
+                return (String(decoding: buffer[..<n], as: UTF8.self), eof)
+            }
+            try loop.run()
+            return try task.join()
+        }
+        #expect(reply == "ping")
+        #expect(eof == 0)
+    }
+
+    @Test("closing a stream while a fiber's write is queued throws ECANCELED in the writer")
+    func closeDuringQueuedWrite() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        defer { Glibc.close(fds[1]) }
+        let outcome = try withLoop { loop -> String in
+            let task = loop.spawn { () -> String in
+                let connection = try PipeConnection(adopting: fds[0])
+                // Nobody reads the other end: 8 MiB cannot all go into the socket buffer.
+                Fiber.spawn {
+                    try Fiber.sleep(for: .milliseconds(5))
+                    connection.close()
+                }
+                do {
+                    try connection.write(patterned(8 << 20, seed: 1))
+                    return "written"
+                } catch let error as UVError {
+                    return error.name
+                }
+            }
+            try loop.run()
+            return try task.join()
+        }
+        #expect(outcome == "ECANCELED")
+    }
+}
