@@ -29,8 +29,8 @@ public final class Channel<Element> {
     @exclusivity(unchecked) @usableFromInline var ring: [Element?]
     @exclusivity(unchecked) @usableFromInline var head = 0
     @exclusivity(unchecked) @usableFromInline var buffered = 0
-    @exclusivity(unchecked) @usableFromInline var receivers = WaitList()
-    @exclusivity(unchecked) @usableFromInline var senders = WaitList()
+    @exclusivity(unchecked) @usableFromInline var receivers = WaiterQueue()
+    @exclusivity(unchecked) @usableFromInline var senders = WaiterQueue()
     @exclusivity(unchecked) @usableFromInline var owner: UnsafeMutablePointer<spindle_sched_t>?
     /// Whether ``close()`` has been called.
     @exclusivity(unchecked) public internal(set) var isClosed = false
@@ -56,19 +56,27 @@ public final class Channel<Element> {
     public func send(_ value: Element) throws {
         let me = enter("Channel.send")
         try Fiber.checkInterruption(me)
+        var slot: Element? = value
+        if try pollSend(&slot) { return }
+        if try wait(me, with: &slot, asSender: true) == .closed { throw ChannelClosedError() }
+    }
+
+    /// Delivers `value` now if a receiver waits or the buffer has room (taking it out of
+    /// `value`); false if the sender would have to wait. Throws ``ChannelClosedError`` when closed.
+    @inlinable @inline(__always)
+    func pollSend(_ value: inout Element?) throws -> Bool {
         if isClosed { throw ChannelClosedError() }
         if let receiver = receivers.popFirst() {
-            Self.slot(of: receiver).pointee = value
-            FiberRef(receiver).wake(.ready)
-            return
+            Self.slot(of: receiver).pointee = value.take()
+            FiberRef(receiver.pointee.fiber).wake(.ready)
+            return true
         }
         if buffered < capacity {
-            ring[(head + buffered) % capacity] = value
+            ring[(head + buffered) % capacity] = value.take()
             buffered += 1
-            return
+            return true
         }
-        var slot: Element? = value
-        if try wait(me, with: &slot, asSender: true) == .closed { throw ChannelClosedError() }
+        return false
     }
 
     // MARK: Receiving
@@ -82,25 +90,8 @@ public final class Channel<Element> {
     public func receive() throws -> Element? {
         let me = enter("Channel.receive")
         try Fiber.checkInterruption(me)
-        if buffered > 0 {
-            let value = ring[head].take()
-            head = (head + 1) % capacity
-            buffered -= 1
-            // A waiting sender's value takes the freed place, in order.
-            if let sender = senders.popFirst() {
-                ring[(head + buffered) % capacity] = Self.slot(of: sender).pointee.take()
-                buffered += 1
-                FiberRef(sender).wake(.ready)
-            }
-            return value
-        }
-        if let sender = senders.popFirst() {
-            let value = Self.slot(of: sender).pointee.take()
-            FiberRef(sender).wake(.ready)
-            return value
-        }
-        if isClosed { return nil }
         var slot: Element? = nil
+        if pollReceive(into: &slot) { return slot }
         return try wait(me, with: &slot, asSender: false) == .closed ? nil : slot
     }
 
@@ -108,8 +99,33 @@ public final class Channel<Element> {
     @inlinable
     public func tryReceive() -> Element? {
         _ = enter("Channel.tryReceive")
-        guard buffered > 0 || !senders.isEmpty else { return nil }
-        return try? receive()
+        var slot: Element? = nil
+        return pollReceive(into: &slot) ? slot : nil
+    }
+
+    /// Takes a buffered value or a waiting sender's into `value` and returns true; at the end
+    /// of a closed, drained channel leaves `value` nil and returns true; false if the receiver
+    /// would have to wait.
+    @inlinable @inline(__always)
+    func pollReceive(into value: inout Element?) -> Bool {
+        if buffered > 0 {
+            value = ring[head].take()
+            head = (head + 1) % capacity
+            buffered -= 1
+            // A waiting sender's value takes the freed place, in order.
+            if let sender = senders.popFirst() {
+                ring[(head + buffered) % capacity] = Self.slot(of: sender).pointee.take()
+                buffered += 1
+                FiberRef(sender.pointee.fiber).wake(.ready)
+            }
+            return true
+        }
+        if let sender = senders.popFirst() {
+            value = Self.slot(of: sender).pointee.take()
+            FiberRef(sender.pointee.fiber).wake(.ready)
+            return true
+        }
+        return isClosed
     }
 
     // MARK: Closing
@@ -120,8 +136,8 @@ public final class Channel<Element> {
         if let owner { Scheduler.of(owner).loop.preconditionOnLoopThread("Channel.close") }
         if isClosed { return }
         isClosed = true
-        while let receiver = receivers.popFirst() { FiberRef(receiver).wake(.closed) }
-        while let sender = senders.popFirst() { FiberRef(sender).wake(.closed) }
+        while let receiver = receivers.popFirst() { FiberRef(receiver.pointee.fiber).wake(.closed) }
+        while let sender = senders.popFirst() { FiberRef(sender.pointee.fiber).wake(.closed) }
     }
 
     // MARK: Internals
@@ -134,15 +150,27 @@ public final class Channel<Element> {
         _ me: UnsafeMutablePointer<spindle_fiber_t>, with slot: inout Element?, asSender: Bool
     ) throws -> Fiber.WakeReason {
         let reason = withUnsafeMutablePointer(to: &slot) { slot in
-            me.pointee.park_object = UnsafeMutableRawPointer(slot)
-            if asSender { senders.append(me) } else { receivers.append(me) }
-            return Fiber.park(me, asSender ? .channelSend : .channelReceive, detail: 0, cancellable: true)
+            var node = ChannelWaiter(fiber: me, slot: UnsafeMutableRawPointer(slot))
+            return withUnsafeMutablePointer(to: &node) { node in
+                enqueue(node, asSender: asSender)
+                me.pointee.park_object = Unmanaged.passUnretained(self).toOpaque()
+                let reason = Fiber.park(me, asSender ? .channelSend : .channelReceive, detail: 0, cancellable: true)
+                if reason == .cancelled || reason == .timedOut { dequeue(node, asSender: asSender) }
+                return reason
+            }
         }
-        if reason == .cancelled || reason == .timedOut {
-            if asSender { senders.remove(me) } else { receivers.remove(me) }
-            try Fiber.throwIfInterrupted(reason)
-        }
+        try Fiber.throwIfInterrupted(reason)
         return reason
+    }
+
+    @inlinable @inline(__always)
+    func enqueue(_ node: UnsafeMutablePointer<ChannelWaiter>, asSender: Bool) {
+        if asSender { senders.append(node) } else { receivers.append(node) }
+    }
+
+    @inlinable @inline(__always)
+    func dequeue(_ node: UnsafeMutablePointer<ChannelWaiter>, asSender: Bool) {
+        if asSender { senders.remove(node) } else { receivers.remove(node) }
     }
 
     /// The running fiber, after checking it belongs to this channel's loop.
@@ -163,12 +191,12 @@ public final class Channel<Element> {
 
     /// Where a waiting fiber keeps the value it sends or receives (on its own stack).
     @inlinable @inline(__always)
-    static func slot(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> UnsafeMutablePointer<Element?> {
-        fiber.pointee.park_object.unsafelyUnwrapped.assumingMemoryBound(to: Element?.self)
+    static func slot(of waiter: UnsafeMutablePointer<ChannelWaiter>) -> UnsafeMutablePointer<Element?> {
+        waiter.pointee.slot.assumingMemoryBound(to: Element?.self)
     }
 
     deinit {
-        if !receivers.isEmpty || !senders.isEmpty {
+        if receivers.hasLiveWaiter || senders.hasLiveWaiter {
             spindleWarning("a Channel was released with fibers still waiting on it; they stay parked")
         }
     }

@@ -1,0 +1,202 @@
+import CSpindleSupport
+import SpindleLoop
+
+/// One channel operation offered to ``Fiber/select(_:timeout:)``: made by
+/// ``Channel/onReceive(_:)`` or ``Channel/onSend(_:_:)``.
+public struct SelectCase {
+    @usableFromInline let operation: SelectOperation
+
+    @usableFromInline init(_ operation: SelectOperation) { self.operation = operation }
+}
+
+extension Channel {
+    /// A select case that receives from this channel; `handler` gets the value, or `nil` when
+    /// the channel is closed and drained (a closed channel is always ready, as in Go).
+    public func onReceive(_ handler: @escaping (Element?) throws -> Void) -> SelectCase {
+        SelectCase(ReceiveOperation(self, handler))
+    }
+
+    /// A select case that sends `value` on this channel; `handler` runs once it is taken. If
+    /// this case is chosen on a closed channel, the select throws ``ChannelClosedError``.
+    public func onSend(_ value: Element, _ handler: @escaping () throws -> Void = {}) -> SelectCase {
+        SelectCase(SendOperation(self, value, handler))
+    }
+}
+
+extension Fiber {
+    /// Waits until one of `cases` can proceed, performs it, runs its handler and returns its
+    /// index; returns `nil` if `timeout` passes first (a zero timeout never waits: it is Go's
+    /// `default` case).
+    ///
+    /// - Fair: when several cases are ready, each is equally likely to be chosen (they are
+    ///   tried in a fresh random order every time), so no channel starves another.
+    /// - Exactly one case happens: a value is taken from (or given to) one channel only; the
+    ///   others are left as they were.
+    /// - Cancellable: a cancelled fiber throws `CancellationError`; an enclosing
+    ///   ``withTimeout(_:_:)`` that expires throws ``FiberTimeoutError``.
+    /// - Cost: the waiting nodes live on the fiber's stack, but each case is a small object
+    ///   with its handler, so a select allocates a few objects; plain ``Channel/send(_:)`` and
+    ///   ``Channel/receive()`` allocate nothing.
+    ///
+    /// ```swift
+    /// try Fiber.select(
+    ///     quotes.onReceive { quote in book.apply(quote) },
+    ///     orders.onSend(order) { sent += 1 },
+    ///     timeout: .milliseconds(5))
+    /// ```
+    @discardableResult
+    public static func select(_ cases: SelectCase..., timeout: Duration? = nil) throws -> Int? {
+        try select(cases, timeout: timeout)
+    }
+
+    /// ``select(_:timeout:)`` over an array of cases.
+    @discardableResult
+    public static func select(_ cases: [SelectCase], timeout: Duration? = nil) throws -> Int? {
+        let me = runningFiber("Fiber.select")
+        try checkInterruption(me)
+        precondition(!cases.isEmpty || timeout != nil, "Fiber.select with no cases and no timeout would wait forever")
+        for selectCase in cases { selectCase.operation.enter() }
+        let count = cases.count
+        return try withUnsafeTemporaryAllocation(of: Int.self, capacity: max(count, 1)) { order in
+            // A fresh random order each time: Fisher-Yates with the scheduler's generator.
+            let scheduler = Scheduler.of(me.pointee.sched)
+            for index in 0..<count {
+                let other = Int(scheduler.random.next(upperBound: UInt64(index + 1)))
+                order[index] = order[other]
+                order[other] = index
+            }
+            for index in order.prefix(count) where try cases[index].operation.poll() { return index }
+            if let timeout, timeout <= .zero { return nil }
+            return try wait(me, cases, order: UnsafeBufferPointer(rebasing: order.prefix(count)), timeout: timeout)
+        }
+    }
+
+    /// Parks `me` on every case's channel until one case is picked (by a counterpart or a
+    /// `close`), the timeout passes (nil), or the wait is interrupted (thrown).
+    private static func wait(
+        _ me: UnsafeMutablePointer<spindle_fiber_t>, _ cases: [SelectCase], order: UnsafeBufferPointer<Int>,
+        timeout: Duration?
+    ) throws -> Int? {
+        var selection = -1
+        let reason: WakeReason? = try withUnsafeMutablePointer(to: &selection) { selection in
+            try withUnsafeTemporaryAllocation(of: ChannelWaiter.self, capacity: cases.count) { nodes in
+                for index in order {
+                    let node = nodes.baseAddress! + index
+                    node.initialize(to: ChannelWaiter(fiber: me, slot: cases[index].operation.slotAddress, selection: selection, caseIndex: index))
+                    cases[index].operation.enqueue(node)
+                }
+                defer {
+                    for index in order { cases[index].operation.dequeue(nodes.baseAddress! + index) }
+                    _ = nodes.deinitialize()
+                }
+                func parkOnce() throws -> WakeReason {
+                    let reason = park(me, .select, detail: UInt64(cases.count), cancellable: true)
+                    try throwIfInterrupted(reason)
+                    return reason
+                }
+                guard let timeout else { return try parkOnce() }
+                do {
+                    return try withTimeout(timeout) { try parkOnce() }
+                } catch is FiberTimeoutError where me.pointee.deadline_passed == 0 {
+                    return nil  // this select's own timeout, not an enclosing one
+                }
+            }
+        }
+        guard let reason else { return nil }
+        let winner = selection
+        precondition(winner >= 0, "Fiber.select woke with no case chosen")
+        try cases[winner].operation.complete(closed: reason == .closed)
+        return winner
+    }
+}
+
+/// The type-erased half of a select case: what the select needs of its channel operation.
+@usableFromInline
+class SelectOperation {
+    /// Checks the channel belongs to the running fiber's loop.
+    func enter() { fatalError("abstract") }
+    /// Performs the operation now if it can (running the handler); false if it would wait.
+    func poll() throws -> Bool { fatalError("abstract") }
+    /// Where the waiting value lives while the case waits.
+    var slotAddress: UnsafeMutableRawPointer { fatalError("abstract") }
+    func enqueue(_ node: UnsafeMutablePointer<ChannelWaiter>) { fatalError("abstract") }
+    func dequeue(_ node: UnsafeMutablePointer<ChannelWaiter>) { fatalError("abstract") }
+    /// The case was chosen while the fiber waited: finish it and run the handler.
+    func complete(closed: Bool) throws { fatalError("abstract") }
+}
+
+final class ReceiveOperation<Element>: SelectOperation {
+    let channel: Channel<Element>
+    let handler: (Element?) throws -> Void
+    var slot = UnsafeMutablePointer<Element?>.allocate(capacity: 1)
+
+    init(_ channel: Channel<Element>, _ handler: @escaping (Element?) throws -> Void) {
+        self.channel = channel
+        self.handler = handler
+        slot.initialize(to: nil)
+    }
+
+    override func enter() { _ = channel.enter("Fiber.select (receive case)") }
+    override func poll() throws -> Bool {
+        guard channel.pollReceive(into: &slot.pointee) else { return false }
+        try handler(slot.pointee.take())
+        return true
+    }
+    override var slotAddress: UnsafeMutableRawPointer { UnsafeMutableRawPointer(slot) }
+    override func enqueue(_ node: UnsafeMutablePointer<ChannelWaiter>) { channel.enqueue(node, asSender: false) }
+    override func dequeue(_ node: UnsafeMutablePointer<ChannelWaiter>) { channel.dequeue(node, asSender: false) }
+    override func complete(closed: Bool) throws { try handler(closed ? nil : slot.pointee.take()) }
+
+    deinit {
+        slot.deinitialize(count: 1)
+        slot.deallocate()
+    }
+}
+
+final class SendOperation<Element>: SelectOperation {
+    let channel: Channel<Element>
+    let handler: () throws -> Void
+    var slot = UnsafeMutablePointer<Element?>.allocate(capacity: 1)
+
+    init(_ channel: Channel<Element>, _ value: Element, _ handler: @escaping () throws -> Void) {
+        self.channel = channel
+        self.handler = handler
+        slot.initialize(to: value)
+    }
+
+    override func enter() { _ = channel.enter("Fiber.select (send case)") }
+    override func poll() throws -> Bool {
+        guard try channel.pollSend(&slot.pointee) else { return false }
+        try handler()
+        return true
+    }
+    override var slotAddress: UnsafeMutableRawPointer { UnsafeMutableRawPointer(slot) }
+    override func enqueue(_ node: UnsafeMutablePointer<ChannelWaiter>) { channel.enqueue(node, asSender: true) }
+    override func dequeue(_ node: UnsafeMutablePointer<ChannelWaiter>) { channel.dequeue(node, asSender: true) }
+    override func complete(closed: Bool) throws {
+        if closed { throw ChannelClosedError() }
+        try handler()
+    }
+
+    deinit {
+        slot.deinitialize(count: 1)
+        slot.deallocate()
+    }
+}
+
+/// xorshift64*: a few instructions per draw, good enough to shuffle select cases.
+struct FastRandom: RandomNumberGenerator {
+    private var state: UInt64
+
+    init() {
+        var system = SystemRandomNumberGenerator()
+        state = system.next() | 1
+    }
+
+    mutating func next() -> UInt64 {
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return state &* 0x2545_F491_4F6C_DD1D
+    }
+}
