@@ -57,7 +57,7 @@ test: deps-test
 	$(SWIFT) test --skip-build
 
 bench: deps-bench
-	cd Benchmarks && $(SWIFT) build -c release --product spindle-bench && $(SWIFT) build -c release --product spindle-bench-allocs
+	cd Benchmarks && $(SWIFT) build -c release
 	Benchmarks/.build/release/spindle-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
 
 # The XCTest half of `swift test` is skipped: it runs no test here and LeakSanitizer reports

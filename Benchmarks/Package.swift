@@ -9,11 +9,14 @@ let package = Package(
     products: [
         .executable(name: "spindle-bench", targets: ["spindle-bench"]),
         .executable(name: "spindle-bench-allocs", targets: ["spindle-bench-allocs"]),
+        .executable(name: "spindle-echo-c", targets: ["spindle-echo-c"]),
+        .executable(name: "spindle-echo-load", targets: ["spindle-echo-load"]),
     ],
     dependencies: [
         .package(name: "Spindle", path: ".."),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // C floors and pitfalls: raw fcontext, ucontext, thread handoff.
@@ -21,11 +24,22 @@ let package = Package(
             name: "CBenchKernels",
             linkerSettings: [.linkedLibrary("boost_context")]
         ),
+        // The `echo` workload's baseline server and its load generator: C on libuv, each run
+        // as a process of its own.
+        .executableTarget(
+            name: "spindle-echo-c",
+            linkerSettings: [.linkedLibrary("uv")]
+        ),
+        .executableTarget(
+            name: "spindle-echo-load",
+            linkerSettings: [.linkedLibrary("uv")]
+        ),
         // Workloads and report formats, shared by the two executables.
         .target(
             name: "BenchKit",
             dependencies: [
                 "CBenchKernels",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Spindle", package: "Spindle"),
                 .product(name: "SpindleLoop", package: "Spindle"),
             ]

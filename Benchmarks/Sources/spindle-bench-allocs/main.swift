@@ -1,7 +1,9 @@
 // spindle-bench-allocs WORKLOAD VARIANT EXECUTOR SIZE
+// spindle-bench-allocs serve-echo EXECUTOR
 //
 // Counts the malloc calls of one warm run of a workload with ordo-one's malloc interposer and
-// prints "<mallocs for SIZE> <mallocs for 2*SIZE>". spindle-bench runs it as a child process so
+// prints "<mallocs for SIZE> <mallocs for 2*SIZE>"; or runs an echo server (as
+// `spindle-bench serve-echo` does) and prints "mallocs <count>" after it stops. spindle-bench runs it as a child process so
 // that its own timed runs use plain malloc. On Linux the interposer must come before libc in
 // symbol lookup; when it does not, this re-executes itself with LD_PRELOAD.
 import BenchKit
@@ -27,8 +29,10 @@ func mallocs(_ body: () throws -> Void) rethrows -> Int64 {
 }
 
 let arguments = CommandLine.arguments
-guard arguments.count == 5, let size = UInt64(arguments[4]) else {
-    FileHandle.standardError.write("usage: spindle-bench-allocs WORKLOAD VARIANT EXECUTOR SIZE\n".data(using: .utf8)!)
+let servesEcho = arguments.count == 3 && arguments[1] == "serve-echo"
+guard servesEcho || arguments.count == 5, servesEcho || UInt64(arguments[4]) != nil else {
+    FileHandle.standardError.write(
+        "usage: spindle-bench-allocs WORKLOAD VARIANT EXECUTOR SIZE | serve-echo EXECUTOR\n".data(using: .utf8)!)
     exit(2)
 }
 if !countingWorks() {
@@ -44,6 +48,17 @@ if !countingWorks() {
     FileHandle.standardError.write("malloc interposer is not active; cannot count allocations\n".data(using: .utf8)!)
     exit(3)
 }
+if servesEcho {
+    do {
+        let count = try mallocs { try EchoWorkload.serve(arguments[2], port: 0) }
+        print("mallocs \(count)")
+        exit(0)
+    } catch {
+        FileHandle.standardError.write("\(error)\n".data(using: .utf8)!)
+        exit(1)
+    }
+}
+let size = UInt64(arguments[4])!
 let loop = EventLoop()
 let state = FanoutWorkload.State(loop: loop)
 do {

@@ -39,6 +39,7 @@ struct Run: ParsableCommand {
             case SwitchWorkload.name: results += try runSwitch(loop: loop, only: only)
             case FanoutWorkload.name: results += try runFanout(loop: loop, only: only)
             case ChannelWorkload.name: results += try runChannel(loop: loop, only: only)
+            case EchoWorkload.name: results += try runEcho(only: only)
             default: throw BenchError.unknownWorkload(workload)
             }
         }
@@ -186,6 +187,72 @@ struct Run: ParsableCommand {
                     workload: "channel", variant: variant, executor: executor, metric: "time", unit: "ns",
                     median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp,
                     note: "per message, one producer and one consumer fiber"))
+            }
+        }
+        return rows
+    }
+
+    // MARK: echo
+
+    func runEcho(only: Set<String>?) throws -> [BenchResult] {
+        var rows: [BenchResult] = []
+        let tools = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        // Each trial is a server process and a load-generator process for 0.3 s of warm-up and
+        // 1 s of measurement, so fewer trials than the in-process workloads.
+        let echoTrials = max(1, min(trials, 3))
+        let (warmupMs, durationMs) = (300, 1_000)
+        for variant in EchoWorkload.variants {
+            let executors = EchoWorkload.executors.filter { only?.contains($0) ?? true }
+            var throughput: [String: [Double]] = [:]
+            var serverCPU: [String: [Double]] = [:]
+            var percentiles: [String: [Double: [Double]]] = [:]
+            for trial in 0..<echoTrials {
+                for executor in executors {
+                    progress("echo \(variant): trial \(trial + 1)/\(echoTrials), \(executor)")
+                    let outcome = try EchoWorkload.run(
+                        executor, variant: variant, warmupMs: warmupMs, durationMs: durationMs, tools: tools)
+                    throughput[executor, default: []].append(outcome.requestsPerSecond)
+                    serverCPU[executor, default: []].append(outcome.serverCPUPerRequest * 1e9)
+                    for percentile in [50.0, 99.0, 99.9] {
+                        percentiles[executor, default: [:]][percentile, default: []]
+                            .append(Double(outcome.latency.valueAtPercentile(percentile)) / 1e3)
+                    }
+                }
+            }
+            // Steady-state allocations per round trip of the Swift servers: two runs of different
+            // length through the malloc interposer, so what is made per connection cancels out.
+            var allocations: [String: Double] = [:]
+            for executor in executors where executor != EchoWorkload.baseline {
+                progress("echo \(variant): \(executor) allocations (two counted runs)")
+                let short = try EchoWorkload.run(
+                    executor, variant: variant, warmupMs: warmupMs, durationMs: 200, tools: tools, countingAllocations: true)
+                let long = try EchoWorkload.run(
+                    executor, variant: variant, warmupMs: warmupMs, durationMs: 700, tools: tools, countingAllocations: true)
+                if let a = short.serverMallocs, let b = long.serverMallocs, long.rounds > short.rounds {
+                    allocations[executor] = Double(b - a) / Double(long.rounds - short.rounds)
+                }
+            }
+            for executor in executors {
+                let note = "\(EchoWorkload.messageSize)-byte ping-pong, C load generator in its own process, "
+                    + "\(durationMs) ms after \(warmupMs) ms warm-up per trial; every byte checked"
+                let stats = Stats(throughput[executor]!)
+                rows.append(BenchResult(
+                    workload: "echo", variant: variant, executor: executor, metric: "requests/s", unit: "req/s",
+                    median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
+                    per_op: allocations[executor].map { ["allocs": $0] }, note: note))
+                let cpu = Stats(serverCPU[executor]!)
+                rows.append(BenchResult(
+                    workload: "echo", variant: variant, executor: executor, metric: "server-cpu", unit: "ns",
+                    median: cpu.median, min: cpu.min, max: cpu.max, trials: cpu.count,
+                    note: "the server process's user + system CPU time per round trip (rusage), warm-up included"))
+                for percentile in [50.0, 99.0, 99.9] {
+                    let stats = Stats(percentiles[executor]![percentile]!)
+                    rows.append(BenchResult(
+                        workload: "echo", variant: variant, executor: executor,
+                        metric: percentile == 99.9 ? "p99.9" : "p\(Int(percentile))", unit: "µs",
+                        median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
+                        note: "latency (HdrHistogram); median of the trials' percentiles"))
+                }
             }
         }
         return rows

@@ -9,13 +9,14 @@ struct SpindleBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spindle-bench",
         abstract: "Measures what a context switch, a yield and a coroutine design cost on one libuv loop.",
-        subcommands: [List.self, Run.self, Count.self],
+        subcommands: [List.self, Run.self, Count.self, ServeEcho.self],
         defaultSubcommand: Run.self)
 
     static let workloads: [(name: String, variants: [String], executors: [String], baseline: String)] = [
         (SwitchWorkload.name, SwitchWorkload.variants, SwitchWorkload.executors(""), SwitchWorkload.baseline),
         (FanoutWorkload.name, FanoutWorkload.variants, FanoutWorkload.executors, "c-fcontext"),
         (ChannelWorkload.name, ChannelWorkload.variants, ChannelWorkload.executors, ""),
+        (EchoWorkload.name, EchoWorkload.variants, EchoWorkload.executors, EchoWorkload.baseline),
     ]
 }
 
@@ -31,6 +32,16 @@ struct List: ParsableCommand {
         }
         print("instruction counts: \(Instructions.available ? "valgrind found" : "valgrind not installed (apt-get install -y valgrind)")")
     }
+}
+
+/// Runs one executor's echo server until SIGINT/SIGTERM. Hidden: the `echo` workload starts it
+/// as a process of its own.
+struct ServeEcho: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve-echo", shouldDisplay: false)
+    @Option var executor: String
+    @Option var port: Int = 0
+
+    func run() throws { try EchoWorkload.serve(executor, port: port) }
 }
 
 /// Runs one kernel once, for callgrind to count. Hidden: `run` calls it.

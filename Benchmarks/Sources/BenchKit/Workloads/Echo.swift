@@ -1,0 +1,211 @@
+import Foundation
+import Histogram
+import Spindle
+import SpindleLoop
+
+/// `echo`: a TCP echo server on loopback, driven by `spindle-echo-load` (C, a separate
+/// process) over 64 or 1,000 connections playing ping-pong with 64-byte messages, every byte
+/// checked. Requests per second and latency percentiles (HdrHistogram). The baseline,
+/// `c-libuv`, is `spindle-echo-c`: the same server written directly on libuv in C.
+package enum EchoWorkload {
+    package static let name = "echo"
+    package static let variants = ["64-conn", "1000-conn"]
+    package static let executors = ["c-libuv", "fibers"]
+    package static let baseline = "c-libuv"
+    package static let messageSize = 64
+
+    package static func connections(_ variant: String) throws -> Int {
+        guard let count = Int(variant.prefix { $0.isNumber }), variant.hasSuffix("-conn") else {
+            throw BenchError.tool("unknown echo variant '\(variant)' (expected 64-conn or 1000-conn)")
+        }
+        return count
+    }
+
+    /// One measured run: requests per second and the latency histogram (ns).
+    package struct Outcome {
+        package var requestsPerSecond: Double
+        package var latency: Histogram<UInt64>
+        package var requests: Int
+        /// The server process's CPU time (user + system, from its rusage) per round trip it served.
+        package var serverCPUPerRequest: Double
+        /// Every round trip, warm-up included.
+        package var rounds: Int
+        /// The server's malloc calls over its whole life (only when counting allocations).
+        package var serverMallocs: Int?
+    }
+
+    // MARK: Servers
+
+    /// Runs the `executor`'s echo server on 127.0.0.1:`port` (0: any) in this process until
+    /// SIGINT or SIGTERM, printing "listening on 127.0.0.1:PORT" once it accepts connections.
+    package static func serve(_ executor: String, port: Int) throws {
+        switch executor {
+        case "fibers": try serveFibers(port: port)
+        default: throw BenchError.unknownExecutor(executor, workload: name)
+        }
+    }
+
+    /// One fiber per connection, straight-line: read into the connection's buffer, write it back.
+    static func serveFibers(port: Int) throws {
+        let loop = EventLoop()
+        let listener = try TCPListener(address: SocketAddress(ip: "127.0.0.1", port: port), backlog: 4096, loop: loop)
+        announce(try listener.localAddress.port)
+        loop.spawnDetached(name: "acceptor") {
+            while let connection = try? listener.accept() {
+                loop.spawnDetached(name: "connection") { echo(connection) }
+            }
+        }
+        loop.spawnDetached(name: "signals") {
+            _ = try? Fiber.waitForSignal([SIGINT, SIGTERM])
+            listener.close()
+        }
+        try loop.run()
+        try loop.close()
+    }
+
+    static func echo(_ connection: TCPConnection) {
+        defer { connection.close() }
+        try? connection.setNoDelay(true)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16_384, alignment: 16)
+        defer { buffer.deallocate() }
+        while let count = try? connection.read(into: buffer), count > 0 {
+            guard (try? connection.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))) != nil else { return }
+        }
+    }
+
+    static func announce(_ port: Int) {
+        FileHandle.standardOutput.write(Data("listening on 127.0.0.1:\(port)\n".utf8))
+    }
+
+    // MARK: Driving a run
+
+    /// Starts the server for `executor` (a child process), drives it with `spindle-echo-load`
+    /// for `warmupMs` + `durationMs`, checks the load generator saw every byte right, stops the
+    /// server and returns what was measured.
+    package static func run(
+        _ executor: String, variant: String, warmupMs: Int, durationMs: Int, tools: URL, countingAllocations: Bool = false
+    ) throws -> Outcome {
+        let server = try startServer(executor, tools: tools, countingAllocations: countingAllocations)
+        var serverStopped = false
+        defer { if !serverStopped { server.stop() } }
+        let samplesPath = FileManager.default.temporaryDirectory
+            .appendingPathComponent("spindle-echo-\(getpid())-\(executor).samples").path
+        defer { unlink(samplesPath) }
+        let load = Process()
+        load.executableURL = tools.appendingPathComponent("spindle-echo-load")
+        load.arguments = [
+            "--port", String(server.port), "--connections", String(try connections(variant)),
+            "--size", String(messageSize), "--warmup-ms", String(warmupMs), "--duration-ms", String(durationMs),
+            "--samples", samplesPath,
+        ]
+        let out = Pipe(), err = Pipe()
+        load.standardOutput = out
+        load.standardError = err
+        try load.run()
+        let summary = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let problems = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        load.waitUntilExit()
+        guard load.terminationStatus == 0 else {
+            throw BenchError.incorrect("echo \(variant) on \(executor): the load generator failed: \(summary)\(problems)")
+        }
+        let fields = Dictionary(uniqueKeysWithValues: summary.split(whereSeparator: \.isWhitespace).compactMap { pair -> (String, Double)? in
+            let parts = pair.split(separator: "=")
+            guard parts.count == 2, let value = Double(parts[1]) else { return nil }
+            return (String(parts[0]), value)
+        })
+        // The server's CPU time: what RUSAGE_CHILDREN gains when it is reaped (the load
+        // generator was reaped already).
+        let cpuBefore = childrenCPUSeconds()
+        server.stop()
+        serverStopped = true
+        let serverCPU = childrenCPUSeconds() - cpuBefore
+        guard let requests = fields["requests"], let window = fields["window_ns"], let rounds = fields["rounds"], requests > 0,
+            fields["mismatches"] == 0, fields["errors"] == 0
+        else {
+            throw BenchError.incorrect("echo \(variant) on \(executor): unexpected load generator summary: \(summary)")
+        }
+        let data = try Data(contentsOf: URL(fileURLWithPath: samplesPath))
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        data.withUnsafeBytes { raw in
+            for sample in raw.bindMemory(to: UInt64.self) { histogram.record(Swift.min(sample, 60_000_000_000)) }
+        }
+        guard histogram.totalCount == UInt64(requests) else {
+            throw BenchError.incorrect("echo: \(histogram.totalCount) latency samples for \(Int(requests)) requests")
+        }
+        return Outcome(
+            requestsPerSecond: requests / (window / 1e9), latency: histogram, requests: Int(requests),
+            serverCPUPerRequest: serverCPU / rounds, rounds: Int(rounds),
+            serverMallocs: server.remainingOutput().split(separator: "\n").first { $0.hasPrefix("mallocs ") }
+                .flatMap { Int($0.dropFirst("mallocs ".count)) })
+    }
+
+    static func childrenCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+
+    /// A running server child process and the port it listens on.
+    package final class ServerProcess {
+        let process: Process
+        let output: FileHandle
+        package let port: Int
+
+        init(process: Process, output: FileHandle, port: Int) {
+            self.process = process
+            self.output = output
+            self.port = port
+        }
+
+        /// What the server printed after its first line (read once it has stopped).
+        package func remainingOutput() -> String {
+            String(decoding: output.readDataToEndOfFile(), as: UTF8.self)
+        }
+
+        /// SIGTERM, then SIGKILL if it has not exited within five seconds.
+        package func stop() {
+            guard process.isRunning else { return }
+            process.terminate()
+            let deadline = Date().addingTimeInterval(5)
+            while process.isRunning, Date() < deadline { usleep(10_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+    }
+
+    /// Starts `executor`'s server: `spindle-echo-c` for the baseline, else `spindle-bench
+    /// serve-echo` (a process of its own, apart from the load generator and this driver), or
+    /// `spindle-bench-allocs serve-echo` to count the server's allocations.
+    package static func startServer(_ executor: String, tools: URL, countingAllocations: Bool = false) throws -> ServerProcess {
+        let process = Process()
+        if countingAllocations {
+            process.executableURL = tools.appendingPathComponent("spindle-bench-allocs")
+            process.arguments = ["serve-echo", executor]
+        } else if executor == baseline {
+            process.executableURL = tools.appendingPathComponent("spindle-echo-c")
+            process.arguments = ["--port", "0"]
+        } else {
+            process.executableURL = tools.appendingPathComponent("spindle-bench")
+            process.arguments = ["serve-echo", "--executor", executor, "--port", "0"]
+        }
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        // The first line says where it listens.
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            // One byte at a time: what follows the first line stays in the pipe for later.
+            guard let byte = try out.fileHandleForReading.read(upToCount: 1), !byte.isEmpty else { break }
+            line.append(byte)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard let portText = text.split(separator: ":").last?.split(whereSeparator: \.isWhitespace).first,
+            let port = Int(portText)
+        else {
+            process.terminate()
+            throw BenchError.tool("the \(executor) echo server did not say where it listens (it printed \(text.debugDescription))")
+        }
+        return ServerProcess(process: process, output: out.fileHandleForReading, port: port)
+    }
+}

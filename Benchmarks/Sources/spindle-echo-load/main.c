@@ -1,0 +1,205 @@
+// spindle-echo-load: the load generator of the `echo` workload, a separate process from the
+// server it drives. It opens N connections to the server, then every connection plays
+// ping-pong: send a message, read the whole echo, check every byte, send the next. Messages
+// differ per connection and per round, so a lost, stale, reordered or foreign byte shows.
+//
+// Usage: spindle-echo-load --port P [--connections N] [--size BYTES] [--warmup-ms W]
+//                          [--duration-ms D] [--samples FILE]
+// After W ms of warm-up it counts the round trips completed in the next D ms and records each
+// one's latency (ns, uint64) into FILE. Prints one line:
+//   connections=N size=S requests=R rounds=A window_ns=T mismatches=0 errors=0
+// (rounds: every round trip, warm-up included) and exits 1 if any byte was wrong or any
+// connection failed.
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+typedef struct {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    uv_write_t write;
+    uint32_t id;
+    uint64_t round;
+    uint64_t sent_at;
+    size_t received;
+    int done;
+    unsigned char *out;
+    unsigned char *in;
+} connection_t;
+
+static uv_loop_t *loop;
+static size_t size = 64;
+static uint32_t connections = 64, connected = 0, finished = 0;
+static uint64_t warmup_ns = 500000000ull, duration_ns = 2000000000ull;
+static uint64_t measure_from, measure_until;
+static uint64_t requests, rounds, mismatches, errors;
+static uint64_t *samples;
+static size_t sample_count, sample_capacity;
+static connection_t *all;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static unsigned char pattern(uint32_t id, uint64_t round, size_t i) {
+    return (unsigned char)(id * 31u + round * 7u + i * 13u + (i >> 8));
+}
+
+static void on_closed(uv_handle_t *handle) { (void)handle; }
+
+static void finish(connection_t *c) {
+    if (c->done) return;
+    c->done = 1;
+    finished++;
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void fail(connection_t *c, const char *what, int status) {
+    if (errors++ < 5) fprintf(stderr, "spindle-echo-load: connection %u: %s: %s: %s\n", c->id, what, uv_err_name(status), uv_strerror(status));
+    finish(c);
+}
+
+static void on_write(uv_write_t *req, int status) {
+    if (status < 0) fail(req->data, "write", status);
+}
+
+static void send_round(connection_t *c) {
+    for (size_t i = 0; i < size; i++) c->out[i] = pattern(c->id, c->round, i);
+    c->received = 0;
+    c->sent_at = now_ns();
+    uv_buf_t buf = uv_buf_init((char *)c->out, (unsigned)size);
+    int written = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+    if (written == UV_EAGAIN) written = 0;
+    if (written < 0) {
+        fail(c, "write", written);
+        return;
+    }
+    if ((size_t)written < size) {
+        // One message in flight per connection: the request embedded in the connection is free.
+        buf = uv_buf_init((char *)c->out + written, (unsigned)(size - (size_t)written));
+        c->write.data = c;
+        int status = uv_write(&c->write, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+        if (status < 0) fail(c, "write", status);
+    }
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+    (void)suggested;
+    connection_t *c = handle->data;
+    *buf = uv_buf_init((char *)c->in + c->received, (unsigned)(size - c->received));
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+    (void)buf;
+    connection_t *c = stream->data;
+    if (nread == 0) return;
+    if (nread < 0) {
+        fail(c, nread == UV_EOF ? "server closed the connection" : "read", (int)nread);
+        return;
+    }
+    c->received += (size_t)nread;
+    if (c->received < size) return;
+    uint64_t now = now_ns();
+    for (size_t i = 0; i < size; i++) {
+        if (c->in[i] != pattern(c->id, c->round, i)) {
+            if (mismatches++ < 5) fprintf(stderr, "spindle-echo-load: connection %u round %llu byte %zu: got %u, sent %u\n",
+                c->id, (unsigned long long)c->round, i, c->in[i], pattern(c->id, c->round, i));
+        }
+    }
+    if (c->sent_at >= measure_from && now <= measure_until) {
+        requests++;
+        if (sample_count == sample_capacity) {
+            sample_capacity = sample_capacity ? sample_capacity * 2 : 1 << 16;
+            samples = realloc(samples, sample_capacity * sizeof *samples);
+            if (!samples) abort();
+        }
+        samples[sample_count++] = now - c->sent_at;
+    }
+    c->round++;
+    rounds++;
+    if (now >= measure_until) {
+        finish(c);
+        return;
+    }
+    send_round(c);
+}
+
+static void start_rounds(void) {
+    uint64_t start = now_ns();
+    measure_from = start + warmup_ns;
+    measure_until = measure_from + duration_ns;
+    for (uint32_t i = 0; i < connections; i++) {
+        if (all[i].done) continue;
+        uv_read_start((uv_stream_t *)&all[i].tcp, on_alloc, on_read);
+        send_round(&all[i]);
+    }
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+    connection_t *c = req->data;
+    if (status < 0) {
+        fail(c, "connect", status);
+    } else {
+        uv_tcp_nodelay(&c->tcp, 1);
+    }
+    // Rounds start once every connection is up (or failed), so all N compete from the start.
+    if (++connected == connections) start_rounds();
+}
+
+int main(int argc, char **argv) {
+    int port = 0;
+    const char *samples_path = NULL;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--port") == 0) port = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--connections") == 0) connections = (uint32_t)atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--size") == 0) size = (size_t)atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--warmup-ms") == 0) warmup_ns = (uint64_t)atoll(argv[i + 1]) * 1000000ull;
+        else if (strcmp(argv[i], "--duration-ms") == 0) duration_ns = (uint64_t)atoll(argv[i + 1]) * 1000000ull;
+        else if (strcmp(argv[i], "--samples") == 0) samples_path = argv[i + 1];
+        else {
+            fprintf(stderr, "spindle-echo-load: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (port <= 0 || connections == 0 || size == 0) {
+        fprintf(stderr, "usage: spindle-echo-load --port P [--connections N] [--size BYTES] [--warmup-ms W] [--duration-ms D] [--samples FILE]\n");
+        return 2;
+    }
+    loop = uv_default_loop();
+    struct sockaddr_in address;
+    uv_ip4_addr("127.0.0.1", port, &address);
+    all = calloc(connections, sizeof *all);
+    if (!all) abort();
+    for (uint32_t i = 0; i < connections; i++) {
+        connection_t *c = &all[i];
+        c->id = i;
+        c->out = malloc(size);
+        c->in = malloc(size);
+        if (!c->out || !c->in) abort();
+        uv_tcp_init(loop, &c->tcp);
+        c->tcp.data = c;
+        c->connect.data = c;
+        int status = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&address, on_connect);
+        if (status < 0) {
+            fail(c, "connect", status);
+            if (++connected == connections) start_rounds();
+        }
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    if (samples_path) {
+        FILE *file = fopen(samples_path, "wb");
+        if (!file || fwrite(samples, sizeof *samples, sample_count, file) != sample_count || fclose(file) != 0) {
+            fprintf(stderr, "spindle-echo-load: cannot write %s\n", samples_path);
+            return 1;
+        }
+    }
+    printf("connections=%u size=%zu requests=%llu rounds=%llu window_ns=%llu mismatches=%llu errors=%llu\n", connections,
+        size, (unsigned long long)requests, (unsigned long long)rounds, (unsigned long long)duration_ns,
+        (unsigned long long)mismatches, (unsigned long long)errors);
+    return mismatches == 0 && errors == 0 ? 0 : 1;
+}
