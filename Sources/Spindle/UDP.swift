@@ -1,4 +1,4 @@
-import CLibUV
+internal import CLibUV
 import CSpindleSupport
 import Glibc
 import SpindleLoop

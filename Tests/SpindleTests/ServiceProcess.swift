@@ -1,3 +1,4 @@
+import CLibUV  // the socket constants: once the module sees them through CLibUV, Glibc alone does not
 import Foundation
 import Glibc
 
