@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .library(name: "Spindle", targets: ["Spindle"]),
         .library(name: "SpindleLoop", targets: ["SpindleLoop"]),
+        .library(name: "SpindleCallbacks", targets: ["SpindleCallbacks"]),
         .executable(name: "spindle-echo", targets: ["spindle-echo"]),
         .executable(name: "spindle-http", targets: ["spindle-http"]),
     ],
@@ -37,6 +38,10 @@ let package = Package(
             name: "Spindle",
             dependencies: ["SpindleLoop", "CLibUV", "CBoostContext", "CSpindleSupport"]
         ),
+        .target(
+            name: "SpindleCallbacks",
+            dependencies: ["SpindleLoop"]
+        ),
         // Example services: real programs on fibers, run by the tests as separate processes.
         .target(
             name: "ExampleSupport",
@@ -56,6 +61,10 @@ let package = Package(
         .testTarget(
             name: "SpindleLoopTests",
             dependencies: ["SpindleLoop"]
+        ),
+        .testTarget(
+            name: "SpindleCallbacksTests",
+            dependencies: ["SpindleCallbacks", "CLibUV"]
         ),
         .testTarget(
             name: "SpindleTests",

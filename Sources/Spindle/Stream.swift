@@ -89,6 +89,17 @@ public class StreamConnection {
     /// Closes the connection; a fiber reading it gets `ECANCELED`.
     public final func close() { stream.close() }
 
+    deinit {
+        // Nobody can use this stream any more: close it, so that data arriving later (reading
+        // stays on between reads) does not look for a reader that is gone.
+        // Stop reading first: closing a reading stream reports ECANCELED to its read handler,
+        // which points back at this object.
+        if stream.loop.isOnLoopThread {
+            stream.stopReading()
+            stream.close()
+        }
+    }
+
     /// Connects `socket` with `start` (libuv's connect for its kind), parking the running fiber;
     /// closes the socket and throws if the connection fails.
     static func connecting<Socket: StreamSocket>(

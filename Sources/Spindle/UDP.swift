@@ -13,13 +13,7 @@ public final class DatagramSocket {
     /// Binds a socket to `address` (port 0 picks one) on the running fiber's loop, or `loop`.
     public init(address: SocketAddress, reuseAddress: Bool = false, loop: EventLoop? = nil) throws {
         let loop = loop ?? Scheduler.of(Fiber.runningFiber("DatagramSocket.init").pointee.sched).loop
-        socket = UDPSocket(loop: loop)
-        do {
-            try socket.bind(address, reuseAddress: reuseAddress)
-        } catch {
-            socket.close()
-            throw error
-        }
+        socket = try UDPSocket(loop: loop, boundTo: address, reuseAddress: reuseAddress)
         socket.setReceiveHandlers(
             buffer: { [unowned self] in self.pending.target },
             onReceive: { [unowned self] result in self.datagramArrived(result) })
@@ -80,4 +74,11 @@ public final class DatagramSocket {
 
     /// Closes the socket; a fiber receiving on it gets `ECANCELED`.
     public func close() { socket.close() }
+
+    deinit {
+        if socket.loop.isOnLoopThread {
+            socket.stopReceiving()
+            socket.close()
+        }
+    }
 }

@@ -59,12 +59,25 @@ public final class EventLoop: @unchecked Sendable {
     @exclusivity(unchecked) var nextTurn: NextTurnQueue?
 
     /// Creates a loop owned by the calling thread. Wraps uv_loop_init.
+    ///
+    /// The first loop of the process sets SIGPIPE to be ignored, unless the program installed a
+    /// handler of its own: a write to a peer that has gone then fails with `EPIPE`, which the
+    /// writer sees as an error, instead of the signal killing the process.
     public init() {
+        Self.ignoreSIGPIPE
         uv = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
         UVError.mustSucceed(uv_loop_init(uv), "uv_loop_init")
         owner = pthread_self()
         inbox = PostInbox(loop: self)
     }
+
+    /// Evaluated once, by the first loop.
+    private static let ignoreSIGPIPE: Void = {
+        var current = sigaction()
+        if sigaction(SIGPIPE, nil, &current) == 0, current.__sigaction_handler.sa_handler == nil {
+            signal(SIGPIPE, SIG_IGN)
+        }
+    }()
 
     // MARK: Threads
 

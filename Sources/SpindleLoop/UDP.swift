@@ -16,6 +16,18 @@ public final class UDPSocket: LoopHandle {
         didInitialize()
     }
 
+    /// Creates a socket bound to `address` (see ``bind(_:reuseAddress:)``); on failure the
+    /// handle is closed and the error thrown.
+    public convenience init(loop: EventLoop, boundTo address: SocketAddress, reuseAddress: Bool = false) throws(UVError) {
+        self.init(loop: loop)
+        do {
+            try bind(address, reuseAddress: reuseAddress)
+        } catch {
+            close()
+            throw error
+        }
+    }
+
     var udp: UnsafeMutablePointer<uv_udp_t> { UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_udp_t.self) }
 
     public override var handleDescription: String {

@@ -130,6 +130,32 @@ struct PipeTests {
         #expect(eof == 0)
     }
 
+    @Test("a connection dropped without close() after a read is closed (the peer sees end of stream), not crashed into by later data")
+    func droppedWithoutClose() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        let peerSaw = try withLoop { loop -> Int in
+            let task = loop.spawn { () -> Int in
+                let peer = try PipeConnection(adopting: fds[1])
+                do {
+                    // Reading stays on after this read; then the last reference goes.
+                    let reader = try PipeConnection(adopting: fds[0])
+                    try peer.write("a")
+                    var buffer = [UInt8](repeating: 0, count: 4)
+                    _ = try reader.read(into: &buffer)
+                }
+                try? peer.write("more data for a reader that is gone")
+                var buffer = [UInt8](repeating: 0, count: 64)
+                let count = try peer.read(into: &buffer)
+                peer.close()
+                return count
+            }
+            try loop.run()
+            return try task.join()
+        }
+        #expect(peerSaw == 0)
+    }
+
     @Test("closing a stream while a fiber's write is queued throws ECANCELED in the writer")
     func closeDuringQueuedWrite() throws {
         var fds: [Int32] = [0, 0]

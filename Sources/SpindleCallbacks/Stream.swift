@@ -1,0 +1,203 @@
+import Glibc
+import SpindleLoop
+
+/// Keeps an object alive while it has operations pending, so a completion is never lost (or
+/// delivered to freed memory) because its owner dropped the object early.
+struct PendingOperations {
+    private var count = 0
+    private var retain: Unmanaged<AnyObject>?
+
+    mutating func begin(_ owner: AnyObject) {
+        if count == 0 { retain = Unmanaged.passRetained(owner) }
+        count += 1
+    }
+
+    /// The owner may be freed when this returns.
+    mutating func end() {
+        count -= 1
+        if count == 0, let retain {
+            self.retain = nil
+            retain.release()
+        }
+    }
+}
+
+/// One outstanding read whose completion is a closure — a stream read or a datagram receive:
+/// libuv asks ``target`` for memory; the socket's read handler hands the outcome to
+/// ``finish(_:)``. The owner stays alive while the read is outstanding.
+final class CallbackRead<Outcome> {
+    /// Where the next read goes; empty while no read is outstanding.
+    private(set) var target = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    private var completion: ((Result<Outcome, UVError>) throws -> Void)?
+    private var operation: StaticString = "read"
+    private var pending = PendingOperations()
+
+    /// Starts a read into `buffer` for `owner`: `start` switches reading on. `what` names the
+    /// operation in messages.
+    func begin(
+        into buffer: UnsafeMutableRawBufferPointer, owner: AnyObject, closed: Bool, _ what: StaticString,
+        start: () throws(UVError) -> Void, _ completion: @escaping (Result<Outcome, UVError>) throws -> Void
+    ) {
+        precondition(self.completion == nil, "\(what): one is already outstanding on this socket")
+        if closed {
+            Callbacks.deliver(completion, .failure(UVError(code: -ECANCELED, operation: "\(what) on a closed socket")), what)
+            return
+        }
+        target = buffer
+        self.completion = completion
+        operation = what
+        pending.begin(owner)
+        do {
+            try start()
+        } catch {
+            finish(.failure(error))
+        }
+    }
+
+    /// Delivers the outcome to the outstanding read, if there is one. The owner may be freed
+    /// when this returns.
+    func finish(_ result: Result<Outcome, UVError>) {
+        guard let completion else { return }
+        self.completion = nil
+        target = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        Callbacks.deliver(completion, result, operation)
+        pending.end()
+    }
+}
+
+extension Callbacks {
+    /// A connected stream — TCP (``TCPConnection``) or Unix-domain (``PipeConnection``) — with
+    /// one closure per read and per write, on the loop's thread.
+    ///
+    /// Reads go straight into the caller's buffer (libuv reads into it; nothing is copied); one
+    /// read is outstanding at a time. Reading stays switched on between reads, so a read issued
+    /// from a completion costs no epoll re-registration; data that arrives while no read is
+    /// outstanding waits in the kernel.
+    public class StreamConnection {
+        /// The underlying libuv stream.
+        public let stream: StreamSocket
+        private let reading = CallbackRead<Int>()
+        private var pending = PendingOperations()
+
+        init(stream: StreamSocket) {
+            self.stream = stream
+            stream.setReadHandlers(
+                buffer: { [unowned self] in self.reading.target },
+                onRead: { [unowned self] result in self.readFinished(result) })
+        }
+
+        /// Reads what is available (at least one byte, up to `buffer.count`) into `buffer` and
+        /// calls `completion` with the count (0 at end of stream) or the error (`ECONNRESET`,
+        /// `ECANCELED` when the connection is closed first). `buffer` must stay valid until then.
+        /// One read at a time: a second read before the first completes is a programming error
+        /// and stops the process with a message.
+        public final func read(
+            into buffer: UnsafeMutableRawBufferPointer, _ completion: @escaping (Result<Int, UVError>) throws -> Void
+        ) {
+            stream.loop.preconditionOnLoopThread("Callbacks.StreamConnection.read")
+            reading.begin(
+                into: buffer, owner: self, closed: stream.isClosed, "read", start: { () throws(UVError) in try stream.startReading() },
+                completion)
+        }
+
+        private func readFinished(_ result: Result<Int, UVError>) {
+            switch result {
+            case .failure, .success(0): stream.stopReading()
+            default: break
+            }
+            reading.finish(result)
+        }
+
+        /// Writes all of `bytes` and calls `completion` with nil or the error (`EPIPE`,
+        /// `ECANCELED` when the connection is closed first). What the kernel takes at once is
+        /// written right away and `completion` runs before `write` returns; the rest is queued
+        /// (then `bytes` must stay valid until `completion` runs).
+        public final func write(_ bytes: UnsafeRawBufferPointer, _ completion: @escaping (UVError?) throws -> Void) {
+            let written: Int
+            do {
+                written = try stream.tryWrite(bytes)
+            } catch {
+                Callbacks.deliver(completion, error, "write")
+                return
+            }
+            if written == bytes.count {
+                Callbacks.deliver(completion, nil, "write")
+                return
+            }
+            pending.begin(self)
+            stream.write(UnsafeRawBufferPointer(rebasing: bytes[written...])) { [self] error in
+                Callbacks.deliver(completion, error, "write")
+                pending.end()
+            }
+        }
+
+        /// Writes all of `bytes` (the array is kept until the write completes).
+        public final func write(_ bytes: [UInt8], _ completion: @escaping (UVError?) throws -> Void) {
+            bytes.withUnsafeBytes { raw in
+                write(raw) { error in
+                    withExtendedLifetime(bytes) {}
+                    try completion(error)
+                }
+            }
+        }
+
+        /// Half-closes after pending writes: the peer reads end of stream.
+        public final func shutdown(_ completion: @escaping (UVError?) throws -> Void) {
+            pending.begin(self)
+            stream.shutdown { [self] error in
+                Callbacks.deliver(completion, error, "shutdown")
+                pending.end()
+            }
+        }
+
+        /// Closes the connection: an outstanding read completes with `ECANCELED` now, queued
+        /// writes and shutdowns with `ECANCELED` on a later turn.
+        public final func close() { stream.close() }
+
+        deinit {
+            // Nobody can read from or write to this stream any more: close it, so that data
+            // arriving later does not look for a reader that is gone.
+            // Stop reading first: closing a reading stream reports ECANCELED to its read handler,
+            // which points back at this object.
+            if stream.loop.isOnLoopThread {
+                stream.stopReading()
+                stream.close()
+            }
+        }
+    }
+
+    /// Connects `socket` with `start` and calls `completion` with the connection made by `make`
+    /// or the error (closing the socket).
+    static func connect<Socket: StreamSocket, Connection>(
+        _ socket: Socket, _ start: (Socket, @escaping (UVError?) -> Void) -> Void, make: @escaping (Socket) -> Connection,
+        _ completion: @escaping (Result<Connection, UVError>) throws -> Void
+    ) {
+        start(socket) { error in
+            if let error {
+                socket.close()
+                Callbacks.deliver(completion, .failure(error), "connect")
+            } else {
+                Callbacks.deliver(completion, .success(make(socket)), "connect")
+            }
+        }
+    }
+
+    /// Listens on `socket` and calls `onConnection` for every connection `accept` takes (or
+    /// with the error).
+    static func listen<Socket: StreamSocket, Connection>(
+        _ socket: Socket, backlog: Int32, accept: @escaping () throws(UVError) -> Connection,
+        _ onConnection: @escaping (Result<Connection, UVError>) throws -> Void
+    ) throws(UVError) {
+        try socket.listen(backlog: backlog) { error in
+            if let error {
+                Callbacks.deliver(onConnection, .failure(error), "accept")
+                return
+            }
+            do throws(UVError) {
+                Callbacks.deliver(onConnection, .success(try accept()), "accept")
+            } catch {
+                Callbacks.deliver(onConnection, .failure(error), "accept")
+            }
+        }
+    }
+}
