@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Spindle", targets: ["Spindle"]),
         .library(name: "SpindleLoop", targets: ["SpindleLoop"]),
         .library(name: "SpindleCallbacks", targets: ["SpindleCallbacks"]),
+        .library(name: "SpindleFutures", targets: ["SpindleFutures"]),
         .executable(name: "spindle-echo", targets: ["spindle-echo"]),
         .executable(name: "spindle-http", targets: ["spindle-http"]),
     ],
@@ -42,6 +43,10 @@ let package = Package(
             name: "SpindleCallbacks",
             dependencies: ["SpindleLoop"]
         ),
+        .target(
+            name: "SpindleFutures",
+            dependencies: ["Spindle", "SpindleCallbacks", "SpindleLoop"]
+        ),
         // Example services: real programs on fibers, run by the tests as separate processes.
         .target(
             name: "ExampleSupport",
@@ -62,13 +67,23 @@ let package = Package(
             name: "SpindleLoopTests",
             dependencies: ["SpindleLoop"]
         ),
+        // Helpers the test targets share (a target of its own, linked only into tests).
+        .target(
+            name: "SpindleTestSupport",
+            dependencies: ["SpindleLoop"],
+            path: "Tests/SpindleTestSupport"
+        ),
         .testTarget(
             name: "SpindleCallbacksTests",
-            dependencies: ["SpindleCallbacks", "CLibUV"]
+            dependencies: ["SpindleCallbacks", "SpindleTestSupport", "CLibUV"]
+        ),
+        .testTarget(
+            name: "SpindleFuturesTests",
+            dependencies: ["SpindleFutures", "Spindle", "SpindleTestSupport", "CLibUV"]
         ),
         .testTarget(
             name: "SpindleTests",
-            dependencies: ["Spindle", "SpindleLoop", "CSpindleSupport"]
+            dependencies: ["Spindle", "SpindleLoop", "SpindleTestSupport", "CSpindleSupport"]
         ),
     ]
 )

@@ -99,6 +99,15 @@ public enum Fiber {
         return park(fiber, reason, detail: detail, cancellable: cancellable)
     }
 
+    /// Parks the running fiber, cancellably, recording `object` as what it waits for (see
+    /// ``FiberRef/isParked(waitingFor:)``).
+    package static func park(waitingFor object: AnyObject, _ reason: ParkReason) -> WakeReason {
+        let fiber = runningFiber("a blocking wait")
+        fiber.pointee.park_object = Unmanaged.passUnretained(object).toOpaque()
+        defer { fiber.pointee.park_object = nil }
+        return park(fiber, reason, detail: 0, cancellable: true)
+    }
+
     @inlinable @inline(__always)
     static func park(
         _ fiber: UnsafeMutablePointer<spindle_fiber_t>, _ reason: ParkReason, detail: UInt64, cancellable: Bool = false
@@ -228,6 +237,18 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
         guard fiber.pointee.id == id, fiber.pointee.state != UInt8(SPINDLE_FIBER_FINISHED) else { return }
         fiber.pointee.cancelled = 1
         if isParked, fiber.pointee.park_cancellable != 0 { wake(.cancelled) }
+    }
+
+    /// The loop the fiber runs on.
+    public var loop: EventLoop {
+        precondition(fiber.pointee.id == id, "FiberRef used after fiber #\(id) finished")
+        return Scheduler.of(fiber.pointee.sched).loop
+    }
+
+    /// Whether the fiber is parked in ``Fiber/park(waitingFor:_:)`` for `object` right now (a
+    /// waker that may arrive after the wait was interrupted checks this before waking).
+    package func isParked(waitingFor object: AnyObject) -> Bool {
+        isParked && fiber.pointee.park_object == Unmanaged.passUnretained(object).toOpaque()
     }
 
     /// Whether the fiber is parked right now (so ``wake(_:)`` is allowed).

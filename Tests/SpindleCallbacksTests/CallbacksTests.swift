@@ -1,20 +1,11 @@
 import CLibUV
 import Glibc
 import SpindleCallbacks
+import SpindleTestSupport
 import Testing
 
-/// Runs `body` on a loop of its own thread, then runs the loop until it has no work.
 func withLoop<T>(_ body: @escaping (EventLoop) throws -> T) throws -> T {
-    try LoopThread.withLoop(name: "callbacks-test") { loop in
-        let value = try body(loop)
-        try loop.run()
-        return value
-    }
-}
-
-final class Box<T>: @unchecked Sendable {
-    var value: T
-    init(_ value: T) { self.value = value }
+    try withRunningLoop("callbacks-test", body)
 }
 
 let loopback = try! SocketAddress(ip: "127.0.0.1", port: 0)

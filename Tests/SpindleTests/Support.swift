@@ -1,5 +1,6 @@
 import Spindle
 import SpindleLoop
+@_exported import SpindleTestSupport
 
 /// Each test gets a loop on a thread of its own, outside Swift concurrency's executors (fibers
 /// never run inside a Task's job).
@@ -18,11 +19,6 @@ final class Tracked {
     deinit { counter.count += 1 }
 }
 
-/// A mutable value shared with closures that run on the loop's own thread.
-final class Box<T>: @unchecked Sendable {
-    var value: T
-    init(_ value: T) { self.value = value }
-}
 
 /// Recurses with a 1 KiB frame until the stack runs out.
 @inline(never)

@@ -1,0 +1,124 @@
+import SpindleCallbacks
+import SpindleLoop
+
+// Future-returning forms of the callback layer's operations: each completes a promise from the
+// operation's one callback, so a future costs what the callback costs plus the future itself.
+
+extension Callbacks.StreamConnection {
+    /// Reads what is available into `buffer` (which must stay valid until the future
+    /// completes): the byte count, 0 at end of stream.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Int> {
+        stream.loop.future(file: file, line: line) { promise in read(into: buffer) { promise.complete($0) } }
+    }
+
+    /// Writes all of `bytes` (which must stay valid until the future completes).
+    public func write(_ bytes: UnsafeRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+        // When the kernel takes the bytes at once the callback runs before `write` returns, so
+        // the future comes back already complete.
+        stream.loop.future(file: file, line: line) { promise in write(bytes) { promise.complete($0) } }
+    }
+
+    /// Writes all of `bytes`.
+    public func write(_ bytes: [UInt8], file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+        stream.loop.future(file: file, line: line) { promise in write(bytes) { promise.complete($0) } }
+    }
+
+    /// Half-closes after pending writes.
+    public func shutdown(file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+        stream.loop.future(file: file, line: line) { promise in shutdown { promise.complete($0) } }
+    }
+}
+
+extension Callbacks.TCPConnection {
+    /// Connects to `address`.
+    public static func connect(to address: SocketAddress, loop: EventLoop) -> Future<Callbacks.TCPConnection> {
+        loop.future { promise in connect(to: address, loop: loop) { promise.complete($0) } }
+    }
+}
+
+extension Callbacks.PipeConnection {
+    /// Connects to the Unix-domain socket at `path`.
+    public static func connect(to path: String, loop: EventLoop) -> Future<Callbacks.PipeConnection> {
+        loop.future { promise in connect(to: path, loop: loop) { promise.complete($0) } }
+    }
+}
+
+extension Callbacks.DatagramSocket {
+    /// Receives the next datagram into `buffer`: its length and sender.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) -> Future<(count: Int, from: SocketAddress)> {
+        socket.loop.future { promise in receive(into: buffer) { promise.complete($0) } }
+    }
+
+    /// Sends one datagram.
+    public func send(_ bytes: [UInt8], to address: SocketAddress) -> Future<Void> {
+        socket.loop.future { promise in send(bytes, to: address) { promise.complete($0) } }
+    }
+}
+
+extension EventLoop {
+    /// A future that succeeds after `delay` (a one-shot loop timer).
+    public func scheduleFuture(after delay: Duration, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+        future(file: file, line: line) { promise in _ = schedule(after: delay) { promise.succeed(()) } }
+    }
+
+    /// A future that succeeds at the end of the next loop iteration (``deferToNextTurn(_:)``).
+    public func nextTurnFuture(file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+        future(file: file, line: line) { promise in deferToNextTurn { promise.succeed(()) } }
+    }
+
+    /// Resolves `host` to its addresses (with `port`).
+    public func resolve(_ host: String, port: Int) -> Future<[SocketAddress]> {
+        future { promise in Resolver.resolve(host, port: port, on: self) { promise.complete($0) } }
+    }
+}
+
+extension FileSystem {
+    /// Opens `path` (`flags` as for open(2)); the descriptor.
+    public static func open(_ path: String, flags: Int32, mode: Int32 = 0o644, on loop: EventLoop) -> Future<Int32> {
+        loop.future { promise in open(path, flags: flags, mode: mode, on: loop) { promise.complete($0) } }
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset` (-1: the current position); the count.
+    public static func read(
+        _ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64 = -1, on loop: EventLoop
+    ) -> Future<Int> {
+        loop.future { promise in read(fd, into: buffer, at: offset, on: loop) { promise.complete($0) } }
+    }
+
+    /// Writes `bytes` at `offset` (-1: the current position); the count written.
+    public static func write(
+        _ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64 = -1, on loop: EventLoop
+    ) -> Future<Int> {
+        loop.future { promise in write(fd, bytes, at: offset, on: loop) { promise.complete($0) } }
+    }
+
+    /// Closes `fd`.
+    public static func close(_ fd: Int32, on loop: EventLoop) -> Future<Void> {
+        loop.future { promise in close(fd, on: loop) { promise.complete($0) } }
+    }
+
+    /// The status of `path`.
+    public static func stat(_ path: String, on loop: EventLoop) -> Future<Status> {
+        loop.future { promise in stat(path, on: loop) { promise.complete($0) } }
+    }
+}
+
+extension EventLoop {
+    /// A future completed by what `start` does with its promise.
+    @inlinable
+    func future<Value>(
+        file: StaticString = #fileID, line: UInt = #line, _ start: (Promise<Value>) -> Void
+    ) -> Future<Value> {
+        let promise = makePromise(of: Value.self, file: file, line: line)
+        start(promise)
+        return promise.futureResult
+    }
+}
+
+extension Promise where Value == Void {
+    /// Completes the future with `error`, or with success when it is nil (as the callback
+    /// layer reports writes and shutdowns).
+    @inlinable public func complete(_ error: UVError?) {
+        if let error { fail(error) } else { succeed(()) }
+    }
+}

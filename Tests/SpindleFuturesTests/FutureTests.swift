@@ -1,0 +1,180 @@
+import CLibUV
+import Foundation
+import Glibc
+import Spindle
+import SpindleFutures
+import SpindleTestSupport
+import Testing
+
+func withLoop<T>(_ body: @escaping (EventLoop) throws -> T) throws -> T {
+    try withRunningLoop("futures-test", body)
+}
+
+struct Failure: Error, Equatable { let code: Int }
+
+@Suite("Futures")
+struct FutureTests {
+    @Test("map, flatMap and flatMapError chain; callbacks run in the order they were added")
+    func chaining() throws {
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            let promise = loop.makePromise(of: Int.self)
+            let future = promise.futureResult
+            future.whenSuccess { log.value.append("first \($0)") }
+            future.map { $0 * 2 }
+                .flatMap { value in loop.nextTurnFuture().map { value + 1 } }
+                .flatMap { (value: Int) -> Future<Int> in loop.makeFailedFuture(Failure(code: value)) }
+                .flatMapError { error in loop.makeSucceededFuture((error as! Failure).code * 10) }
+                .whenSuccess { log.value.append("chain \($0)") }
+            future.whenSuccess { log.value.append("second \($0)") }
+            future.map { (_: Int) throws -> Int in throw Failure(code: 7) }
+                .whenFailure { log.value.append("map threw \(($0 as! Failure).code)") }
+            promise.succeed(20)
+        }
+        #expect(log.value == ["first 20", "second 20", "map threw 7", "chain 410"])
+    }
+
+    @Test("and, all and fold combine; all fails with the first error")
+    func combining() throws {
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            let a = loop.makePromise(of: Int.self), b = loop.makePromise(of: String.self)
+            a.futureResult.and(b.futureResult).whenSuccess { log.value.append("and \($0.0) \($0.1)") }
+            let parts = (0..<5).map { _ in loop.makePromise(of: Int.self) }
+            loop.all(parts.map(\.futureResult)).whenSuccess { log.value.append("all \($0)") }
+            loop.makeSucceededFuture(100).fold(parts.map(\.futureResult)) { sum, next in loop.makeSucceededFuture(sum + next) }
+                .whenSuccess { log.value.append("fold \($0)") }
+            let failing = [loop.makePromise(of: Int.self), loop.makePromise(of: Int.self)]
+            loop.all(failing.map(\.futureResult)).whenFailure { log.value.append("all failed \(($0 as! Failure).code)") }
+            b.succeed("x")
+            a.succeed(1)
+            for (index, part) in parts.enumerated().reversed() { part.succeed(index) }
+            failing[1].fail(Failure(code: 2))
+            failing[0].succeed(0)
+        }
+        #expect(log.value == ["and 1 x", "all [0, 1, 2, 3, 4]", "fold 110", "all failed 2"])
+    }
+
+    @Test("a promise completed on another thread runs its callbacks on the loop's thread")
+    func crossThread() throws {
+        let onLoopThread = Box<Bool?>(nil)
+        try withLoop { loop in
+            let promise = loop.makePromise(of: Int.self)
+            promise.futureResult.whenSuccess { _ in onLoopThread.value = loop.isOnLoopThread }
+            // Keep the loop alive until the value arrives.
+            let keepAlive = loop.schedule(after: .seconds(30)) {}
+            promise.futureResult.whenComplete { _ in keepAlive.close() }
+            Thread.detachNewThread { promise.succeed(5) }
+        }
+        #expect(onLoopThread.value == true)
+    }
+
+    @Test("a fiber waits for a future without blocking the loop; a cancelled waiter throws")
+    func fiberWait() throws {
+        let (value, ticks, cancelled) = try withLoop { loop -> (Box<Int>, Box<Int>, Box<Bool>) in
+            let value = Box(0), ticks = Box(0), cancelled = Box(false)
+            let promise = loop.makePromise(of: Int.self)
+            loop.spawn { value.value = try promise.futureResult.wait() }
+            loop.spawn {
+                for _ in 0..<3 {
+                    try Fiber.sleep(for: .milliseconds(1))
+                    ticks.value += 1
+                }
+                promise.succeed(42)
+            }
+            let never = loop.makePromise(of: Int.self)
+            let victim = loop.spawn {
+                do { _ = try never.futureResult.wait() } catch is CancellationError { cancelled.value = true }
+            }
+            loop.spawn {
+                Fiber.yield()
+                victim.cancel()
+                never.succeed(0)  // completing after the waiter left wakes nobody
+            }
+            return (value, ticks, cancelled)
+        }
+        #expect(value.value == 42)
+        #expect(ticks.value == 3)
+        #expect(cancelled.value)
+    }
+
+    @Test("I/O through futures: a socketpair ping-pong of 100 rounds, a timer, a file written and read back")
+    func io() throws {
+        let log = Box<[String]>([])
+        let path = "/tmp/spindle-futures-\(getpid()).txt"
+        defer { unlink(path) }
+        try withLoop { loop in
+            var fds: [Int32] = [0, 0]
+            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds)
+            let a = try Callbacks.PipeConnection(adopting: fds[0], loop: loop)
+            let b = try Callbacks.PipeConnection(adopting: fds[1], loop: loop)
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)
+            func round(_ n: Int) -> Future<Int> {
+                guard n < 100 else { return loop.makeSucceededFuture(n) }
+                return a.write([UInt8(n)])
+                    .flatMap { b.read(into: buffer) }
+                    .flatMap { count in
+                        count == 1 && buffer[0] == UInt8(n) ? round(n + 1) : loop.makeFailedFuture(Failure(code: n))
+                    }
+            }
+            round(0).whenComplete { outcome in
+                log.value.append("rounds \((try? outcome.get()) ?? -1)")
+                buffer.deallocate()
+                a.close()
+                b.close()
+            }
+            loop.scheduleFuture(after: .milliseconds(3)).whenSuccess { log.value.append("timer fired") }
+            let text = Array("written through futures".utf8)
+            let readBack = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
+            FileSystem.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC, on: loop)
+                .flatMap { fd in text.withUnsafeBytes { FileSystem.write(fd, $0, on: loop) }.flatMap { _ in FileSystem.close(fd, on: loop) } }
+                .flatMap { FileSystem.open(path, flags: O_RDONLY, on: loop) }
+                .flatMap { fd in FileSystem.read(fd, into: readBack, on: loop).flatMap { count in FileSystem.close(fd, on: loop).map { count } } }
+                .whenComplete { outcome in
+                    let count = (try? outcome.get()) ?? 0
+                    log.value.append("file: \(String(decoding: readBack[..<count], as: UTF8.self))")
+                    readBack.deallocate()
+                }
+        }
+        #expect(log.value.contains("rounds 100"))
+        #expect(log.value.contains("timer fired"))
+        #expect(log.value.contains("file: written through futures"))
+    }
+
+    @Test("a refused connection fails the future with the UVError")
+    func refused() throws {
+        let message = Box("")
+        try withLoop { loop in
+            let probe = TCPSocket(loop: loop)
+            try probe.bind(SocketAddress(ip: "127.0.0.1", port: 0))
+            let address = try probe.localAddress
+            probe.close()
+            Callbacks.TCPConnection.connect(to: address, loop: loop).whenFailure { message.value = "\($0)" }
+        }
+        #expect(message.value == "uv_tcp_connect: ECONNREFUSED: connection refused")
+    }
+
+    @Test("a promise dropped without being completed is reported with where it was made")
+    func droppedPromise() async {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            try! LoopThread.withLoop { loop in
+                let promise = loop.makePromise(of: Int.self)
+                promise.futureResult.whenSuccess { _ in }
+            }
+            exit(0)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("a Future was dropped before its Promise was completed (made at SpindleFuturesTests/FutureTests.swift:"))
+    }
+
+    @Test("completing a promise twice stops the process, saying so")
+    func completedTwice() async {
+        await #expect(processExitsWith: .failure) {
+            try! LoopThread.withLoop { loop in
+                let promise = loop.makePromise(of: Int.self)
+                promise.succeed(1)
+                promise.succeed(2)
+            }
+        }
+    }
+}
