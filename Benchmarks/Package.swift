@@ -41,6 +41,8 @@ let package = Package(
                 "CBenchKernels",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Spindle", package: "Spindle"),
+                .product(name: "SpindleCallbacks", package: "Spindle"),
+                .product(name: "SpindleFutures", package: "Spindle"),
                 .product(name: "SpindleLoop", package: "Spindle"),
             ]
         ),

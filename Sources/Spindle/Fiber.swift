@@ -131,12 +131,11 @@ public enum Fiber {
         let fiber = runningFiber("Fiber.sleep(for:)")
         try checkInterruption(fiber)
         let scheduler = Scheduler.of(fiber.pointee.sched)
-        let timer = scheduler.takeTimer()
-        timer.action = .wake(FiberRef(fiber))
-        timer.timer.start(after: duration)
+        // A bare libuv timer whose data is this fiber, fired into a C callback: no Swift object,
+        // no closure and no reference counting between the sleep and the wake.
+        let timer = scheduler.startSleepTimer(for: fiber, milliseconds: Timer.milliseconds(duration))
         let reason = park(fiber, .sleep, detail: 0, cancellable: true)
-        if reason != .ready { timer.timer.stop() }
-        scheduler.returnTimer(timer)
+        scheduler.finishSleepTimer(timer, fired: reason == .ready)
         try throwIfInterrupted(reason)
     }
 
@@ -337,3 +336,4 @@ extension Scheduler {
         pooledTimers.append(timer)
     }
 }
+

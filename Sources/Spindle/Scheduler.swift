@@ -19,6 +19,8 @@ public final class Scheduler: EventLoopAttachment {
     @exclusivity(unchecked) private var drainWatcher: LoopWatcher!
     @exclusivity(unchecked) var idleWatcher: LoopWatcher!
     @exclusivity(unchecked) var pooledTimers: [PooledTimer] = []
+    /// Bare timer handles for sleeping fibers (see ``Fiber/sleep(for:)``), closed with the loop.
+    @exclusivity(unchecked) var sleepTimers: [UnsafeMutableRawPointer] = []
     /// Finished bodies nobody else references, ready for reuse.
     @exclusivity(unchecked) private var freeBodies: [FiberBody] = []
     /// How many finished fiber bodies (about 100 bytes each) are kept for reuse.
@@ -271,6 +273,7 @@ public final class Scheduler: EventLoopAttachment {
         idleWatcher.close()
         for pooled in pooledTimers { pooled.timer.close() }
         pooledTimers.removeAll()
+        closeSleepTimers()
         stacks.trim()
     }
 

@@ -72,6 +72,17 @@ extension EventLoop {
     }
 }
 
+extension SpindleLoop.Timer {
+    /// Starts this timer once (replacing its callback) and returns a future that succeeds when
+    /// it fires: a repeated delay on one handle, without a new timer each time.
+    public func fire(after delay: Duration, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+        loop.future(file: file, line: line) { promise in
+            setCallback { _ in promise.succeed(()) }
+            start(after: delay)
+        }
+    }
+}
+
 extension FileSystem {
     /// Opens `path` (`flags` as for open(2)); the descriptor.
     public static func open(_ path: String, flags: Int32, mode: Int32 = 0o644, on loop: EventLoop) -> Future<Int32> {

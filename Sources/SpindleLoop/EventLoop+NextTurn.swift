@@ -15,8 +15,14 @@ extension EventLoop {
 /// The queue behind ``EventLoop/deferToNextTurn(_:)``: a check watcher drains it; an idle
 /// watcher is active only while it is non-empty, so an empty queue never makes the loop spin.
 final class NextTurnQueue {
-    private var pending: [() -> Void] = []
-    private var running: [() -> Void] = []
+    /// A closure in a concrete struct: an `Array<() -> Void>` would keep its functions at the
+    /// generic (maximal) abstraction, and converting each one in and out allocates a thunk.
+    struct Work {
+        let run: () -> Void
+    }
+
+    private var pending: [Work] = []
+    private var running: [Work] = []
     private let check: LoopWatcher
     private let idle: LoopWatcher
 
@@ -32,7 +38,7 @@ final class NextTurnQueue {
     var pendingCount: Int { pending.count }
 
     func append(_ work: @escaping () -> Void) {
-        pending.append(work)
+        pending.append(Work(run: work))
         idle.resume()
     }
 
@@ -40,7 +46,7 @@ final class NextTurnQueue {
         guard !pending.isEmpty else { return }
         swap(&pending, &running)
         idle.stop()
-        for work in running { work() }
+        for work in running { work.run() }
         running.removeAll(keepingCapacity: true)
         if !pending.isEmpty { idle.resume() }
     }

@@ -46,7 +46,7 @@ public final class EventLoop: @unchecked Sendable {
         case untilStopped
     }
 
-    @usableFromInline let uv: UnsafeMutablePointer<uv_loop_t>
+    @usableFromInline package let uv: UnsafeMutablePointer<uv_loop_t>
     let owner: pthread_t
     @exclusivity(unchecked) var state: State = .open
     @exclusivity(unchecked) private var stopRequested = false
@@ -70,6 +70,10 @@ public final class EventLoop: @unchecked Sendable {
         owner = pthread_self()
         inbox = PostInbox(loop: self)
     }
+
+    /// The `data` of raw libuv handles that belong to the runtime's machinery rather than to a
+    /// ``LoopHandle`` object (the fiber scheduler's sleep timers): handle walks skip them.
+    nonisolated(unsafe) package static let rawMachineryMarker = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1)
 
     /// Evaluated once, by the first loop.
     private static let ignoreSIGPIPE: Void = {
@@ -281,6 +285,7 @@ private let describeOpenHandle: @convention(c) (UnsafeMutablePointer<uv_handle_t
     if uv_is_closing(handle) != 0 { return }
     let list = context.assumingMemoryBound(to: [String].self)
     if let data = handle.pointee.data {
+        if data == EventLoop.rawMachineryMarker { return }
         let object = Unmanaged<LoopHandle>.fromOpaque(data).takeUnretainedValue()
         if object.isLoopMachinery { return }
         list.pointee.append("\(object.handleDescription) handle not closed")

@@ -82,7 +82,11 @@ public final class Timer: LoopHandle {
         repeatInterval > 0 ? "timer (repeating every \(repeatInterval) ms)" : "timer"
     }
 
-    static func milliseconds(_ duration: Duration) -> UInt64 {
+    /// `duration` in whole milliseconds, rounded up (what libuv timers take).
+    @inline(__always)
+    package static func milliseconds(_ duration: Duration) -> UInt64 {
+        // Zero (the "next loop iteration" delay) is common; `components` costs 128-bit maths.
+        if duration == .zero { return 0 }
         let (seconds, attoseconds) = duration.components
         precondition(seconds >= 0 && attoseconds >= 0, "timer durations cannot be negative: \(duration)")
         let wholeMs = UInt64(seconds) * 1000 + UInt64(attoseconds / 1_000_000_000_000_000)

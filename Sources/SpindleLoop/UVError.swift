@@ -50,7 +50,7 @@ extension UVError {
 
     /// Crashes with the libuv error named when a call that cannot fail in correct use fails.
     @inline(__always)
-    static func mustSucceed(_ status: Int32, _ operation: StaticString) {
+    package static func mustSucceed(_ status: Int32, _ operation: StaticString) {
         if status < 0 {
             fatalError("\(operation) failed: \(UVError(code: status))")
         }

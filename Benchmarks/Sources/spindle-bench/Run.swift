@@ -142,8 +142,10 @@ struct Run: ParsableCommand {
                     _ = try FanoutWorkload.run(executor, variant: variant, state: state)
                     let after = loop.scheduler.counters
                     perOp["switches"] = Double(after.switches - before.switches) * 2 / ops
-                } else {
+                } else if executor == "c-fcontext" {
                     perOp["switches"] = Double(FanoutWorkload.steps + 1) * 2
+                } else {
+                    perOp["switches"] = 0  // callbacks and futures never switch stacks
                 }
                 if let (a, _) = AllocationCounts.measure(workload: "fanout", variant: variant, executor: executor, size: 1) {
                     perOp["allocs"] = Double(a) / ops

@@ -7,12 +7,14 @@ import SpindleLoop
 /// all on one loop. The `yield` variant: each step completes on the next scheduler turn.
 package enum FanoutWorkload {
     package static let name = "fanout"
-    package static let executors = ["c-fcontext", "fibers"]
+    package static let executors = ["c-fcontext", "fibers", "callbacks", "futures"]
     package static let variants = ["yield", "timer", "io"]
+    /// Ratios are against the callback executor (the C floor only runs `yield`).
+    package static let baseline = "callbacks"
 
-    /// Executors that run a variant (the C floor has no timer; callbacks arrive with issue 4).
+    /// Executors that run a variant (the C floor has no timer or socket).
     package static func executors(_ variant: String) -> [String] {
-        variant == "yield" ? executors : ["fibers"]
+        variant == "yield" ? executors : executors.filter { $0 != "c-fcontext" }
     }
     package static let ops = 10_000
     package static let steps = 10
@@ -51,6 +53,12 @@ package enum FanoutWorkload {
                 completed = try fibersTimer(loop: state.loop)
             case ("fibers", "io"):
                 completed = try fibersIO(loop: state.loop)
+            case ("callbacks", "yield"): completed = try callbacksYield(loop: state.loop)
+            case ("callbacks", "timer"): completed = try callbacksTimer(loop: state.loop)
+            case ("callbacks", "io"): completed = try callbacksIO(loop: state.loop)
+            case ("futures", "yield"): completed = try futuresYield(loop: state.loop)
+            case ("futures", "timer"): completed = try futuresTimer(loop: state.loop)
+            case ("futures", "io"): completed = try futuresIO(loop: state.loop)
             default:
                 throw BenchError.unknownExecutor(executor, workload: name)
             }
@@ -96,16 +104,7 @@ package enum FanoutWorkload {
     /// byte), so 10,000 operations use 10,000 descriptors.
     package static func fibersIO(loop: EventLoop) throws -> Int {
         let before = loop.scheduler.counters
-        var connections: [TCPConnection] = []
-        connections.reserveCapacity(ops)
-        for _ in 0..<(ops / 2) {
-            var fds: [Int32] = [0, 0]
-            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else {
-                throw BenchError.tool("socketpair: \(String(cString: strerror(errno))) (raise ulimit -n)")
-            }
-            connections.append(try TCPConnection(adopting: fds[0], loop: loop))
-            connections.append(try TCPConnection(adopting: fds[1], loop: loop))
-        }
+        let connections = try socketPairs(ops / 2) { try PipeConnection(adopting: $0, loop: loop) }
         let bytesRead = UnsafeMutablePointer<Int>.allocate(capacity: 1)
         bytesRead.initialize(to: 0)
         defer { bytesRead.deallocate() }
