@@ -16,6 +16,12 @@ public class StreamSocket: LoopHandle {
     private var onRead: ((Result<Int, UVError>) -> Void)?
     /// Whether reading is started.
     public private(set) var isReading = false
+    /// A read was delivered in the current libuv read cycle: libuv asks for the next buffer at
+    /// once, before the reader (a fiber woken, not yet run) can supply one. That "no buffer" is
+    /// expected and must not pause reading — pausing and resuming cost two epoll_ctl calls a read.
+    private var deliveredThisCycle = false
+    /// Reading is on but nobody waits for it, so the handle does not keep the loop running.
+    private var idleUnreferenced = false
 
     var stream: UnsafeMutablePointer<uv_stream_t> {
         UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self)
@@ -70,7 +76,10 @@ public class StreamSocket: LoopHandle {
     public final func startReading() throws(UVError) {
         loop.preconditionOnLoopThread("startReading")
         precondition(onRead != nil, "startReading() before setReadHandlers")
-        if isReading { return }
+        if isReading {
+            referenceAgain()
+            return
+        }
         let status = uv_read_start(stream, { handle, _, buf in
             guard let data = handle?.pointee.data, let buf else { return }
             let socket = LoopHandle.object(data, as: StreamSocket.self)
@@ -81,10 +90,22 @@ public class StreamSocket: LoopHandle {
             let socket = LoopHandle.object(data, as: StreamSocket.self)
             if nread == 0 { return }  // EAGAIN: nothing this time
             if nread == Int(UV_ENOBUFS.rawValue) {
-                // The buffer provider had no room: nobody is reading now, so pause until they are.
-                socket.stopReading()
+                // No buffer. Right after a delivery that is the reader not having run yet; data
+                // arriving for nobody is not: pause until someone reads (the kernel keeps it).
+                if socket.deliveredThisCycle {
+                    socket.deliveredThisCycle = false
+                    // Reading stays on, but it must not keep the loop alive by itself: if the
+                    // reader never reads again (its work is done), run() still ends.
+                    if !socket.idleUnreferenced {
+                        socket.idleUnreferenced = true
+                        uv_unref(socket.handle)
+                    }
+                } else {
+                    socket.stopReading()
+                }
                 return
             }
+            socket.deliveredThisCycle = nread > 0
             if nread == Int(UV_EOF.rawValue) {
                 socket.onRead?(.success(0))
             } else if nread < 0 {
@@ -98,9 +119,17 @@ public class StreamSocket: LoopHandle {
         retainWhileActive()
     }
 
+    private func referenceAgain() {
+        if idleUnreferenced {
+            idleUnreferenced = false
+            uv_ref(handle)
+        }
+    }
+
     /// Stops reading. Wraps uv_read_stop.
     public final func stopReading() {
         guard isReading else { return }
+        referenceAgain()
         isReading = false
         uv_read_stop(stream)
         if onConnection == nil { releaseActiveRetain() }

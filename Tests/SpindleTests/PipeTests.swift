@@ -156,6 +156,34 @@ struct PipeTests {
         #expect(peerSaw == 0)
     }
 
+    @Test("a connection still reading after its reader is done does not keep run() going; later data waits for the next read")
+    func idleReadingDoesNotHoldTheLoop() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        let (first, second) = try withLoop { loop -> (String, String) in
+            let reader = try PipeConnection(adopting: fds[0], loop: loop)
+            let writer = try PipeConnection(adopting: fds[1], loop: loop)
+            var first = "", second = ""
+            loop.spawn {
+                try writer.write("one")
+                var buffer = [UInt8](repeating: 0, count: 3)
+                first = String(decoding: buffer[..<(try reader.read(into: &buffer))], as: UTF8.self)
+                try writer.write("two")  // nobody reads it in this run
+            }
+            try loop.run()  // returns although the reader's socket still reads
+            loop.spawn {
+                var buffer = [UInt8](repeating: 0, count: 8)
+                second = String(decoding: buffer[..<(try reader.read(into: &buffer))], as: UTF8.self)
+                reader.close()
+                writer.close()
+            }
+            try loop.run()
+            return (first, second)
+        }
+        #expect(first == "one")
+        #expect(second == "two")
+    }
+
     @Test("closing a stream while a fiber's write is queued throws ECANCELED in the writer")
     func closeDuringQueuedWrite() throws {
         var fds: [Int32] = [0, 0]
