@@ -14,54 +14,47 @@ struct PendingOperations {
 
     /// The owner may be freed when this returns.
     mutating func end() {
+        endLater().perform()
+    }
+
+    /// A release to perform later (after a completion that may touch the owner has run).
+    struct Release {
+        fileprivate let retain: Unmanaged<AnyObject>?
+        func perform() { retain?.release() }
+    }
+
+    mutating func endLater() -> Release {
         count -= 1
-        if count == 0, let retain {
-            self.retain = nil
-            retain.release()
-        }
+        guard count == 0, let retain else { return Release(retain: nil) }
+        self.retain = nil
+        return Release(retain: retain)
     }
 }
 
-/// One outstanding read whose completion is a closure — a stream read or a datagram receive:
-/// libuv asks ``target`` for memory; the socket's read handler hands the outcome to
-/// ``finish(_:)``. The owner stays alive while the read is outstanding.
-final class CallbackRead<Outcome> {
+/// The bookkeeping of one outstanding read — a stream read or a datagram receive: where libuv
+/// reads to (``target``), and keeping the owner alive meanwhile. The completion itself stays in
+/// the owner, at its concrete type: a closure stored in a generic class goes through a
+/// reabstraction thunk, an allocation per read.
+struct OutstandingRead {
     /// Where the next read goes; empty while no read is outstanding.
     private(set) var target = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-    private var completion: ((Result<Outcome, UVError>) throws -> Void)?
-    private var operation: StaticString = "read"
+    private(set) var isOutstanding = false
     private var pending = PendingOperations()
 
-    /// Starts a read into `buffer` for `owner`: `start` switches reading on. `what` names the
-    /// operation in messages.
-    func begin(
-        into buffer: UnsafeMutableRawBufferPointer, owner: AnyObject, closed: Bool, _ what: StaticString,
-        start: () throws(UVError) -> Void, _ completion: @escaping (Result<Outcome, UVError>) throws -> Void
-    ) {
-        precondition(self.completion == nil, "\(what): one is already outstanding on this socket")
-        if closed {
-            Callbacks.deliver(completion, .failure(UVError(code: -ECANCELED, operation: "\(what) on a closed socket")), what)
-            return
-        }
+    /// Records a read into `buffer` for `owner`; false (and nothing recorded) if one is
+    /// already outstanding.
+    mutating func begin(into buffer: UnsafeMutableRawBufferPointer, owner: AnyObject) {
         target = buffer
-        self.completion = completion
-        operation = what
+        isOutstanding = true
         pending.begin(owner)
-        do {
-            try start()
-        } catch {
-            finish(.failure(error))
-        }
     }
 
-    /// Delivers the outcome to the outstanding read, if there is one. The owner may be freed
-    /// when this returns.
-    func finish(_ result: Result<Outcome, UVError>) {
-        guard let completion else { return }
-        self.completion = nil
+    /// The read is over; returns the release to perform once its completion has run (the owner
+    /// may be freed then).
+    mutating func end() -> PendingOperations.Release {
         target = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-        Callbacks.deliver(completion, result, operation)
-        pending.end()
+        isOutstanding = false
+        return pending.endLater()
     }
 }
 
@@ -76,7 +69,8 @@ extension Callbacks {
     public class StreamConnection {
         /// The underlying libuv stream.
         public let stream: StreamSocket
-        private let reading = CallbackRead<Int>()
+        private var reading = OutstandingRead()
+        private var readCompletion: (Result<Int, UVError>) throws -> Void = { _ in }
         private var pending = PendingOperations()
 
         init(stream: StreamSocket) {
@@ -95,9 +89,18 @@ extension Callbacks {
             into buffer: UnsafeMutableRawBufferPointer, _ completion: @escaping (Result<Int, UVError>) throws -> Void
         ) {
             stream.loop.preconditionOnLoopThread("Callbacks.StreamConnection.read")
-            reading.begin(
-                into: buffer, owner: self, closed: stream.isClosed, "read", start: { () throws(UVError) in try stream.startReading() },
-                completion)
+            precondition(!reading.isOutstanding, "Callbacks.StreamConnection.read: a read is already outstanding on this connection")
+            if stream.isClosed {
+                Callbacks.deliver(completion, .failure(UVError(code: -ECANCELED, operation: "read on a closed connection")), "read")
+                return
+            }
+            reading.begin(into: buffer, owner: self)
+            readCompletion = completion
+            do {
+                try stream.startReading()
+            } catch {
+                readFinished(.failure(error))
+            }
         }
 
         private func readFinished(_ result: Result<Int, UVError>) {
@@ -105,7 +108,12 @@ extension Callbacks {
             case .failure, .success(0): stream.stopReading()
             default: break
             }
-            reading.finish(result)
+            guard reading.isOutstanding else { return }
+            let release = reading.end()
+            let completion = readCompletion
+            readCompletion = { _ in }  // nothing captured stays alive past its read
+            Callbacks.deliver(completion, result, "read")
+            release.perform()
         }
 
         /// Writes all of `bytes` and calls `completion` with nil or the error (`EPIPE`,

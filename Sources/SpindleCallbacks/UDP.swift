@@ -6,7 +6,8 @@ extension Callbacks {
     public final class DatagramSocket {
         /// The underlying libuv socket.
         public let socket: UDPSocket
-        private let receiving = CallbackRead<(count: Int, from: SocketAddress)>()
+        private var receiving = OutstandingRead()
+        private var receiveCompletion: (Result<(count: Int, from: SocketAddress), UVError>) throws -> Void = { _ in }
         private var pending = PendingOperations()
 
         /// Binds to `address` (port 0 picks one).
@@ -59,14 +60,28 @@ extension Callbacks {
             _ completion: @escaping (Result<(count: Int, from: SocketAddress), UVError>) throws -> Void
         ) {
             socket.loop.preconditionOnLoopThread("Callbacks.DatagramSocket.receive")
-            receiving.begin(
-                into: buffer, owner: self, closed: socket.isClosed, "receive",
-                start: { () throws(UVError) in try socket.startReceiving() }, completion)
+            precondition(!receiving.isOutstanding, "Callbacks.DatagramSocket.receive: a receive is already outstanding")
+            if socket.isClosed {
+                Callbacks.deliver(completion, .failure(UVError(code: -ECANCELED, operation: "receive on a closed socket")), "receive")
+                return
+            }
+            receiving.begin(into: buffer, owner: self)
+            receiveCompletion = completion
+            do {
+                try socket.startReceiving()
+            } catch {
+                received(.failure(error))
+            }
         }
 
         private func received(_ result: Result<(Int, SocketAddress?), UVError>) {
             socket.stopReceiving()
-            receiving.finish(result.map { (count: $0.0, from: $0.1!) })
+            guard receiving.isOutstanding else { return }
+            let release = receiving.end()
+            let completion = receiveCompletion
+            receiveCompletion = { _ in }  // nothing captured stays alive past its read
+            Callbacks.deliver(completion, result.map { (count: $0.0, from: $0.1!) }, "receive")
+            release.perform()
         }
 
         /// Joins the multicast `group`.
