@@ -124,16 +124,19 @@ struct FutureTests {
                 b.close()
             }
             loop.scheduleFuture(after: .milliseconds(3)).whenSuccess { log.value.append("timer fired") }
-            let text = Array("written through futures".utf8)
+            // The bytes of an asynchronous write must outlive it: not a withUnsafeBytes pointer.
+            let text = UnsafeMutableRawBufferPointer.allocate(byteCount: 23, alignment: 1)
+            text.copyBytes(from: "written through futures".utf8)
             let readBack = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
             FileSystem.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC, on: loop)
-                .flatMap { fd in text.withUnsafeBytes { FileSystem.write(fd, $0, on: loop) }.flatMap { _ in FileSystem.close(fd, on: loop) } }
+                .flatMap { fd in FileSystem.write(fd, UnsafeRawBufferPointer(text), on: loop).flatMap { _ in FileSystem.close(fd, on: loop) } }
                 .flatMap { FileSystem.open(path, flags: O_RDONLY, on: loop) }
                 .flatMap { fd in FileSystem.read(fd, into: readBack, on: loop).flatMap { count in FileSystem.close(fd, on: loop).map { count } } }
                 .whenComplete { outcome in
                     let count = (try? outcome.get()) ?? 0
                     log.value.append("file: \(String(decoding: readBack[..<count], as: UTF8.self))")
                     readBack.deallocate()
+                    text.deallocate()
                 }
         }
         #expect(log.value.contains("rounds 100"))
