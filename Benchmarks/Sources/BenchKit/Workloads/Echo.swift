@@ -1,6 +1,8 @@
 import Foundation
 import Histogram
 import Spindle
+import SpindleCallbacks
+import SpindleFutures
 import SpindleLoop
 
 /// `echo`: a TCP echo server on loopback, driven by `spindle-echo-load` (C, a separate
@@ -10,7 +12,7 @@ import SpindleLoop
 package enum EchoWorkload {
     package static let name = "echo"
     package static let variants = ["64-conn", "1000-conn"]
-    package static let executors = ["c-libuv", "fibers"]
+    package static let executors = ["c-libuv", "fibers", "callbacks", "futures"]
     package static let baseline = "c-libuv"
     package static let messageSize = 64
 
@@ -41,6 +43,7 @@ package enum EchoWorkload {
     package static func serve(_ executor: String, port: Int) throws {
         switch executor {
         case "fibers": try serveFibers(port: port)
+        case "callbacks", "futures": try serveClosures(futures: executor == "futures", port: port)
         default: throw BenchError.unknownExecutor(executor, workload: name)
         }
     }
@@ -71,6 +74,72 @@ package enum EchoWorkload {
         while let count = try? connection.read(into: buffer), count > 0 {
             guard (try? connection.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))) != nil else { return }
         }
+    }
+
+    /// Callback style (read, then write back from the read's completion, then read again) or
+    /// future style (the same chain of futures), one buffer per connection; stops on a signal.
+    static func serveClosures(futures: Bool, port: Int) throws {
+        let loop = EventLoop()
+        var open: [ObjectIdentifier: Callbacks.TCPConnection] = [:]
+        let listener = try Callbacks.TCPListener(
+            address: SocketAddress(ip: "127.0.0.1", port: port), backlog: 4096, loop: loop
+        ) { result in
+            guard case .success(let connection) = result else { return }
+            try? connection.setNoDelay(true)
+            open[ObjectIdentifier(connection)] = connection
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16_384, alignment: 16)
+            let finished = {
+                open[ObjectIdentifier(connection)] = nil
+                connection.close()
+                buffer.deallocate()
+            }
+            if futures { echoFutures(connection, buffer, finished) } else { echoCallbacks(connection, buffer, finished) }
+        }
+        announce(try listener.localAddress.port)
+        let signals = [SIGINT, SIGTERM].map { number in
+            let watcher = SignalWatcher(loop: loop)
+            try? watcher.start(number) { _ in loop.stop() }
+            return watcher
+        }
+        try loop.run(.untilStopped)
+        listener.close()
+        for connection in open.values { connection.close() }
+        for watcher in signals { watcher.close() }
+        try loop.run()
+        try loop.close()
+    }
+
+    static func echoCallbacks(
+        _ connection: Callbacks.TCPConnection, _ buffer: UnsafeMutableRawBufferPointer, _ finished: @escaping () -> Void
+    ) {
+        var onRead: (Result<Int, UVError>) throws -> Void = { _ in }
+        var onWrite: (UVError?) throws -> Void = { _ in }
+        onRead = { result in
+            guard case .success(let count) = result, count > 0 else {
+                onRead = { _ in }  // break the cycles
+                onWrite = { _ in }
+                return finished()
+            }
+            connection.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]), onWrite)
+        }
+        onWrite = { error in
+            if error != nil { return finished() }
+            connection.read(into: buffer, onRead)
+        }
+        connection.read(into: buffer, onRead)
+    }
+
+    static func echoFutures(
+        _ connection: Callbacks.TCPConnection, _ buffer: UnsafeMutableRawBufferPointer, _ finished: @escaping () -> Void
+    ) {
+        connection.read(into: buffer)
+            .flatMap { (count: Int) -> Future<Bool> in
+                guard count > 0 else { return connection.stream.loop.makeSucceededFuture(false) }
+                return connection.write(UnsafeRawBufferPointer(rebasing: buffer[..<count])).map { true }
+            }
+            .whenComplete { outcome in
+                if case .success(true) = outcome { echoFutures(connection, buffer, finished) } else { finished() }
+            }
     }
 
     static func announce(_ port: Int) {
