@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "SpindleLoop", targets: ["SpindleLoop"]),
         .library(name: "SpindleCallbacks", targets: ["SpindleCallbacks"]),
         .library(name: "SpindleFutures", targets: ["SpindleFutures"]),
+        .library(name: "SpindleAsync", targets: ["SpindleAsync"]),
         .executable(name: "spindle-echo", targets: ["spindle-echo"]),
         .executable(name: "spindle-http", targets: ["spindle-http"]),
     ],
@@ -47,6 +48,10 @@ let package = Package(
             name: "SpindleFutures",
             dependencies: ["Spindle", "SpindleCallbacks", "SpindleLoop"]
         ),
+        .target(
+            name: "SpindleAsync",
+            dependencies: ["Spindle", "SpindleLoop"]
+        ),
         // Example services: real programs on fibers, run by the tests as separate processes.
         .target(
             name: "ExampleSupport",
@@ -80,6 +85,10 @@ let package = Package(
         .testTarget(
             name: "SpindleFuturesTests",
             dependencies: ["SpindleFutures", "Spindle", "SpindleTestSupport", "CLibUV"]
+        ),
+        .testTarget(
+            name: "SpindleAsyncTests",
+            dependencies: ["SpindleAsync", "Spindle", "SpindleLoop", "SpindleTestSupport"]
         ),
         .testTarget(
             name: "SpindleTests",
