@@ -43,6 +43,7 @@ let package = Package(
                 .product(name: "Spindle", package: "Spindle"),
                 .product(name: "SpindleCallbacks", package: "Spindle"),
                 .product(name: "SpindleFutures", package: "Spindle"),
+                .product(name: "SpindleAsync", package: "Spindle"),
                 .product(name: "SpindleLoop", package: "Spindle"),
             ]
         ),

@@ -7,7 +7,9 @@ import SpindleLoop
 /// all on one loop. The `yield` variant: each step completes on the next scheduler turn.
 package enum FanoutWorkload {
     package static let name = "fanout"
-    package static let executors = ["c-fcontext", "fibers", "callbacks", "futures"]
+    package static let executors = [
+        "c-fcontext", "fibers", "callbacks", "futures", "swift-async-loop", "swift-async-global", "threads",
+    ]
     package static let variants = ["yield", "timer", "io"]
     /// Ratios are against the callback executor (the C floor only runs `yield`).
     package static let baseline = "callbacks"
@@ -59,6 +61,9 @@ package enum FanoutWorkload {
             case ("futures", "yield"): completed = try futuresYield(loop: state.loop)
             case ("futures", "timer"): completed = try futuresTimer(loop: state.loop)
             case ("futures", "io"): completed = try futuresIO(loop: state.loop)
+            case ("swift-async-loop", _): completed = try asyncOnLoop(variant, loop: state.loop)
+            case ("swift-async-global", _): completed = try asyncOnGlobal(variant, loop: state.loop)
+            case ("threads", _): completed = try threads(variant)
             default:
                 throw BenchError.unknownExecutor(executor, workload: name)
             }
