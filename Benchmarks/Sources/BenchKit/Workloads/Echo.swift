@@ -1,6 +1,7 @@
 import Foundation
 import Histogram
 import Spindle
+import SpindleAsync
 import SpindleCallbacks
 import SpindleFutures
 import SpindleLoop
@@ -12,7 +13,9 @@ import SpindleLoop
 package enum EchoWorkload {
     package static let name = "echo"
     package static let variants = ["64-conn", "1000-conn"]
-    package static let executors = ["c-libuv", "fibers", "callbacks", "futures"]
+    package static let executors = [
+        "c-libuv", "fibers", "callbacks", "futures", "swift-async-loop", "swift-async-global", "threads",
+    ]
     package static let baseline = "c-libuv"
     package static let messageSize = 64
 
@@ -44,6 +47,8 @@ package enum EchoWorkload {
         switch executor {
         case "fibers": try serveFibers(port: port)
         case "callbacks", "futures": try serveClosures(futures: executor == "futures", port: port)
+        case "swift-async-loop", "swift-async-global": try serveAsync(onLoop: executor == "swift-async-loop", port: port)
+        case "threads": try serveThreads(port: port)
         default: throw BenchError.unknownExecutor(executor, workload: name)
         }
     }
@@ -140,6 +145,113 @@ package enum EchoWorkload {
             .whenComplete { outcome in
                 if case .success(true) = outcome { echoFutures(connection, buffer, finished) } else { finished() }
             }
+    }
+
+    /// One Task per connection, straight-line async code: on the loop's executor (libuv calls
+    /// made directly), or on the global executor (every libuv call hops to the loop with `post`).
+    static func serveAsync(onLoop: Bool, port: Int) throws {
+        let loop = EventLoop()
+        let executor = LoopExecutor.of(loop)
+        let listener = try Callbacks.TCPListener(
+            address: SocketAddress(ip: "127.0.0.1", port: port), backlog: 4096, loop: loop
+        ) { result in
+            guard case .success(let connection) = result else { return }
+            try? connection.setNoDelay(true)
+            let shared = UncheckedBox((connection, loop))
+            let serve: @Sendable () async -> Void = {
+                let (connection, loop) = shared.value
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16_384, alignment: 16)
+                let onBuffer = UncheckedBox(buffer)
+                func onLoopThread<T: Sendable>(_ start: @escaping (@escaping (T) -> Void) -> Void) async -> T {
+                    await withUnsafeContinuation { (continuation: UnsafeContinuation<T, Never>) in
+                        let resume = UncheckedBox(continuation)
+                        let work = UncheckedBox(start)
+                        if loop.isOnLoopThread {
+                            start { resume.value.resume(returning: $0) }
+                        } else {
+                            loop.post { work.value { resume.value.resume(returning: $0) } }
+                        }
+                    }
+                }
+                while true {
+                    let count: Int = await onLoopThread { done in
+                        connection.read(into: onBuffer.value) { done((try? $0.get()) ?? 0) }
+                    }
+                    if count == 0 { break }
+                    let failed: Bool = await onLoopThread { done in
+                        connection.write(UnsafeRawBufferPointer(rebasing: onBuffer.value[..<count])) { done($0 != nil) }
+                    }
+                    if failed { break }
+                }
+                await onLoopThread { (done: @escaping (Void) -> Void) in
+                    connection.close()
+                    done(())
+                }
+                buffer.deallocate()
+            }
+            if onLoop { Task(executorPreference: executor, operation: serve) } else { Task(operation: serve) }
+        }
+        announce(try listener.localAddress.port)
+        let signals = [SIGINT, SIGTERM].map { number in
+            let watcher = SignalWatcher(loop: loop)
+            try? watcher.start(number) { _ in loop.stop() }
+            return watcher
+        }
+        try loop.run(.untilStopped)
+        listener.close()
+        for watcher in signals { watcher.close() }
+        // Connections' tasks may still be suspended on the loop: it is left open (the process
+        // ends next), not closed under them.
+    }
+
+    /// One OS thread per connection with blocking `read`/`write` (64 KiB stacks).
+    static func serveThreads(port: Int) throws {
+        let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(server, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(server, 4096) == 0 else { throw BenchError.tool("threads echo: bind/listen: \(String(cString: strerror(errno)))") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(server, $0, &length) }
+        }
+        announce(Int(UInt16(bigEndian: address.sin_port)))
+        signal(SIGTERM) { _ in exit(0) }
+        signal(SIGINT) { _ in exit(0) }
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        pthread_attr_setstacksize(&attributes, 64 << 10)
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        while true {
+            let client = accept(server, nil, nil)
+            if client < 0 { continue }
+            setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            var thread = pthread_t()
+            let status = pthread_create(&thread, &attributes, { raw in
+                let fd = Int32(Int(bitPattern: raw))
+                var buffer = [UInt8](repeating: 0, count: 16_384)
+                while true {
+                    let count = read(fd, &buffer, buffer.count)
+                    if count <= 0 { break }
+                    var sent = 0
+                    while sent < count {
+                        let written = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + sent, count - sent) }
+                        if written <= 0 { break }
+                        sent += written
+                    }
+                    if sent < count { break }
+                }
+                close(fd)
+                return nil
+            }, UnsafeMutableRawPointer(bitPattern: Int(client)))
+            if status != 0 { close(client) }
+        }
     }
 
     static func announce(_ port: Int) {
