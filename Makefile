@@ -2,6 +2,7 @@
 #
 #   make test        build (debug) and run every test
 #   make bench       the benchmark report: table on stdout, bench-results/{report.md,results.json}
+#   make bench-all   the same with every executor of every workload
 #   make build       debug build of the library
 #   make asan        every test under AddressSanitizer (LeakSanitizer on; leaks are errors),
 #                    with the fiber switch annotations compiled in
@@ -19,7 +20,7 @@ BENCH_ARGS ?=
 TEST_PACKAGES  := pkg-config libuv1-dev libboost-context-dev curl
 BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
 
-.PHONY: all test bench build clean asan deps-test deps-bench
+.PHONY: all test bench bench-all build clean asan deps-test deps-bench
 
 all: build
 
@@ -59,6 +60,11 @@ test: deps-test
 bench: deps-bench
 	cd Benchmarks && $(SWIFT) build -c release
 	Benchmarks/.build/release/spindle-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# Every executor of every workload (adds the slow echo servers: swift-async-global, threads).
+bench-all: deps-bench
+	cd Benchmarks && $(SWIFT) build -c release
+	Benchmarks/.build/release/spindle-bench run --all --out $(BENCH_OUT) $(BENCH_ARGS)
 
 # The XCTest half of `swift test` is skipped: it runs no test here and LeakSanitizer reports
 # XCTest's own allocations.

@@ -29,6 +29,9 @@ struct Run: ParsableCommand {
     @Flag(help: "Skip the callgrind instruction counts.")
     var noInstructions = false
 
+    @Flag(help: "Run every executor of the slow workloads too (echo: swift-async-global, threads).")
+    var all = false
+
     func run() throws {
         let chosen = workloads.isEmpty ? SpindleBench.workloads.map(\.name) : workloads
         let only = executors.map { Set($0.split(separator: ",").map(String.init)) }
@@ -204,7 +207,9 @@ struct Run: ParsableCommand {
         let echoTrials = max(1, min(trials, 3))
         let (warmupMs, durationMs) = (300, 1_000)
         for variant in EchoWorkload.variants {
-            let executors = EchoWorkload.executors.filter { only?.contains($0) ?? true }
+            let executors = EchoWorkload.executors.filter {
+                only?.contains($0) ?? (all || EchoWorkload.headlineExecutors.contains($0))
+            }
             var throughput: [String: [Double]] = [:]
             var serverCPU: [String: [Double]] = [:]
             var percentiles: [String: [Double: [Double]]] = [:]

@@ -17,6 +17,8 @@ package enum EchoWorkload {
         "c-libuv", "fibers", "callbacks", "futures", "swift-async-loop", "swift-async-global", "threads",
     ]
     package static let baseline = "c-libuv"
+    /// What `make bench` runs (each echo trial is two processes for 1.3 s); `--all` adds the rest.
+    package static let headlineExecutors = ["c-libuv", "fibers", "callbacks", "futures", "swift-async-loop"]
     package static let messageSize = 64
 
     package static func connections(_ variant: String) throws -> Int {
