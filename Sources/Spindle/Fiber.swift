@@ -288,13 +288,11 @@ extension EventLoop {
 
 // MARK: - Pooled timers
 
-/// A pooled loop timer that serves one fiber at a time (a sleep or a deadline), reused so
-/// neither allocates.
+/// A pooled loop timer that serves one fiber's deadline (``Fiber/withTimeout(_:_:)``) at a time,
+/// reused so a deadline allocates nothing. (Sleeps use bare timers: see SleepTimer.swift.)
 final class PooledTimer {
     enum Action {
         case none
-        /// Wake the sleeping fiber.
-        case wake(FiberRef)
         /// Mark the fiber's deadline scope at this depth as expired and interrupt its
         /// cancellable wait, if any.
         case deadline(FiberRef, depth: UInt8)
@@ -313,8 +311,6 @@ final class PooledTimer {
         switch action {
         case .none:
             break
-        case .wake(let fiber):
-            if fiber.isParked { fiber.wake(.ready) }
         case .deadline(let fiber, let depth):
             guard fiber.state != .finished else { return }
             let expired = fiber.fiber.pointee.deadline_expired
@@ -336,4 +332,3 @@ extension Scheduler {
         pooledTimers.append(timer)
     }
 }
-
