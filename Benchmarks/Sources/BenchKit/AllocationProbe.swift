@@ -15,6 +15,8 @@ package enum AllocationProbe {
             _ = try FanoutWorkload.run(executor, variant: variant, state: state)
         case ChannelWorkload.name:
             _ = try ChannelWorkload.run(executor, variant: variant, loop: state.loop)
+        case SpawnWorkload.name:
+            _ = try SpawnWorkload.run(executor, variant: variant, loop: state.loop)
         default:
             throw BenchError.unknownWorkload(workload)
         }

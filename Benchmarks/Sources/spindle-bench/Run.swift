@@ -42,6 +42,7 @@ struct Run: ParsableCommand {
             case SwitchWorkload.name: results += try runSwitch(loop: loop, only: only)
             case FanoutWorkload.name: results += try runFanout(loop: loop, only: only)
             case ChannelWorkload.name: results += try runChannel(loop: loop, only: only)
+            case SpawnWorkload.name: results += try runSpawn(loop: loop, only: only)
             case EchoWorkload.name: results += try runEcho(only: only)
             default: throw BenchError.unknownWorkload(workload)
             }
@@ -198,6 +199,36 @@ struct Run: ParsableCommand {
                     workload: "channel", variant: variant, executor: executor, metric: "time", unit: "ns",
                     median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp,
                     note: "per message, one producer and one consumer fiber"))
+            }
+        }
+        return rows
+    }
+
+    // MARK: spawn
+
+    func runSpawn(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
+        var rows: [BenchResult] = []
+        let perFiber = Double(SpawnWorkload.fibers)
+        for variant in SpawnWorkload.variants {
+            for executor in SpawnWorkload.executors where only?.contains(executor) ?? true {
+                progress("spawn \(variant): \(executor), \(trials) cold then \(trials) warm trials of \(SpawnWorkload.fibers) fibers")
+                var cold: [Double] = [], warm: [Double] = []
+                for _ in 0..<trials {
+                    loop.scheduler.stacks.trim()  // fresh stacks: mmap, guard page, first-touch faults
+                    cold.append(try SpawnWorkload.run(executor, variant: variant, loop: loop) / perFiber)
+                }
+                for _ in 0..<trials { warm.append(try SpawnWorkload.run(executor, variant: variant, loop: loop) / perFiber) }
+                var perOp: [String: Double] = ["switches": 2]
+                if let (a, _) = AllocationCounts.measure(workload: "spawn", variant: variant, executor: executor, size: 1) {
+                    perOp["allocs"] = Double(a) / perFiber
+                }
+                for (phase, samples) in [("cold", cold), ("warm", warm)] {
+                    let stats = Stats(samples)
+                    rows.append(BenchResult(
+                        workload: "spawn", variant: variant, executor: executor, metric: "time", unit: "ns",
+                        median: stats.median, min: stats.min, max: stats.max, trials: stats.count, phase: phase,
+                        per_op: perOp, note: "per fiber: spawn, run to completion, reclaim (join: and join)"))
+                }
             }
         }
         return rows

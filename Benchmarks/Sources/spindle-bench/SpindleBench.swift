@@ -15,6 +15,7 @@ struct SpindleBench: ParsableCommand {
     static let workloads: [(name: String, variants: [String], executors: [String], baseline: String)] = [
         (SwitchWorkload.name, SwitchWorkload.variants, SwitchWorkload.executors(""), SwitchWorkload.baseline),
         (FanoutWorkload.name, FanoutWorkload.variants, FanoutWorkload.executors, FanoutWorkload.baseline),
+        (SpawnWorkload.name, SpawnWorkload.variants, SpawnWorkload.executors, ""),
         (ChannelWorkload.name, ChannelWorkload.variants, ChannelWorkload.executors, ""),
         (EchoWorkload.name, EchoWorkload.variants, EchoWorkload.executors, EchoWorkload.baseline),
     ]

@@ -1,0 +1,43 @@
+import Spindle
+import SpindleLoop
+
+/// `spawn`: create, run to completion and reclaim 100,000 fibers, in waves of 10,000 (100,000
+/// guarded stacks alive at once would need 200,000 mappings, past Linux's default
+/// `vm.max_map_count`); nanoseconds per fiber. Variants: `detached` (`loop.spawnDetached`: no
+/// handle) and `join` (`loop.spawn`, then every handle joined). Cold trials start with an empty
+/// stack pool (the first wave maps fresh stacks); warm ones take every stack from the pool.
+package enum SpawnWorkload {
+    package static let name = "spawn"
+    package static let variants = ["detached", "join"]
+    package static let executors = ["fibers"]
+    package static let fibers = 100_000
+    package static let wave = 10_000
+
+    /// Nanoseconds for all `fibers` (spawned from the loop's thread, run by `loop.run()`).
+    package static func run(_ executor: String, variant: String, loop: EventLoop) throws -> Double {
+        guard executor == "fibers" else { throw BenchError.unknownExecutor(executor, workload: name) }
+        let before = loop.scheduler.counters
+        var joined = 0
+        let ns = try measure {
+            var handles: [FiberHandle<Int>] = []
+            handles.reserveCapacity(wave)
+            for _ in 0..<(fibers / wave) {
+                if variant == "join" {
+                    for index in 0..<wave { handles.append(loop.spawn { index }) }
+                    try loop.run()
+                    for (index, handle) in handles.enumerated() where try handle.join() == index { joined += 1 }
+                    handles.removeAll(keepingCapacity: true)
+                } else {
+                    for _ in 0..<wave { loop.spawnDetached {} }
+                    try loop.run()
+                    joined += wave
+                }
+            }
+        }
+        let finished = loop.scheduler.counters.finishes - before.finishes
+        guard finished == UInt64(fibers), joined == fibers else {
+            throw BenchError.incorrect("spawn \(variant): \(finished) fibers finished, \(joined) joined, of \(fibers)")
+        }
+        return ns
+    }
+}
