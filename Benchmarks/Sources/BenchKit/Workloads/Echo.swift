@@ -103,11 +103,7 @@ package enum EchoWorkload {
             if futures { echoFutures(connection, buffer, finished) } else { echoCallbacks(connection, buffer, finished) }
         }
         announce(try listener.localAddress.port)
-        let signals = [SIGINT, SIGTERM].map { number in
-            let watcher = SignalWatcher(loop: loop)
-            try? watcher.start(number) { _ in loop.stop() }
-            return watcher
-        }
+        let signals = stopOnSignals(loop)
         try loop.run(.untilStopped)
         listener.close()
         for connection in open.values { connection.close() }
@@ -194,11 +190,7 @@ package enum EchoWorkload {
             if onLoop { Task(executorPreference: executor, operation: serve) } else { Task(operation: serve) }
         }
         announce(try listener.localAddress.port)
-        let signals = [SIGINT, SIGTERM].map { number in
-            let watcher = SignalWatcher(loop: loop)
-            try? watcher.start(number) { _ in loop.stop() }
-            return watcher
-        }
+        let signals = stopOnSignals(loop)
         try loop.run(.untilStopped)
         listener.close()
         for watcher in signals { watcher.close() }
@@ -253,6 +245,15 @@ package enum EchoWorkload {
                 return nil
             }, UnsafeMutableRawPointer(bitPattern: Int(client)))
             if status != 0 { close(client) }
+        }
+    }
+
+    /// Watchers that stop `loop` on SIGINT or SIGTERM (close them once it has stopped).
+    static func stopOnSignals(_ loop: EventLoop) -> [SignalWatcher] {
+        [SIGINT, SIGTERM].map { number in
+            let watcher = SignalWatcher(loop: loop)
+            try? watcher.start(number) { _ in loop.stop() }
+            return watcher
         }
     }
 

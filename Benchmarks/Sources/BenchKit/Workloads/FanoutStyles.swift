@@ -61,13 +61,8 @@ extension FanoutWorkload {
 
     /// Each step writes one byte into its end of a socketpair and reads its partner's byte.
     static func callbacksIO(loop: EventLoop) throws -> Int {
-        let connections = try socketPairs(ops / 2) { try Callbacks.PipeConnection(adopting: $0, loop: loop) }
         var completed = 0, bytesRead = 0
-        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: ops, alignment: 1)
-        bytes.initializeMemory(as: UInt8.self, repeating: 1)
-        defer { bytes.deallocate() }
-        for (index, connection) in connections.enumerated() {
-            let byte = UnsafeMutableRawBufferPointer(rebasing: bytes[index..<(index + 1)])
+        try runIO("callbacks", loop: loop, bytesRead: { bytesRead }) { connection, byte in
             var remaining = steps
             var onRead: (Result<Int, UVError>) throws -> Void = { _ in }  // not Optional: see CallbackOp
             let onWrite: (UVError?) throws -> Void = { error in if let error { throw error } }
@@ -85,10 +80,6 @@ extension FanoutWorkload {
             connection.write(UnsafeRawBufferPointer(byte), onWrite)
             connection.read(into: byte, onRead)
         }
-        try loop.run()
-        for connection in connections { connection.close() }
-        try loop.runOnce(blocking: false)
-        guard bytesRead == ops * steps else { throw BenchError.incorrect("callbacks read \(bytesRead) bytes, expected \(ops * steps)") }
         return completed
     }
 
@@ -121,13 +112,8 @@ extension FanoutWorkload {
     }
 
     static func futuresIO(loop: EventLoop) throws -> Int {
-        let connections = try socketPairs(ops / 2) { try Callbacks.PipeConnection(adopting: $0, loop: loop) }
         var completed = 0, bytesRead = 0
-        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: ops, alignment: 1)
-        bytes.initializeMemory(as: UInt8.self, repeating: 1)
-        defer { bytes.deallocate() }
-        for (index, connection) in connections.enumerated() {
-            let byte = UnsafeMutableRawBufferPointer(rebasing: bytes[index..<(index + 1)])
+        try runIO("futures", loop: loop, bytesRead: { bytesRead }) { connection, byte in
             func step(_ remaining: Int) -> Future<Void> {
                 guard remaining > 0 else { return loop.makeSucceededFuture(()) }
                 return connection.write(UnsafeRawBufferPointer(byte))
@@ -139,11 +125,30 @@ extension FanoutWorkload {
             }
             step(steps).whenSuccess { completed += 1 }
         }
+        return completed
+    }
+
+    /// The io variant's set-up for the styles on `Callbacks.PipeConnection`: 5,000 socketpairs
+    /// (two connections, two operations a pair) and one byte of buffer per operation. Runs
+    /// `start` for each operation (its connection and byte), runs the loop, closes the
+    /// connections and checks that `bytesRead()` reached one byte per step.
+    static func runIO(
+        _ executor: String, loop: EventLoop, bytesRead: () -> Int,
+        _ start: (Callbacks.PipeConnection, UnsafeMutableRawBufferPointer) -> Void
+    ) throws {
+        let connections = try socketPairs(ops / 2) { try Callbacks.PipeConnection(adopting: $0, loop: loop) }
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: ops, alignment: 1)
+        bytes.initializeMemory(as: UInt8.self, repeating: 1)
+        defer { bytes.deallocate() }
+        for (index, connection) in connections.enumerated() {
+            start(connection, UnsafeMutableRawBufferPointer(rebasing: bytes[index..<(index + 1)]))
+        }
         try loop.run()
         for connection in connections { connection.close() }
         try loop.runOnce(blocking: false)
-        guard bytesRead == ops * steps else { throw BenchError.incorrect("futures read \(bytesRead) bytes, expected \(ops * steps)") }
-        return completed
+        guard bytesRead() == ops * steps else {
+            throw BenchError.incorrect("\(executor) read \(bytesRead()) bytes, expected \(ops * steps)")
+        }
     }
 
     /// `pairs` socketpairs, each end made into a connection by `make` (two connections a pair).
