@@ -6,6 +6,7 @@
 #   make build       debug build of the library
 #   make asan        every test under AddressSanitizer (LeakSanitizer on; leaks are errors),
 #                    with the fiber switch annotations compiled in
+#   make tsan        every test under ThreadSanitizer (any report fails the run)
 #   make clean       remove build folders and benchmark output
 #
 # System packages come from Debian: installed with apt-get when run as root; otherwise the exact
@@ -20,7 +21,7 @@ BENCH_ARGS ?=
 TEST_PACKAGES  := pkg-config libuv1-dev libboost-context-dev curl
 BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
 
-.PHONY: all test bench bench-all build clean asan deps-test deps-bench
+.PHONY: all test bench bench-all build clean asan tsan deps-test deps-bench
 
 all: build
 
@@ -73,5 +74,12 @@ asan: deps-test
 	$(SWIFT) build --build-tests $(ASAN_FLAGS)
 	$(SWIFT) test --skip-build $(ASAN_FLAGS) --disable-xctest
 
+# The whole suite under ThreadSanitizer, with the fiber switch annotations compiled in; any
+# report fails the run (TSan's exit code).
+TSAN_FLAGS := --sanitize=thread -Xswiftc -DSPINDLE_SANITIZERS --scratch-path .build-tsan
+tsan: deps-test
+	$(SWIFT) build --build-tests $(TSAN_FLAGS)
+	TSAN_OPTIONS="exitcode=66 $(TSAN_OPTIONS)" $(SWIFT) test --skip-build $(TSAN_FLAGS) --disable-xctest
+
 clean:
-	rm -rf .build .build-asan Benchmarks/.build $(BENCH_OUT)
+	rm -rf .build .build-asan .build-tsan Benchmarks/.build $(BENCH_OUT)
