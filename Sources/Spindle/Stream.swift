@@ -17,9 +17,7 @@ public class StreamConnection {
 
     init(stream: StreamSocket) {
         self.stream = stream
-        stream.setReadHandlers(
-            buffer: { [unowned self] in self.pending.target },
-            onRead: { [unowned self] result in self.readFinished(result) })
+        stream.setReadHandler { [unowned self] result in self.readFinished(result) }
     }
 
     /// Reads what is available (at least one byte, up to `buffer.count`) into `buffer`, parking
@@ -29,8 +27,15 @@ public class StreamConnection {
     public final func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard buffer.count > 0 else { return 0 }
         return try pending.wait(
-            into: buffer, "read(into:)", closed: stream.isClosed,
-            start: { try stream.startReading() }, stop: { stream.stopReading() })
+            "read(into:)", closed: stream.isClosed,
+            start: {
+                stream.readTarget = buffer
+                try stream.startReading()
+            },
+            stop: {
+                stream.readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+                stream.stopReading()
+            })
     }
 
     /// Reads into an array's storage; see ``read(into:)-(UnsafeMutableRawBufferPointer)``.
@@ -52,6 +57,7 @@ public class StreamConnection {
     private func readFinished(_ result: Result<Int, UVError>) {
         // Reading stays on after a read, so a fiber that reads again soon costs no epoll
         // re-registration; data arriving meanwhile finds no buffer and pauses reading.
+        stream.readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)  // later data waits for the next read
         if case .failure = result { stream.stopReading() } else if case .success(0) = result { stream.stopReading() }
         pending.finish(result)
     }

@@ -14,9 +14,7 @@ public final class DatagramSocket {
     public init(address: SocketAddress, reuseAddress: Bool = false, loop: EventLoop? = nil) throws {
         let loop = loop ?? Scheduler.of(Fiber.runningFiber("DatagramSocket.init").pointee.sched).loop
         socket = try UDPSocket(loop: loop, boundTo: address, reuseAddress: reuseAddress)
-        socket.setReceiveHandlers(
-            buffer: { [unowned self] in self.pending.target },
-            onReceive: { [unowned self] result in self.datagramArrived(result) })
+        socket.setReceiveHandler { [unowned self] result in self.datagramArrived(result) }
     }
 
     /// The bound address.
@@ -40,8 +38,15 @@ public final class DatagramSocket {
     /// dropped, as the kernel does) and returns its length and sender.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws -> (count: Int, from: SocketAddress) {
         let (count, sender) = try pending.wait(
-            into: buffer, "DatagramSocket.receive(into:)", closed: socket.isClosed,
-            start: { try socket.startReceiving() }, stop: { socket.stopReceiving() })
+            "DatagramSocket.receive(into:)", closed: socket.isClosed,
+            start: {
+                socket.receiveTarget = buffer
+                try socket.startReceiving()
+            },
+            stop: {
+                socket.receiveTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+                socket.stopReceiving()
+            })
         return (count, sender.unsafelyUnwrapped)
     }
 
@@ -51,6 +56,7 @@ public final class DatagramSocket {
     }
 
     private func datagramArrived(_ result: Result<(Int, SocketAddress?), UVError>) {
+        socket.receiveTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         socket.stopReceiving()
         pending.finish(result)
     }

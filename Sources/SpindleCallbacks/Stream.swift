@@ -31,20 +31,16 @@ struct PendingOperations {
     }
 }
 
-/// The bookkeeping of one outstanding read — a stream read or a datagram receive: where libuv
-/// reads to (``target``), and keeping the owner alive meanwhile. The completion itself stays in
+/// The bookkeeping of one outstanding read — a stream read or a datagram receive: whether one
+/// is outstanding, and keeping the owner alive meanwhile (the socket itself holds the buffer). The completion itself stays in
 /// the owner, at its concrete type: a closure stored in a generic class goes through a
 /// reabstraction thunk, an allocation per read.
 struct OutstandingRead {
-    /// Where the next read goes; empty while no read is outstanding.
-    private(set) var target = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     private(set) var isOutstanding = false
     private var pending = PendingOperations()
 
-    /// Records a read into `buffer` for `owner`; false (and nothing recorded) if one is
-    /// already outstanding.
-    mutating func begin(into buffer: UnsafeMutableRawBufferPointer, owner: AnyObject) {
-        target = buffer
+    /// Records a read for `owner` (the caller has checked none is outstanding).
+    mutating func begin(owner: AnyObject) {
         isOutstanding = true
         pending.begin(owner)
     }
@@ -52,7 +48,6 @@ struct OutstandingRead {
     /// The read is over; returns the release to perform once its completion has run (the owner
     /// may be freed then).
     mutating func end() -> PendingOperations.Release {
-        target = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         isOutstanding = false
         return pending.endLater()
     }
@@ -75,9 +70,7 @@ extension Callbacks {
 
         init(stream: StreamSocket) {
             self.stream = stream
-            stream.setReadHandlers(
-                buffer: { [unowned self] in self.reading.target },
-                onRead: { [unowned self] result in self.readFinished(result) })
+            stream.setReadHandler { [unowned self] result in self.readFinished(result) }
         }
 
         /// Reads what is available (at least one byte, up to `buffer.count`) into `buffer` and
@@ -94,7 +87,8 @@ extension Callbacks {
                 Callbacks.deliver(completion, .failure(UVError(code: -ECANCELED, operation: "read on a closed connection")), "read")
                 return
             }
-            reading.begin(into: buffer, owner: self)
+            reading.begin(owner: self)
+            stream.readTarget = buffer
             readCompletion = completion
             do {
                 try stream.startReading()
@@ -104,6 +98,7 @@ extension Callbacks {
         }
 
         private func readFinished(_ result: Result<Int, UVError>) {
+            stream.readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
             switch result {
             case .failure, .success(0): stream.stopReading()
             default: break

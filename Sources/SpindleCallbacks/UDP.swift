@@ -13,9 +13,7 @@ extension Callbacks {
         /// Binds to `address` (port 0 picks one).
         public init(address: SocketAddress, reuseAddress: Bool = false, loop: EventLoop) throws(UVError) {
             socket = try UDPSocket(loop: loop, boundTo: address, reuseAddress: reuseAddress)
-            socket.setReceiveHandlers(
-                buffer: { [unowned self] in self.receiving.target },
-                onReceive: { [unowned self] result in self.received(result) })
+            socket.setReceiveHandler { [unowned self] result in self.received(result) }
         }
 
         /// The bound address.
@@ -65,7 +63,8 @@ extension Callbacks {
                 Callbacks.deliver(completion, .failure(UVError(code: -ECANCELED, operation: "receive on a closed socket")), "receive")
                 return
             }
-            receiving.begin(into: buffer, owner: self)
+            receiving.begin(owner: self)
+            socket.receiveTarget = buffer
             receiveCompletion = completion
             do {
                 try socket.startReceiving()
@@ -75,6 +74,7 @@ extension Callbacks {
         }
 
         private func received(_ result: Result<(Int, SocketAddress?), UVError>) {
+            socket.receiveTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
             socket.stopReceiving()
             guard receiving.isOutstanding else { return }
             let release = receiving.end()

@@ -16,13 +16,13 @@ public class LoopHandle {
     /// loop itself owns) does not, or the two would keep each other alive after close().
     private let retainedLoop: EventLoop?
     @usableFromInline let handle: UnsafeMutablePointer<uv_handle_t>
-    private var activeRetain: Unmanaged<LoopHandle>?
+    @exclusivity(unchecked) private var activeRetain: Unmanaged<LoopHandle>?
     /// Whether this handle is machinery of the loop or of an ``EventLoopAttachment`` (the fiber
     /// scheduler's watchers, pooled timers). Such handles are not listed as "still open" by
     /// ``EventLoop/close()``; their owner closes them in ``EventLoopAttachment/loopWillClose()``.
     public var isLoopMachinery: Bool
     /// Whether ``close()`` was called.
-    public private(set) var isClosed = false
+    @exclusivity(unchecked) public private(set) var isClosed = false
 
     init(loop: EventLoop, type: uv_handle_type, isInternal: Bool = false) {
         loop.preconditionOnLoopThread("creating a \(String(cString: uv_handle_type_name(type))) handle")

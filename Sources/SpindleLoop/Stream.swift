@@ -5,23 +5,27 @@ import Glibc
 /// callbacks on the loop's thread: listening, accepting, reading, writing, half-closing.
 /// Wraps uv_stream_t; the subclasses add what belongs to their kind (addresses, options).
 ///
-/// Reading follows libuv's model: ``setReadHandlers(buffer:onRead:)`` once, then
-/// ``startReading()`` / ``stopReading()``; libuv reads straight into the buffer the handler
-/// returns (no copy). Each write names bytes that must stay valid until its completion runs.
+/// Reading follows libuv's model: ``setReadHandler(_:)`` once, then ``startReading()`` /
+/// ``stopReading()``; libuv reads straight into ``readTarget``, the reader's own buffer (no
+/// copy). Each write names bytes that must stay valid until its completion runs.
 /// Closing fails what is pending: the read handler gets `ECANCELED`, and libuv completes pending
 /// writes, connects and shutdowns with `ECANCELED`.
 public class StreamSocket: LoopHandle {
-    private var onConnection: ((UVError?) -> Void)?
-    private var bufferProvider: (() -> UnsafeMutableRawBufferPointer)?
-    private var onRead: ((Result<Int, UVError>) -> Void)?
+    // All of this is confined to the loop's thread (every entry checks it): no dynamic
+    // exclusivity checks on the read path.
+    @exclusivity(unchecked) private var onConnection: ((UVError?) -> Void)?
+    @exclusivity(unchecked) private var onRead: ((Result<Int, UVError>) -> Void)?
+    /// Where libuv reads next: the waiting reader's buffer. Empty while nobody wants data: data
+    /// that arrives then waits in the kernel (reading pauses).
+    @exclusivity(unchecked) public var readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     /// Whether reading is started.
-    public private(set) var isReading = false
+    @exclusivity(unchecked) public private(set) var isReading = false
     /// A read was delivered in the current libuv read cycle: libuv asks for the next buffer at
     /// once, before the reader (a fiber woken, not yet run) can supply one. That "no buffer" is
     /// expected and must not pause reading — pausing and resuming cost two epoll_ctl calls a read.
-    private var deliveredThisCycle = false
+    @exclusivity(unchecked) private var deliveredThisCycle = false
     /// Reading is on but nobody waits for it, so the handle does not keep the loop running.
-    private var idleUnreferenced = false
+    @exclusivity(unchecked) private var idleUnreferenced = false
 
     var stream: UnsafeMutablePointer<uv_stream_t> {
         UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self)
@@ -61,21 +65,17 @@ public class StreamSocket: LoopHandle {
 
     // MARK: Reading
 
-    /// Sets where reads go and who hears about them: `buffer` is asked for memory before each
-    /// read; `onRead` gets the byte count (0 at end of stream) or the error. When `buffer`
-    /// returns an empty buffer (nobody wants data now), reading pauses until ``startReading()``
-    /// is called again, and the data waits in the kernel.
-    public final func setReadHandlers(
-        buffer: @escaping () -> UnsafeMutableRawBufferPointer, onRead: @escaping (Result<Int, UVError>) -> Void
-    ) {
-        bufferProvider = buffer
+    /// Sets who hears about reads: `onRead` gets the byte count (0 at end of stream) or the
+    /// error. Reads go into ``readTarget``; while it is empty, reading pauses until
+    /// ``startReading()`` is called again, and the data waits in the kernel.
+    public final func setReadHandler(_ onRead: @escaping (Result<Int, UVError>) -> Void) {
         self.onRead = onRead
     }
 
     /// Starts reading (the read handlers must be set). Wraps uv_read_start.
     public final func startReading() throws(UVError) {
         loop.preconditionOnLoopThread("startReading")
-        precondition(onRead != nil, "startReading() before setReadHandlers")
+        precondition(onRead != nil, "startReading() before setReadHandler")
         if isReading {
             referenceAgain()
             return
@@ -83,7 +83,7 @@ public class StreamSocket: LoopHandle {
         let status = uv_read_start(stream, { handle, _, buf in
             guard let data = handle?.pointee.data, let buf else { return }
             let socket = LoopHandle.object(data, as: StreamSocket.self)
-            let target = socket.bufferProvider?() ?? UnsafeMutableRawBufferPointer(start: nil, count: 0)
+            let target = socket.readTarget
             buf.pointee = uv_buf_init(target.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(target.count))
         }, { stream, nread, _ in
             guard let data = stream?.pointee.data else { return }
@@ -188,7 +188,7 @@ public class StreamSocket: LoopHandle {
         isReading = false
         onConnection = nil
         onRead = nil
-        bufferProvider = nil
+        readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         super.close()
         reader?(.failure(UVError(code: UV_ECANCELED.rawValue, operation: "uv_read")))
     }

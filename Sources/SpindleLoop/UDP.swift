@@ -4,10 +4,11 @@ import Glibc
 /// A UDP socket on the loop: bind, send datagrams, receive them with their sender, join
 /// multicast groups. Wraps uv_udp_t.
 public final class UDPSocket: LoopHandle {
-    private var bufferProvider: (() -> UnsafeMutableRawBufferPointer)?
-    private var onReceive: ((Result<(Int, SocketAddress?), UVError>) -> Void)?
+    @exclusivity(unchecked) private var onReceive: ((Result<(Int, SocketAddress?), UVError>) -> Void)?
+    /// Where the next datagram goes: the waiting receiver's buffer (empty: nobody receives).
+    @exclusivity(unchecked) public var receiveTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     /// Whether receiving is started.
-    public private(set) var isReceiving = false
+    @exclusivity(unchecked) public private(set) var isReceiving = false
 
     /// Creates an unbound socket. Wraps uv_udp_init.
     public init(loop: EventLoop) {
@@ -78,25 +79,21 @@ public final class UDPSocket: LoopHandle {
         return true
     }
 
-    /// Sets where datagrams go (`buffer`, asked before each one) and who hears about them:
-    /// `onReceive` gets the byte count and the sender, or the error.
-    public func setReceiveHandlers(
-        buffer: @escaping () -> UnsafeMutableRawBufferPointer,
-        onReceive: @escaping (Result<(Int, SocketAddress?), UVError>) -> Void
-    ) {
-        bufferProvider = buffer
+    /// Sets who hears about datagrams: `onReceive` gets the byte count and the sender, or the
+    /// error. Datagrams go into ``receiveTarget``.
+    public func setReceiveHandler(_ onReceive: @escaping (Result<(Int, SocketAddress?), UVError>) -> Void) {
         self.onReceive = onReceive
     }
 
-    /// Starts receiving (handlers must be set). Wraps uv_udp_recv_start.
+    /// Starts receiving (the handler must be set). Wraps uv_udp_recv_start.
     public func startReceiving() throws(UVError) {
         loop.preconditionOnLoopThread("UDPSocket.startReceiving")
-        precondition(onReceive != nil, "UDPSocket.startReceiving() before setReceiveHandlers")
+        precondition(onReceive != nil, "UDPSocket.startReceiving() before setReceiveHandler")
         if isReceiving { return }
         let status = uv_udp_recv_start(udp, { handle, _, buf in
             guard let data = handle?.pointee.data, let buf else { return }
             let socket = LoopHandle.object(data, as: UDPSocket.self)
-            let target = socket.bufferProvider?() ?? UnsafeMutableRawBufferPointer(start: nil, count: 0)
+            let target = socket.receiveTarget
             buf.pointee = uv_buf_init(target.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(target.count))
         }, { handle, nread, _, address, _ in
             guard let data = handle?.pointee.data else { return }
@@ -159,7 +156,7 @@ public final class UDPSocket: LoopHandle {
         let receiver = isReceiving ? onReceive : nil
         isReceiving = false
         onReceive = nil
-        bufferProvider = nil
+        receiveTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         super.close()
         receiver?(.failure(UVError(code: UV_ECANCELED.rawValue, operation: "uv_udp_recv")))
     }

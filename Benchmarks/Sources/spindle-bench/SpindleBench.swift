@@ -63,6 +63,9 @@ struct Count: ParsableCommand {
             let state = FanoutWorkload.State(loop: loop)
             for _ in 0..<rounds { _ = try FanoutWorkload.run(executor, variant: variant.isEmpty ? "yield" : variant, state: state) }
             state.makeCold(executor)
+        case ChannelWorkload.name, SpawnWorkload.name:
+            // `rounds` runs of the whole workload; (I(2) - I(1)) is one run.
+            for _ in 0..<rounds { _ = try AllocationProbe.run(workload: workload, variant: variant, executor: executor, size: 1, state: .init(loop: loop)) }
         default:
             throw BenchError.unknownWorkload(workload)
         }
