@@ -76,10 +76,17 @@ extension SpindleLoop.Timer {
     /// Starts this timer once (replacing its callback) and returns a future that succeeds when
     /// it fires: a repeated delay on one handle, without a new timer each time.
     public func fire(after delay: Duration, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
-        loop.future(file: file, line: line) { promise in
-            setCallback { _ in promise.succeed(()) }
-            start(after: delay)
+        // The future waits in the timer's payload and the callback captures nothing: a fire
+        // allocates the future and nothing else.
+        let future = Future<Void>.make(loop: loop, file: file, line: line)
+        payload = future
+        setCallback { timer in
+            guard let pending = timer.payload else { return }
+            timer.payload = nil
+            unsafeDowncast(pending, to: Future<Void>.self).complete(.success(()))
         }
+        start(after: delay)
+        return future
     }
 }
 

@@ -21,8 +21,9 @@ final class NextTurnQueue {
         let run: () -> Void
     }
 
-    private var pending: [Work] = []
-    private var running: [Work] = []
+    // Loop-thread only, one call at a time: no dynamic exclusivity check per deferral.
+    @exclusivity(unchecked) private var pending: [Work] = []
+    @exclusivity(unchecked) private var running: [Work] = []
     private let check: LoopWatcher
     private let idle: LoopWatcher
 

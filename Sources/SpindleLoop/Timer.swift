@@ -6,10 +6,13 @@ import CLibUV
 /// `loop.schedule(after:)` needs no reference kept. A timer whose delay is zero fires on the next
 /// loop iteration. Wraps uv_timer_t.
 public final class Timer: LoopHandle {
-    private var callback: (Timer) -> Void
+    @exclusivity(unchecked) private var callback: (Timer) -> Void
     /// Whether the timer is started and has not fired (one-shot) or been stopped.
-    public private(set) var isActive = false
-    private var repeatInterval: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var isActive = false
+    @exclusivity(unchecked) private var repeatInterval: UInt64 = 0
+    /// An object for the callback to find on the timer (the futures layer keeps the pending
+    /// future here, so that a non-capturing callback serves every fire without an allocation).
+    @exclusivity(unchecked) package var payload: AnyObject?
 
     /// Creates a stopped timer that will call `callback` on the loop's thread each time it fires.
     /// Wraps uv_timer_init.

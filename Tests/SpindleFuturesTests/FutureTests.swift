@@ -34,6 +34,34 @@ struct FutureTests {
         #expect(log.value == ["first 20", "second 20", "map threw 7", "chain 410"])
     }
 
+    @Test("a chain of 200,000 flatMaps completes without deep recursion, values and callbacks intact")
+    func deepChain() throws {
+        let depth = 200_000
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            // Each level waits on its own promise, so the chain is built one level per completion
+            // and finishes when the innermost future arrives: 200,000 futures completing each
+            // other. Completed recursively, that walk would need ~200,000 stack frames.
+            var promises: [Promise<Void>] = []
+            func step(_ remaining: Int) -> Future<Int> {
+                if remaining == 0 { return loop.makeSucceededFuture(depth) }
+                let promise = loop.makePromise(of: Void.self)
+                promises.append(promise)
+                let future = promise.futureResult.flatMap { step(remaining - 1) }
+                if remaining == depth / 2 { future.whenSuccess { log.value.append("middle \($0)") } }
+                return future
+            }
+            step(depth).map { $0 + 1 }.whenSuccess { log.value.append("top \($0)") }
+            var index = 0
+            while index < promises.count {
+                promises[index].succeed(())
+                index += 1
+            }
+            #expect(promises.count == depth)
+        }
+        #expect(log.value == ["middle \(depth)", "top \(depth + 1)"])
+    }
+
     @Test("and, all and fold combine; all fails with the first error")
     func combining() throws {
         let log = Box<[String]>([])
