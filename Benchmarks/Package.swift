@@ -19,10 +19,10 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
-        // C floors and pitfalls: raw fcontext, ucontext, thread handoff.
+        // C floors and pitfalls: raw fcontext, ucontext, thread handoff, polling the loop per switch.
         .target(
             name: "CBenchKernels",
-            linkerSettings: [.linkedLibrary("boost_context")]
+            linkerSettings: [.linkedLibrary("boost_context"), .linkedLibrary("uv")]
         ),
         // The `echo` workload's baseline server and its load generator: C on libuv, each run
         // as a process of its own.

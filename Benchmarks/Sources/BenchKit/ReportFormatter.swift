@@ -41,10 +41,53 @@ package enum ReportFormatter {
 
     package static func markdown(_ report: Report) -> String {
         var text = "# spindle-bench report\n\n\(machineLine(report.machine))\n\n"
+        text += headline(report) + gallery(report)
+        if report.results.contains(where: { $0.workload == "fanout" }) {
+            text += "![fanout, warm, relative to callbacks](chart.svg)\n\n"
+        }
+        text += "## Every row\n\n"
         text += "| " + header.joined(separator: " | ") + " |\n"
         text += "|" + header.map { _ in " --- " }.joined(separator: "|") + "|\n"
         for row in report.results { text += "| " + cells(row).joined(separator: " | ") + " |\n" }
         return text
+    }
+
+    /// The seed's experiment: fanout, warm, callbacks vs futures vs fibers vs the worst pitfall.
+    static func headline(_ report: Report) -> String {
+        let fanout = report.results.filter { $0.workload == "fanout" && $0.phase == "warm" && $0.ratio != nil }
+        guard !fanout.isEmpty else { return "" }
+        var text = "## Headline: fanout (10,000 operations × 10 steps, warm), time relative to callbacks\n\n"
+        text += "| step | callbacks | futures | fibers | worst pitfall |\n| --- | --- | --- | --- | --- |\n"
+        for variant in ["yield", "timer", "io"] {
+            let rows = fanout.filter { $0.variant == variant }
+            guard !rows.isEmpty else { continue }
+            func cell(_ executor: String) -> String {
+                rows.first { $0.executor == executor }.map { "\(number($0.median)) ms (\(String(format: "%.2fx", $0.ratio!)))" } ?? "—"
+            }
+            let worst = rows.filter { FanoutWorkload.pitfalls.contains($0.executor) }.max { $0.median < $1.median }
+            let worstCell = worst.map { "\($0.executor): \(number($0.median)) ms (\(String(format: "%.1fx", $0.ratio!)))" } ?? "—"
+            text += "| \(variant) | \(cell("callbacks")) | \(cell("futures")) | \(cell("fibers")) | \(worstCell) |\n"
+        }
+        return text + "\n"
+    }
+
+    /// The pitfall gallery: each mistake's factor and where its time goes.
+    static func gallery(_ report: Report) -> String {
+        let rows = report.results.filter {
+            $0.workload == "fanout" && $0.phase == "warm" && FanoutWorkload.pitfalls.contains($0.executor)
+        }
+        guard !rows.isEmpty else { return "" }
+        var text = "## Pitfall gallery (fanout timer, warm)\n\n"
+        text += "| pitfall | time | vs callbacks | vs fibers | where the time goes |\n| --- | --- | --- | --- | --- |\n"
+        for row in rows {
+            let fibers = report.results.first {
+                $0.workload == "fanout" && $0.variant == row.variant && $0.phase == "warm" && $0.executor == "fibers"
+            }
+            let note = (row.note ?? "").replacingOccurrences(of: "|", with: "\\|")
+            text += "| \(row.executor) | \(number(row.median)) ms | \(row.ratio.map { String(format: "%.1fx", $0) } ?? "") | "
+                + "\(fibers.map { String(format: "%.1fx", row.median / $0.median) } ?? "") | \(note) |\n"
+        }
+        return text + "\n"
     }
 
     package static func csv(_ report: Report) -> String {

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CBenchKernels.h"
+#include "internal.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -8,11 +9,6 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-// The same fcontext ABI Spindle uses (libboost_context).
-typedef void *fcontext_t;
-typedef struct { fcontext_t fctx; void *data; } transfer_t;
-extern transfer_t jump_fcontext(fcontext_t const to, void *vp);
-extern fcontext_t make_fcontext(void *sp, size_t size, void (*fn)(transfer_t));
 
 // MARK: - fcontext ping-pong
 
@@ -126,19 +122,7 @@ uint64_t cb_thread_handoff_switch(uint64_t rounds) {
 
 // MARK: - fcontext run queue (fanout floor)
 
-typedef struct cb_task {
-    fcontext_t ctx;
-    struct cb_task *next;
-    char *mapping;
-    uint32_t remaining;
-    uint32_t done;
-} cb_task;
-
-struct cb_stack_pool {
-    size_t stack_size;
-    size_t page;
-    cb_task *free;
-};
+// cb_task and cb_stack_pool are in internal.h (the timer kernels in pitfalls.c share them).
 
 typedef struct {
     fcontext_t main;
@@ -154,7 +138,7 @@ cb_stack_pool *cb_stack_pool_create(size_t stack_size) {
 }
 
 // Same stack shape as Spindle's: guard page below, control block at the top of the mapping.
-static cb_task *pool_take(cb_stack_pool *pool) {
+cb_task *cb_pool_take(cb_stack_pool *pool) {
     cb_task *task = pool->free;
     if (task) {
         pool->free = task->next;
@@ -207,7 +191,7 @@ uint64_t cb_fcontext_fanout(cb_stack_pool *pool, uint32_t ops, uint32_t steps) {
     fanout_sched = &s;
     size_t usable = pool->stack_size - ((sizeof(cb_task) + 63) & ~(size_t)63);
     for (uint32_t i = 0; i < ops; i++) {
-        cb_task *task = pool_take(pool);
+        cb_task *task = cb_pool_take(pool);
         task->remaining = steps;
         task->done = 0;
         task->ctx = make_fcontext((char *)task, usable, fanout_entry);

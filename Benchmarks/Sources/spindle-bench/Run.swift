@@ -1,5 +1,6 @@
 import ArgumentParser
 import BenchKit
+import CBenchKernels
 import Foundation
 import Spindle
 import SpindleLoop
@@ -23,7 +24,7 @@ struct Run: ParsableCommand {
     @Option(help: "Output format: table, json, csv, markdown.")
     var format: Format = .table
 
-    @Option(help: "Directory to write report.md and results.json into.")
+    @Option(help: "Directory to write report.md, results.json and chart.svg into.")
     var out: String?
 
     @Flag(help: "Skip the callgrind instruction counts.")
@@ -35,29 +36,44 @@ struct Run: ParsableCommand {
     func run() throws {
         let chosen = workloads.isEmpty ? SpindleBench.workloads.map(\.name) : workloads
         let only = executors.map { Set($0.split(separator: ",").map(String.init)) }
+        for workload in chosen where !SpindleBench.workloads.contains(where: { $0.name == workload }) {
+            throw BenchError.unknownWorkload(workload)
+        }
         let loop = EventLoop()
         var results: [BenchResult] = []
-        for workload in chosen {
-            switch workload {
-            case SwitchWorkload.name: results += try runSwitch(loop: loop, only: only)
-            case FanoutWorkload.name: results += try runFanout(loop: loop, only: only)
-            case ChannelWorkload.name: results += try runChannel(loop: loop, only: only)
-            case SpawnWorkload.name: results += try runSpawn(loop: loop, only: only)
-            case EchoWorkload.name: results += try runEcho(only: only)
-            default: throw BenchError.unknownWorkload(workload)
+        // Ctrl-C stops at the end of the current variant and reports every variant that finished.
+        cb_install_interrupt_handler()
+        for workload in chosen where !Self.interrupted {
+            do {
+                switch workload {
+                case SwitchWorkload.name: results += try runSwitch(loop: loop, only: only)
+                case FanoutWorkload.name: results += try runFanout(loop: loop, only: only)
+                case ChannelWorkload.name: results += try runChannel(loop: loop, only: only)
+                case SpawnWorkload.name: results += try runSpawn(loop: loop, only: only)
+                case EchoWorkload.name: results += try runEcho(only: only)
+                default: throw BenchError.unknownWorkload(workload)
+                }
+            } catch where Self.interrupted {
+                // The interrupt reached a child process (echo) or a kernel mid-run: that variant is lost.
+                progress("\(workload): interrupted (\(error))")
             }
         }
-        try loop.close()
+        if Self.interrupted { progress("interrupted: reporting the \(results.count) rows that finished") }
+        try? loop.close()
         attachRatios(&results, baselines: Dictionary(uniqueKeysWithValues: SpindleBench.workloads.filter { !$0.baseline.isEmpty }.map { ($0.name, $0.baseline) }))
         let report = Report(machine: MachineInfo.current(), results: results)
         try emit(report)
+        if Self.interrupted { throw ExitCode(130) }  // what a shell expects of a Ctrl-C'd command
     }
+
+    /// Whether Ctrl-C was pressed: every workload stops at the end of its current variant.
+    static var interrupted: Bool { cb_interrupted() != 0 }
 
     // MARK: switch
 
     func runSwitch(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
         var rows: [BenchResult] = []
-        for variant in SwitchWorkload.variants {
+        for variant in SwitchWorkload.variants where !Self.interrupted {
             let executors = SwitchWorkload.executors(variant).filter { only?.contains($0) ?? true }
             let label = variant.isEmpty ? "switch" : "switch \(variant)"
             for executor in executors {
@@ -67,6 +83,7 @@ struct Run: ParsableCommand {
             // executor alike and the ratios stay honest.
             var samples: [String: [Double]] = [:]
             for trial in 0..<trials {
+                if Self.interrupted { return rows }
                 progress("\(label): trial \(trial + 1)/\(trials) (\(executors.joined(separator: ", ")))")
                 for executor in executors {
                     let rounds = SwitchWorkload.rounds(executor)
@@ -115,8 +132,13 @@ struct Run: ParsableCommand {
         var rows: [BenchResult] = []
         let state = FanoutWorkload.State(loop: loop)
         let ops = Double(FanoutWorkload.ops)
-        for variant in FanoutWorkload.variants {
-            let executors = FanoutWorkload.executors(variant).filter { only?.contains($0) ?? true }
+        for variant in FanoutWorkload.variants where !Self.interrupted {
+            var executors = FanoutWorkload.executors(variant).filter { only?.contains($0) ?? true }
+            if only == nil && !all, let index = executors.firstIndex(of: "thread-handoff") {
+                // ~9 s a run here (200,000 thread hand-offs one after another): `--all` runs it.
+                executors.remove(at: index)
+                progress("fanout \(variant): thread-handoff left out (about 10 s a run); make bench-all runs it")
+            }
             // A cold trial first drops that executor's pooled stacks, so it maps and faults fresh
             // ones; warm trials reuse them.
             var cold: [String: [Double]] = [:]
@@ -127,6 +149,7 @@ struct Run: ParsableCommand {
                 // so that `make bench` stays under 3 minutes.
                 var count = trials
                 for trial in 0..<trials where trial < count {
+                    if Self.interrupted { return rows }  // the variant is unfinished: drop it
                     state.makeCold(executor)
                     let faultsBefore = minorFaults()
                     cold[executor, default: []].append(try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6)
@@ -143,19 +166,27 @@ struct Run: ParsableCommand {
             }
             for executor in executors {
                 var perOp: [String: Double] = [:]
-                // Minor page faults of one more warm run: a warm run should take none.
-                let faultsBefore = minorFaults()
+                // One more warm run under getrusage: page faults (a warm run should take none),
+                // thread context switches and the kernel's share of the CPU time, per operation.
+                let usageBefore = ResourceUsage.now()
+                let beforeCounters = loop.scheduler.counters
                 _ = try FanoutWorkload.run(executor, variant: variant, state: state)
-                let warmFaults = Double(minorFaults() - faultsBefore) / ops
-                if executor == "fibers" {
-                    let before = loop.scheduler.counters
-                    _ = try FanoutWorkload.run(executor, variant: variant, state: state)
-                    let after = loop.scheduler.counters
-                    perOp["switches"] = Double(after.switches - before.switches) * 2 / ops
-                } else if executor == "c-fcontext" {
+                let afterCounters = loop.scheduler.counters
+                let usage = ResourceUsage.perOp(since: usageBefore, ops: FanoutWorkload.ops)
+                let warmFaults = usage["faults"]!
+                if executor == "fibers" || executor == "mmap-per-fiber" {
+                    perOp["switches"] = Double(afterCounters.switches - beforeCounters.switches) * 2 / ops
+                    perOp["parks"] = Double(afterCounters.parks - beforeCounters.parks) / ops
+                    perOp["yields"] = Double(afterCounters.yields - beforeCounters.yields) / ops
+                } else if executor == "c-fcontext" && variant == "yield" {
                     perOp["switches"] = Double(FanoutWorkload.steps + 1) * 2
-                } else {
+                } else if state.evidence[executor] == nil {
                     perOp["switches"] = 0  // callbacks and futures never switch stacks
+                }
+                perOp.merge(state.evidence[executor] ?? [:]) { $1 }
+                if variant == "timer" {
+                    perOp["thread_switches"] = usage["thread_switches"]
+                    perOp["sys_share"] = usage["sys_share"]
                 }
                 if let (a, _) = AllocationCounts.measure(workload: "fanout", variant: variant, executor: executor, size: 1) {
                     perOp["allocs"] = Double(a) / ops
@@ -171,15 +202,34 @@ struct Run: ParsableCommand {
                     rows.append(row)
                 }
             }
+            diagnosePitfalls(&rows, variant: variant)
         }
         return rows
+    }
+
+    /// Notes on each pitfall's rows the sentence on where its time goes, from the counters
+    /// measured in this run against those of the good design closest to it.
+    func diagnosePitfalls(_ rows: inout [BenchResult], variant: String) {
+        func warm(_ executor: String) -> BenchResult? {
+            rows.first { $0.workload == "fanout" && $0.variant == variant && $0.executor == executor && $0.phase == "warm" }
+        }
+        for index in rows.indices where rows[index].variant == variant && FanoutWorkload.pitfalls.contains(rows[index].executor) {
+            let row = rows[index]
+            guard let mine = warm(row.executor) else { continue }
+            // The control is the good design closest to the mistake.
+            let controlName = ["ucontext", "poll-io-every-switch"].contains(row.executor) ? "c-fcontext"
+                : row.executor == "task-yield" ? "swift-async-global" : "fibers"
+            let sentence = FanoutWorkload.diagnosis(
+                row.executor, perOp: mine.per_op ?? [:], control: warm(controlName)?.per_op ?? [:])
+            rows[index].note = sentence
+        }
     }
 
     // MARK: channel
 
     func runChannel(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
         var rows: [BenchResult] = []
-        for variant in ChannelWorkload.variants {
+        for variant in ChannelWorkload.variants where !Self.interrupted {
             for executor in ChannelWorkload.executors where only?.contains(executor) ?? true {
                 progress("channel \(variant): \(executor), \(trials) trials of \(ChannelWorkload.messages) messages")
                 _ = try ChannelWorkload.run(executor, variant: variant, loop: loop)  // warm-up
@@ -209,7 +259,7 @@ struct Run: ParsableCommand {
     func runSpawn(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
         var rows: [BenchResult] = []
         let perFiber = Double(SpawnWorkload.fibers)
-        for variant in SpawnWorkload.variants {
+        for variant in SpawnWorkload.variants where !Self.interrupted {
             for executor in SpawnWorkload.executors where only?.contains(executor) ?? true {
                 progress("spawn \(variant): \(executor), \(trials) cold then \(trials) warm trials of \(SpawnWorkload.fibers) fibers")
                 var cold: [Double] = [], warm: [Double] = []
@@ -243,7 +293,7 @@ struct Run: ParsableCommand {
         // 1 s of measurement, so fewer trials than the in-process workloads.
         let echoTrials = max(1, min(trials, 3))
         let (warmupMs, durationMs) = (300, 1_000)
-        for variant in EchoWorkload.variants {
+        for variant in EchoWorkload.variants where !Self.interrupted {
             let executors = EchoWorkload.executors.filter {
                 only?.contains($0) ?? (all || EchoWorkload.headlineExecutors.contains($0))
             }
@@ -252,6 +302,7 @@ struct Run: ParsableCommand {
             var percentiles: [String: [Double: [Double]]] = [:]
             for trial in 0..<echoTrials {
                 for executor in executors {
+                    if Self.interrupted { return rows }
                     progress("echo \(variant): trial \(trial + 1)/\(echoTrials), \(executor)")
                     let outcome = try EchoWorkload.run(
                         executor, variant: variant, warmupMs: warmupMs, durationMs: durationMs, tools: tools)
@@ -317,7 +368,9 @@ struct Run: ParsableCommand {
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             try ReportFormatter.json(report).write(toFile: "\(out)/results.json", atomically: true, encoding: .utf8)
             try ReportFormatter.markdown(report).write(toFile: "\(out)/report.md", atomically: true, encoding: .utf8)
-            progress("wrote \(out)/results.json and \(out)/report.md")
+            try Chart.svg(report, pitfalls: Set(FanoutWorkload.pitfalls))
+                .write(toFile: "\(out)/chart.svg", atomically: true, encoding: .utf8)
+            progress("wrote \(out)/results.json, \(out)/report.md and \(out)/chart.svg")
         }
     }
 }

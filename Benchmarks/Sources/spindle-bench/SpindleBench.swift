@@ -30,6 +30,9 @@ struct List: ParsableCommand {
             let variants = workload.variants == [""] ? "" : " (variants: \(names.joined(separator: ", ")))"
             print("\(workload.name)\(variants)")
             print("  executors: \(workload.executors.joined(separator: ", ")); baseline: \(workload.baseline)")
+            if workload.name == FanoutWorkload.name {
+                print("  pitfall gallery (timer variant): \(FanoutWorkload.pitfalls.joined(separator: ", "))")
+            }
         }
         print("instruction counts: \(Instructions.available ? "valgrind found" : "valgrind not installed (apt-get install -y valgrind)")")
     }

@@ -14,9 +14,14 @@ package enum FanoutWorkload {
     /// Ratios are against the callback executor (the C floor only runs `yield`).
     package static let baseline = "callbacks"
 
-    /// Executors that run a variant (the C floor has no timer or socket).
+    /// Executors that run a variant: the C scheduler has no sockets; the pitfall gallery runs
+    /// the `timer` variant (the one where coroutines really wait).
     package static func executors(_ variant: String) -> [String] {
-        variant == "yield" ? executors : executors.filter { $0 != "c-fcontext" }
+        switch variant {
+        case "io": return executors.filter { $0 != "c-fcontext" }
+        case "timer": return executors + pitfalls
+        default: return executors
+        }
     }
     package static let ops = 10_000
     package static let steps = 10
@@ -25,13 +30,15 @@ package enum FanoutWorkload {
     package final class State {
         package let loop: EventLoop
         var cPool: OpaquePointer?
+        /// The pitfall executors' own counters from their last run, per operation.
+        package var evidence: [String: [String: Double]] = [:]
         package init(loop: EventLoop) { self.loop = loop }
         deinit { if let cPool { cb_stack_pool_destroy(cPool) } }
 
         /// Drops every pooled stack so the next trial maps and faults fresh ones.
         package func makeCold(_ executor: String) {
             switch executor {
-            case "c-fcontext":
+            case "c-fcontext", "ucontext", "poll-io-every-switch":
                 if let cPool { cb_stack_pool_destroy(cPool) }
                 cPool = nil
             case "fibers":
@@ -49,6 +56,8 @@ package enum FanoutWorkload {
             case ("c-fcontext", "yield"):
                 if state.cPool == nil { state.cPool = cb_stack_pool_create(StackPool.defaultStackSize) }
                 completed = Int(cb_fcontext_fanout(state.cPool, UInt32(ops), UInt32(steps))) / steps
+            case ("c-fcontext", "timer"), (_, "timer") where pitfalls.contains(executor):
+                completed = try runPitfall(executor, state: state, evidence: &state.evidence[executor, default: [:]])
             case ("fibers", "yield"):
                 completed = try fibersYield(loop: state.loop)
             case ("fibers", "timer"):

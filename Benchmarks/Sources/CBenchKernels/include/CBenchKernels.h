@@ -26,4 +26,34 @@ cb_stack_pool *cb_stack_pool_create(size_t stack_size);
 void cb_stack_pool_destroy(cb_stack_pool *pool);
 uint64_t cb_fcontext_fanout(cb_stack_pool *pool, uint32_t ops, uint32_t steps);
 
+/// What a timer fanout kernel did, for the report's "where the time goes".
+typedef struct {
+    uint64_t steps;        // steps completed (== ops * steps)
+    uint64_t switches;     // context switches (each way counts one)
+    uint64_t loop_turns;   // uv_run calls
+    uint64_t stack_maps;   // stacks mapped fresh (mmap) during the run
+} cb_counts;
+
+/// How a timer fanout kernel switches and when it polls the loop.
+typedef enum {
+    CB_TIMER_FCONTEXT = 0,        // jump_fcontext; the loop runs when the run queue is empty
+    CB_TIMER_UCONTEXT = 1,        // swapcontext (a sigprocmask syscall per switch)
+    CB_TIMER_POLL_EVERY_SWITCH = 2 // jump_fcontext, and a non-blocking uv_run before every switch
+} cb_timer_kind;
+
+/// The fanout `timer` workload as a C scheduler on libuv: `ops` tasks each wait `steps` times
+/// for a zero-delay uv_timer (started by the task, fired by the loop, which puts the task back
+/// on the FIFO run queue). Stacks come from `pool`. Fills `counts`; returns completed steps.
+uint64_t cb_timer_fanout(cb_timer_kind kind, cb_stack_pool *pool, uint32_t ops, uint32_t steps, cb_counts *counts);
+
+/// The fanout `timer` workload with "coroutines" that are OS threads passing a baton: one
+/// thread per operation; the loop thread hands the baton to an operation when its timer
+/// fires and waits for it to come back (mutex + condition variable each way).
+uint64_t cb_thread_handoff_timer_fanout(uint32_t ops, uint32_t steps, cb_counts *counts);
+
+/// Ctrl-C: the first SIGINT only sets a flag (the run stops at the next row and reports what
+/// finished); a second one ends the process as usual.
+void cb_install_interrupt_handler(void);
+int cb_interrupted(void);
+
 #endif
