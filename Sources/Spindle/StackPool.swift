@@ -20,8 +20,15 @@ public final class StackPool {
     public let pageSize: Int
     /// Stacks kept for reuse per size; beyond this, finished fibers' stacks are unmapped.
     @exclusivity(unchecked) public var maximumPooledPerSize: Int = 1 << 20
-    /// Whether stacks get a `PROT_NONE` guard page (a stack overflow then faults and is reported).
-    public let guardPages: Bool
+    /// Whether stacks mapped from now on get a `PROT_NONE` guard page (a stack overflow then
+    /// faults and is reported). A guarded stack is two mappings, so a process of the default
+    /// `vm.max_map_count` (65,530) holds about 32,000 of them; unguarded stacks are carved
+    /// from shared slabs (``slabStacks`` a mapping) and a million fibers fit. Without the guard
+    /// page, an overflowing fiber writes into its neighbour's stack: use it for many small,
+    /// shallow fibers whose depth is known.
+    @exclusivity(unchecked) public var guardPages: Bool
+    /// Unguarded stacks mapped together in one slab.
+    public static let slabStacks = 64
 
     @exclusivity(unchecked) private var freeLists: [Int: UnsafeMutablePointer<spindle_fiber_t>] = [:]
     @exclusivity(unchecked) private var freeCounts: [Int: Int] = [:]
@@ -143,11 +150,22 @@ public final class StackPool {
         let guardSize = guardPages ? pageSize : 0
         let total = size + guardSize
         let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK
-        let base = mmap(nil, total, PROT_READ | PROT_WRITE, flags, -1, 0)
+        // Unguarded stacks come a slab at a time: one mmap for `slabStacks` of them, the rest
+        // going straight to the pool (each can still be unmapped on its own later).
+        let count = guardSize == 0 ? Self.slabStacks : 1
+        let base = mmap(nil, total * count, PROT_READ | PROT_WRITE, flags, -1, 0)
         if base == MAP_FAILED {
-            Self.mappingFailed("mmap of a \(size / 1024) KiB fiber stack", errno: errno)
+            Self.mappingFailed("mmap of \(count == 1 ? "a" : "\(count)") \(size / 1024) KiB fiber stack\(count == 1 ? "" : "s")", errno: errno)
         }
-        let mapping = base!.assumingMemoryBound(to: CChar.self)
+        for index in 1..<count {
+            give(carve(UnsafeMutableRawPointer(base!) + index * total, total: total, size: size, guardSize: 0))
+        }
+        return carve(base!, total: total, size: size, guardSize: guardSize)
+    }
+
+    /// Sets up one stack of `total` bytes at `base`: guard page (if any), control block on top.
+    private func carve(_ base: UnsafeMutableRawPointer, total: Int, size: Int, guardSize: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
+        let mapping = base.assumingMemoryBound(to: CChar.self)
         if guardSize > 0, mprotect(base, guardSize, PROT_NONE) != 0 {
             let err = errno
             munmap(base, total)

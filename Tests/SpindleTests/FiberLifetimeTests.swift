@@ -60,6 +60,36 @@ struct FiberLifetimeTests {
         #expect(counters.stacksPooled == 24)
     }
 
+    @Test("unguarded stacks come in slabs: 40,000 parked fibers, more than guarded stacks allow")
+    func unguardedSlabs() throws {
+        let fibers = 40_000  // guarded, that is 80,000 mappings: over the default vm.max_map_count
+        let (parkedAtOnce, finished, mapped, slabbed) = try withLoop { loop -> (UInt64, Int, Int, Bool) in
+            let stacks = loop.scheduler.stacks
+            stacks.guardPages = false
+            defer { stacks.guardPages = true }
+            var finished = 0
+            var parkedAtOnce: UInt64 = 0
+            for _ in 0..<fibers {
+                loop.spawnDetached(stackSize: StackPool.minimumStackSize) {
+                    try? Fiber.sleep(for: .milliseconds(1))
+                    finished += 1
+                }
+            }
+            // Spawned last, runs last in the first turn: every sleeper is parked by then.
+            loop.spawnDetached { parkedAtOnce = loop.scheduler.counters.parked }
+            let turnBudget = loop.scheduler.resumesPerTurn
+            loop.scheduler.resumesPerTurn = Int.max
+            defer { loop.scheduler.resumesPerTurn = turnBudget }
+            try loop.run()
+            // Whole slabs: the count of stacks mapped is a multiple of the slab size.
+            return (parkedAtOnce, finished, stacks.mappedCount, stacks.mappedCount % StackPool.slabStacks == 0)
+        }
+        #expect(parkedAtOnce == UInt64(fibers))
+        #expect(finished == fibers)
+        #expect(mapped >= fibers)
+        #expect(slabbed)
+    }
+
     @Test("a fiber gets the stack size it asks for")
     func customStackSize() throws {
         let used = try withLoop { loop -> Int in

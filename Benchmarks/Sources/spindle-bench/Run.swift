@@ -51,6 +51,7 @@ struct Run: ParsableCommand {
                 case ChannelWorkload.name: results += try runChannel(loop: loop, only: only)
                 case SpawnWorkload.name: results += try runSpawn(loop: loop, only: only)
                 case EchoWorkload.name: results += try runEcho(only: only)
+                case ScaleWorkload.name: results += try runScale(loop: loop, only: only)
                 default: throw BenchError.unknownWorkload(workload)
                 }
             } catch where Self.interrupted {
@@ -282,6 +283,35 @@ struct Run: ParsableCommand {
             }
         }
         return rows
+    }
+
+    // MARK: scale
+
+    func runScale(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
+        guard only?.contains("fibers") ?? true, !Self.interrupted else { return [] }
+        // Each trial maps, faults and frees a million stacks (4-12 s here): one trial, or up to
+        // three with --all.
+        let count = all ? max(1, min(trials, 3)) : 1
+        var spawn: [Double] = [], resident: [Double] = [], wake: [Double] = []
+        for trial in 0..<count where !Self.interrupted {
+            progress("scale: trial \(trial + 1)/\(count), 1,000,000 parked fibers")
+            let outcome = try ScaleWorkload.run(loop: loop)
+            spawn.append(outcome.spawnSeconds)
+            resident.append(outcome.residentBytesPerFiber)
+            wake.append(outcome.wakeSeconds)
+        }
+        guard !spawn.isEmpty else { return [] }
+        let note = "1,000,000 fibers parked at once on 1 ms timers; 16 KiB unguarded stacks from slabs"
+        return [
+            ("spawn", spawn, "s", "spawn all and run each to its park"),
+            ("rss-per-fiber", resident.map { $0 / 1024 }, "KiB", "resident memory per parked fiber (statm)"),
+            ("wake", wake, "s", "first timer fired to last fiber finished"),
+        ].map { metric, samples, unit, what in
+            let stats = Stats(samples)
+            return BenchResult(
+                workload: "scale", variant: "", executor: "fibers", metric: metric, unit: unit,
+                median: stats.median, min: stats.min, max: stats.max, trials: stats.count, note: "\(what); \(note)")
+        }
     }
 
     // MARK: echo

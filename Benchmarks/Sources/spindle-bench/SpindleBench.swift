@@ -18,6 +18,7 @@ struct SpindleBench: ParsableCommand {
         (SpawnWorkload.name, SpawnWorkload.variants, SpawnWorkload.executors, ""),
         (ChannelWorkload.name, ChannelWorkload.variants, ChannelWorkload.executors, ""),
         (EchoWorkload.name, EchoWorkload.variants, EchoWorkload.executors, EchoWorkload.baseline),
+        (ScaleWorkload.name, ScaleWorkload.variants, ScaleWorkload.executors, ""),
     ]
 }
 
