@@ -1,8 +1,9 @@
 # Spindle — the two commands are `make test` and `make bench`; both install what they need.
 #
 #   make test        build (debug) and run every test
-#   make bench       the benchmark report: table on stdout, bench-results/{report.md,results.json}
+#   make bench       the benchmark report: table on stdout, bench-results/{report.md,results.json,chart.svg}
 #   make bench-all   the same with every executor of every workload
+#   make bench-peers install the peers' toolchains (Go, Node.js, Boost.Fiber), then make bench
 #   make build       debug build of the library
 #   make asan        every test under AddressSanitizer (LeakSanitizer on; leaks are errors),
 #                    with the fiber switch annotations compiled in
@@ -20,8 +21,10 @@ BENCH_ARGS ?=
 # Debian package -> a command or file that proves it is installed.
 TEST_PACKAGES  := pkg-config libuv1-dev libboost-context-dev curl
 BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
+# The peers the fanout workload runs side by side when installed (skipped otherwise).
+PEER_PACKAGES  := golang-go nodejs libboost-fiber-dev g++
 
-.PHONY: all test bench bench-all build clean asan tsan deps-test deps-bench
+.PHONY: all test bench bench-all bench-peers build clean asan tsan deps-test deps-bench deps-peers
 
 all: build
 
@@ -51,6 +54,9 @@ deps-test:
 deps-bench:
 	$(call ensure_packages,$(BENCH_PACKAGES))
 
+deps-peers:
+	$(call ensure_packages,$(BENCH_PACKAGES) $(PEER_PACKAGES))
+
 build: deps-test
 	$(SWIFT) build
 
@@ -59,6 +65,11 @@ test: deps-test
 	$(SWIFT) test --skip-build
 
 bench: deps-bench
+	cd Benchmarks && $(SWIFT) build -c release
+	Benchmarks/.build/release/spindle-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# The headline suite with every peer installed first.
+bench-peers: deps-peers
 	cd Benchmarks && $(SWIFT) build -c release
 	Benchmarks/.build/release/spindle-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
 

@@ -11,12 +11,14 @@ let package = Package(
         .executable(name: "spindle-bench-allocs", targets: ["spindle-bench-allocs"]),
         .executable(name: "spindle-echo-c", targets: ["spindle-echo-c"]),
         .executable(name: "spindle-echo-load", targets: ["spindle-echo-load"]),
+        .executable(name: "spindle-bench-nio", targets: ["spindle-bench-nio"]),
     ],
     dependencies: [
         .package(name: "Spindle", path: ".."),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // C floors and pitfalls: raw fcontext, ucontext, thread handoff, polling the loop per switch.
@@ -53,6 +55,15 @@ let package = Package(
             dependencies: [
                 "BenchKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // The SwiftNIO peer (fanout in EventLoopFuture style, NIO's echo server): a process of
+        // its own, so NIO's threads and allocator never share the measured process.
+        .executableTarget(
+            name: "spindle-bench-nio",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         // Counts allocations of one workload run with ordo-one's malloc interposer; spindle-bench

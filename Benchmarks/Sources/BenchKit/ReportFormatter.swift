@@ -31,7 +31,8 @@ package enum ReportFormatter {
                 .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
         }
         lines.insert(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  "), at: 1)
-        return machineLine(report.machine) + "\n\n" + lines.joined(separator: "\n") + "\n"
+        let skipped = (report.skipped ?? []).map { "skipped: \($0)" }
+        return machineLine(report.machine) + "\n\n" + (lines + skipped).joined(separator: "\n") + "\n"
     }
 
     package static func machineLine(_ m: MachineInfo) -> String {
@@ -45,6 +46,9 @@ package enum ReportFormatter {
         if report.results.contains(where: { $0.workload == "fanout" }) {
             text += "![fanout, warm, relative to callbacks](chart.svg)\n\n"
         }
+        if let skipped = report.skipped, !skipped.isEmpty {
+            text += "Peers not run:\n\n" + skipped.map { "- \($0)\n" }.joined() + "\n"
+        }
         text += "## Every row\n\n"
         text += "| " + header.joined(separator: " | ") + " |\n"
         text += "|" + header.map { _ in " --- " }.joined(separator: "|") + "|\n"
@@ -57,7 +61,7 @@ package enum ReportFormatter {
         let fanout = report.results.filter { $0.workload == "fanout" && $0.phase == "warm" && $0.ratio != nil }
         guard !fanout.isEmpty else { return "" }
         var text = "## Headline: fanout (10,000 operations × 10 steps, warm), time relative to callbacks\n\n"
-        text += "| step | callbacks | futures | fibers | worst pitfall |\n| --- | --- | --- | --- | --- |\n"
+        text += "| step | callbacks | futures | fibers | fastest peer | worst pitfall |\n| --- | --- | --- | --- | --- | --- |\n"
         for variant in ["yield", "timer", "io"] {
             let rows = fanout.filter { $0.variant == variant }
             guard !rows.isEmpty else { continue }
@@ -65,8 +69,10 @@ package enum ReportFormatter {
                 rows.first { $0.executor == executor }.map { "\(number($0.median)) ms (\(String(format: "%.2fx", $0.ratio!)))" } ?? "—"
             }
             let worst = rows.filter { FanoutWorkload.pitfalls.contains($0.executor) }.max { $0.median < $1.median }
+            let peer = rows.filter { $0.note?.hasPrefix("peer:") ?? false }.min { $0.median < $1.median }
+            let peerCell = peer.map { "\($0.executor): \(number($0.median)) ms (\(String(format: "%.2fx", $0.ratio!)))" } ?? "—"
             let worstCell = worst.map { "\($0.executor): \(number($0.median)) ms (\(String(format: "%.1fx", $0.ratio!)))" } ?? "—"
-            text += "| \(variant) | \(cell("callbacks")) | \(cell("futures")) | \(cell("fibers")) | \(worstCell) |\n"
+            text += "| \(variant) | \(cell("callbacks")) | \(cell("futures")) | \(cell("fibers")) | \(peerCell) | \(worstCell) |\n"
         }
         return text + "\n"
     }

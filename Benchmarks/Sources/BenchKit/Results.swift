@@ -82,10 +82,13 @@ package struct MachineInfo: Codable, Sendable {
 package struct Report: Codable, Sendable {
     package var machine: MachineInfo
     package var results: [BenchResult]
+    /// Peers that did not run, each with why and the command that installs it.
+    package var skipped: [String]?
 
-    package init(machine: MachineInfo, results: [BenchResult]) {
+    package init(machine: MachineInfo, results: [BenchResult], skipped: [String]? = nil) {
         self.machine = machine
         self.results = results
+        self.skipped = skipped
     }
 }
 

@@ -41,13 +41,18 @@ struct Run: ParsableCommand {
         }
         let loop = EventLoop()
         var results: [BenchResult] = []
+        var skipped: [String] = []
         // Ctrl-C stops at the end of the current variant and reports every variant that finished.
         cb_install_interrupt_handler()
         for workload in chosen where !Self.interrupted {
             do {
                 switch workload {
                 case SwitchWorkload.name: results += try runSwitch(loop: loop, only: only)
-                case FanoutWorkload.name: results += try runFanout(loop: loop, only: only)
+                case FanoutWorkload.name:
+                    results += try runFanout(loop: loop, only: only)
+                    let peers = runPeers(only: only)
+                    results += peers.rows
+                    skipped += peers.skipped
                 case ChannelWorkload.name: results += try runChannel(loop: loop, only: only)
                 case SpawnWorkload.name: results += try runSpawn(loop: loop, only: only)
                 case EchoWorkload.name: results += try runEcho(only: only)
@@ -62,7 +67,7 @@ struct Run: ParsableCommand {
         if Self.interrupted { progress("interrupted: reporting the \(results.count) rows that finished") }
         try? loop.close()
         attachRatios(&results, baselines: Dictionary(uniqueKeysWithValues: SpindleBench.workloads.filter { !$0.baseline.isEmpty }.map { ($0.name, $0.baseline) }))
-        let report = Report(machine: MachineInfo.current(), results: results)
+        let report = Report(machine: MachineInfo.current(), results: results, skipped: skipped.isEmpty ? nil : skipped)
         try emit(report)
         if Self.interrupted { throw ExitCode(130) }  // what a shell expects of a Ctrl-C'd command
     }
@@ -347,7 +352,7 @@ struct Run: ParsableCommand {
             // Steady-state allocations per round trip of the Swift servers: two runs of different
             // length through the malloc interposer, so what is made per connection cancels out.
             var allocations: [String: Double] = [:]
-            for executor in executors where executor != EchoWorkload.baseline {
+            for executor in executors where executor != EchoWorkload.baseline && !EchoWorkload.peers.contains(executor) {
                 progress("echo \(variant): \(executor) allocations (two counted runs)")
                 let short = try EchoWorkload.run(
                     executor, variant: variant, warmupMs: warmupMs, durationMs: 200, tools: tools, countingAllocations: true)

@@ -14,11 +14,13 @@ package enum EchoWorkload {
     package static let name = "echo"
     package static let variants = ["64-conn", "1000-conn"]
     package static let executors = [
-        "c-libuv", "fibers", "callbacks", "futures", "swift-async-loop", "swift-async-global", "threads",
+        "c-libuv", "fibers", "callbacks", "futures", "swift-async-loop", "swift-async-global", "threads", "swiftnio",
     ]
     package static let baseline = "c-libuv"
     /// What `make bench` runs (each echo trial is two processes for 1.3 s); `--all` adds the rest.
-    package static let headlineExecutors = ["c-libuv", "fibers", "callbacks", "futures", "swift-async-loop"]
+    package static let headlineExecutors = ["c-libuv", "fibers", "callbacks", "futures", "swift-async-loop", "swiftnio"]
+    /// Servers that are other programs (peers): no allocation counting through the interposer.
+    package static let peers = ["swiftnio"]
     package static let messageSize = 64
 
     package static func connections(_ variant: String) throws -> Int {
@@ -369,6 +371,10 @@ package enum EchoWorkload {
         } else if executor == baseline {
             process.executableURL = tools.appendingPathComponent("spindle-echo-c")
             process.arguments = ["--port", "0"]
+        } else if executor == "swiftnio" {
+            // SwiftNIO's own echo server (ServerBootstrap, one event loop) from the nio peer.
+            process.executableURL = tools.appendingPathComponent("spindle-bench-nio")
+            process.arguments = ["serve-echo"]
         } else {
             process.executableURL = tools.appendingPathComponent("spindle-bench")
             process.arguments = ["serve-echo", "--executor", executor, "--port", "0"]

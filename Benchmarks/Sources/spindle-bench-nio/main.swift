@@ -1,0 +1,90 @@
+// The SwiftNIO peer: the fanout workload in EventLoopFuture style on one NIO event loop, and
+// NIO's echo server for the echo workload. A process of its own, run by spindle-bench.
+//
+//   spindle-bench-nio fanout yield|timer OPS STEPS TRIALS   one JSON line per trial: {"ms": …, "completed": …}
+//   spindle-bench-nio serve-echo                            prints "listening on 127.0.0.1:PORT"; SIGTERM stops it
+import Foundation
+import NIOCore
+import NIOPosix
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+    exit(2)
+}
+
+/// Each step is one future: `yield` completes on the loop's next task (`submit`), `timer` is a
+/// zero-delay scheduled task; steps chain with flatMap, as future code does.
+func fanout(variant: String, ops: Int, steps: Int, trials: Int) throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    defer { try? group.syncShutdownGracefully() }
+    let loop = group.next()
+    for _ in 0..<trials {
+        let result = try loop.submit { () -> EventLoopFuture<(Double, Int, Int)> in
+            let start = DispatchTime.now().uptimeNanoseconds
+            var completed = 0, taken = 0
+            func step(_ remaining: Int) -> EventLoopFuture<Void> {
+                guard remaining > 0 else { return loop.makeSucceededVoidFuture() }
+                let wait = variant == "yield" ? loop.submit {} : loop.scheduleTask(in: .zero) {}.futureResult
+                return wait.flatMap {
+                    taken += 1
+                    return step(remaining - 1)
+                }
+            }
+            var all: [EventLoopFuture<Void>] = []
+            all.reserveCapacity(ops)
+            for _ in 0..<ops { all.append(step(steps).map { completed += 1 }) }
+            return EventLoopFuture.andAllSucceed(all, on: loop).map {
+                (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6, completed, taken)
+            }
+        }.flatMap { $0 }.wait()
+        guard result.2 == ops * steps else { fail("took \(result.2) steps, expected \(ops * steps)") }
+        print("{\"ms\": \(result.0), \"completed\": \(result.1)}")
+    }
+}
+
+/// NIO's echo server: one event loop, a handler that writes back what it reads.
+final class EchoHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { context.write(data, promise: nil) }
+    func channelReadComplete(context: ChannelHandlerContext) { context.flush() }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+}
+
+func serveEcho() throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let bootstrap = ServerBootstrap(group: group)
+        .serverChannelOption(.backlog, value: 4096)
+        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        .childChannelInitializer { channel in channel.pipeline.addHandler(EchoHandler()) }
+    let channel = try bootstrap.bind(host: "127.0.0.1", port: 0).wait()
+    FileHandle.standardOutput.write(Data("listening on 127.0.0.1:\(channel.localAddress!.port!)\n".utf8))
+    signal(SIGTERM, SIG_IGN)
+    signal(SIGINT, SIG_IGN)
+    let stop = DispatchSemaphore(value: 0)
+    let sources = [SIGTERM, SIGINT].map { signo -> DispatchSourceSignal in
+        let source = DispatchSource.makeSignalSource(signal: signo)
+        source.setEventHandler { stop.signal() }
+        source.resume()
+        return source
+    }
+    stop.wait()
+    _ = sources
+    try channel.close().wait()
+    try group.syncShutdownGracefully()
+}
+
+let arguments = CommandLine.arguments.dropFirst()
+switch arguments.first {
+case "fanout":
+    let rest = Array(arguments.dropFirst())
+    guard rest.count == 4, ["yield", "timer"].contains(rest[0]), let ops = Int(rest[1]), let steps = Int(rest[2]),
+        let trials = Int(rest[3])
+    else { fail("usage: spindle-bench-nio fanout yield|timer OPS STEPS TRIALS") }
+    try fanout(variant: rest[0], ops: ops, steps: steps, trials: trials)
+case "serve-echo":
+    try serveEcho()
+default:
+    fail("usage: spindle-bench-nio fanout yield|timer OPS STEPS TRIALS | serve-echo")
+}
