@@ -4,6 +4,8 @@
 #   make bench       the benchmark report: table on stdout, bench-results/{report.md,results.json,chart.svg}
 #   make bench-all   the same with every executor of every workload
 #   make bench-peers install the peers' toolchains (Go, Node.js, Boost.Fiber), then make bench
+#   make bench-check the hot-path regression guard (ordo-one/benchmark): allocation counts must
+#                    match Benchmarks/Thresholds exactly, wall-clock p90 within 2x of them
 #   make build       debug build of the library
 #   make asan        every test under AddressSanitizer (LeakSanitizer on; leaks are errors),
 #                    with the fiber switch annotations compiled in
@@ -24,7 +26,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
 # The peers the fanout workload runs side by side when installed (skipped otherwise).
 PEER_PACKAGES  := golang-go nodejs libboost-fiber-dev g++
 
-.PHONY: all test bench bench-all bench-peers build clean asan tsan deps-test deps-bench deps-peers
+.PHONY: all test bench bench-all bench-peers bench-check build clean asan tsan deps-test deps-bench deps-peers
 
 all: build
 
@@ -72,6 +74,12 @@ bench: deps-bench
 bench-peers: deps-peers
 	cd Benchmarks && $(SWIFT) build -c release
 	Benchmarks/.build/release/spindle-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# Exits non-zero on a regression against the committed thresholds (improvements pass). After a
+# deliberate change: cd Benchmarks && swift package --allow-writing-to-package-directory
+# benchmark thresholds update --target SpindleRegression
+bench-check: deps-bench
+	cd Benchmarks && $(SWIFT) package benchmark thresholds check --target SpindleRegression --no-progress
 
 # Every executor of every workload (adds the slow echo servers: swift-async-global, threads).
 bench-all: deps-bench

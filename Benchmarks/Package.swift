@@ -19,6 +19,9 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // Regression guard (`make bench-check`); only its malloc interposer trait: the ARC
+        // runtime interposer is not needed and not vendored here.
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
         // C floors and pitfalls: raw fcontext, ucontext, thread handoff, polling the loop per switch.
@@ -65,6 +68,19 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
+        ),
+        // Hot-path regression benchmarks with committed thresholds (Thresholds/): run by
+        // `make bench-check` through `swift package benchmark thresholds check`.
+        .executableTarget(
+            name: "SpindleRegression",
+            dependencies: [
+                "BenchKit",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Spindle", package: "Spindle"),
+                .product(name: "SpindleLoop", package: "Spindle"),
+            ],
+            path: "Benchmarks/SpindleRegression",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         // Counts allocations of one workload run with ordo-one's malloc interposer; spindle-bench
         // runs it as a child process.

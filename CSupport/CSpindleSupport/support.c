@@ -298,3 +298,26 @@ void spindle_sanitizer_fiber_destroyed(spindle_fiber_t *fiber) {
     fiber->san_fake_stack = NULL;
     (void)fiber;
 }
+
+// MARK: - Debugger registry
+
+spindle_sched_t *volatile spindle_sched_registry = NULL;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void spindle_sched_register(spindle_sched_t *sched) {
+    pthread_mutex_lock(&registry_lock);
+    sched->registry_prev = NULL;
+    sched->registry_next = spindle_sched_registry;
+    if (spindle_sched_registry) spindle_sched_registry->registry_prev = sched;
+    spindle_sched_registry = sched;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void spindle_sched_unregister(spindle_sched_t *sched) {
+    pthread_mutex_lock(&registry_lock);
+    if (sched->registry_prev) sched->registry_prev->registry_next = sched->registry_next;
+    else spindle_sched_registry = sched->registry_next;
+    if (sched->registry_next) sched->registry_next->registry_prev = sched->registry_prev;
+    sched->registry_prev = sched->registry_next = NULL;
+    pthread_mutex_unlock(&registry_lock);
+}

@@ -69,6 +69,7 @@ public final class Scheduler: EventLoopAttachment {
         }
         #endif
         core.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
+        spindle_sched_register(core)
         drainWatcher = LoopWatcher(loop: loop, kind: .check)
         idleWatcher = LoopWatcher(loop: loop, kind: .idle)
         drainWatcher.isLoopMachinery = true
@@ -345,6 +346,7 @@ public final class Scheduler: EventLoopAttachment {
     }
 
     deinit {
+        spindle_sched_unregister(core)
         core.deallocate()
     }
 }

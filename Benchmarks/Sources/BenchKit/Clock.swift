@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 
 /// Monotonic nanoseconds.
@@ -16,8 +17,14 @@ package func measure(_ body: () throws -> Void) rethrows -> Double {
     return Double(nowNanoseconds() - start)
 }
 
-/// Writes a progress line to stderr (people watch it; machines read stdout).
+/// When the first progress line was written: each line gives the seconds since.
+nonisolated(unsafe) private var progressStart: UInt64 = 0
+
+/// Writes a progress line to stderr, after the seconds since the first one (people watch it;
+/// machines read stdout).
 package func progress(_ message: String) {
-    var line = message + "\n"
+    if progressStart == 0 { progressStart = nowNanoseconds() }
+    let seconds = Double(nowNanoseconds() - progressStart) / 1e9
+    var line = "[" + String(format: "%6.1fs", seconds) + "] " + message + "\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }

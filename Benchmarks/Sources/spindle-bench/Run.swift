@@ -324,10 +324,10 @@ struct Run: ParsableCommand {
     func runEcho(only: Set<String>?) throws -> [BenchResult] {
         var rows: [BenchResult] = []
         let tools = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        // Each trial is a server process and a load-generator process for 0.3 s of warm-up and
-        // 1 s of measurement, so fewer trials than the in-process workloads.
+        // Each trial is a server process and a load-generator process for 0.2 s of warm-up and
+        // 0.7 s of measurement, so fewer trials than the in-process workloads.
         let echoTrials = max(1, min(trials, 3))
-        let (warmupMs, durationMs) = (300, 1_000)
+        let (warmupMs, durationMs) = (200, 700)
         for variant in EchoWorkload.variants where !Self.interrupted {
             let executors = EchoWorkload.executors.filter {
                 only?.contains($0) ?? (all || EchoWorkload.headlineExecutors.contains($0))
@@ -355,9 +355,9 @@ struct Run: ParsableCommand {
             for executor in executors where executor != EchoWorkload.baseline && !EchoWorkload.peers.contains(executor) {
                 progress("echo \(variant): \(executor) allocations (two counted runs)")
                 let short = try EchoWorkload.run(
-                    executor, variant: variant, warmupMs: warmupMs, durationMs: 200, tools: tools, countingAllocations: true)
+                    executor, variant: variant, warmupMs: warmupMs, durationMs: 100, tools: tools, countingAllocations: true)
                 let long = try EchoWorkload.run(
-                    executor, variant: variant, warmupMs: warmupMs, durationMs: 700, tools: tools, countingAllocations: true)
+                    executor, variant: variant, warmupMs: warmupMs, durationMs: 400, tools: tools, countingAllocations: true)
                 if let a = short.serverMallocs, let b = long.serverMallocs, long.rounds > short.rounds {
                     allocations[executor] = Double(b - a) / Double(long.rounds - short.rounds)
                 }

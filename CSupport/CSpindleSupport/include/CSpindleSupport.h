@@ -106,6 +106,9 @@ struct spindle_sched {
     const void *main_stack_bottom;
     size_t main_stack_size;
     void *main_tsan_fiber;
+    // Every live scheduler of the process, for debuggers (Tools/gdb/spindle.py walks it).
+    spindle_sched_t *registry_prev;
+    spindle_sched_t *registry_next;
 };
 
 // MARK: - The current fiber (thread-local)
@@ -150,6 +153,14 @@ void *const *spindle_exclusivity_head_location(void);
 void *const *spindle_exclusivity_fallback_location(void);
 /// 1 when spindle_exclusivity_head_location found the runtime's word on this thread.
 int spindle_exclusivity_fast_path_available(void *const *location);
+
+// MARK: - Debugger registry
+
+/// The first of the process's live schedulers (through registry_next); gdb starts here.
+extern spindle_sched_t *volatile spindle_sched_registry;
+/// Adds a new scheduler to the registry / removes it (any thread; a mutex guards the list).
+void spindle_sched_register(spindle_sched_t *sched);
+void spindle_sched_unregister(spindle_sched_t *sched);
 
 // MARK: - Stacks
 

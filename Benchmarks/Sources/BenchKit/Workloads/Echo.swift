@@ -17,7 +17,7 @@ package enum EchoWorkload {
         "c-libuv", "fibers", "callbacks", "futures", "swift-async-loop", "swift-async-global", "threads", "swiftnio",
     ]
     package static let baseline = "c-libuv"
-    /// What `make bench` runs (each echo trial is two processes for 1.3 s); `--all` adds the rest.
+    /// What `make bench` runs (each echo trial is two processes for 0.9 s); `--all` adds the rest.
     package static let headlineExecutors = ["c-libuv", "fibers", "callbacks", "futures", "swift-async-loop", "swiftnio"]
     /// Servers that are other programs (peers): no allocation counting through the interposer.
     package static let peers = ["swiftnio"]
