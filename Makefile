@@ -21,7 +21,7 @@ BENCH_OUT ?= bench-results
 BENCH_ARGS ?=
 
 # Debian package -> a command or file that proves it is installed.
-TEST_PACKAGES  := pkg-config libuv1-dev libboost-context-dev curl
+TEST_PACKAGES  := pkg-config libuv1-dev libboost-context-dev curl gdb
 BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
 # The peers the fanout workload runs side by side when installed (skipped otherwise).
 PEER_PACKAGES  := golang-go nodejs libboost-fiber-dev g++

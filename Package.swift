@@ -68,6 +68,12 @@ let package = Package(
             dependencies: ["ExampleSupport", "Spindle", "SpindleLoop"],
             path: "Examples/spindle-http"
         ),
+        // Parked fibers for Tools/gdb/spindle.py (its test runs gdb on it).
+        .executableTarget(
+            name: "spindle-gdb-demo",
+            dependencies: ["Spindle", "SpindleLoop"],
+            path: "Examples/spindle-gdb-demo"
+        ),
         .testTarget(
             name: "SpindleLoopTests",
             dependencies: ["SpindleLoop"]

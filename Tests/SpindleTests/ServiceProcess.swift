@@ -29,28 +29,42 @@ final class ServiceProcess {
         return (child, port)
     }
 
-    init(_ path: String, _ arguments: [String]) throws {
+    /// Starts `path` with `arguments`. The child starts with `blocked` signals blocked (default:
+    /// SIGINT and SIGTERM, as some supervisors leave them) and every other signal unblocked and
+    /// at its default action, whatever the test runner's thread had blocked or ignored.
+    /// `mergingErrors` sends standard error into the standard output pipe. Standard input is
+    /// /dev/null.
+    init(
+        _ path: String, _ arguments: [String], blocked blockedSignals: [Int32] = [SIGINT, SIGTERM],
+        mergingErrors: Bool = false
+    ) throws {
         var out: [Int32] = [0, 0]
         var err: [Int32] = [0, 0]
         guard pipe(&out) == 0, pipe(&err) == 0 else { throw Failure(description: "pipe failed") }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, out[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, err[1], 2)
+        posix_spawn_file_actions_adddup2(&actions, mergingErrors ? out[1] : err[1], 2)
         posix_spawn_file_actions_addclose(&actions, out[0])
         posix_spawn_file_actions_addclose(&actions, err[0])
-        // SIGINT and SIGTERM start out blocked, as some supervisors (and test runners) leave
-        // them: a service must unblock what it waits for.
+        // By default SIGINT and SIGTERM start out blocked, as some supervisors (and test
+        // runners) leave them: a service must unblock what it waits for.
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
         var blocked = sigset_t()
         sigemptyset(&blocked)
-        sigaddset(&blocked, SIGINT)
-        sigaddset(&blocked, SIGTERM)
+        for signal in blockedSignals { sigaddset(&blocked, signal) }
         posix_spawnattr_setsigmask(&attributes, &blocked)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        // The runner's threads block and ignore signals a child needs (gdb waits for SIGCHLD).
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        sigdelset(&defaults, SIGKILL)
+        sigdelset(&defaults, SIGSTOP)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for arg in argv { free(arg) } }
         var pid: pid_t = 0
