@@ -5,7 +5,8 @@
 #   make bench-all   the same with every executor of every workload
 #   make bench-peers install the peers' toolchains (Go, Node.js, Boost.Fiber), then make bench
 #   make bench-check the hot-path regression guard (ordo-one/benchmark): allocation counts must
-#                    match Benchmarks/Thresholds exactly, wall-clock p90 within 2x of them
+#                    match Benchmarks/Thresholds exactly, wall-clock p90 within 2x of them; then
+#                    `spindle-bench doctor --gallery` must name every pitfall's cause, and no other
 #   make build       debug build of the library
 #   make asan        every test under AddressSanitizer (LeakSanitizer on; leaks are errors),
 #                    with the fiber switch annotations compiled in
@@ -80,6 +81,8 @@ bench-peers: deps-peers
 # benchmark thresholds update --target SpindleRegression
 bench-check: deps-bench
 	cd Benchmarks && $(SWIFT) package benchmark thresholds check --target SpindleRegression --no-progress
+	cd Benchmarks && $(SWIFT) build -c release --product spindle-bench
+	Benchmarks/.build/release/spindle-bench doctor --gallery
 
 # Every executor of every workload (adds the slow echo servers: swift-async-global, threads).
 bench-all: deps-bench

@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "SpindleCallbacks", targets: ["SpindleCallbacks"]),
         .library(name: "SpindleFutures", targets: ["SpindleFutures"]),
         .library(name: "SpindleAsync", targets: ["SpindleAsync"]),
+        .library(name: "SpindleTrace", targets: ["SpindleTrace"]),
         .executable(name: "spindle-echo", targets: ["spindle-echo"]),
         .executable(name: "spindle-http", targets: ["spindle-http"]),
     ],
@@ -50,6 +51,11 @@ let package = Package(
         ),
         .target(
             name: "SpindleAsync",
+            dependencies: ["Spindle", "SpindleLoop"]
+        ),
+        // Counters, the doctor (and, to come, the trace recorder) over the fiber scheduler.
+        .target(
+            name: "SpindleTrace",
             dependencies: ["Spindle", "SpindleLoop"]
         ),
         // Example services: real programs on fibers, run by the tests as separate processes.
@@ -95,6 +101,10 @@ let package = Package(
         .testTarget(
             name: "SpindleAsyncTests",
             dependencies: ["SpindleAsync", "Spindle", "SpindleLoop", "SpindleTestSupport"]
+        ),
+        .testTarget(
+            name: "SpindleTraceTests",
+            dependencies: ["SpindleTrace", "Spindle", "SpindleLoop", "SpindleTestSupport"]
         ),
         .testTarget(
             name: "SpindleTests",

@@ -50,6 +50,7 @@ let package = Package(
                 .product(name: "SpindleFutures", package: "Spindle"),
                 .product(name: "SpindleAsync", package: "Spindle"),
                 .product(name: "SpindleLoop", package: "Spindle"),
+                .product(name: "SpindleTrace", package: "Spindle"),
             ]
         ),
         // The CLI. It does not link the malloc interposer, so timed runs use plain malloc.

@@ -21,6 +21,7 @@ extension Scheduler {
     /// Resumes runnable fibers until the queue is empty or ``resumesPerTurn`` is spent.
     func drain() {
         let core = self.core
+        core.pointee.turns &+= 1
         core.pointee.draining = 1
         let accessHead = core.pointee.exclusivity_head.unsafelyUnwrapped
         // The loop side runs no Swift code between resumes, so its access set is fixed for the

@@ -324,6 +324,8 @@ public final class Scheduler: EventLoopAttachment {
         public var stacksCold: UInt64
         public var stacksPooled: UInt64
         public var runQueueHighWater: UInt64
+        /// Loop iterations (each runs the scheduler's drain once).
+        public var loopTurns: UInt64
         /// Fibers spawned and not yet finished.
         public var live: UInt64
         /// Fibers parked right now.
@@ -340,6 +342,7 @@ public final class Scheduler: EventLoopAttachment {
             stacksCold = core.stacks_cold
             stacksPooled = core.stacks_pooled
             runQueueHighWater = core.run_queue_high_water
+            loopTurns = core.turns
             live = core.live
             parked = core.parked
         }

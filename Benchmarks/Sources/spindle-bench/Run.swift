@@ -4,6 +4,7 @@ import CBenchKernels
 import Foundation
 import Spindle
 import SpindleLoop
+import SpindleTrace
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Runs workloads and prints a report.")
@@ -150,6 +151,7 @@ struct Run: ParsableCommand {
             var cold: [String: [Double]] = [:]
             var warm: [String: [Double]] = [:]
             var coldFaults: [String: Double] = [:]
+            var warmUsage: [String: [String: Double]] = [:]
             for executor in executors {
                 // Runs of 100 ms or more (threads, futures, io) get at most 3 trials of each kind,
                 // so that `make bench` stays under 3 minutes.
@@ -166,19 +168,21 @@ struct Run: ParsableCommand {
                     }
                 }
                 // Warm trials run back to back: "warm" means this executor's stacks and caches.
+                // getrusage over all of them (its CPU times tick in milliseconds: one short run
+                // says little): thread switches, faults and the kernel's share, per operation.
+                let usageBefore = ResourceUsage.now()
                 for _ in 0..<count {
                     warm[executor, default: []].append(try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6)
                 }
+                warmUsage[executor] = ResourceUsage.perOp(since: usageBefore, ops: FanoutWorkload.ops * count)
             }
             for executor in executors {
                 var perOp: [String: Double] = [:]
-                // One more warm run under getrusage: page faults (a warm run should take none),
-                // thread context switches and the kernel's share of the CPU time, per operation.
-                let usageBefore = ResourceUsage.now()
+                // One more warm run for the scheduler's counters.
                 let beforeCounters = loop.scheduler.counters
                 _ = try FanoutWorkload.run(executor, variant: variant, state: state)
                 let afterCounters = loop.scheduler.counters
-                let usage = ResourceUsage.perOp(since: usageBefore, ops: FanoutWorkload.ops)
+                let usage = warmUsage[executor]!
                 let warmFaults = usage["faults"]!
                 if executor == "fibers" || executor == "mmap-per-fiber" {
                     perOp["switches"] = Double(afterCounters.switches - beforeCounters.switches) * 2 / ops
@@ -193,6 +197,7 @@ struct Run: ParsableCommand {
                 if variant == "timer" {
                     perOp["thread_switches"] = usage["thread_switches"]
                     perOp["sys_share"] = usage["sys_share"]
+                    perOp["io_syscalls"] = usage["io_syscalls"]
                 }
                 if let (a, _) = AllocationCounts.measure(workload: "fanout", variant: variant, executor: executor, size: 1) {
                     perOp["allocs"] = Double(a) / ops
@@ -213,21 +218,17 @@ struct Run: ParsableCommand {
         return rows
     }
 
-    /// Notes on each pitfall's rows the sentence on where its time goes, from the counters
-    /// measured in this run against those of the good design closest to it.
+    /// Notes on each pitfall's rows the doctor's verdict (module SpindleTrace) on the counters
+    /// measured in this run.
     func diagnosePitfalls(_ rows: inout [BenchResult], variant: String) {
-        func warm(_ executor: String) -> BenchResult? {
-            rows.first { $0.workload == "fanout" && $0.variant == variant && $0.executor == executor && $0.phase == "warm" }
-        }
         for index in rows.indices where rows[index].variant == variant && FanoutWorkload.pitfalls.contains(rows[index].executor) {
-            let row = rows[index]
-            guard let mine = warm(row.executor) else { continue }
-            // The control is the good design closest to the mistake.
-            let controlName = ["ucontext", "poll-io-every-switch"].contains(row.executor) ? "c-fcontext"
-                : row.executor == "task-yield" ? "swift-async-global" : "fibers"
-            let sentence = FanoutWorkload.diagnosis(
-                row.executor, perOp: mine.per_op ?? [:], control: warm(controlName)?.per_op ?? [:])
-            rows[index].note = sentence
+            var evidence = Doctor.Evidence(
+                perOperation: rows[index].per_op ?? [:], operations: Double(FanoutWorkload.ops),
+                waitsPerOperation: Double(FanoutWorkload.steps))
+            evidence.concurrency = Double(FanoutWorkload.ops)
+            let findings = Doctor.diagnose(evidence)
+            rows[index].note = findings.isEmpty
+                ? "doctor: no pathology found" : findings.map { "Doctor: \($0)" }.joined(separator: " ")
         }
     }
 

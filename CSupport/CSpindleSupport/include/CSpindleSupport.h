@@ -101,6 +101,7 @@ struct spindle_sched {
     uint64_t stacks_cold;
     uint64_t stacks_pooled;
     uint64_t run_queue_high_water;
+    uint64_t turns;              // loop iterations (the drain watcher runs once per iteration)
     // Sanitizer bookkeeping for the loop-side stack (unused without ASan/TSan).
     void *main_fake_stack;
     const void *main_stack_bottom;

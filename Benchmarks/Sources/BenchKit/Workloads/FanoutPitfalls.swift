@@ -1,6 +1,7 @@
 import CBenchKernels
 import Glibc
 import Spindle
+import SpindleTrace
 import SpindleLoop
 import Synchronization
 
@@ -118,39 +119,6 @@ extension FanoutWorkload {
         evidence["task_yields"] = Double(counter.bytes.load(ordering: .relaxed)) / Double(ops)
         return counter.done.load(ordering: .relaxed)
     }
-
-    /// One sentence on where a pitfall's time goes, from its measured counters (`perOp`: the
-    /// executor's own counters and getrusage's, per operation of 10 steps).
-    package static func diagnosis(_ executor: String, perOp: [String: Double], control: [String: Double]) -> String {
-        func n(_ key: String, _ from: [String: Double] = perOp) -> String {
-            guard let value = from[key] else { return "?" }
-            return value >= 100 ? String(Int(value.rounded())) : String(format: value >= 10 ? "%.1f" : "%.2f", value)
-        }
-        let kernelShare = perOp["sys_share"].map { String(Int(($0 * 100).rounded())) + "%" } ?? "?"
-        switch executor {
-        case "ucontext":
-            return "Every swapcontext saves and restores the signal mask with an rt_sigprocmask syscall on every switch: "
-                + "\(n("switches")) switches per operation, \(kernelShare) of the CPU time in the kernel "
-                + "(c-fcontext, the same scheduler: \(control["sys_share"].map { String(Int(($0 * 100).rounded())) + "%" } ?? "?"))."
-        case "thread-handoff":
-            return "Every step passes a baton to another OS thread and back through a mutex and condition variable: "
-                + "\(n("thread_switches")) thread context switches per operation (getrusage), \(kernelShare) of the CPU time in the kernel."
-        case "mmap-per-fiber":
-            return "Every fiber maps a fresh guard-paged stack and unmaps it at the end: \(n("stack_maps")) mmaps and "
-                + "\(n("faults")) page faults per operation (pooled fibers: \(n("faults", control)))."
-        case "busy-poll":
-            return "Waiting fibers are resumed every turn to ask \"ready yet?\" instead of parking: \(n("yields")) yields and "
-                + "\(n("parks")) parks per operation of 10 waits (good fibers: \(n("parks", control)) parks, 0 yields)."
-        case "poll-io-every-switch":
-            return "The scheduler runs a non-blocking loop turn (an epoll_wait syscall) before every switch: "
-                + "\(n("loop_turns")) loop turns per operation against \(n("loop_turns", control)) when it polls only with nothing to run."
-        case "task-yield":
-            return "Each wait spins on Task.yield(), a hop through the global executor per spin: "
-                + "\(n("task_yields")) Task.yield calls and \(n("thread_switches")) thread context switches per operation of 10 waits."
-        default:
-            return ""
-        }
-    }
 }
 
 /// This process's CPU time and context switches so far (getrusage; all threads).
@@ -159,6 +127,7 @@ package struct ResourceUsage {
     package var systemSeconds: Double
     package var contextSwitches: Int
     package var minorFaults: Int
+    package var ioSyscalls: Int
 
     package static func now() -> ResourceUsage {
         var usage = rusage()
@@ -167,10 +136,12 @@ package struct ResourceUsage {
             userSeconds: Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
             systemSeconds: Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6,
             contextSwitches: usage.ru_nvcsw + usage.ru_nivcsw,
-            minorFaults: usage.ru_minflt)
+            minorFaults: usage.ru_minflt,
+            ioSyscalls: Doctor.readWriteSyscalls() ?? 0)
     }
 
-    /// Per operation between `before` and now: thread switches, faults and the kernel's share of CPU time.
+    /// Per operation between `before` and now: thread switches, faults, read and write system
+    /// calls, and the kernel's share of CPU time.
     package static func perOp(since before: ResourceUsage, ops: Int) -> [String: Double] {
         let after = now()
         let user = after.userSeconds - before.userSeconds
@@ -178,7 +149,9 @@ package struct ResourceUsage {
         return [
             "thread_switches": Double(after.contextSwitches - before.contextSwitches) / Double(ops),
             "faults": Double(after.minorFaults - before.minorFaults) / Double(ops),
+            "io_syscalls": Double(after.ioSyscalls - before.ioSyscalls) / Double(ops),
             "sys_share": user + system > 0 ? system / (user + system) : 0,
         ]
     }
+
 }

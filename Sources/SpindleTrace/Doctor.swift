@@ -1,0 +1,296 @@
+import Glibc
+import Spindle
+import SpindleLoop
+
+/// Names what makes a coroutine design slow, in words, with the numbers behind each verdict.
+///
+/// The doctor reads measurements — the scheduler's always-on counters, getrusage, and whatever
+/// an executor counts itself — as an ``Evidence`` and applies one rule per known pathology:
+/// busy-yield polling, cold stacks, thread hand-offs, a system call or a loop turn on every
+/// switch, `Task.yield()` spinning, and switches per operation far above the minimum. A finding
+/// is only reported when its own counter crosses its threshold, so a healthy program gets none.
+///
+/// ```swift
+/// let before = Doctor.snapshot(of: loop)
+/// // ... run the workload ...
+/// print(Doctor.report(for: loop, since: before, waitsPerOperation: 10))
+/// ```
+public enum Doctor {
+    /// A pathology the doctor can name.
+    public enum Pathology: String, Sendable, CaseIterable {
+        case busyYield = "busy-yield polling"
+        case coldStacks = "cold stacks"
+        case threadHandoff = "thread hand-offs"
+        case syscallPerSwitch = "a system call on every switch"
+        case loopTurnPerSwitch = "a loop turn before every switch"
+        case taskYieldSpin = "spinning on Task.yield()"
+        case excessSwitches = "switches far above the minimum"
+    }
+
+    /// One verdict: the pathology and the sentence that explains it with measured numbers.
+    public struct Finding: Sendable, CustomStringConvertible {
+        public let pathology: Pathology
+        public let message: String
+        public var description: String { "\(pathology.rawValue): \(message)" }
+    }
+
+    /// What the doctor reads: totals over a run of `operations` units of work. Fields an executor
+    /// cannot measure stay nil and their rules are skipped.
+    public struct Evidence: Sendable {
+        /// Completed units of work (fibers finished, requests served, fanout operations).
+        public var operations: Double
+        /// How many times each operation had to wait for something (a timer, a read), when known.
+        public var waitsPerOperation: Double?
+        /// Context switches, counting each direction (a resume and the switch back are two).
+        public var switches: Double?
+        public var yields: Double?
+        public var parks: Double?
+        public var spawns: Double?
+        public var stacksCold: Double?
+        public var loopTurns: Double?
+        /// OS thread context switches (getrusage: voluntary + involuntary).
+        public var threadSwitches: Double?
+        public var minorFaults: Double?
+        public var userSeconds: Double?
+        public var systemSeconds: Double?
+        /// `Task.yield()` calls (an async executor's own count).
+        public var taskYields: Double?
+        /// read and write system calls (/proc/self/io: syscr + syscw): kernel time they explain.
+        public var ioSyscalls: Double?
+        /// Operations in flight at once (for the scheduler: the run queue's high-water mark).
+        public var concurrency: Double?
+
+        public init(operations: Double, waitsPerOperation: Double? = nil) {
+            self.operations = max(operations, 1)
+            self.waitsPerOperation = waitsPerOperation
+        }
+
+        /// Builds evidence from per-operation figures over `operations` operations (the names
+        /// spindle-bench reports: switches, yields, parks, stack_maps, loop_turns,
+        /// thread_switches, faults, io_syscalls, sys_share, task_yields).
+        public init(perOperation figures: [String: Double], operations: Double, waitsPerOperation: Double?) {
+            self.init(operations: operations, waitsPerOperation: waitsPerOperation)
+            func total(_ key: String) -> Double? { figures[key].map { $0 * self.operations } }
+            switches = total("switches")
+            yields = total("yields")
+            parks = total("parks")
+            if let maps = total("stack_maps") {
+                spawns = self.operations
+                stacksCold = maps
+            }
+            loopTurns = total("loop_turns")
+            threadSwitches = total("thread_switches")
+            minorFaults = total("faults")
+            if let share = figures["sys_share"] {
+                systemSeconds = share
+                userSeconds = 1 - share
+            }
+            taskYields = total("task_yields")
+            ioSyscalls = total("io_syscalls")
+        }
+
+        func per(_ value: Double?) -> Double? { value.map { $0 / operations } }
+    }
+
+    /// Counters and resource usage at one moment, to diagnose what happens after it.
+    public struct Snapshot: Sendable {
+        public let counters: Scheduler.Counters
+        let usage: rusage
+        let ioSyscalls: Int?
+    }
+
+    /// The doctor's verdicts over a run, with the evidence they came from.
+    public struct Report: Sendable, CustomStringConvertible {
+        public let evidence: Evidence
+        public let findings: [Finding]
+
+        /// Whether `pathology` was named.
+        public func names(_ pathology: Pathology) -> Bool { findings.contains { $0.pathology == pathology } }
+
+        public var description: String {
+            guard !findings.isEmpty else {
+                return "doctor: no pathology found over \(Int(evidence.operations)) operations"
+            }
+            return (["doctor: \(findings.count) finding\(findings.count == 1 ? "" : "s") over \(Int(evidence.operations)) operations"]
+                + findings.map { "  - \($0)" }).joined(separator: "\n")
+        }
+    }
+
+    /// The loop's counters and the process's resource usage now.
+    public static func snapshot(of loop: EventLoop) -> Snapshot {
+        Snapshot(counters: loop.scheduler.counters, usage: currentUsage(), ioSyscalls: Doctor.readWriteSyscalls())
+    }
+
+    /// Diagnoses what the loop's fibers did since `before` (default: since the loop started —
+    /// take a snapshot after warm-up instead, or the first fibers' fresh stacks read as cold
+    /// stacks). `operations` defaults to the fibers that finished; `waitsPerOperation`, when
+    /// given, lets the doctor compare switches and yields with the waits the work really had.
+    /// Resource usage (getrusage, /proc/self/io) is the whole process's: diagnose a loop while
+    /// it is the busy one, or pass `includingResourceUsage: false`.
+    public static func report(
+        for loop: EventLoop, since before: Snapshot? = nil, operations: Int? = nil, waitsPerOperation: Double? = nil,
+        includingResourceUsage: Bool = true
+    ) -> Report {
+        let now = snapshot(of: loop)
+        let start = before?.counters
+        func delta(_ key: KeyPath<Scheduler.Counters, UInt64>) -> Double {
+            Double(now.counters[keyPath: key] - (start?[keyPath: key] ?? 0))
+        }
+        var evidence = Evidence(
+            operations: Double(operations ?? Int(delta(\.finishes))), waitsPerOperation: waitsPerOperation)
+        evidence.switches = delta(\.switches) * 2
+        evidence.yields = delta(\.yields)
+        evidence.parks = delta(\.parks)
+        evidence.spawns = delta(\.spawns)
+        evidence.stacksCold = delta(\.stacksCold)
+        evidence.loopTurns = delta(\.loopTurns)
+        if let before, includingResourceUsage {
+            evidence.threadSwitches = Double(
+                (now.usage.ru_nvcsw + now.usage.ru_nivcsw) - (before.usage.ru_nvcsw + before.usage.ru_nivcsw))
+            evidence.minorFaults = Double(now.usage.ru_minflt - before.usage.ru_minflt)
+            evidence.userSeconds = seconds(now.usage.ru_utime) - seconds(before.usage.ru_utime)
+            evidence.systemSeconds = seconds(now.usage.ru_stime) - seconds(before.usage.ru_stime)
+            if let a = before.ioSyscalls, let b = now.ioSyscalls { evidence.ioSyscalls = Double(b - a) }
+        }
+        evidence.concurrency = Double(now.counters.runQueueHighWater)
+        return Report(evidence: evidence, findings: diagnose(evidence))
+    }
+
+    /// Applies every rule to `evidence`; the findings, most specific first.
+    public static func diagnose(_ evidence: Evidence) -> [Finding] {
+        var findings: [Finding] = []
+        let waits = evidence.waitsPerOperation
+        let switchesPerOp = evidence.per(evidence.switches)
+        func n(_ value: Double) -> String { figure(value) }
+
+        // Cold stacks: fibers start on freshly mapped stacks instead of pooled ones.
+        if let spawns = evidence.spawns, let cold = evidence.stacksCold, spawns > 0, cold / spawns >= 0.5,
+            evidence.operations >= 100 || spawns >= 100 || cold / spawns >= 0.99
+        {
+            let faults = evidence.per(evidence.minorFaults).map { ", \(n($0)) page faults per operation" } ?? ""
+            findings.append(Finding(
+                pathology: .coldStacks,
+                message: "\(Int((cold / spawns * 100).rounded()))% of fibers started on a freshly mapped stack "
+                    + "(\(n(cold / evidence.operations)) mmaps per operation\(faults)): stacks are mapped per fiber "
+                    + "instead of reused. Keep StackPool.maximumPooledPerSize above the number of live fibers and "
+                    + "prefault the pool at start-up."))
+        }
+
+        // Thread hand-offs: work moves between OS threads on every step.
+        let threadSwitchesPerOp = evidence.per(evidence.threadSwitches)
+        if let perOp = threadSwitchesPerOp, perOp >= max(1, (waits ?? 1) * 0.5) {
+            findings.append(Finding(
+                pathology: .threadHandoff,
+                message: "\(n(perOp)) OS thread context switches per operation (getrusage)"
+                    + (waits.map { ", \(n(perOp / $0)) per wait" } ?? "")
+                    + ": each step hands work to another thread and waits for it to come back. Run the "
+                    + "steps as fibers on the loop's own thread."))
+        }
+
+        // Task.yield() spinning: async code waits by yielding to the executor until a flag flips.
+        if let spins = evidence.per(evidence.taskYields), spins >= max(1, (waits ?? 1) * 0.5) {
+            findings.append(Finding(
+                pathology: .taskYieldSpin,
+                message: "\(n(spins)) Task.yield() calls per operation"
+                    + (waits.map { " for \(n($0)) waits" } ?? "")
+                    + ": each wait spins through the global executor (a job hop per spin) instead of "
+                    + "suspending on a continuation the event resumes."))
+        }
+
+        // Busy-yield polling: fibers yield to ask "ready yet?" instead of parking on the event.
+        if let yields = evidence.per(evidence.yields), let parks = evidence.per(evidence.parks) {
+            let polling: Bool
+            if let waits, waits > 0 {
+                polling = yields >= waits * 0.5 && parks < waits * 0.5
+            } else {
+                polling = evidence.yields ?? 0 >= 1_000 && yields >= 10 * max(parks, 0.1)
+            }
+            if polling {
+                findings.append(Finding(
+                    pathology: .busyYield,
+                    message: "\(n(yields)) yields and \(n(parks)) parks per operation"
+                        + (waits.map { " that waits \(n($0)) times" } ?? "")
+                        + ": fibers are resumed just to find their event has not happened and yield again. "
+                        + "Park on the timer, socket or channel (Fiber.sleep, read, receive) so the loop wakes "
+                        + "the fiber when it is ready."))
+            }
+        }
+
+        // A loop turn before every switch, while many operations are in flight (one connection
+        // waking its fiber from each turn is how a loop works; ten thousand of them each getting
+        // a turn of their own is not).
+        if let turns = evidence.loopTurns, let switches = evidence.switches, switches >= 1_000,
+            turns / (switches / 2) >= 0.5, evidence.concurrency ?? 0 >= 100
+        {
+            findings.append(Finding(
+                pathology: .loopTurnPerSwitch,
+                message: "\(n(turns / evidence.operations)) loop turns per operation for \(n(switches / evidence.operations)) "
+                    + "switches: the scheduler polls the kernel (a non-blocking epoll_wait) before every "
+                    + "switch. Run the loop only when no fiber is runnable."))
+        }
+
+        // A system call on every switch: kernel time nothing else explains.
+        if let user = evidence.userSeconds, let system = evidence.systemSeconds, user + system > 0,
+            let perOp = switchesPerOp, perOp >= 2
+        {
+            let share = system / (user + system)
+            // Page faults, reads and writes, and the pathologies found above all spend kernel time.
+            let explained = !findings.isEmpty || (evidence.per(evidence.minorFaults) ?? 0) >= 0.5
+                || (evidence.per(evidence.ioSyscalls) ?? 0) >= 0.1 * perOp
+            if share >= 0.10, !explained {
+                findings.append(Finding(
+                    pathology: .syscallPerSwitch,
+                    message: "\(Int((share * 100).rounded()))% of the CPU time is in the kernel with no page faults, "
+                        + "reads, writes, thread switches or loop turns to explain it, over \(n(perOp)) switches per operation: "
+                        + "the switch itself makes a system call (ucontext's swapcontext saves the signal mask "
+                        + "with rt_sigprocmask). Switch with fcontext (Boost.Context), as Spindle does."))
+            }
+        }
+
+        // Switches far above what the waits need (two per wait, two to start and finish).
+        if let perOp = switchesPerOp, let waits, waits > 0, perOp > 4 * (2 * waits + 2) {
+            findings.append(Finding(
+                pathology: .excessSwitches,
+                message: "\(n(perOp)) switches per operation where its \(n(waits)) waits need about "
+                    + "\(n(2 * waits + 2)): something resumes fibers that have nothing to do."))
+        }
+        return findings
+    }
+
+    /// `value` for a sentence: whole above 100, else one or two decimals (no Foundation).
+    static func figure(_ value: Double) -> String {
+        if value >= 100 { return String(Int(value.rounded())) }
+        let scale = value >= 10 ? 10.0 : 100.0
+        let rounded = (value * scale).rounded() / scale
+        let whole = Int(rounded)
+        let fraction = Int(((rounded - Double(whole)) * scale).rounded())
+        let digits = scale == 10 ? String(fraction) : (fraction < 10 ? "0\(fraction)" : String(fraction))
+        return "\(whole).\(digits)"
+    }
+
+    static func currentUsage() -> rusage {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage
+    }
+
+    static func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+}
+
+extension Doctor {
+    /// read + write system calls of this process so far (/proc/self/io: syscr + syscw), or nil
+    /// where the file cannot be read.
+    public static func readWriteSyscalls() -> Int? {
+        guard let file = fopen("/proc/self/io", "r") else { return nil }
+        defer { fclose(file) }
+        var total = 0
+        var line = [CChar](repeating: 0, count: 128)
+        while fgets(&line, Int32(line.count), file) != nil {
+            let text = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            for key in ["syscr: ", "syscw: "] where text.hasPrefix(key) {
+                total += Int(text.dropFirst(key.count).filter(\.isNumber)) ?? 0
+            }
+        }
+        return total
+    }
+}

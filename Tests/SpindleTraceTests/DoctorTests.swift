@@ -1,0 +1,91 @@
+import Spindle
+import SpindleLoop
+import SpindleTestSupport
+import SpindleTrace
+import Testing
+
+/// The doctor on real fibers: two classic mistakes reproduced on Spindle, and the healthy design
+/// they are compared with. The evidence is the loop's own counters (getrusage is left out: other
+/// suites run in parallel in this process and would blur it).
+@Suite("Doctor")
+struct DoctorTests {
+    static let operations = 2_000
+    static let waits = 10
+
+    /// Runs `operations` fibers of `body` twice on a fresh loop and returns the doctor's report
+    /// on the second round (the first maps the stacks a healthy pool then reuses).
+    func diagnose(_ setUp: @escaping (EventLoop) -> Void = { _ in }, _ body: @escaping () -> Void) throws -> Doctor.Report {
+        try withRunningLoop("doctor-test") { loop -> Doctor.Report in
+            setUp(loop)
+            for _ in 0..<Self.operations { loop.spawnDetached(body) }
+            try loop.run()
+            let warm = Doctor.snapshot(of: loop)
+            for _ in 0..<Self.operations { loop.spawnDetached(body) }
+            try loop.run()
+            return Doctor.report(
+                for: loop, since: warm, waitsPerOperation: Double(Self.waits), includingResourceUsage: false)
+        }
+    }
+
+    @Test("fibers that park on their timers get no finding")
+    func healthy() throws {
+        let report = try diagnose {
+            for _ in 0..<DoctorTests.waits { try? Fiber.sleep(for: .zero) }
+        }
+        #expect(report.findings.isEmpty, "\(report)")
+        #expect(report.evidence.operations == Double(Self.operations))
+    }
+
+    @Test("fibers that yield until their timer has fired: busy-yield polling")
+    func busyPolling() throws {
+        let report = try diagnose {
+            for _ in 0..<DoctorTests.waits {
+                var fired = false
+                let timer = SpindleLoop.Timer(loop: Fiber.current.loop) { _ in fired = true }
+                timer.start(after: .zero)
+                while !fired { Fiber.yield() }
+                timer.close()
+            }
+        }
+        #expect(report.names(.busyYield), "\(report)")
+        #expect(!report.names(.coldStacks), "\(report)")
+        #expect(report.description.contains("yields and 0.00 parks per operation"), "\(report)")
+    }
+
+    @Test("fibers on freshly mapped stacks (the pool turned off): cold stacks")
+    func coldStacks() throws {
+        let report = try diagnose({ loop in loop.scheduler.stacks.maximumPooledPerSize = 0 }) {
+            for _ in 0..<DoctorTests.waits { try? Fiber.sleep(for: .zero) }
+        }
+        #expect(report.names(.coldStacks), "\(report)")
+        #expect(!report.names(.busyYield), "\(report)")
+        #expect(report.description.contains("100% of fibers started on a freshly mapped stack"), "\(report)")
+    }
+
+    @Test("each rule reads only its own counters")
+    func rules() {
+        // A switch that makes a system call: kernel time with nothing to explain it.
+        var ucontext = Doctor.Evidence(operations: 1_000, waitsPerOperation: 10)
+        ucontext.switches = 22_000
+        ucontext.userSeconds = 0.7
+        ucontext.systemSeconds = 0.3
+        ucontext.ioSyscalls = 0
+        #expect(Doctor.diagnose(ucontext).map(\.pathology) == [.syscallPerSwitch])
+        // The same kernel time with a read and a write per wait is I/O, not a pathology.
+        var io = ucontext
+        io.ioSyscalls = 20_000
+        #expect(Doctor.diagnose(io).isEmpty)
+        // A loop turn per switch matters with many operations in flight, not with one.
+        var polling = Doctor.Evidence(operations: 1_000, waitsPerOperation: 10)
+        polling.switches = 22_000
+        polling.loopTurns = 11_000
+        polling.concurrency = 1_000
+        #expect(Doctor.diagnose(polling).map(\.pathology) == [.loopTurnPerSwitch])
+        polling.concurrency = 1
+        #expect(Doctor.diagnose(polling).isEmpty)
+        // Thread hand-offs: two OS thread switches a wait.
+        var handoff = Doctor.Evidence(operations: 1_000, waitsPerOperation: 10)
+        handoff.threadSwitches = 20_000
+        #expect(Doctor.diagnose(handoff).map(\.pathology) == [.threadHandoff])
+    }
+}
