@@ -321,3 +321,20 @@ void spindle_sched_unregister(spindle_sched_t *sched) {
     sched->registry_prev = sched->registry_next = NULL;
     pthread_mutex_unlock(&registry_lock);
 }
+
+int spindle_trace_file_index(void) {
+    static int next = 0;
+    return __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+}
+
+void spindle_trace_at_exit_once(void (*handler)(void)) {
+    static int registered = 0;
+    if (__atomic_exchange_n(&registered, 1, __ATOMIC_ACQ_REL) == 0) atexit(handler);
+}
+
+spindle_sched_t *spindle_sched_registry_first(void) {
+    pthread_mutex_lock(&registry_lock);
+    spindle_sched_t *first = spindle_sched_registry;
+    pthread_mutex_unlock(&registry_lock);
+    return first;
+}

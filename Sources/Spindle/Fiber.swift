@@ -77,6 +77,7 @@ public enum Fiber {
         guard let fiber = spindle_current_fiber() else { notInFiber("Fiber.yield()") }
         let core = fiber.pointee.sched.unsafelyUnwrapped
         core.pointee.yields &+= 1
+        spindle_trace_record(core, UInt32(SPINDLE_TRACE_YIELD), fiber.pointee.id, 0)
         // The state stays "runnable" while a fiber runs, so a yield need not store it.
         Scheduler.requeue(fiber, on: core)
         Scheduler.suspend(fiber, core: core)
@@ -120,6 +121,7 @@ public enum Fiber {
         fiber.pointee.park_cancellable = cancellable ? 1 : 0
         core.pointee.parks &+= 1
         core.pointee.parked &+= 1
+        spindle_trace_record(core, UInt32(SPINDLE_TRACE_PARK), fiber.pointee.id, UInt32(reason.rawValue))
         Scheduler.suspend(fiber, core: core)
         return WakeReason(rawValue: fiber.pointee.wake_status) ?? .ready
     }
@@ -215,6 +217,7 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
         fiber.pointee.wake_status = reason.rawValue
         core.pointee.parked &-= 1
         core.pointee.wakes &+= 1
+        spindle_trace_record(core, UInt32(SPINDLE_TRACE_WAKE), id, UInt32(reason.rawValue))
         Scheduler.enqueue(fiber, on: core)
         if core.pointee.draining == 0, core.pointee.idle_active == 0 { Scheduler.of(core).startIdle() }
     }

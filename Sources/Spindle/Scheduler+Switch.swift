@@ -22,6 +22,7 @@ extension Scheduler {
     func drain() {
         let core = self.core
         core.pointee.turns &+= 1
+        spindle_trace_record(core, UInt32(SPINDLE_TRACE_TURN), 0, 0)
         core.pointee.draining = 1
         let accessHead = core.pointee.exclusivity_head.unsafelyUnwrapped
         // The loop side runs no Swift code between resumes, so its access set is fixed for the
@@ -31,6 +32,11 @@ extension Scheduler {
         if length > core.pointee.run_queue_high_water { core.pointee.run_queue_high_water = length }
         let turnBudget = max(resumesPerTurn, 1)
         var budget = turnBudget
+        // Read once a drain: the resume hook then tests a register, not memory. The first
+        // resume of a drain reads the clock; the others take the time of the switch-out just
+        // before them (the drain loop is a few instructions).
+        let tracing = core.pointee.trace != nil
+        var firstResume = true
         while let fiber = core.pointee.run_head {
             // The queue is empty once its head is nil; the tail is then stale and unused.
             core.pointee.run_head = fiber == core.pointee.run_tail ? nil : fiber.pointee.next
@@ -42,6 +48,14 @@ extension Scheduler {
                 if next != core.pointee.run_tail { spindle_prefetch(next.pointee.next) }
             }
             spindle_set_current_fiber(fiber)
+            if _slowPath(tracing) {
+                if firstResume {
+                    spindle_trace_record(core, UInt32(SPINDLE_TRACE_RESUME), fiber.pointee.id, 0)
+                    firstResume = false
+                } else {
+                    spindle_trace_record_at_previous(core, UInt32(SPINDLE_TRACE_RESUME), fiber.pointee.id, 0)
+                }
+            }
             if _fastPath(fiber.pointee.exclusivity.0 == 0 && !loopSideHasAccesses) {
                 Scheduler.jumpInto(fiber, core: core)
                 // The fiber may have switched out in the middle of an access: keep it with the fiber.

@@ -51,6 +51,11 @@ public final class Scheduler: EventLoopAttachment {
     /// them): seeded once from the system, then no syscall per draw.
     @exclusivity(unchecked) var random = FastRandom()
 
+    /// Where SPINDLE_TRACE asked for this loop's trace to be written at close.
+    var environmentTracePath: String?
+    /// Fiber names by id while tracing (a trace outlives the fibers it shows).
+    var traceNames: [UInt64: String] = [:]
+
     @usableFromInline
     init(loop: EventLoop) {
         self.loop = loop
@@ -70,6 +75,7 @@ public final class Scheduler: EventLoopAttachment {
         #endif
         core.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
         spindle_sched_register(core)
+        startTracingFromEnvironment()
         drainWatcher = LoopWatcher(loop: loop, kind: .check)
         idleWatcher = LoopWatcher(loop: loop, kind: .idle)
         drainWatcher.isLoopMachinery = true
@@ -143,6 +149,10 @@ public final class Scheduler: EventLoopAttachment {
         core.pointee.next_id = id &+ 1
         prepare(fiber, id: id, name: name, body: body)
         core.pointee.spawns &+= 1
+        if _slowPath(core.pointee.trace != nil) {
+            spindle_trace_record(core, UInt32(SPINDLE_TRACE_SPAWN), id, 0)
+            if let name { traceNames[id] = name }
+        }
         if fiber.pointee.pool_cold != 0 { core.pointee.stacks_cold &+= 1 } else { core.pointee.stacks_pooled &+= 1 }
         enqueue(fiber)
         return fiber
@@ -276,6 +286,7 @@ public final class Scheduler: EventLoopAttachment {
         pooledTimers.removeAll()
         closeSleepTimers()
         stacks.trim()
+        writeEnvironmentTrace()
     }
 
     func liveFibers() -> [UnsafeMutablePointer<spindle_fiber_t>] {
@@ -350,6 +361,7 @@ public final class Scheduler: EventLoopAttachment {
 
     deinit {
         spindle_sched_unregister(core)
+        stopTracing()
         core.deallocate()
     }
 }
@@ -369,6 +381,7 @@ private let fiberEntry: @convention(c) (transfer_t) -> Void = { transfer in
     // Started: from here on the switch path keeps the state (yields leave it runnable).
     fiber.pointee.state = UInt8(SPINDLE_FIBER_RUNNABLE)
     runFiberBody(fiber)
+    spindle_trace_record(core, UInt32(SPINDLE_TRACE_FINISH), fiber.pointee.id, 0)
     fiber.pointee.state = UInt8(SPINDLE_FIBER_FINISHED)
     fiber.pointee.next = core.pointee.finished
     core.pointee.finished = fiber

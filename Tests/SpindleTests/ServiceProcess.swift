@@ -32,11 +32,11 @@ final class ServiceProcess {
     /// Starts `path` with `arguments`. The child starts with `blocked` signals blocked (default:
     /// SIGINT and SIGTERM, as some supervisors leave them) and every other signal unblocked and
     /// at its default action, whatever the test runner's thread had blocked or ignored.
-    /// `mergingErrors` sends standard error into the standard output pipe. Standard input is
-    /// /dev/null.
+    /// `mergingErrors` sends standard error into the standard output pipe; `environment` adds
+    /// "NAME=value" entries to the child's environment. Standard input is /dev/null.
     init(
         _ path: String, _ arguments: [String], blocked blockedSignals: [Int32] = [SIGINT, SIGTERM],
-        mergingErrors: Bool = false
+        mergingErrors: Bool = false, environment extra: [String] = []
     ) throws {
         var out: [Int32] = [0, 0]
         var err: [Int32] = [0, 0]
@@ -68,7 +68,16 @@ final class ServiceProcess {
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for arg in argv { free(arg) } }
         var pid: pid_t = 0
-        let status = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+        // This process's environment plus `extra` ("NAME=value").
+        var inherited: [String] = []
+        var cursor = environ
+        while let entry = cursor.pointee {
+            inherited.append(String(cString: entry))
+            cursor += 1
+        }
+        let envp = (inherited + extra).map { strdup($0) } + [nil]
+        defer { for entry in envp { free(entry) } }
+        let status = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
         close(out[1])
         close(err[1])
         guard status == 0 else { throw Failure(description: "posix_spawn \(path): \(String(cString: strerror(status)))") }

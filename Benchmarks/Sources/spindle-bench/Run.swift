@@ -118,7 +118,7 @@ struct Run: ParsableCommand {
                 progress("\(label): instruction counts skipped: valgrind is not installed (apt-get install -y valgrind)")
                 continue
             }
-            for executor in ["c-fcontext", "fibers", "ucontext"] where executors.contains(executor) {
+            for executor in ["c-fcontext", "fibers", "fibers-traced", "ucontext"] where executors.contains(executor) {
                 progress("\(label): \(executor) instructions under callgrind")
                 if let (count, calls) = try Instructions.perRoundTrip(
                     workload: "switch", variant: variant, executor: executor, rounds: 100_000)

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -107,6 +108,8 @@ struct spindle_sched {
     const void *main_stack_bottom;
     size_t main_stack_size;
     void *main_tsan_fiber;
+    // The trace ring buffer while tracing is on, else NULL (one predictable branch per hook).
+    struct spindle_trace *trace;
     // Every live scheduler of the process, for debuggers (Tools/gdb/spindle.py walks it).
     spindle_sched_t *registry_prev;
     spindle_sched_t *registry_next;
@@ -155,6 +158,93 @@ void *const *spindle_exclusivity_fallback_location(void);
 /// 1 when spindle_exclusivity_head_location found the runtime's word on this thread.
 int spindle_exclusivity_fast_path_available(void *const *location);
 
+// MARK: - Trace recorder
+
+/// What a trace event records (SpindleTrace exports them as Chrome/Perfetto JSON).
+enum {
+    SPINDLE_TRACE_SPAWN = 1,   // a fiber was created (detail: 0)
+    SPINDLE_TRACE_RESUME = 2,  // the loop side switched into a fiber: its slice starts
+    SPINDLE_TRACE_YIELD = 3,   // the fiber yielded: its slice ends
+    SPINDLE_TRACE_PARK = 4,    // the fiber parked (detail: the park reason): its slice ends
+    SPINDLE_TRACE_WAKE = 5,    // a parked fiber was made runnable (detail: the wake reason)
+    SPINDLE_TRACE_FINISH = 6,  // the fiber's body returned: its slice ends
+    SPINDLE_TRACE_TURN = 7,    // a loop iteration reached the scheduler's drain
+};
+
+typedef struct {
+    uint64_t ticks;   // spindle_trace_clock(): the TSC on x86-64, else CLOCK_MONOTONIC ns
+    uint64_t fiber;   // fiber id (0: none)
+    uint32_t kind;    // SPINDLE_TRACE_*
+    uint32_t detail;
+} spindle_trace_event_t;
+
+/// A ring of `mask + 1` events (a power of two); the newest overwrite the oldest.
+struct spindle_trace {
+    spindle_trace_event_t *events;
+    uint64_t mask;
+    uint64_t count;        // events ever recorded (the ring holds the last mask + 1)
+    uint64_t start_ticks;  // spindle_trace_clock() and CLOCK_MONOTONIC ns when recording began:
+    uint64_t start_ns;     // with a second pair at export, they turn ticks into nanoseconds
+};
+
+/// CLOCK_MONOTONIC nanoseconds.
+static inline uint64_t spindle_monotonic_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+/// The trace's clock: the time-stamp counter on x86-64 (a few cycles; clock_gettime through the
+/// vDSO costs ~20 ns a call here, which made tracing 5x the cost of a switch), else
+/// CLOCK_MONOTONIC.
+static inline uint64_t spindle_trace_clock(void) {
+#if defined(__x86_64__)
+    uint32_t lo, hi;
+    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+#else
+    return spindle_monotonic_ns();
+#endif
+}
+
+/// Records one event when the scheduler is tracing; one load and a not-taken branch when not.
+static inline void spindle_trace_record(spindle_sched_t *sched, uint32_t kind, uint64_t fiber, uint32_t detail) {
+    struct spindle_trace *trace = sched->trace;
+    if (__builtin_expect(trace == NULL, 1)) return;
+    spindle_trace_event_t *event = &trace->events[trace->count & trace->mask];
+    trace->count++;
+    // Non-temporal stores: a large ring is written once and read at export, so its lines need
+    // not be read into the cache first (that read made tracing memory-bound).
+    __builtin_nontemporal_store(spindle_trace_clock(), &event->ticks);
+    __builtin_nontemporal_store(fiber, &event->fiber);
+    __builtin_nontemporal_store(((uint64_t)detail << 32) | kind, (uint64_t *)&event->kind);
+}
+
+/// 0 for the first call in the process, then 1, 2, ... (SPINDLE_TRACE's file names).
+int spindle_trace_file_index(void);
+/// Registers `handler` with atexit the first time it is called (later calls do nothing).
+void spindle_trace_at_exit_once(void (*handler)(void));
+
+/// Makes the ring's non-temporal stores visible before it is read (export).
+static inline void spindle_trace_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+/// Records an event at the time of the one before it (no clock read): for a resume that
+/// follows the previous fiber's switch-out within one drain, a few instructions later.
+static inline void spindle_trace_record_at_previous(spindle_sched_t *sched, uint32_t kind, uint64_t fiber, uint32_t detail) {
+    struct spindle_trace *trace = sched->trace;
+    if (__builtin_expect(trace == NULL, 1)) return;
+    if (trace->count == 0) {
+        spindle_trace_record(sched, kind, fiber, detail);
+        return;
+    }
+    uint64_t previous = trace->events[(trace->count - 1) & trace->mask].ticks;
+    spindle_trace_event_t *event = &trace->events[trace->count & trace->mask];
+    trace->count++;
+    __builtin_nontemporal_store(previous, &event->ticks);
+    __builtin_nontemporal_store(fiber, &event->fiber);
+    __builtin_nontemporal_store(((uint64_t)detail << 32) | kind, (uint64_t *)&event->kind);
+}
+
 // MARK: - Debugger registry
 
 /// The first of the process's live schedulers (through registry_next); gdb starts here.
@@ -162,6 +252,8 @@ extern spindle_sched_t *volatile spindle_sched_registry;
 /// Adds a new scheduler to the registry / removes it (any thread; a mutex guards the list).
 void spindle_sched_register(spindle_sched_t *sched);
 void spindle_sched_unregister(spindle_sched_t *sched);
+/// The registry's first scheduler (then follow registry_next).
+spindle_sched_t *spindle_sched_registry_first(void);
 
 // MARK: - Stacks
 

@@ -1,6 +1,7 @@
 import CBenchKernels
 import Spindle
 import SpindleLoop
+import SpindleTrace
 
 /// `switch`: two contexts ping-pong; nanoseconds per round trip.
 ///
@@ -14,7 +15,7 @@ package enum SwitchWorkload {
     package static let baseline = "c-fcontext"
 
     package static func executors(_ variant: String) -> [String] {
-        variant == "" ? ["c-fcontext", "fibers", "ucontext", "thread-handoff"] : ["c-fcontext", "fibers"]
+        variant == "" ? ["c-fcontext", "fibers", "fibers-traced", "ucontext", "thread-handoff"] : ["c-fcontext", "fibers"]
     }
 
     /// Round trips per trial, sized so each trial takes tens of milliseconds.
@@ -35,6 +36,12 @@ package enum SwitchWorkload {
             case ("ucontext", ""): completed = cb_ucontext_switch(rounds)
             case ("thread-handoff", ""): completed = cb_thread_handoff_switch(rounds)
             case ("fibers", ""): completed = try fiberPingPong(rounds: rounds, loop: loop)
+            case ("fibers-traced", ""):
+                // The same ping-pong with the trace recorder on, default ring (1M events,
+                // 24 MiB: it wraps, so this is the cost of recording into memory, not cache).
+                Trace.start(on: loop)
+                defer { Trace.stop(on: loop) }
+                completed = try fiberPingPong(rounds: rounds, loop: loop)
             case ("fibers", "park-wake"): completed = try fiberParkWake(rounds: rounds, loop: loop)
             default: throw BenchError.unknownExecutor(executor, workload: name)
             }

@@ -1,0 +1,163 @@
+import CSpindleSupport
+import Glibc
+import SpindleLoop
+
+// The trace recorder's storage and its Chrome/Perfetto JSON export. The hooks are one C inline
+// call each on the switch, yield, park, wake, spawn and finish paths (spindle_trace_record):
+// a load and a not-taken branch while tracing is off. SpindleTrace is the public face; the
+// SPINDLE_TRACE environment variable turns tracing on for every loop from its start and writes
+// the file when the loop closes.
+
+extension Scheduler {
+    /// Whether this scheduler records trace events.
+    package var isTracing: Bool { core.pointee.trace != nil }
+
+    /// Starts recording into a ring of `capacity` events (rounded up to a power of two; the
+    /// newest overwrite the oldest). Restarting drops what was recorded.
+    package func startTracing(capacity: Int) {
+        stopTracing()
+        var size = 1
+        while size < max(capacity, 2) { size <<= 1 }
+        let trace = UnsafeMutablePointer<spindle_trace>.allocate(capacity: 1)
+        let events = UnsafeMutablePointer<spindle_trace_event_t>.allocate(capacity: size)
+        trace.initialize(to: spindle_trace(
+            events: events, mask: UInt64(size - 1), count: 0, start_ticks: spindle_trace_clock(),
+            start_ns: spindle_monotonic_ns()))
+        traceNames = [:]
+        for fiber in liveFibers() { traceNames[fiber.pointee.id] = Self.name(of: fiber) }
+        core.pointee.trace = trace
+    }
+
+    /// Stops recording and frees the ring.
+    package func stopTracing() {
+        guard let trace = core.pointee.trace else { return }
+        core.pointee.trace = nil
+        traceNames = [:]
+        trace.pointee.events.deallocate()
+        trace.deallocate()
+    }
+
+    /// The recorded events, oldest first, their clock turned into CLOCK_MONOTONIC nanoseconds,
+    /// and how many older ones the ring overwrote.
+    package func traceEvents() -> (events: [spindle_trace_event_t], dropped: UInt64) {
+        guard let trace = core.pointee.trace else { return ([], 0) }
+        spindle_trace_fence()
+        let capacity = trace.pointee.mask + 1
+        let count = trace.pointee.count
+        let first = count > capacity ? count - capacity : 0
+        // The clock's rate, from the two pairs of readings (start and now).
+        let (ticksNow, nsNow) = (spindle_trace_clock(), spindle_monotonic_ns())
+        let (ticks0, ns0) = (trace.pointee.start_ticks, trace.pointee.start_ns)
+        let rate = ticksNow > ticks0 && nsNow > ns0 ? Double(nsNow - ns0) / Double(ticksNow - ticks0) : 1
+        var events: [spindle_trace_event_t] = []
+        events.reserveCapacity(Int(count - first))
+        for index in first..<count {
+            var event = trace.pointee.events[Int(index & trace.pointee.mask)]
+            let elapsed = event.ticks >= ticks0 ? Double(event.ticks - ticks0) * rate : 0
+            event.ticks = ns0 + UInt64(elapsed)
+            events.append(event)
+        }
+        return (events, first)
+    }
+
+    /// Writes the recorded events as Chrome trace JSON (it opens in ui.perfetto.dev): each
+    /// fiber's running slices on the loop thread's track, ended by a yield, a park (with its
+    /// reason) or its finish; spawns, wakes and loop turns as instants.
+    package func writeTrace(to path: String) throws(UVError) {
+        guard let file = fopen(path, "w") else { throw UVError(code: -errno) }
+        defer { fclose(file) }
+        let (events, dropped) = traceEvents()
+        // Names as the fibers were spawned (finished fibers are gone from the live list).
+        var names = traceNames
+        for fiber in liveFibers() { names[fiber.pointee.id] = Self.name(of: fiber) }
+        func label(_ id: UInt64) -> String {
+            let name = names[id] ?? ""
+            return name.isEmpty ? "fiber #\(id)" : "fiber #\(id) \(jsonEscaped(name))"
+        }
+        let pid = getpid()
+        let tid = Int(core.pointee.owner_thread % 1_000_000_007)
+        var open: UInt64? = nil  // the fiber whose slice is open
+        fputs("{\"displayTimeUnit\":\"ns\",\"otherData\":{\"droppedEvents\":\(dropped)},\"traceEvents\":[\n", file)
+        fputs("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":\(pid),\"tid\":\(tid),\"args\":{\"name\":\"loop\"}}", file)
+        for event in events {
+            let ts = microseconds(event.ticks)
+            var line: String?
+            switch Int32(event.kind) {
+            case Int32(SPINDLE_TRACE_RESUME):
+                open = event.fiber
+                line = "{\"name\":\"\(label(event.fiber))\",\"ph\":\"B\",\"ts\":\(ts),\"pid\":\(pid),\"tid\":\(tid)}"
+            case Int32(SPINDLE_TRACE_YIELD), Int32(SPINDLE_TRACE_PARK), Int32(SPINDLE_TRACE_FINISH):
+                guard open == event.fiber else { continue }  // its start was overwritten
+                open = nil
+                let end = event.kind == UInt32(SPINDLE_TRACE_YIELD) ? "yield"
+                    : event.kind == UInt32(SPINDLE_TRACE_FINISH) ? "finish"
+                    : "park: \(Fiber.ParkReason(rawValue: UInt8(truncatingIfNeeded: event.detail))?.description ?? "?")"
+                line = "{\"ph\":\"E\",\"ts\":\(ts),\"pid\":\(pid),\"tid\":\(tid),\"args\":{\"end\":\"\(end)\"}}"
+            case Int32(SPINDLE_TRACE_SPAWN), Int32(SPINDLE_TRACE_WAKE):
+                let what = event.kind == UInt32(SPINDLE_TRACE_SPAWN) ? "spawn" : "wake"
+                line = "{\"name\":\"\(what) \(label(event.fiber))\",\"ph\":\"i\",\"s\":\"t\",\"ts\":\(ts),\"pid\":\(pid),\"tid\":\(tid)}"
+            case Int32(SPINDLE_TRACE_TURN):
+                line = "{\"name\":\"loop turn\",\"ph\":\"i\",\"s\":\"t\",\"ts\":\(ts),\"pid\":\(pid),\"tid\":\(tid)}"
+            default:
+                continue
+            }
+            if let line { fputs(",\n" + line, file) }
+        }
+        fputs("\n]}\n", file)
+        if ferror(file) != 0 { throw UVError(code: -EIO) }
+    }
+
+    /// SPINDLE_TRACE=path: trace from the start; written when the loop closes (the first loop
+    /// of the process to close writes `path`, later ones `path.2`, `path.3`, ...).
+    func startTracingFromEnvironment() {
+        guard let path = getenv("SPINDLE_TRACE").map({ String(cString: $0) }), !path.isEmpty else { return }
+        startTracing(capacity: 1 << 20)
+        environmentTracePath = path
+        // A program may end without closing its loop: write at exit what is still unwritten.
+        spindle_trace_at_exit_once(writeEnvironmentTracesAtExit)
+    }
+
+    func writeEnvironmentTrace() {
+        guard let path = environmentTracePath else { return }
+        environmentTracePath = nil
+        let index = spindle_trace_file_index()
+        let target = index == 0 ? path : "\(path).\(index + 1)"
+        do {
+            try writeTrace(to: target)
+            spindleWarning("trace written to \(target) (SPINDLE_TRACE); open it in ui.perfetto.dev")
+        } catch {
+            spindleWarning("could not write the trace to \(target) (SPINDLE_TRACE): \(error)")
+        }
+        stopTracing()
+    }
+}
+
+/// At exit: every registered scheduler still holding a SPINDLE_TRACE trace writes it.
+private let writeEnvironmentTracesAtExit: @convention(c) () -> Void = {
+    var sched = spindle_sched_registry_first()
+    while let core = sched {
+        if let owner = core.pointee.owner {
+            Unmanaged<Scheduler>.fromOpaque(owner).takeUnretainedValue().writeEnvironmentTrace()
+        }
+        sched = core.pointee.registry_next
+    }
+}
+
+/// Nanoseconds as the microseconds Chrome's trace format wants (three decimals, no Foundation).
+private func microseconds(_ ns: UInt64) -> String {
+    let fraction = ns % 1_000
+    return "\(ns / 1_000).\(fraction < 10 ? "00" : fraction < 100 ? "0" : "")\(fraction)"
+}
+
+private func jsonEscaped(_ text: String) -> String {
+    var out = ""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case _ where scalar.value < 0x20: out += "?"
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
+}
