@@ -173,7 +173,13 @@ public final class StackPool {
         }
         // The control block sits at the very top; the stack grows down from just below it.
         let blockSize = (MemoryLayout<spindle_fiber_t>.size + 63) & ~63
-        let block = UnsafeMutableRawPointer(mapping + total - blockSize)
+        // Cache colouring: successive stacks put their control block (and so their hottest
+        // frames) at one of 16 offsets within the top page. At one fixed offset, thousands of
+        // runnable fibers all map to the same few cache sets, and how badly they collide in
+        // the physically indexed caches changed from one process to the next (fanout timer:
+        // 15 or 37 ms for the same binary).
+        let colour = (mappedCount % 16) * 128
+        let block = UnsafeMutableRawPointer(mapping + total - blockSize - colour)
         let fiber = block.bindMemory(to: spindle_fiber_t.self, capacity: 1)
         fiber.initialize(to: spindle_fiber_t())
         fiber.pointee.mapping = mapping
