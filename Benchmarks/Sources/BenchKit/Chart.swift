@@ -34,7 +34,7 @@ package enum Chart {
         viewBox="0 0 \(Int(width)) \(Int(height))" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">
         <rect width="100%" height="100%" fill="white"/>
         <text x="\(Int(width / 2))" y="24" text-anchor="middle" font-size="16" font-weight="bold">fanout: 10,000 operations × 10 steps, warm — time relative to callbacks</text>
-        <text x="\(Int(width / 2))" y="44" text-anchor="middle" fill="#555">log scale; shorter is faster; red bars are the pitfall gallery</text>
+        <text x="\(Int(width / 2))" y="44" text-anchor="middle" fill="#555">log scale; shorter is faster; red bars: the pitfall gallery; teal: other runtimes (peers)</text>
 
         """
         // Decade grid lines with their labels, and a stronger line at 1x (callbacks).
