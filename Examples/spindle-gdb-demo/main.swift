@@ -1,5 +1,5 @@
 // A program for Tools/gdb/spindle.py: three named fibers parked in a sleep, and a checkpoint
-// the loop calls while they are parked. In gdb:
+// a fourth fiber calls while they are parked. In gdb:
 //
 //   gdb -x Tools/gdb/spindle.py -ex 'break spindle_gdb_demo_checkpoint' -ex run .build/debug/spindle-gdb-demo
 //   (gdb) info fibers
@@ -30,9 +30,12 @@ var handles: [FiberHandle<Void>] = []
 for index in 1...3 {
     handles.append(loop.spawn(name: "sleeper-\(index)") { parkedInGdbDemo(index) })
 }
-loop.schedule(after: .milliseconds(20)) {
+// Spawned after the sleepers, so it runs after them in the loop's first turn, when every one of
+// them is parked (a timer could fire before they ran on a slow machine).
+let sleepers = handles
+loop.spawnDetached(name: "checkpoint") {
     checkpoint()
-    for handle in handles { handle.cancel() }
+    for handle in sleepers { handle.cancel() }
 }
 try loop.run()
 print("checkpoints: \(checkpointCount); all \(handles.count) sleepers finished")

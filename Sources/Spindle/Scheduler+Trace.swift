@@ -12,6 +12,12 @@ extension Scheduler {
     /// Whether this scheduler records trace events.
     package var isTracing: Bool { core.pointee.trace != nil }
 
+    /// The name a traced fiber was spawned with ("" when none, or not known).
+    package func tracedName(of id: UInt64) -> String {
+        if let name = traceNames[id] { return name }
+        return liveFibers().first { $0.pointee.id == id }.map(Self.name(of:)) ?? ""
+    }
+
     /// Starts recording into a ring of `capacity` events (rounded up to a power of two; the
     /// newest overwrite the oldest). Restarting drops what was recorded.
     package func startTracing(capacity: Int) {

@@ -25,6 +25,7 @@ public enum Doctor {
         case loopTurnPerSwitch = "a loop turn before every switch"
         case taskYieldSpin = "spinning on Task.yield()"
         case excessSwitches = "switches far above the minimum"
+        case longSlices = "slices that block the loop"
     }
 
     /// One verdict: the pathology and the sentence that explains it with measured numbers.
@@ -59,6 +60,11 @@ public enum Doctor {
         public var ioSyscalls: Double?
         /// Operations in flight at once (for the scheduler: the run queue's high-water mark).
         public var concurrency: Double?
+        /// Fiber slices (resume to yield, park or finish) longer than ``Doctor/longSlice``, from
+        /// a trace; the longest one's length and fiber.
+        public var longSlices: Double?
+        public var longestSliceSeconds: Double?
+        public var longestSliceFiber: String?
 
         public init(operations: Double, waitsPerOperation: Double? = nil) {
             self.operations = max(operations, 1)
@@ -92,11 +98,15 @@ public enum Doctor {
         func per(_ value: Double?) -> Double? { value.map { $0 / operations } }
     }
 
+    /// A slice longer than this blocks the loop: timers fire late, sockets wait.
+    public static let longSlice: Duration = .milliseconds(1)
+
     /// Counters and resource usage at one moment, to diagnose what happens after it.
     public struct Snapshot: Sendable {
         public let counters: Scheduler.Counters
         let usage: rusage
         let ioSyscalls: Int?
+        let monotonicNanoseconds: UInt64
     }
 
     /// The doctor's verdicts over a run, with the evidence they came from.
@@ -118,7 +128,9 @@ public enum Doctor {
 
     /// The loop's counters and the process's resource usage now.
     public static func snapshot(of loop: EventLoop) -> Snapshot {
-        Snapshot(counters: loop.scheduler.counters, usage: currentUsage(), ioSyscalls: Doctor.readWriteSyscalls())
+        Snapshot(
+            counters: loop.scheduler.counters, usage: currentUsage(), ioSyscalls: Doctor.readWriteSyscalls(),
+            monotonicNanoseconds: monotonicNanoseconds())
     }
 
     /// Diagnoses what the loop's fibers did since `before` (default: since the loop started —
@@ -153,7 +165,36 @@ public enum Doctor {
             if let a = before.ioSyscalls, let b = now.ioSyscalls { evidence.ioSyscalls = Double(b - a) }
         }
         evidence.concurrency = Double(now.counters.runQueueHighWater)
+        if Trace.isRecording(loop) { measureSlices(of: loop, after: before?.monotonicNanoseconds ?? 0, into: &evidence) }
         return Report(evidence: evidence, findings: diagnose(evidence))
+    }
+
+    /// Slice lengths from the loop's trace (events after `start`): how many exceed `longSlice`,
+    /// and the longest.
+    static func measureSlices(of loop: EventLoop, after start: UInt64, into evidence: inout Evidence) {
+        let limit = UInt64(longSlice.components.seconds) * 1_000_000_000
+            + UInt64(longSlice.components.attoseconds / 1_000_000_000)
+        var open: (fiber: UInt64, since: UInt64)?
+        var count = 0
+        var longest: (length: UInt64, fiber: UInt64) = (0, 0)
+        for event in Trace.events(of: loop) where event.timestamp >= start {
+            switch event.kind {
+            case .resume: open = (event.fiber, event.timestamp)
+            case .yield, .park, .finish:
+                guard let slice = open, slice.fiber == event.fiber else { continue }
+                open = nil
+                let length = event.timestamp - slice.since
+                if length > limit { count += 1 }
+                if length > longest.length { longest = (length, event.fiber) }
+            default: continue
+            }
+        }
+        evidence.longSlices = Double(count)
+        evidence.longestSliceSeconds = Double(longest.length) / 1e9
+        if longest.fiber != 0 {
+            let name = loop.scheduler.tracedName(of: longest.fiber)
+            evidence.longestSliceFiber = name.isEmpty ? "fiber #\(longest.fiber)" : "fiber \"\(name)\" (#\(longest.fiber))"
+        }
     }
 
     /// Applies every rule to `evidence`; the findings, most specific first.
@@ -247,6 +288,16 @@ public enum Doctor {
             }
         }
 
+        // Slices that block the loop.
+        if let long = evidence.longSlices, long > 0, let longest = evidence.longestSliceSeconds {
+            findings.append(Finding(
+                pathology: .longSlices,
+                message: "\(Int(long)) fiber slice\(long == 1 ? "" : "s") ran longer than 1 ms without yielding or "
+                    + "parking (the longest \(n(longest * 1_000)) ms, in \(evidence.longestSliceFiber ?? "a fiber")): "
+                    + "meanwhile the loop runs no timer, no I/O and no other fiber. Split the work with "
+                    + "Fiber.yield(), or move it off the loop (Fiber.awaitAsync, the file pool)."))
+        }
+
         // Switches far above what the waits need (two per wait, two to start and finish).
         if let perOp = switchesPerOp, let waits, waits > 0, perOp > 4 * (2 * waits + 2) {
             findings.append(Finding(
@@ -266,6 +317,12 @@ public enum Doctor {
         let fraction = Int(((rounded - Double(whole)) * scale).rounded())
         let digits = scale == 10 ? String(fraction) : (fraction < 10 ? "0\(fraction)" : String(fraction))
         return "\(whole).\(digits)"
+    }
+
+    static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 
     static func currentUsage() -> rusage {

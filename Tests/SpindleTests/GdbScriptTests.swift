@@ -24,6 +24,8 @@ struct GdbScriptTests {
         let gdbProcess = try ServiceProcess(gdb, [
             "-nx", "-batch", "-x", script,
             "-ex", "set pagination off", "-ex", "set startup-with-shell off",
+            // Under `make asan`: LeakSanitizer cannot run in a traced process.
+            "-ex", "set environment ASAN_OPTIONS=detect_leaks=0",
             "-ex", "break spindle_gdb_demo_checkpoint", "-ex", "run",
             "-ex", "info fibers", "-ex", "fiber bt 2", "-ex", "continue",
             "--args", demo,

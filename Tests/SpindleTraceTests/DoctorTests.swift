@@ -62,6 +62,26 @@ struct DoctorTests {
         #expect(report.description.contains("100% of fibers started on a freshly mapped stack"), "\(report)")
     }
 
+    @Test("with a trace on, a slice that holds the loop for milliseconds is named, with its fiber")
+    func longSlice() throws {
+        let report = try withRunningLoop("doctor-slices") { loop -> Doctor.Report in
+            Trace.start(on: loop)
+            for _ in 0..<100 { loop.spawnDetached { Fiber.yield() } }
+            loop.spawn(name: "hog") {
+                let start = ContinuousClock.now
+                while ContinuousClock.now - start < .milliseconds(3) {}  // never yields
+            }
+            try loop.run()
+            let report = Doctor.report(for: loop, includingResourceUsage: false)
+            Trace.stop(on: loop)
+            return report
+        }
+        #expect(report.names(.longSlices), "\(report)")
+        #expect(!report.names(.busyYield), "\(report)")  // (cold stacks may be named: no warm-up here)
+        #expect(report.description.contains("1 fiber slice ran longer than 1 ms"), "\(report)")
+        #expect(report.description.contains("in fiber \"hog\""), "\(report)")
+    }
+
     @Test("each rule reads only its own counters")
     func rules() {
         // A switch that makes a system call: kernel time with nothing to explain it.
