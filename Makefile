@@ -11,6 +11,8 @@
 #   make asan        every test under AddressSanitizer (LeakSanitizer on; leaks are errors),
 #                    with the fiber switch annotations compiled in
 #   make tsan        every test under ThreadSanitizer (any report fails the run)
+#   make valgrind    Spindle's programs under memcheck with the fiber stacks registered
+#                    (Tools/valgrind/run.sh; any error or definitely-lost block fails)
 #   make clean       remove build folders and benchmark output
 #
 # System packages come from Debian: installed with apt-get when run as root; otherwise the exact
@@ -27,7 +29,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
 # The peers the fanout workload runs side by side when installed (skipped otherwise).
 PEER_PACKAGES  := golang-go nodejs libboost-fiber-dev g++
 
-.PHONY: all test bench bench-all bench-peers bench-check build clean asan tsan deps-test deps-bench deps-peers
+.PHONY: all test bench bench-all bench-peers bench-check build clean asan tsan valgrind deps-test deps-bench deps-peers
 
 all: build
 
@@ -105,3 +107,7 @@ tsan: deps-test
 
 clean:
 	rm -rf .build .build-asan .build-tsan Benchmarks/.build $(BENCH_OUT)
+
+valgrind: deps-test
+	$(call ensure_packages,valgrind binutils)
+	bash Tools/valgrind/run.sh

@@ -7,9 +7,14 @@ import Testing
 /// The doctor on real fibers: two classic mistakes reproduced on Spindle, and the healthy design
 /// they are compared with. The evidence is the loop's own counters (getrusage is left out: other
 /// suites run in parallel in this process and would blur it).
-@Suite("Doctor")
+@Suite("Doctor", .serialized)
 struct DoctorTests {
+    #if SPINDLE_SANITIZERS
+    // Each live fiber costs the sanitizer mappings of its own; other suites run alongside.
+    static let operations = 500
+    #else
     static let operations = 2_000
+    #endif
     static let waits = 10
 
     /// Runs `operations` fibers of `body` twice on a fresh loop and returns the doctor's report
