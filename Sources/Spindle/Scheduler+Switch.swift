@@ -22,6 +22,8 @@ extension Scheduler {
     func drain() {
         let core = self.core
         core.pointee.turns &+= 1
+        let drainStarted = spindle_trace_clock()
+        defer { core.pointee.drain_ticks &+= spindle_trace_clock() &- drainStarted }
         spindle_trace_record(core, UInt32(SPINDLE_TRACE_TURN), 0, 0)
         core.pointee.draining = 1
         let accessHead = core.pointee.exclusivity_head.unsafelyUnwrapped

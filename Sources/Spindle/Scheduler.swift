@@ -53,6 +53,29 @@ public final class Scheduler: EventLoopAttachment {
 
     /// Where SPINDLE_TRACE asked for this loop's trace to be written at close.
     var environmentTracePath: String?
+    /// The deepest stack use seen in painting mode (``StackPool/paintsStacks``), relative to its
+    /// stack's size: bytes used, the stack's usable size, and the fiber.
+    public struct StackHighWater: Sendable, Equatable {
+        public let usedBytes: Int
+        public let stackBytes: Int
+        public let fiber: String
+        public var fraction: Double { Double(usedBytes) / Double(max(stackBytes, 1)) }
+    }
+    public private(set) var stackHighWater: StackHighWater?
+
+    func measureStack(of fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        fiber.pointee.painted = 0
+        let used = stacks.usedBytes(of: fiber)
+        let size = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
+        let mark = StackHighWater(usedBytes: used, stackBytes: size, fiber: Self.describeShort(fiber))
+        if stackHighWater.map({ mark.fraction > $0.fraction }) ?? true { stackHighWater = mark }
+    }
+
+    static func describeShort(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) -> String {
+        let name = name(of: fiber)
+        return name.isEmpty ? "fiber #\(fiber.pointee.id)" : "fiber \"\(name)\" (#\(fiber.pointee.id))"
+    }
+
     /// Fiber names by id while tracing (a trace outlives the fibers it shows).
     var traceNames: [UInt64: String] = [:]
 
@@ -63,6 +86,8 @@ public final class Scheduler: EventLoopAttachment {
         core = UnsafeMutablePointer<spindle_sched_t>.allocate(capacity: 1)
         core.initialize(to: spindle_sched_t())
         core.pointee.next_id = 1
+        core.pointee.clock_ticks0 = spindle_trace_clock()
+        core.pointee.clock_ns0 = spindle_monotonic_ns()
         core.pointee.owner_thread = UInt64(pthread_self())
         core.pointee.annotate = spindle_sanitizer_annotations_enabled() != 0 ? 1 : 0
         core.pointee.exclusivity_head = spindle_exclusivity_head_location()
@@ -145,6 +170,7 @@ public final class Scheduler: EventLoopAttachment {
         }
         if _slowPath(isClosed) { preconditionFailure("cannot spawn a fiber on a closed EventLoop") }
         let fiber = stacks.take(stackSize: stackSize ?? defaultStackSize)
+        if _slowPath(stacks.paintsStacks) { stacks.paint(fiber) }
         let id = core.pointee.next_id
         core.pointee.next_id = id &+ 1
         prepare(fiber, id: id, name: name, body: body)
@@ -259,6 +285,7 @@ public final class Scheduler: EventLoopAttachment {
         #if SPINDLE_SANITIZERS
         spindle_sanitizer_fiber_destroyed(fiber)
         #endif
+        if _slowPath(fiber.pointee.painted != 0) { measureStack(of: fiber) }
         fiber.pointee.id = 0
         stacks.give(fiber)
     }
@@ -337,6 +364,9 @@ public final class Scheduler: EventLoopAttachment {
         public var runQueueHighWater: UInt64
         /// Loop iterations (each runs the scheduler's drain once).
         public var loopTurns: UInt64
+        /// Nanoseconds the loop side spent running fibers (each drain, timed with the CPU's
+        /// time-stamp counter: two readings a loop turn, none per switch).
+        public var fiberNanoseconds: UInt64
         /// Fibers spawned and not yet finished.
         public var live: UInt64
         /// Fibers parked right now.
@@ -354,6 +384,10 @@ public final class Scheduler: EventLoopAttachment {
             stacksPooled = core.stacks_pooled
             runQueueHighWater = core.run_queue_high_water
             loopTurns = core.turns
+            let (ticksNow, nsNow) = (spindle_trace_clock(), spindle_monotonic_ns())
+            let ticks = ticksNow &- core.clock_ticks0
+            let rate = ticks > 0 && nsNow > core.clock_ns0 ? Double(nsNow - core.clock_ns0) / Double(ticks) : 1
+            fiberNanoseconds = UInt64(Double(core.drain_ticks) * rate)
             live = core.live
             parked = core.parked
         }

@@ -67,6 +67,9 @@ public final class EventLoop: @unchecked Sendable {
         Self.ignoreSIGPIPE
         uv = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
         UVError.mustSucceed(uv_loop_init(uv), "uv_loop_init")
+        // Idle-time accounting (two clock reads around each epoll_wait): the time the loop spent
+        // blocked, for the doctor and the counters.
+        UVError.mustSucceed(spindle_uv_enable_idle_time(uv), "uv_loop_configure(UV_METRICS_IDLE_TIME)")
         owner = pthread_self()
         inbox = PostInbox(loop: self)
     }
@@ -130,6 +133,8 @@ public final class EventLoop: @unchecked Sendable {
         defer { state = .open }
         if mode == .untilStopped { inbox.keepsLoopAlive = true }
         defer { if mode == .untilStopped { inbox.keepsLoopAlive = false } }
+        let started = Self.monotonicNanoseconds()
+        defer { runningNanoseconds &+= Self.monotonicNanoseconds() &- started }
         while true {
             uv_run(uv, UV_RUN_DEFAULT)
             if stopRequested { return }
@@ -159,7 +164,22 @@ public final class EventLoop: @unchecked Sendable {
     public func runOnce(blocking: Bool = true) throws -> Bool {
         try beginRunning("EventLoop.runOnce()")
         defer { state = .open }
+        let started = Self.monotonicNanoseconds()
+        defer { runningNanoseconds &+= Self.monotonicNanoseconds() &- started }
         return uv_run(uv, blocking ? UV_RUN_ONCE : UV_RUN_NOWAIT) != 0
+    }
+
+    /// Nanoseconds spent inside ``run(_:)`` and ``runOnce(blocking:)`` so far.
+    public private(set) var runningNanoseconds: UInt64 = 0
+
+    /// Nanoseconds the loop spent blocked in the kernel waiting for events (epoll_wait), so far.
+    /// Wraps uv_metrics_idle_time.
+    public var idleNanoseconds: UInt64 { uv_metrics_idle_time(uv) }
+
+    static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 
     /// Makes ``run(_:)`` return after the current iteration. Call it on the loop's thread; from

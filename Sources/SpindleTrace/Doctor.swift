@@ -26,6 +26,7 @@ public enum Doctor {
         case taskYieldSpin = "spinning on Task.yield()"
         case excessSwitches = "switches far above the minimum"
         case longSlices = "slices that block the loop"
+        case stackNearLimit = "a stack near its limit"
     }
 
     /// One verdict: the pathology and the sentence that explains it with measured numbers.
@@ -65,6 +66,8 @@ public enum Doctor {
         public var longSlices: Double?
         public var longestSliceSeconds: Double?
         public var longestSliceFiber: String?
+        /// The deepest stack use seen in painting mode: the fraction of its stack, and the fiber.
+        public var stackHighWater: Scheduler.StackHighWater?
 
         public init(operations: Double, waitsPerOperation: Double? = nil) {
             self.operations = max(operations, 1)
@@ -107,21 +110,41 @@ public enum Doctor {
         let usage: rusage
         let ioSyscalls: Int?
         let monotonicNanoseconds: UInt64
+        let runningNanoseconds: UInt64
+        let idleNanoseconds: UInt64
+    }
+
+    /// Where the loop's running time went: fibers (the scheduler's drains), blocked in the
+    /// kernel waiting for events (epoll_wait), and everything else the loop ran (libuv
+    /// callbacks: timers, I/O completions, watchers).
+    public struct TimeSplit: Sendable, CustomStringConvertible {
+        public let fibers: Duration
+        public let idle: Duration
+        public let callbacks: Duration
+
+        public var description: String {
+            let total = fibers + idle + callbacks
+            guard total > .zero else { return "the loop has not run" }
+            func share(_ part: Duration) -> String { "\(Int((part / total * 100).rounded()))%" }
+            return "\(share(fibers)) running fibers, \(share(callbacks)) in loop callbacks, \(share(idle)) idle in epoll"
+        }
     }
 
     /// The doctor's verdicts over a run, with the evidence they came from.
     public struct Report: Sendable, CustomStringConvertible {
         public let evidence: Evidence
         public let findings: [Finding]
+        /// Where the loop's time went over the same stretch.
+        public let time: TimeSplit
 
         /// Whether `pathology` was named.
         public func names(_ pathology: Pathology) -> Bool { findings.contains { $0.pathology == pathology } }
 
         public var description: String {
             guard !findings.isEmpty else {
-                return "doctor: no pathology found over \(Int(evidence.operations)) operations"
+                return "doctor: no pathology found over \(Int(evidence.operations)) operations (\(time))"
             }
-            return (["doctor: \(findings.count) finding\(findings.count == 1 ? "" : "s") over \(Int(evidence.operations)) operations"]
+            return (["doctor: \(findings.count) finding\(findings.count == 1 ? "" : "s") over \(Int(evidence.operations)) operations (\(time))"]
                 + findings.map { "  - \($0)" }).joined(separator: "\n")
         }
     }
@@ -130,7 +153,8 @@ public enum Doctor {
     public static func snapshot(of loop: EventLoop) -> Snapshot {
         Snapshot(
             counters: loop.scheduler.counters, usage: currentUsage(), ioSyscalls: Doctor.readWriteSyscalls(),
-            monotonicNanoseconds: monotonicNanoseconds())
+            monotonicNanoseconds: monotonicNanoseconds(), runningNanoseconds: loop.runningNanoseconds,
+            idleNanoseconds: loop.idleNanoseconds)
     }
 
     /// Diagnoses what the loop's fibers did since `before` (default: since the loop started —
@@ -165,8 +189,15 @@ public enum Doctor {
             if let a = before.ioSyscalls, let b = now.ioSyscalls { evidence.ioSyscalls = Double(b - a) }
         }
         evidence.concurrency = Double(now.counters.runQueueHighWater)
+        evidence.stackHighWater = loop.scheduler.stackHighWater
         if Trace.isRecording(loop) { measureSlices(of: loop, after: before?.monotonicNanoseconds ?? 0, into: &evidence) }
-        return Report(evidence: evidence, findings: diagnose(evidence))
+        let fibers = now.counters.fiberNanoseconds &- (start?.fiberNanoseconds ?? 0)
+        let running = now.runningNanoseconds &- (before?.runningNanoseconds ?? 0)
+        let idle = now.idleNanoseconds &- (before?.idleNanoseconds ?? 0)
+        let callbacks = running > fibers &+ idle ? running &- fibers &- idle : 0
+        let time = TimeSplit(
+            fibers: .nanoseconds(Int64(fibers)), idle: .nanoseconds(Int64(idle)), callbacks: .nanoseconds(Int64(callbacks)))
+        return Report(evidence: evidence, findings: diagnose(evidence), time: time)
     }
 
     /// Slice lengths from the loop's trace (events after `start`): how many exceed `longSlice`,
@@ -296,6 +327,15 @@ public enum Doctor {
                     + "parking (the longest \(n(longest * 1_000)) ms, in \(evidence.longestSliceFiber ?? "a fiber")): "
                     + "meanwhile the loop runs no timer, no I/O and no other fiber. Split the work with "
                     + "Fiber.yield(), or move it off the loop (Fiber.awaitAsync, the file pool)."))
+        }
+
+        // A stack near its limit (painting mode): one deeper call and the fiber overflows.
+        if let mark = evidence.stackHighWater, mark.fraction >= 0.75 {
+            findings.append(Finding(
+                pathology: .stackNearLimit,
+                message: "\(mark.fiber) used \(mark.usedBytes / 1024) KiB of its \(mark.stackBytes / 1024) KiB stack "
+                    + "(\(Int((mark.fraction * 100).rounded()))%): a deeper call or a larger local overflows it. Give it "
+                    + "a bigger stack (spawn(stackSize:)) or keep big buffers off the stack."))
         }
 
         // Switches far above what the waits need (two per wait, two to start and finish).

@@ -87,6 +87,58 @@ struct DoctorTests {
         #expect(report.description.contains("in fiber \"hog\""), "\(report)")
     }
 
+    @Test("the time split counts a loop blocked on a 50 ms sleep as idle in epoll")
+    func timeSplit() throws {
+        let report = try withRunningLoop("doctor-time") { loop -> Doctor.Report in
+            let before = Doctor.snapshot(of: loop)
+            loop.spawn { try? Fiber.sleep(for: .milliseconds(50)) }
+            try loop.run()
+            return Doctor.report(for: loop, since: before, includingResourceUsage: false)
+        }
+        // The loop can only have waited for the timer blocked in epoll_wait: at least ~50 ms.
+        #expect(report.time.idle >= .milliseconds(40), "\(report.time)")
+        #expect(report.description.contains("idle in epoll"), "\(report)")
+    }
+
+    #if SPINDLE_SANITIZERS
+    static let sanitizerBuild = true
+    #else
+    static let sanitizerBuild = false
+    #endif
+
+    @Test(
+        "painting mode measures how deep fibers go; a stack 80% used is named, a shallow one is not",
+        .disabled(if: sanitizerBuild, "ASan keeps large locals off the fiber's own stack"))
+    func stackHighWater() throws {
+        func run(_ body: @escaping () -> Void) throws -> Doctor.Report {
+            try withRunningLoop("doctor-stacks") { loop -> Doctor.Report in
+                loop.scheduler.stacks.paintsStacks = true
+                loop.spawn(name: "deep", body)
+                try loop.run()
+                return Doctor.report(for: loop, includingResourceUsage: false)
+            }
+        }
+        // Constant sizes, so the buffers are on the fiber's stack (not the heap).
+        let deep = try run {
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 52 * 1024) { buffer in
+                buffer.initialize(repeating: 1)
+                Fiber.yield()
+            }
+        }
+        #expect(deep.names(.stackNearLimit), "\(deep)")
+        #expect(deep.description.contains("fiber \"deep\" (#1) used 5"), "\(deep)")
+        let mark = try #require(deep.evidence.stackHighWater)
+        #expect(mark.usedBytes >= 52 * 1024 && mark.usedBytes < mark.stackBytes)
+        let shallow = try run {
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 4 * 1024) { buffer in
+                buffer.initialize(repeating: 1)
+                Fiber.yield()
+            }
+        }
+        #expect(!shallow.names(.stackNearLimit), "\(shallow)")
+        #expect((shallow.evidence.stackHighWater?.usedBytes ?? 0) >= 4 * 1024)
+    }
+
     @Test("each rule reads only its own counters")
     func rules() {
         // A switch that makes a system call: kernel time with nothing to explain it.

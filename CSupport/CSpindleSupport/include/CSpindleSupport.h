@@ -57,7 +57,8 @@ struct spindle_fiber {
     void *park_object;           // what the fiber waits on (diagnostics only)
     uint64_t park_detail;        // a number that goes with the park reason (e.g. a fiber id)
     uint8_t on_wait_list;        // linked on a WaitList right now
-    uint8_t padding[7];
+    uint8_t painted;             // the stack was painted at spawn (StackPool.paintsStacks)
+    uint8_t padding[6];
     spindle_fiber_t *all_prev;   // the scheduler's list of live fibers (reports, gdb)
     spindle_fiber_t *all_next;
     char *mapping;               // the whole stack mapping, guard page included
@@ -103,6 +104,9 @@ struct spindle_sched {
     uint64_t stacks_pooled;
     uint64_t run_queue_high_water;
     uint64_t turns;              // loop iterations (the drain watcher runs once per iteration)
+    uint64_t drain_ticks;        // spindle_trace_clock() ticks spent draining (running fibers)
+    uint64_t clock_ticks0;       // a spindle_trace_clock() reading and the CLOCK_MONOTONIC ns
+    uint64_t clock_ns0;          // taken with it at start: they turn ticks into nanoseconds
     // Sanitizer bookkeeping for the loop-side stack (unused without ASan/TSan).
     void *main_fake_stack;
     const void *main_stack_bottom;
