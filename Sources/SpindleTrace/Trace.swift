@@ -58,3 +58,77 @@ public enum Trace {
         try loop.scheduler.writeTrace(to: path)
     }
 }
+
+extension Trace {
+    /// Latency distributions computed from a loop's trace: how long fibers waited to run once
+    /// runnable, how long each slice ran, and how long parks lasted, by reason.
+    public struct Statistics: Sendable, CustomStringConvertible {
+        /// A distribution's count and percentiles, in nanoseconds.
+        public struct Summary: Sendable, CustomStringConvertible {
+            public let count: Int
+            public let p50: UInt64
+            public let p99: UInt64
+            public let max: UInt64
+
+            init(_ samples: [UInt64]) {
+                let sorted = samples.sorted()
+                count = sorted.count
+                func at(_ q: Double) -> UInt64 { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+                p50 = at(0.5)
+                p99 = at(0.99)
+                max = sorted.last ?? 0
+            }
+
+            public var description: String {
+                count == 0 ? "none" : "\(count) × p50 \(Self.time(p50)), p99 \(Self.time(p99)), max \(Self.time(max))"
+            }
+
+            static func time(_ ns: UInt64) -> String {
+                ns >= 1_000_000 ? "\(ns / 1_000_000).\(ns / 100_000 % 10) ms" : ns >= 1_000 ? "\(ns / 1_000).\(ns / 100 % 10) µs" : "\(ns) ns"
+            }
+        }
+
+        /// From becoming runnable (spawn, wake or yield) to running again.
+        public let runnableToRunning: Summary
+        /// From resume to the next yield, park or finish.
+        public let slices: Summary
+        /// From park to wake, by park reason.
+        public let parks: [Fiber.ParkReason: Summary]
+
+        public var description: String {
+            (["runnable → running: \(runnableToRunning)", "slices: \(slices)"]
+                + parks.sorted { $0.key.rawValue < $1.key.rawValue }.map { "parked on \($0.key): \($0.value)" })
+                .joined(separator: "\n")
+        }
+    }
+
+    /// The latency distributions of the events recorded so far on `loop` (tracing must be on).
+    public static func statistics(of loop: EventLoop) -> Statistics {
+        var runnableSince: [UInt64: UInt64] = [:]
+        var resumedAt: [UInt64: UInt64] = [:]
+        var parkedAt: [UInt64: (UInt64, Fiber.ParkReason)] = [:]
+        var delays: [UInt64] = [], slices: [UInt64] = []
+        var parks: [Fiber.ParkReason: [UInt64]] = [:]
+        for event in events(of: loop) where event.fiber != 0 {
+            let id = event.fiber, ts = event.timestamp
+            switch event.kind {
+            case .spawn:
+                runnableSince[id] = ts
+            case .resume:
+                if let since = runnableSince.removeValue(forKey: id), ts >= since { delays.append(ts - since) }
+                resumedAt[id] = ts
+            case .yield, .park, .finish:
+                if let start = resumedAt.removeValue(forKey: id), ts >= start { slices.append(ts - start) }
+                if event.kind == .yield { runnableSince[id] = ts }
+                if event.kind == .park, let reason = event.parkReason { parkedAt[id] = (ts, reason) }
+            case .wake:
+                if let (since, reason) = parkedAt.removeValue(forKey: id), ts >= since { parks[reason, default: []].append(ts - since) }
+                runnableSince[id] = ts
+            case .loopTurn:
+                continue
+            }
+        }
+        return Statistics(
+            runnableToRunning: .init(delays), slices: .init(slices), parks: parks.mapValues { .init($0) })
+    }
+}

@@ -50,6 +50,30 @@ struct TraceTests {
         #expect(reasons.filter { $0 == "finish" }.count == 3)
     }
 
+    @Test("statistics from the trace: runnable delays, slices, and parks by reason")
+    func statistics() throws {
+        let stats = try withRunningLoop("trace-stats") { loop -> Trace.Statistics in
+            Trace.start(on: loop)
+            for _ in 0..<50 {
+                loop.spawnDetached {
+                    Fiber.yield()
+                    try? Fiber.sleep(for: .milliseconds(20))
+                }
+            }
+            try loop.run()
+            defer { Trace.stop(on: loop) }
+            return Trace.statistics(of: loop)
+        }
+        // Each fiber: spawn→run, yield→run, wake→run; three slices; one sleep.
+        #expect(stats.runnableToRunning.count == 150)
+        #expect(stats.slices.count == 150)
+        #expect(stats.parks.keys.sorted { $0.rawValue < $1.rawValue } == [.sleep])
+        #expect(stats.parks[.sleep]?.count == 50)
+        // A 20 ms sleep cannot end sooner (the timer rounds up, never down).
+        #expect(stats.parks[.sleep]!.p50 >= 19_000_000, "\(stats)")
+        #expect(stats.description.contains("parked on sleep: 50 ×"), "\(stats)")
+    }
+
     @Test("off records nothing; the ring keeps the newest events")
     func ring() throws {
         let (untraced, kept, fibers) = try withRunningLoop("trace-ring") { loop -> (Int, Int, Set<UInt64>) in
