@@ -77,7 +77,6 @@ public enum Fiber {
         guard let fiber = spindle_current_fiber() else { notInFiber("Fiber.yield()") }
         let core = fiber.pointee.sched.unsafelyUnwrapped
         core.pointee.yields &+= 1
-        spindle_trace_record(core, UInt32(SPINDLE_TRACE_YIELD), fiber.pointee.id, 0)
         // The state stays "runnable" while a fiber runs, so a yield need not store it.
         Scheduler.requeue(fiber, on: core)
         Scheduler.suspend(fiber, core: core)
@@ -121,7 +120,6 @@ public enum Fiber {
         fiber.pointee.park_cancellable = cancellable ? 1 : 0
         core.pointee.parks &+= 1
         core.pointee.parked &+= 1
-        spindle_trace_record(core, UInt32(SPINDLE_TRACE_PARK), fiber.pointee.id, UInt32(reason.rawValue))
         Scheduler.suspend(fiber, core: core)
         return WakeReason(rawValue: fiber.pointee.wake_status) ?? .ready
     }

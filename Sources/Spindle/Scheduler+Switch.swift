@@ -65,6 +65,9 @@ extension Scheduler {
             } else {
                 Scheduler.resumeWithAccesses(fiber, core: core)
             }
+            // The slice's end is recorded here, on the loop side, from the state the fiber
+            // left: nothing on the fiber's yield or park path (a register test per switch).
+            if _slowPath(tracing) { Scheduler.traceSwitchOut(fiber, core: core) }
             budget &-= 1
             if budget == 0 { break }
         }
@@ -95,6 +98,20 @@ extension Scheduler {
         spindle_sanitizer_after_switch(core, nil)
         #endif
         fiber.pointee.context = transfer.fctx
+    }
+
+    /// Records why `fiber` just switched out: yield (still runnable), park (with its reason) or
+    /// finish.
+    @inline(never)
+    static func traceSwitchOut(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
+        switch Int32(fiber.pointee.state) {
+        case Int32(SPINDLE_FIBER_PARKED):
+            spindle_trace_record(core, UInt32(SPINDLE_TRACE_PARK), fiber.pointee.id, UInt32(fiber.pointee.park_reason))
+        case Int32(SPINDLE_FIBER_FINISHED):
+            spindle_trace_record(core, UInt32(SPINDLE_TRACE_FINISH), fiber.pointee.id, 0)
+        default:
+            spindle_trace_record(core, UInt32(SPINDLE_TRACE_YIELD), fiber.pointee.id, 0)
+        }
     }
 
     /// Switches from the running fiber back to the loop side; returns when it is resumed.

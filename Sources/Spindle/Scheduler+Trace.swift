@@ -2,9 +2,10 @@ import CSpindleSupport
 import Glibc
 import SpindleLoop
 
-// The trace recorder's storage and its Chrome/Perfetto JSON export. The hooks are one C inline
-// call each on the switch, yield, park, wake, spawn and finish paths (spindle_trace_record):
-// a load and a not-taken branch while tracing is off. SpindleTrace is the public face; the
+// The trace recorder's storage and its Chrome/Perfetto JSON export. The hooks: the drain reads
+// "tracing?" once per loop turn and records each resume and each switch-out (yield, park or
+// finish, from the state the fiber left) behind a test of that register; spawn and wake each
+// have one C inline call (spindle_trace_record: a load and a not-taken branch when off). SpindleTrace is the public face; the
 // SPINDLE_TRACE environment variable turns tracing on for every loop from its start and writes
 // the file when the loop closes.
 

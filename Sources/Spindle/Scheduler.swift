@@ -415,7 +415,6 @@ private let fiberEntry: @convention(c) (transfer_t) -> Void = { transfer in
     // Started: from here on the switch path keeps the state (yields leave it runnable).
     fiber.pointee.state = UInt8(SPINDLE_FIBER_RUNNABLE)
     runFiberBody(fiber)
-    spindle_trace_record(core, UInt32(SPINDLE_TRACE_FINISH), fiber.pointee.id, 0)
     fiber.pointee.state = UInt8(SPINDLE_FIBER_FINISHED)
     fiber.pointee.next = core.pointee.finished
     core.pointee.finished = fiber
