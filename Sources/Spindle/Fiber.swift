@@ -118,7 +118,7 @@ public enum Fiber {
         fiber.pointee.park_detail = detail
         fiber.pointee.wake_status = 0
         fiber.pointee.park_cancellable = cancellable ? 1 : 0
-        core.pointee.parks &+= 1
+        spindle_count_park(core, reason.rawValue)
         core.pointee.parked &+= 1
         Scheduler.suspend(fiber, core: core)
         return WakeReason(rawValue: fiber.pointee.wake_status) ?? .ready

@@ -184,8 +184,9 @@ public enum Doctor {
             evidence.threadSwitches = Double(
                 (now.usage.ru_nvcsw + now.usage.ru_nivcsw) - (before.usage.ru_nvcsw + before.usage.ru_nivcsw))
             evidence.minorFaults = Double(now.usage.ru_minflt - before.usage.ru_minflt)
-            evidence.userSeconds = seconds(now.usage.ru_utime) - seconds(before.usage.ru_utime)
-            evidence.systemSeconds = seconds(now.usage.ru_stime) - seconds(before.usage.ru_stime)
+            // Linux's user/system split is an estimate that can move backwards: clamp at zero.
+            evidence.userSeconds = max(0, seconds(now.usage.ru_utime) - seconds(before.usage.ru_utime))
+            evidence.systemSeconds = max(0, seconds(now.usage.ru_stime) - seconds(before.usage.ru_stime))
             if let a = before.ioSyscalls, let b = now.ioSyscalls { evidence.ioSyscalls = Double(b - a) }
         }
         evidence.concurrency = Double(now.counters.runQueueHighWater)
@@ -350,6 +351,8 @@ public enum Doctor {
 
     /// `value` for a sentence: whole above 100, else one or two decimals (no Foundation).
     static func figure(_ value: Double) -> String {
+        guard value.isFinite, abs(value) < 1e15 else { return "\(value)" }
+        if value < 0 { return "-" + figure(-value) }
         if value >= 100 { return String(Int(value.rounded())) }
         let scale = value >= 10 ? 10.0 : 100.0
         let rounded = (value * scale).rounded() / scale

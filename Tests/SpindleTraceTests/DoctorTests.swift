@@ -39,6 +39,7 @@ struct DoctorTests {
         }
         #expect(report.findings.isEmpty, "\(report)")
         #expect(report.evidence.operations == Double(Self.operations))
+        #expect(report.evidence.parks == Double(Self.operations * Self.waits))
     }
 
     @Test("fibers that yield until their timer has fired: busy-yield polling")

@@ -52,6 +52,7 @@ struct TraceTests {
 
     @Test("statistics from the trace: runnable delays, slices, and parks by reason")
     func statistics() throws {
+        let parks = Box<[Fiber.ParkReason: UInt64]>([:])
         let stats = try withRunningLoop("trace-stats") { loop -> Trace.Statistics in
             Trace.start(on: loop)
             for _ in 0..<50 {
@@ -62,8 +63,11 @@ struct TraceTests {
             }
             try loop.run()
             defer { Trace.stop(on: loop) }
+            parks.value = loop.scheduler.counters.parksByReason
             return Trace.statistics(of: loop)
         }
+        // The always-on counters agree: 50 parks, all of them sleeps.
+        #expect(parks.value == [.sleep: 50])
         // Each fiber: spawn→run, yield→run, wake→run; three slices; one sleep.
         #expect(stats.runnableToRunning.count == 150)
         #expect(stats.slices.count == 150)

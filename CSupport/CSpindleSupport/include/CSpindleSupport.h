@@ -98,6 +98,7 @@ struct spindle_sched {
     uint64_t spawns;
     uint64_t yields;
     uint64_t parks;
+    uint64_t parks_by_reason[32]; // indexed by Fiber.ParkReason's raw value
     uint64_t wakes;
     uint64_t finishes;
     uint64_t stacks_cold;
@@ -228,6 +229,12 @@ static inline void spindle_trace_record(spindle_sched_t *sched, uint32_t kind, u
 int spindle_trace_file_index(void);
 /// Registers `handler` with atexit the first time it is called (later calls do nothing).
 void spindle_trace_at_exit_once(void (*handler)(void));
+
+/// Counts a park, in total and by its reason (one indexed increment more than the total alone).
+static inline void spindle_count_park(spindle_sched_t *sched, uint8_t reason) {
+    sched->parks++;
+    sched->parks_by_reason[reason & 31]++;
+}
 
 /// Makes the ring's non-temporal stores visible before it is read (export).
 static inline void spindle_trace_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }

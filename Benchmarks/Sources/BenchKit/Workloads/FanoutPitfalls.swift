@@ -144,8 +144,10 @@ package struct ResourceUsage {
     /// calls, and the kernel's share of CPU time.
     package static func perOp(since before: ResourceUsage, ops: Int) -> [String: Double] {
         let after = now()
-        let user = after.userSeconds - before.userSeconds
-        let system = after.systemSeconds - before.systemSeconds
+        // Linux splits a process's CPU time into user and system by estimate, and the split can
+        // move backwards between two readings: clamp each part at zero.
+        let user = max(0, after.userSeconds - before.userSeconds)
+        let system = max(0, after.systemSeconds - before.systemSeconds)
         return [
             "thread_switches": Double(after.contextSwitches - before.contextSwitches) / Double(ops),
             "faults": Double(after.minorFaults - before.minorFaults) / Double(ops),
