@@ -119,19 +119,48 @@ package func which(_ tool: String) -> String? {
     return nil
 }
 
-/// Runs a tool and returns its standard output (empty when it cannot run).
-package func shell(_ tool: String, _ arguments: [String]) -> String {
-    guard let path = which(tool) else { return "" }
+/// What a finished tool printed, and how it ended.
+package struct ToolRun {
+    package let status: Int32
+    package let output: String
+    package let errors: String
+}
+
+/// Runs `executable` to its end and returns its exit status and both outputs. Standard error is
+/// drained on another thread while standard output is read, so neither pipe can fill and stall
+/// the tool.
+package func runTool(
+    _ executable: URL, _ arguments: [String], in directory: URL? = nil, environment extra: [String: String] = [:]
+) throws -> ToolRun {
+    final class Drained: @unchecked Sendable { var data = Data() }
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
+    process.executableURL = executable
     process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
-    do { try process.run() } catch { return "" }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    if let directory { process.currentDirectoryURL = directory }
+    if !extra.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(extra) { $1 } }
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let errors = Drained()
+    let done = DispatchSemaphore(value: 0)
+    let errorHandle = err.fileHandleForReading
+    DispatchQueue.global().async {
+        errors.data = errorHandle.readDataToEndOfFile()
+        done.signal()
+    }
+    let output = out.fileHandleForReading.readDataToEndOfFile()
+    done.wait()
     process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
+    return ToolRun(
+        status: process.terminationStatus, output: String(decoding: output, as: UTF8.self),
+        errors: String(decoding: errors.data, as: UTF8.self))
+}
+
+/// Runs a tool found on PATH and returns its standard output (empty when it cannot run).
+package func shell(_ tool: String, _ arguments: [String]) -> String {
+    guard let path = which(tool), let run = try? runTool(URL(fileURLWithPath: path), arguments) else { return "" }
+    return run.output
 }
 
 /// Fills in `baseline` and `ratio` for every row: its median over the baseline executor's median

@@ -79,37 +79,23 @@ struct Peer: Sendable {
     }
 
     static func build(_ command: [String], in directory: URL, environment: [String: String] = [:]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: which(command[0]) ?? command[0])
-        process.arguments = Array(command.dropFirst())
-        process.currentDirectoryURL = directory
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let err = Pipe()
-        process.standardError = err
-        try process.run()
-        let problems = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw BenchError.tool("\(command.joined(separator: " ")) failed in \(directory.path):\n\(problems)")
+        let run = try runTool(
+            URL(fileURLWithPath: which(command[0]) ?? command[0]), Array(command.dropFirst()), in: directory,
+            environment: environment)
+        guard run.status == 0 else {
+            throw BenchError.tool("\(command.joined(separator: " ")) failed in \(directory.path):\n\(run.errors)")
         }
     }
 
     /// Runs one peer command and returns each trial's milliseconds, after checking that every
     /// trial completed every operation.
     static func trials(_ command: [String]) throws -> [Double] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: command[0].hasPrefix("/") ? command[0] : which(command[0]) ?? command[0])
-        process.arguments = Array(command.dropFirst())
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let problems = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw BenchError.incorrect("\(command.joined(separator: " ")) failed: \(problems)")
+        let executable = command[0].hasPrefix("/") ? command[0] : which(command[0]) ?? command[0]
+        let run = try runTool(URL(fileURLWithPath: executable), Array(command.dropFirst()))
+        guard run.status == 0 else {
+            throw BenchError.incorrect("\(command.joined(separator: " ")) failed: \(run.errors)")
         }
+        let text = run.output
         struct Trial: Decodable { let ms: Double; let completed: Int }
         let decoded = try text.split(separator: "\n").map { try JSONDecoder().decode(Trial.self, from: Data($0.utf8)) }
         for trial in decoded where trial.completed != FanoutWorkload.ops {

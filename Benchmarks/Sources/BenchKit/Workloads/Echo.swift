@@ -277,22 +277,14 @@ package enum EchoWorkload {
         let samplesPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("spindle-echo-\(getpid())-\(executor).samples").path
         defer { unlink(samplesPath) }
-        let load = Process()
-        load.executableURL = tools.appendingPathComponent("spindle-echo-load")
-        load.arguments = [
+        let load = try runTool(tools.appendingPathComponent("spindle-echo-load"), [
             "--port", String(server.port), "--connections", String(try connections(variant)),
             "--size", String(messageSize), "--warmup-ms", String(warmupMs), "--duration-ms", String(durationMs),
             "--samples", samplesPath,
-        ]
-        let out = Pipe(), err = Pipe()
-        load.standardOutput = out
-        load.standardError = err
-        try load.run()
-        let summary = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let problems = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        load.waitUntilExit()
-        guard load.terminationStatus == 0 else {
-            throw BenchError.incorrect("echo \(variant) on \(executor): the load generator failed: \(summary)\(problems)")
+        ])
+        let summary = load.output
+        guard load.status == 0 else {
+            throw BenchError.incorrect("echo \(variant) on \(executor): the load generator failed: \(summary)\(load.errors)")
         }
         let fields = Dictionary(uniqueKeysWithValues: summary.split(whereSeparator: \.isWhitespace).compactMap { pair -> (String, Double)? in
             let parts = pair.split(separator: "=")
