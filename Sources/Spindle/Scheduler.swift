@@ -364,8 +364,30 @@ public final class Scheduler: EventLoopAttachment {
         public var runQueueHighWater: UInt64
         /// Loop iterations (each runs the scheduler's drain once).
         public var loopTurns: UInt64
-        /// Parks by what the fiber waited for (reasons that never occurred are absent).
-        public var parksByReason: [Fiber.ParkReason: UInt64]
+        /// Parks by what the fiber waited for (reasons that never occurred are absent). Built
+        /// when asked: reading the counters allocates nothing.
+        public var parksByReason: [Fiber.ParkReason: UInt64] {
+            var byReason: [Fiber.ParkReason: UInt64] = [:]
+            withUnsafeBytes(of: parkCounts.counts) { raw in
+                for (index, count) in raw.bindMemory(to: UInt64.self).enumerated() where count > 0 {
+                    if let reason = Fiber.ParkReason(rawValue: UInt8(index)) { byReason[reason] = count }
+                }
+            }
+            return byReason
+        }
+        let parkCounts: ParkCounts
+
+        /// The C array of park counts by reason, compared as bytes.
+        struct ParkCounts: Sendable, Equatable {
+            let counts: (
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64
+            )
+            static func == (a: ParkCounts, b: ParkCounts) -> Bool {
+                withUnsafeBytes(of: a.counts) { x in withUnsafeBytes(of: b.counts) { y in x.elementsEqual(y) } }
+            }
+        }
         /// Nanoseconds the loop side spent running fibers (each drain, timed with the CPU's
         /// time-stamp counter: two readings a loop turn, none per switch).
         public var fiberNanoseconds: UInt64
@@ -386,13 +408,7 @@ public final class Scheduler: EventLoopAttachment {
             stacksPooled = core.stacks_pooled
             runQueueHighWater = core.run_queue_high_water
             loopTurns = core.turns
-            var byReason: [Fiber.ParkReason: UInt64] = [:]
-            withUnsafeBytes(of: core.parks_by_reason) { raw in
-                for (index, count) in raw.bindMemory(to: UInt64.self).enumerated() where count > 0 {
-                    if let reason = Fiber.ParkReason(rawValue: UInt8(index)) { byReason[reason] = count }
-                }
-            }
-            parksByReason = byReason
+            parkCounts = ParkCounts(counts: core.parks_by_reason)
             let (ticksNow, nsNow) = (spindle_trace_clock(), spindle_monotonic_ns())
             let ticks = ticksNow &- core.clock_ticks0
             let rate = ticks > 0 && nsNow > core.clock_ns0 ? Double(nsNow - core.clock_ns0) / Double(ticks) : 1
