@@ -66,15 +66,18 @@ build: deps-test
 	$(SWIFT) build
 
 test: deps-test
+	@bash Tools/build/forget-stale-modules.sh .build
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
 bench: deps-bench
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build
 	cd Benchmarks && $(SWIFT) build -c release
 	Benchmarks/.build/release/spindle-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
 
 # The headline suite with every peer installed first.
 bench-peers: deps-peers
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build
 	cd Benchmarks && $(SWIFT) build -c release
 	Benchmarks/.build/release/spindle-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
 
@@ -82,12 +85,14 @@ bench-peers: deps-peers
 # deliberate change: cd Benchmarks && swift package --allow-writing-to-package-directory
 # benchmark thresholds update --target SpindleRegression
 bench-check: deps-bench
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build
 	cd Benchmarks && $(SWIFT) package benchmark thresholds check --target SpindleRegression --no-progress
 	cd Benchmarks && $(SWIFT) build -c release --product spindle-bench
 	Benchmarks/.build/release/spindle-bench doctor --gallery
 
 # Every executor of every workload (adds the slow echo servers: swift-async-global, threads).
 bench-all: deps-bench
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build
 	cd Benchmarks && $(SWIFT) build -c release
 	Benchmarks/.build/release/spindle-bench run --all --out $(BENCH_OUT) $(BENCH_ARGS)
 
