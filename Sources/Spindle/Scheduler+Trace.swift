@@ -71,7 +71,7 @@ extension Scheduler {
     /// fiber's running slices on the loop thread's track, ended by a yield, a park (with its
     /// reason) or its finish; spawns, wakes and loop turns as instants.
     package func writeTrace(to path: String) throws(UVError) {
-        guard let file = fopen(path, "w") else { throw UVError(code: -errno) }
+        guard let file = fopen(path, "w") else { throw UVError(code: -errno, operation: "opening the trace file \(path)") }
         defer { fclose(file) }
         let (events, dropped) = traceEvents()
         // Names as the fibers were spawned (finished fibers are gone from the live list).
@@ -111,7 +111,7 @@ extension Scheduler {
             if let line { fputs(",\n" + line, file) }
         }
         fputs("\n]}\n", file)
-        if ferror(file) != 0 { throw UVError(code: -EIO) }
+        if ferror(file) != 0 { throw UVError(code: -EIO, operation: "writing the trace file \(path)") }
     }
 
     /// SPINDLE_TRACE=path: trace from the start; written when the loop closes (the first loop

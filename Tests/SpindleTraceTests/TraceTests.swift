@@ -79,6 +79,22 @@ struct TraceTests {
         #expect(stats.description.contains("parked on sleep: 50 ×"), "\(stats)")
     }
 
+    @Test("a trace that cannot be written says which file and why")
+    func unwritable() throws {
+        let message = try withRunningLoop("trace-unwritable") { loop -> String in
+            Trace.start(on: loop)
+            defer { Trace.stop(on: loop) }
+            do {
+                try Trace.write(loop, to: "/nonexistent-directory/trace.json")
+                return "written"
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(message.contains("ENOENT"), "\(message)")
+        #expect(message.contains("/nonexistent-directory/trace.json"), "\(message)")
+    }
+
     @Test("off records nothing; the ring keeps the newest events")
     func ring() throws {
         let (untraced, kept, fibers) = try withRunningLoop("trace-ring") { loop -> (Int, Int, Set<UInt64>) in
