@@ -53,11 +53,29 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         case .pending: return nil
         case .succeeded: return .success(withUnsafeMutablePointerToElements { $0.pointee })
         case .failed: return .failure(core.pointee.error!)
+        case .linked: return root.result
         }
     }
 
     /// Whether the future has completed.
-    @inlinable public var isComplete: Bool { core.pointee.state != .pending }
+    @inlinable public var isComplete: Bool { result != nil }
+
+    /// The outcome of `source`, a completed future of this type (the argument callbacks get).
+    @inlinable
+    static func completed(_ source: AnyObject) -> Result<Value, any Error> {
+        unsafeDowncast(source, to: Future<Value>.self).result.unsafelyUnwrapped
+    }
+
+    /// The future that stands for this one: itself, or for a linked future (see
+    /// `cascade(to:)`) the one its outcome will arrive in.
+    @inlinable
+    var root: Future<Value> {
+        var current = self
+        while _slowPath(current.core.pointee.state == .linked) {
+            current = unsafeDowncast(current.core.pointee.forward.unsafelyUnwrapped, to: Future<Value>.self)
+        }
+        return current
+    }
 
     @inlinable
     func store(_ outcome: Result<Value, any Error>) {
@@ -80,7 +98,8 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if let outcome = result {
             callback(outcome)
         } else {
-            core.pointee.add { [unowned(unsafe) self] in callback(self.result.unsafelyUnwrapped) }
+            let root = self.root
+            root.core.pointee.add { source in callback(Self.completed(source)) }
         }
     }
 
@@ -103,7 +122,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         guard loop.isOnLoopThread else { return completeFromAnotherThread(outcome) }
         // A chain of flatMaps forwards each future's outcome to the next one up: that walk is a
         // loop here, not recursion, so a chain of a million steps cannot overflow the stack.
-        var current = self
+        var current = root
         while true {
             let state = current.core
             if _slowPath(state.pointee.state != .pending) { state.pointee.completedTwice() }
@@ -124,21 +143,40 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         core.pointee.firstCallback = nil
         let rest = core.pointee.moreCallbacks
         if !rest.isEmpty { core.pointee.moreCallbacks = [] }
-        first.run()
-        for callback in rest { callback.run() }
+        first.run(self)
+        for callback in rest { callback.run(self) }
     }
 
     /// Completes `target` with this future's outcome when it arrives (at once if it is here).
     /// The first cascade of a future with no callbacks yet costs no allocation: the target is
     /// kept in the header and completed after this future's callbacks have run.
+    ///
+    /// Called only by `target`'s one completer (the callback of the flatMap or flatMapError that
+    /// made it), which hands its job to this future. When `target` has no callbacks and already
+    /// forwards to a future further up, `target` becomes a link to that future and this one
+    /// forwards there directly. A recursive flatMap loop (`step(n) = op().flatMap { step(n-1) }`)
+    /// then keeps two futures alive whatever its depth, not one per step, and its last step
+    /// completes the top future at once instead of walking back down the whole chain.
     @inlinable
     func cascade(to target: Future<Value>) {
         if let outcome = result {
             target.complete(outcome)
-        } else if core.pointee.forward == nil && core.pointee.firstCallback == nil {
-            core.pointee.forward = target
+            return
+        }
+        let source = root
+        let state = source.core
+        if state.pointee.forward == nil && state.pointee.firstCallback == nil {
+            let targetState = target.core
+            if targetState.pointee.state == .pending && targetState.pointee.firstCallback == nil,
+                let further = targetState.pointee.forward
+            {
+                targetState.pointee.state = .linked  // keeps `further` in its forward slot
+                state.pointee.forward = further
+            } else {
+                state.pointee.forward = target
+            }
         } else {
-            core.pointee.add { [unowned(unsafe) self] in target.complete(self.result.unsafelyUnwrapped) }
+            state.pointee.add { source in target.complete(Self.completed(source)) }
         }
     }
 
@@ -163,8 +201,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             return Future<NewValue>.make(loop: loop, outcome: Result { try transform(outcome.get()) }, file: file, line: line)
         }
         let next = Future<NewValue>.make(loop: loop, file: file, line: line)
-        core.pointee.add { [unowned(unsafe) self] in
-            next.complete(Result { try transform(self.result.unsafelyUnwrapped.get()) })
+        let root = self.root
+        root.core.pointee.add { source in
+            next.complete(Result { try transform(Self.completed(source).get()) })
         }
         return next
     }
@@ -180,9 +219,34 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         case nil: break
         }
         let chained = Future<NewValue>.make(loop: loop, file: file, line: line)
-        core.pointee.add { [unowned(unsafe) self] in
-            switch self.result.unsafelyUnwrapped {
+        let root = self.root
+        root.core.pointee.add { source in
+            switch Self.completed(source) {
             case .success(let value): next(value).cascade(to: chained)
+            case .failure(let error): chained.complete(.failure(error))
+            }
+        }
+        return chained
+    }
+
+    /// `flatMap` for a future of `Void`, taking a closure without a parameter.
+    @inlinable
+    public func flatMap<NewValue>(
+        file: StaticString = #fileID, line: UInt = #line, _ next: @escaping () -> Future<NewValue>
+    ) -> Future<NewValue> where Value == Void {
+        // Not a call to the general flatMap: the optimiser specialises a combinator for the
+        // closure literal it is given, rebuilds the closure in its natural calling convention
+        // and wraps it in a thunk to the generic `(Value) -> …` one, an allocation a step. A
+        // `() -> Future` closure has only the one convention.
+        switch result {
+        case .success?: return next()
+        case .failure(let error)?: return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
+        case nil: break
+        }
+        let chained = Future<NewValue>.make(loop: loop, file: file, line: line)
+        self.root.core.pointee.add { source in
+            switch Self.completed(source) {
+            case .success: next().cascade(to: chained)
             case .failure(let error): chained.complete(.failure(error))
             }
         }
@@ -195,9 +259,10 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         file: StaticString = #fileID, line: UInt = #line, _ recover: @escaping (any Error) -> Future<Value>
     ) -> Future<Value> {
         let recovered = Future<Value>.make(loop: loop, file: file, line: line)
-        core.pointee.add { [unowned(unsafe) self] in
-            switch self.result.unsafelyUnwrapped {
-            case .success: recovered.complete(self.result.unsafelyUnwrapped)
+        let root = self.root
+        root.core.pointee.add { source in
+            switch Self.completed(source) {
+            case .success(let value): recovered.complete(.success(value))
             case .failure(let error): recover(error).cascade(to: recovered)
             }
         }
@@ -246,7 +311,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
 
 /// A future's non-generic state (the header of its storage).
 public struct FutureState {
-    @usableFromInline enum State: UInt8 { case pending, succeeded, failed }
+    /// `linked`: this future's outcome will arrive in the future its `forward` slot holds
+    /// (see `Future.cascade(to:)`); it reads and observes through that one.
+    @usableFromInline enum State: UInt8 { case pending, succeeded, failed, linked }
 
     @usableFromInline let loop: EventLoop
     @usableFromInline var state = State.pending
@@ -267,13 +334,14 @@ public struct FutureState {
 
     /// A callback in a concrete struct: an Optional or Array of bare functions keeps them at
     /// the generic abstraction, and converting each one in and out allocates a thunk.
+    /// Callbacks get the completed future (as `AnyObject`) rather than capturing it.
     @usableFromInline struct Callback {
-        @usableFromInline let run: () -> Void
-        @inlinable init(_ run: @escaping () -> Void) { self.run = run }
+        @usableFromInline let run: (AnyObject) -> Void
+        @inlinable init(_ run: @escaping (AnyObject) -> Void) { self.run = run }
     }
 
     @inlinable
-    mutating func add(_ callback: @escaping () -> Void) {
+    mutating func add(_ callback: @escaping (AnyObject) -> Void) {
         if firstCallback == nil { firstCallback = Callback(callback) } else { moreCallbacks.append(Callback(callback)) }
     }
 

@@ -62,6 +62,75 @@ struct FutureTests {
         #expect(log.value == ["middle \(depth)", "top \(depth + 1)"])
     }
 
+    @Test("a recursive flatMap loop keeps a bounded number of futures alive, whatever its depth")
+    func recursiveLoopIsBounded() throws {
+        let depth = 1_000
+        let alive = Box<[Int]>([])
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            // The shape of `fanout`'s futures: each step waits for an operation, then recurses.
+            // Without linking, every level's chained future stays alive until the last step.
+            var promises: [Promise<Void>] = []
+            var chained: [Weak<Future<Int>>] = []
+            func step(_ remaining: Int) -> Future<Int> {
+                if remaining == 0 { return loop.makeSucceededFuture(depth) }
+                let promise = loop.makePromise(of: Void.self)
+                promises.append(promise)
+                let future = promise.futureResult.flatMap { step(remaining - 1) }
+                chained.append(Weak(future))
+                return future
+            }
+            step(depth).whenSuccess { log.value.append("top \($0)") }
+            var index = 0
+            while index < promises.count {
+                promises[index].succeed(())
+                index += 1
+                if index % 100 == 0 { alive.value.append(chained.filter { $0.value != nil }.count) }
+            }
+        }
+        #expect(log.value == ["top \(depth)"])
+        #expect(alive.value.count == depth / 100)
+        // The top future, the current level's and the one being made: never one per level.
+        #expect(alive.value.allSatisfy { $0 <= 3 }, "futures alive every 100 levels: \(alive.value)")
+    }
+
+    @Test("a future linked into a recursive chain still reads, maps and calls back with the outcome")
+    func linkedFutureObserved() throws {
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            var promises: [Promise<Void>] = []
+            var kept: [Int: Future<Int>] = [:]
+            func step(_ remaining: Int) -> Future<Int> {
+                if remaining == 0 { return loop.makeSucceededFuture(7) }
+                let promise = loop.makePromise(of: Void.self)
+                promises.append(promise)
+                let future = promise.futureResult.flatMap { step(remaining - 1) }
+                kept[remaining] = future  // held, with no callback, so it gets linked
+                return future
+            }
+            step(5).whenSuccess { log.value.append("top \($0)") }
+            promises[0].succeed(())
+            promises[1].succeed(())
+            promises[2].succeed(())
+            // Level 4 now links into level 5, level 3 into level 5 too; observe them meanwhile.
+            let middle = kept[4]!
+            #expect(middle.result == nil && !middle.isComplete)
+            middle.whenSuccess { log.value.append("middle \($0)") }
+            middle.map { $0 * 10 }.whenSuccess { log.value.append("mapped \($0)") }
+            promises[3].succeed(())
+            promises[4].succeed(())
+            for level in 1...5 {
+                #expect(kept[level]!.isComplete)
+                #expect((try? kept[level]!.result?.get()) == 7)
+            }
+            kept[2]!.whenSuccess { log.value.append("late \($0)") }
+        }
+        // Callbacks of one future run in the order they were added; across futures no order is
+        // promised (a linked future's callbacks run with its root's).
+        #expect(log.value.sorted() == ["late 7", "mapped 70", "middle 7", "top 7"])
+        #expect(log.value.last == "late 7")
+    }
+
     @Test("and, all and fold combine; all fails with the first error")
     func combining() throws {
         let log = Box<[String]>([])

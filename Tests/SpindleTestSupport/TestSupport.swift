@@ -6,6 +6,12 @@ public final class Box<T>: @unchecked Sendable {
     public init(_ value: T) { self.value = value }
 }
 
+/// A weak reference, to see whether an object is still alive.
+public struct Weak<T: AnyObject> {
+    public weak var value: T?
+    public init(_ value: T) { self.value = value }
+}
+
 /// Runs `body` on a loop of its own thread (outside Swift concurrency's executors), then runs
 /// the loop until it has no work left, and returns what `body` returned.
 public func withRunningLoop<T>(_ name: String = "test-loop", _ body: @escaping (EventLoop) throws -> T) throws -> T {
