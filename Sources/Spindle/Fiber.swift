@@ -204,6 +204,14 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
     /// naming the fiber and its state.
     @inlinable @inline(__always)
     public func wake(_ reason: Fiber.WakeReason = .ready) {
+        let core = markWoken(reason)
+        Scheduler.enqueue(fiber, on: core)
+        if core.pointee.draining == 0, core.pointee.idle_active == 0 { Scheduler.of(core).startIdle() }
+    }
+
+    /// Checks the wake is legal and makes the fiber runnable (not yet queued); its scheduler.
+    @inlinable @inline(__always)
+    func markWoken(_ reason: Fiber.WakeReason) -> UnsafeMutablePointer<spindle_sched_t> {
         let core = fiber.pointee.sched!
         if _slowPath(
             fiber.pointee.id != id || fiber.pointee.state != UInt8(SPINDLE_FIBER_PARKED)
@@ -216,6 +224,14 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
         core.pointee.parked &-= 1
         core.pointee.wakes &+= 1
         spindle_trace_record(core, UInt32(SPINDLE_TRACE_WAKE), id, UInt32(reason.rawValue))
+        return core
+    }
+
+    /// ``wake(_:)`` from an I/O completion: runs the fiber right away when the loop side is in
+    /// a plain libuv callback (see `Scheduler.runWoken`), else queues it as `wake` does.
+    package func wakeFromCompletion(_ reason: Fiber.WakeReason = .ready) {
+        let core = markWoken(reason)
+        if Scheduler.runWoken(fiber, core: core) { return }
         Scheduler.enqueue(fiber, on: core)
         if core.pointee.draining == 0, core.pointee.idle_active == 0 { Scheduler.of(core).startIdle() }
     }

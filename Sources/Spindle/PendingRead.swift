@@ -36,6 +36,6 @@ final class PendingRead<Outcome> {
     /// from its buffer).
     func finish(_ result: Result<Outcome, UVError>) {
         outcome = result
-        if let reader, reader.isParked { reader.wake(.ready) }
+        if let reader, reader.isParked { reader.wakeFromCompletion(.ready) }
     }
 }

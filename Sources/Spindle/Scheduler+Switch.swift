@@ -49,25 +49,9 @@ extension Scheduler {
                 spindle_prefetch(next.pointee.context)
                 if next != core.pointee.run_tail { spindle_prefetch(next.pointee.next) }
             }
-            spindle_set_current_fiber(fiber)
-            if _slowPath(tracing) {
-                if firstResume {
-                    spindle_trace_record(core, UInt32(SPINDLE_TRACE_RESUME), fiber.pointee.id, 0)
-                    firstResume = false
-                } else {
-                    spindle_trace_record_at_previous(core, UInt32(SPINDLE_TRACE_RESUME), fiber.pointee.id, 0)
-                }
-            }
-            if _fastPath(fiber.pointee.exclusivity.0 == 0 && !loopSideHasAccesses) {
-                Scheduler.jumpInto(fiber, core: core)
-                // The fiber may have switched out in the middle of an access: keep it with the fiber.
-                if _slowPath(accessHead.pointee != nil) { Scheduler.saveAccesses(of: fiber) }
-            } else {
-                Scheduler.resumeWithAccesses(fiber, core: core)
-            }
-            // The slice's end is recorded here, on the loop side, from the state the fiber
-            // left: nothing on the fiber's yield or park path (a register test per switch).
-            if _slowPath(tracing) { Scheduler.traceSwitchOut(fiber, core: core) }
+            Scheduler.resume(
+                fiber, core: core, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses,
+                tracing: tracing, firstResume: &firstResume)
             budget &-= 1
             if budget == 0 { break }
         }
@@ -85,6 +69,62 @@ extension Scheduler {
             core.pointee.idle_active = 0
             idleWatcher.stop()
         }
+    }
+
+    /// Runs `fiber` from the loop side until it yields, parks or finishes: the drain's step.
+    @inline(__always)
+    static func resume(
+        _ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>,
+        accessHead: UnsafePointer<UnsafeMutableRawPointer?>, loopSideHasAccesses: Bool, tracing: Bool, firstResume: inout Bool
+    ) {
+        spindle_set_current_fiber(fiber)
+        if _slowPath(tracing) {
+            if firstResume {
+                spindle_trace_record(core, UInt32(SPINDLE_TRACE_RESUME), fiber.pointee.id, 0)
+                firstResume = false
+            } else {
+                spindle_trace_record_at_previous(core, UInt32(SPINDLE_TRACE_RESUME), fiber.pointee.id, 0)
+            }
+        }
+        if _fastPath(fiber.pointee.exclusivity.0 == 0 && !loopSideHasAccesses) {
+            Scheduler.jumpInto(fiber, core: core)
+            // The fiber may have switched out in the middle of an access: keep it with the fiber.
+            if _slowPath(accessHead.pointee != nil) { Scheduler.saveAccesses(of: fiber) }
+        } else {
+            Scheduler.resumeWithAccesses(fiber, core: core)
+        }
+        // The slice's end is recorded here, on the loop side, from the state the fiber
+        // left: nothing on the fiber's yield or park path (a register test per switch).
+        if _slowPath(tracing) { Scheduler.traceSwitchOut(fiber, core: core) }
+    }
+
+    /// Runs a fiber that an I/O completion has just made runnable at once, from inside the
+    /// completion's libuv callback, instead of queueing it for the next drain — when the loop
+    /// side is in a plain callback (no fiber running, no drain under way). The fiber then
+    /// works on the socket whose kernel state the completion has just brought into the
+    /// cache, as a callback would; queued, it came back to that socket after every other
+    /// completion of the batch and missed the cache on both sides of the kernel. Returns
+    /// false (the caller queues the fiber) when it cannot run here.
+    static func runWoken(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) -> Bool {
+        guard core.pointee.draining == 0, spindle_current_fiber() == nil else { return false }
+        core.pointee.draining = 1
+        core.pointee.completion_resumes &+= 1
+        let started = spindle_trace_clock()
+        let accessHead = core.pointee.exclusivity_head.unsafelyUnwrapped
+        var firstResume = true
+        resume(
+            fiber, core: core, accessHead: accessHead, loopSideHasAccesses: accessHead.pointee != nil,
+            tracing: core.pointee.trace != nil, firstResume: &firstResume)
+        spindle_set_current_fiber(nil)
+        core.pointee.drain_ticks &+= spindle_trace_clock() &- started
+        let scheduler = Scheduler.of(core)
+        while let finished = core.pointee.finished {
+            core.pointee.finished = finished.pointee.next
+            scheduler.reclaim(finished)
+        }
+        core.pointee.draining = 0
+        if core.pointee.run_head != nil, core.pointee.idle_active == 0 { scheduler.startIdle() }
+        return true
     }
 
     /// Jumps from the loop side into `fiber`; returns when it yields, parks or finishes.

@@ -364,6 +364,9 @@ public final class Scheduler: EventLoopAttachment {
         public var runQueueHighWater: UInt64
         /// Loop iterations (each runs the scheduler's drain once).
         public var loopTurns: UInt64
+        /// Wakes by an I/O completion (a read, a receive) that ran their fiber at once, from
+        /// the completion's callback, instead of queueing it for the next drain.
+        public var completionResumes: UInt64
         /// Parks by what the fiber waited for (reasons that never occurred are absent). Built
         /// when asked: reading the counters allocates nothing.
         public var parksByReason: [Fiber.ParkReason: UInt64] {
@@ -408,6 +411,7 @@ public final class Scheduler: EventLoopAttachment {
             stacksPooled = core.stacks_pooled
             runQueueHighWater = core.run_queue_high_water
             loopTurns = core.turns
+            completionResumes = core.completion_resumes
             parkCounts = ParkCounts(counts: core.parks_by_reason)
             let (ticksNow, nsNow) = (spindle_trace_clock(), spindle_monotonic_ns())
             let ticks = ticksNow &- core.clock_ticks0

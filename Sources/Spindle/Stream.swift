@@ -17,7 +17,12 @@ public class StreamConnection {
 
     init(stream: StreamSocket) {
         self.stream = stream
-        stream.setReadHandler { [unowned self] result in self.readFinished(result) }
+        // The handler holds the pending read, not this connection: a reader runs at once from
+        // inside the read's callback (see `FiberRef.wakeFromCompletion`), and a connection it
+        // drops there must close there, not when the callback returns.
+        stream.setReadHandler { [unowned(unsafe) stream = self.stream, pending = self.pending] result in
+            StreamConnection.readFinished(result, stream: stream, pending: pending)
+        }
     }
 
     /// Reads what is available (at least one byte, up to `buffer.count`) into `buffer`, parking
@@ -54,7 +59,7 @@ public class StreamConnection {
         return filled
     }
 
-    private func readFinished(_ result: Result<Int, UVError>) {
+    private static func readFinished(_ result: Result<Int, UVError>, stream: StreamSocket, pending: PendingRead<Int>) {
         // Reading stays on after a read, so a fiber that reads again soon costs no epoll
         // re-registration; data arriving meanwhile finds no buffer and pauses reading.
         stream.readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)  // later data waits for the next read

@@ -14,7 +14,12 @@ public final class DatagramSocket {
     public init(address: SocketAddress, reuseAddress: Bool = false, loop: EventLoop? = nil) throws {
         let loop = loop ?? Scheduler.of(Fiber.runningFiber("DatagramSocket.init").pointee.sched).loop
         socket = try UDPSocket(loop: loop, boundTo: address, reuseAddress: reuseAddress)
-        socket.setReceiveHandler { [unowned self] result in self.datagramArrived(result) }
+        // Holds the pending receive, not this object (see StreamConnection.init).
+        socket.setReceiveHandler { [unowned(unsafe) socket = self.socket, pending = self.pending] result in
+            socket.receiveTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+            socket.stopReceiving()
+            pending.finish(result)
+        }
     }
 
     /// The bound address.
@@ -53,12 +58,6 @@ public final class DatagramSocket {
     /// Waits for the next datagram into an array's storage.
     public func receive(into bytes: inout [UInt8]) throws -> (count: Int, from: SocketAddress) {
         try bytes.withUnsafeMutableBytes { try receive(into: $0) }
-    }
-
-    private func datagramArrived(_ result: Result<(Int, SocketAddress?), UVError>) {
-        socket.receiveTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-        socket.stopReceiving()
-        pending.finish(result)
     }
 
     /// Joins the multicast `group` (for example `239.1.2.3`).

@@ -156,6 +156,44 @@ struct PipeTests {
         #expect(peerSaw == 0)
     }
 
+    @Test("a fiber woken by a read runs inside the read's completion, not a loop turn later; the bytes arrive in order")
+    func readerRunsInCompletion() throws {
+        let rounds = 200
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        let (received, inCompletion, wakes) = try withLoop { loop -> ([UInt8], UInt64, UInt64) in
+            let a = try PipeConnection(adopting: fds[0], loop: loop)
+            let b = try PipeConnection(adopting: fds[1], loop: loop)
+            var received: [UInt8] = []
+            loop.spawn(name: "ping") {
+                var byte: [UInt8] = [0]
+                for round in 0..<rounds {
+                    try a.write([UInt8(truncatingIfNeeded: round)])
+                    _ = try a.read(into: &byte)
+                }
+            }
+            loop.spawn(name: "pong") {
+                var byte: [UInt8] = [0]
+                for _ in 0..<rounds {
+                    _ = try b.read(into: &byte)
+                    received.append(byte[0])
+                    try b.write(byte)
+                }
+            }
+            let before = loop.scheduler.counters
+            try loop.run()
+            let after = loop.scheduler.counters
+            a.close()
+            b.close()
+            return (received, after.completionResumes - before.completionResumes, after.wakes - before.wakes)
+        }
+        #expect(received == (0..<rounds).map { UInt8(truncatingIfNeeded: $0) })
+        // Every read parks and is woken by its completion, 2 per round, and each of those
+        // fibers ran from inside the completion (queued, it would have waited for the drain).
+        #expect(wakes == UInt64(2 * rounds))
+        #expect(inCompletion == wakes)
+    }
+
     @Test("a connection still reading after its reader is done does not keep run() going; later data waits for the next read")
     func idleReadingDoesNotHoldTheLoop() throws {
         var fds: [Int32] = [0, 0]
