@@ -4,12 +4,14 @@ import SpindleLoop
 
 /// A fiber's body and the outcome it leaves: what the entry function runs.
 ///
-/// Nothing stored here depends on the fiber's result type. Generic fields such as
-/// `Result<T, Error>?` make the runtime look up generic metadata on every run and deinit, which
-/// costs more than the whole switch path; instead the closure is kept as its two words, the
-/// value as `Any` (inline for small values), and `invoke` is a thin function made where the
-/// spawn is specialised. Bodies whose handle was dropped are reused by the scheduler, so a
-/// fire-and-forget spawn allocates only the closure's own context.
+/// Nothing stored here depends on the fiber's result type: generic fields (`Result<T, Error>?`,
+/// an `Any` to cast back) make the runtime look up generic metadata or run a dynamic cast on
+/// every spawn and join, which cost more than the rest of the spawn put together. Instead the
+/// closure is kept as its two words, the value in raw storage inside the body (32 bytes; a
+/// larger value gets a buffer of its own), and the typed code — run the closure and keep its
+/// value, destroy a kept value — is two thin functions made where the spawn is specialised.
+/// Bodies whose handle was dropped are reused by the scheduler, so a fire-and-forget spawn
+/// allocates only the closure's own context.
 @usableFromInline
 final class FiberBody {
     /// The fiber's id (set when it is started).
@@ -20,20 +22,30 @@ final class FiberBody {
     @exclusivity(unchecked) var joiners = WaitList()
     /// Whether the body has returned or thrown.
     @exclusivity(unchecked) var isFinished = false
-    /// Whether `value` or `error` holds something (so `reset()` must clear it).
-    @exclusivity(unchecked) @usableFromInline var hasOutcome = false
-    /// The body's return value once it returned.
-    @exclusivity(unchecked) @usableFromInline var value: Any?
     /// The body's error once it threw.
     @exclusivity(unchecked) @usableFromInline var error: (any Error)?
     /// The body closure, taken apart into its function and context.
     @exclusivity(unchecked) @usableFromInline var bodyFunction: UnsafeRawPointer?
     @exclusivity(unchecked) @usableFromInline var bodyContext: AnyObject?
-    /// Calls the body with its real type; set by ``setBody(_:)``. A metatype, not a closure:
-    /// storing it allocates nothing.
-    @exclusivity(unchecked) @usableFromInline var invoker: (any FiberInvoker.Type)?
+    /// Runs the body with its real type and keeps its value: a thin function made by
+    /// ``setBody(_:)`` where `T` is known, so storing it allocates nothing.
+    @exclusivity(unchecked) @usableFromInline var runner: TypedStep?
+    /// Destroys the kept value (nil when there is none, or its type needs no destroying).
+    @exclusivity(unchecked) @usableFromInline var valueDestroyer: TypedStep?
+
+    /// A function of the body's result type, in a concrete struct: a bare function in an
+    /// Optional sits at the generic abstraction, and taking it out allocated a thunk.
+    @usableFromInline struct TypedStep {
+        @usableFromInline let run: (FiberBody) -> Void
+        @inlinable init(_ run: @escaping (FiberBody) -> Void) { self.run = run }
+    }
+    /// The body's value once it returned, when it fits here; else it is in `valueBuffer`.
+    @exclusivity(unchecked) @usableFromInline var inlineValue: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    @exclusivity(unchecked) @usableFromInline var valueBuffer: UnsafeMutableRawPointer?
 
     @usableFromInline init() {}
+
+    deinit { discardValue() }
 
     @inlinable
     func setBody<T>(_ body: @escaping () throws -> T) {
@@ -41,7 +53,7 @@ final class FiberBody {
         let words = unsafeBitCast(body, to: ClosureWords.self)
         bodyFunction = words.function
         bodyContext = words.context
-        invoker = TypedInvoker<T>.self
+        runner = TypedStep { $0.invokeTyped(T.self) }
     }
 
     @inlinable
@@ -51,23 +63,67 @@ final class FiberBody {
         bodyFunction = nil
         let body = unsafeBitCast(words, to: (() throws -> T).self)
         do {
-            if T.self == Void.self {
-                // Nothing to keep: skip boxing `()` into an existential.
-                _ = try body()
-            } else {
-                value = try body()
-                hasOutcome = true
-            }
+            let value = try body()
+            withValueStorage(of: T.self, making: true) { $0.initialize(to: value) }
+            if !_isPOD(T.self) { valueDestroyer = TypedStep { $0.destroyValue(T.self) } }
         } catch {
             self.error = error
-            hasOutcome = true
+        }
+    }
+
+    /// Whether a value of `T` is kept in the body itself rather than in a buffer.
+    @inlinable
+    static func fitsInline<T>(_: T.Type) -> Bool {
+        MemoryLayout<T>.size <= MemoryLayout<(UInt64, UInt64, UInt64, UInt64)>.size && MemoryLayout<T>.alignment <= 8
+    }
+
+    /// Runs `body` with the address of the kept value of type `T` (making its buffer first
+    /// when `making` and the value does not fit inline).
+    @inlinable
+    func withValueStorage<T, R>(
+        of _: T.Type, making: Bool = false, _ body: (UnsafeMutablePointer<T>) throws -> R
+    ) rethrows -> R {
+        if Self.fitsInline(T.self) {
+            return try withUnsafeMutableBytes(of: &inlineValue) { raw in
+                try body(raw.baseAddress.unsafelyUnwrapped.assumingMemoryBound(to: T.self))
+            }
+        }
+        if making {
+            valueBuffer = UnsafeMutableRawPointer.allocate(
+                byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment)
+        }
+        return try body(valueBuffer.unsafelyUnwrapped.assumingMemoryBound(to: T.self))
+    }
+
+    @inlinable
+    func destroyValue<T>(_: T.Type) {
+        withValueStorage(of: T.self) { _ = $0.deinitialize(count: 1) }
+    }
+
+    /// The body's value or error, once finished (the value is copied: every join gets it).
+    @inlinable
+    func outcome<T>(_: T.Type) throws -> T {
+        if let error { throw error }
+        return withValueStorage(of: T.self) { $0.pointee }
+    }
+
+    /// Destroys the kept value and frees its buffer, if any.
+    func discardValue() {
+        if let destroy = valueDestroyer {
+            valueDestroyer = nil
+            destroy.run(self)
+        }
+        if let buffer = valueBuffer {
+            valueBuffer = nil
+            buffer.deallocate()
         }
     }
 
     /// Runs the body, then wakes every joiner.
     func run() {
-        let invoker = self.invoker.take().unsafelyUnwrapped
-        invoker.invoke(self)
+        let runner = self.runner.unsafelyUnwrapped
+        self.runner = nil
+        runner.run(self)
         isFinished = true
         fiber = nil
         while let joiner = joiners.popFirst() {
@@ -77,11 +133,8 @@ final class FiberBody {
 
     /// Makes a finished body ready for another spawn.
     func reset() {
-        if hasOutcome {
-            value = nil
-            error = nil
-            hasOutcome = false
-        }
+        discardValue()
+        error = nil
         isFinished = false
         id = 0
     }
@@ -89,22 +142,8 @@ final class FiberBody {
     /// The outcome as a `Result`, once finished.
     func result<T>(as _: T.Type) -> Result<T, any Error>? {
         guard isFinished else { return nil }
-        if let error { return .failure(error) }
-        if T.self == Void.self { return .success(() as! T) }
-        return .success(value as! T)
+        return Result { try outcome(T.self) }
     }
-}
-
-/// Runs a ``FiberBody`` whose closure returns some type, chosen when the fiber is spawned.
-@usableFromInline
-protocol FiberInvoker {
-    static func invoke(_ body: FiberBody)
-}
-
-@usableFromInline
-enum TypedInvoker<T>: FiberInvoker {
-    @usableFromInline
-    static func invoke(_ body: FiberBody) { body.invokeTyped(T.self) }
 }
 
 /// The two words of a Swift closure value: its function and its (reference-counted) context.
@@ -150,7 +189,7 @@ public struct FiberHandle<T> {
     /// deadlock it. Called from a thread other than the loop's, it stops the process too.
     /// Throws `CancellationError` if the *calling* fiber is cancelled while it waits.
     public func join() throws -> T {
-        if let result = task.result(as: T.self) { return try result.get() }
+        if task.isFinished { return try task.outcome(T.self) }
         guard let me = spindle_current_fiber() else {
             fatalError("FiberHandle.join() called outside a fiber while fiber #\(task.id) is still \(state): "
                 + "joining would block the loop's thread; join from inside a fiber, or read `result` "
@@ -168,7 +207,7 @@ public struct FiberHandle<T> {
             task.joiners.remove(me)
             try Fiber.throwIfInterrupted(reason)
         }
-        return try task.result(as: T.self)!.get()
+        return try task.outcome(T.self)
     }
 
     /// Asks the fiber to stop: its current or next blocking call throws `CancellationError`.

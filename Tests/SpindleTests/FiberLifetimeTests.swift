@@ -96,6 +96,51 @@ struct FiberLifetimeTests {
         #expect(slabbed)
     }
 
+    @Test("join returns every kind of result: small, large, reference-counted, Void, a thrown error; kept values are released")
+    func joinResults() throws {
+        struct Large { var words: (Int, Int, Int, Int, Int, Int) }  // 48 bytes: kept in a buffer
+        final class Tracked { let tag: String; init(_ tag: String) { self.tag = tag } }
+        struct Boom: Error, Equatable { let code: Int }
+        weak var released: Tracked?
+        weak var releasedFromLarge: Tracked?
+        let outcome = try withLoop { loop -> [String] in
+            var log: [String] = []
+            let small = loop.spawn { 42 }
+            let text = loop.spawn { String(repeating: "fiber ", count: 20) }  // heap-backed: not POD
+            let large = loop.spawn { Large(words: (1, 2, 3, 4, 5, 6)) }
+            let tracked = loop.spawn { () -> Tracked in
+                let object = Tracked("kept")
+                released = object
+                return object
+            }
+            let mixed = loop.spawn { () -> (Large, Tracked) in
+                let object = Tracked("in large")
+                releasedFromLarge = object
+                return (Large(words: (7, 7, 7, 7, 7, 7)), object)
+            }
+            let nothing = loop.spawn { () -> Void in log.append("void ran") }
+            let failing = loop.spawn { () throws -> Int in throw Boom(code: 7) }
+            try loop.run()
+            log.append("small \(try small.join()) \(try small.join())")  // every join gets the value
+            log.append("text \(try text.join().count)")
+            log.append("large \(try large.join().words.5)")
+            log.append("tracked \(try tracked.join().tag)")
+            log.append("mixed \(try mixed.join().0.words.0) \(try mixed.join().1.tag)")
+            try nothing.join()
+            do { _ = try failing.join() } catch let error as Boom { log.append("threw \(error.code)") }
+            if case .failure(let error as Boom)? = failing.result { log.append("result threw \(error.code)") }
+            if case .success(let value)? = small.result { log.append("result \(value)") }
+            // Handles dropped here: their bodies and the values they keep go too.
+            return log
+        }
+        #expect(outcome == [
+            "void ran", "small 42 42", "text 120", "large 6", "tracked kept", "mixed 7 in large",
+            "threw 7", "result threw 7", "result 42",
+        ])
+        #expect(released == nil)
+        #expect(releasedFromLarge == nil)
+    }
+
     @Test("a fiber gets the stack size it asks for")
     func customStackSize() throws {
         let used = try withLoop { loop -> Int in
