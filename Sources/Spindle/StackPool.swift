@@ -101,10 +101,7 @@ public final class StackPool {
 
     private func takeSlow(stackSize: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
         let size = roundedSize(stackSize)
-        if let fiber = freeLists[size] {
-            freeLists[size] = fiber.pointee.next
-            freeCounts[size, default: 1] -= 1
-            fiber.pointee.next = nil
+        if let fiber = popPooled(size: size) {
             fiber.pointee.pool_cold = 0
             pooledTakes &+= 1
             return fiber
@@ -112,6 +109,24 @@ public final class StackPool {
         coldTakes &+= 1
         let fiber = map(size: size)
         fiber.pointee.pool_cold = 1
+        return fiber
+    }
+
+    /// A pooled stack of `size` (rounded) bytes, taken off its free list, or nil.
+    private func popPooled(size: Int) -> UnsafeMutablePointer<spindle_fiber_t>? {
+        let fiber: UnsafeMutablePointer<spindle_fiber_t>
+        if size == Self.defaultStackSize {
+            guard let pooled = defaultFree else { return nil }
+            defaultFree = pooled.pointee.next
+            defaultFreeCount -= 1
+            fiber = pooled
+        } else {
+            guard let pooled = freeLists[size] else { return nil }
+            freeLists[size] = pooled.pointee.next
+            freeCounts[size, default: 1] -= 1
+            fiber = pooled
+        }
+        fiber.pointee.next = nil
         return fiber
     }
 
@@ -134,12 +149,17 @@ public final class StackPool {
         unmap(fiber)
     }
 
-    /// Maps `count` stacks of `stackSize` into the pool and touches the top `touching` bytes of
-    /// each (default: the whole stack), so fibers spawned on them take no page faults there.
+    /// Makes sure the pool holds at least `count` stacks of `stackSize`, mapping what is missing,
+    /// and touches the top `touching` bytes of each (default: the whole stack), so fibers
+    /// spawned on them take no page faults there. Unguarded stacks are mapped a slab at a time,
+    /// like any others; stacks already pooled are touched too (a page already there costs
+    /// nothing). Not counted as cold or pooled takes.
     public func prefault(count: Int, stackSize: Int = StackPool.defaultStackSize, touching: Int? = nil) {
         let size = roundedSize(stackSize)
+        var taken: [UnsafeMutablePointer<spindle_fiber_t>] = []
+        taken.reserveCapacity(count)
         for _ in 0..<count {
-            let fiber = map(size: size)
+            let fiber = popPooled(size: size) ?? map(size: size)
             let usable = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
             let depth = min(touching ?? usable, usable)
             let top = UnsafeMutableRawPointer(fiber.pointee.stack_hi!)
@@ -151,8 +171,9 @@ public final class StackPool {
                 (top - offset).storeBytes(of: 0, as: UInt8.self)
                 offset += pageSize
             }
-            give(fiber)
+            taken.append(fiber)
         }
+        for fiber in taken { give(fiber) }
     }
 
     /// Unmaps every pooled stack.

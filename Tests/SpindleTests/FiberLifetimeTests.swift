@@ -60,6 +60,26 @@ struct FiberLifetimeTests {
         #expect(counters.stacksPooled == 24)
     }
 
+    @Test("prefaulting unguarded stacks maps whole slabs, only as many as asked for, and spawns then take no fresh stack")
+    func prefaultSlabs() throws {
+        let (pooled, mapped, counters) = try withLoop { loop -> (Int, Int, Scheduler.Counters) in
+            let stacks = loop.scheduler.stacks
+            stacks.guardPages = false
+            defer { stacks.guardPages = true }
+            let asked = StackPool.slabStacks * 3 + 5  // four slabs' worth
+            stacks.prefault(count: asked, stackSize: StackPool.minimumStackSize)
+            let pooled = stacks.pooledCount
+            let mapped = stacks.mappedCount
+            for _ in 0..<asked { loop.spawnDetached(stackSize: StackPool.minimumStackSize) { Fiber.yield() } }
+            try loop.run()
+            return (pooled, mapped, loop.scheduler.counters)
+        }
+        #expect(mapped == StackPool.slabStacks * 4)
+        #expect(pooled == mapped)
+        #expect(counters.stacksCold == 0)
+        #expect(counters.stacksPooled == UInt64(StackPool.slabStacks * 3 + 5))
+    }
+
     @Test("unguarded stacks come in slabs: 40,000 parked fibers, more than guarded stacks allow")
     func unguardedSlabs() throws {
         #if SPINDLE_SANITIZERS

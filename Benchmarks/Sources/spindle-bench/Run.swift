@@ -298,10 +298,11 @@ struct Run: ParsableCommand {
         // Each trial maps, faults and frees a million stacks (4-12 s here): one trial, or up to
         // three with --all.
         let count = all ? max(1, min(trials, 3)) : 1
-        var spawn: [Double] = [], resident: [Double] = [], wake: [Double] = []
+        var prefault: [Double] = [], spawn: [Double] = [], resident: [Double] = [], wake: [Double] = []
         for trial in 0..<count where !Self.interrupted {
             progress("scale: trial \(trial + 1)/\(count), 1,000,000 parked fibers")
             let outcome = try ScaleWorkload.run(loop: loop)
+            prefault.append(outcome.prefaultSeconds)
             spawn.append(outcome.spawnSeconds)
             resident.append(outcome.residentBytesPerFiber)
             wake.append(outcome.wakeSeconds)
@@ -309,7 +310,8 @@ struct Run: ParsableCommand {
         guard !spawn.isEmpty else { return [] }
         let note = "1,000,000 fibers parked at once on 1 ms timers; 16 KiB unguarded stacks from slabs"
         return [
-            ("spawn", spawn, "s", "spawn all and run each to its park"),
+            ("prefault", prefault, "s", "map the slabs and touch each stack's top page (the kernel clears one page per fiber)"),
+            ("spawn", spawn, "s", "spawn all from the prefaulted pool and run each to its park"),
             ("rss-per-fiber", resident.map { $0 / 1024 }, "KiB", "resident memory per parked fiber (statm)"),
             ("wake", wake, "s", "first timer fired to last fiber finished"),
         ].map { metric, samples, unit, what in

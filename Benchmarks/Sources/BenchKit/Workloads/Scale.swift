@@ -3,8 +3,11 @@ import Spindle
 import SpindleLoop
 
 /// `scale`: 1,000,000 fibers parked at once, each sleeping on its own libuv timer. Reports the
-/// time to spawn them all and run each to its park, the resident memory each one costs while
-/// parked, and the time from the first timer firing to the last fiber finishing.
+/// time to prefault their stacks (map the slabs and touch each stack's top page, as a service
+/// does at start-up), the time to spawn them all from that pool and run each to its park, the
+/// resident memory each one costs while parked, and the time from the first timer firing to the
+/// last fiber finishing. Prefault plus spawn is what a cold start costs: nearly all of the
+/// prefault is the kernel clearing one page per fiber.
 ///
 /// A million guarded stacks would be two million mappings, past Linux's default
 /// `vm.max_map_count` (65,530): the fibers get 16 KiB stacks without guard pages, carved from
@@ -15,6 +18,7 @@ package enum ScaleWorkload {
     package static let executors = ["fibers"]
 
     package struct Outcome {
+        package var prefaultSeconds: Double
         package var spawnSeconds: Double
         package var residentBytesPerFiber: Double
         package var wakeSeconds: Double
@@ -37,6 +41,10 @@ package enum ScaleWorkload {
         stacks.trim()
         let before = scheduler.counters
         let residentBefore = residentBytes()
+        // The page each parked fiber uses: its control block and its frames (about 2 KiB).
+        let prefaultStart = nowNanoseconds()
+        stacks.prefault(count: fibers + 1, stackSize: StackPool.minimumStackSize, touching: 0)
+        let prefaultSeconds = Double(nowNanoseconds() - prefaultStart) / 1e9
         final class Marks {
             var allParked: UInt64 = 0
             var parked: UInt64 = 0
@@ -56,17 +64,22 @@ package enum ScaleWorkload {
         }
         for _ in 0..<fibers { loop.spawnDetached(stackSize: StackPool.minimumStackSize, sleeper) }
         // Spawned last, it runs last in the first turn: every sleeper is parked by then.
-        loop.spawnDetached {
+        loop.spawnDetached(stackSize: StackPool.minimumStackSize) {
             marks.allParked = nowNanoseconds()
             marks.parked = loop.scheduler.counters.parked
             marks.resident = residentBytes()
         }
         try loop.run()
-        let finished = scheduler.counters.finishes - before.finishes
+        let after = scheduler.counters
+        let finished = after.finishes - before.finishes
         guard marks.finished == fibers, finished == UInt64(fibers + 1), marks.parked >= UInt64(fibers) else {
             throw BenchError.incorrect("scale: \(marks.finished) of \(fibers) sleepers finished, \(marks.parked) parked at once")
         }
+        guard after.stacksCold == before.stacksCold else {
+            throw BenchError.incorrect("scale: \(after.stacksCold - before.stacksCold) stacks mapped during the spawn, none expected")
+        }
         return Outcome(
+            prefaultSeconds: prefaultSeconds,
             spawnSeconds: Double(marks.allParked - start) / 1e9,
             residentBytesPerFiber: Double(marks.resident - residentBefore) / Double(fibers),
             wakeSeconds: Double(marks.lastFinish - marks.firstWake) / 1e9,
