@@ -29,7 +29,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
 # The peers the fanout workload runs side by side when installed (skipped otherwise).
 PEER_PACKAGES  := golang-go nodejs libboost-fiber-dev g++
 
-.PHONY: all test bench bench-all bench-peers bench-check build clean asan tsan valgrind deps-test deps-bench deps-peers
+.PHONY: all test bench bench-all bench-peers bench-check trace-cost build clean asan tsan valgrind deps-test deps-bench deps-peers
 
 all: build
 
@@ -89,6 +89,16 @@ bench-check: deps-bench
 	cd Benchmarks && $(SWIFT) package benchmark thresholds check --target SpindleRegression --no-progress
 	cd Benchmarks && $(SWIFT) build -c release --product spindle-bench
 	Benchmarks/.build/release/spindle-bench doctor --gallery
+
+# What the trace recorder costs a fiber switch: instructions with tracing off and on, against a
+# second build of spindle-bench with no tracing code (-DSPINDLE_NO_TRACE, in Benchmarks/.build-notrace).
+trace-cost: deps-bench
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build-notrace
+	cd Benchmarks && $(SWIFT) build -c release --product spindle-bench
+	cd Benchmarks && $(SWIFT) build -c release --product spindle-bench --scratch-path .build-notrace \
+		-Xswiftc -DSPINDLE_NO_TRACE -Xcc -DSPINDLE_NO_TRACE
+	Benchmarks/.build/release/spindle-bench trace-cost --trace-free Benchmarks/.build-notrace/release/spindle-bench
 
 # Every executor of every workload (adds the slow echo servers: swift-async-global, threads).
 bench-all: deps-bench

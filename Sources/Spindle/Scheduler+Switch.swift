@@ -33,28 +33,22 @@ extension Scheduler {
         let length = runQueueLength
         if length > core.pointee.run_queue_high_water { core.pointee.run_queue_high_water = length }
         let turnBudget = max(resumesPerTurn, 1)
-        var budget = turnBudget
-        // Read once a drain: the resume hook then tests a register, not memory. The first
-        // resume of a drain reads the clock; the others take the time of the switch-out just
-        // before them (the drain loop is a few instructions).
-        let tracing = core.pointee.trace != nil
-        var firstResume = true
-        while let fiber = core.pointee.run_head {
-            // The queue is empty once its head is nil; the tail is then stale and unused.
-            core.pointee.run_head = fiber == core.pointee.run_tail ? nil : fiber.pointee.next
-            // With thousands of runnable fibers, each one's control block and stack have left
-            // the cache since its last turn: start loading the next fiber's saved registers (its
-            // control block was prefetched a turn ago) and the control block after it.
-            if let next = core.pointee.run_head {
-                spindle_prefetch(next.pointee.context)
-                if next != core.pointee.run_tail { spindle_prefetch(next.pointee.next) }
-            }
-            Scheduler.resume(
-                fiber, core: core, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses,
-                tracing: tracing, firstResume: &firstResume)
-            budget &-= 1
-            if budget == 0 { break }
+        // Tracing is looked at once a drain, and the loop comes in two copies: with tracing off
+        // the resume path holds no trace code at all (the same instructions as a build without
+        // the recorder), for one test a drain.
+        let budget: Int
+        #if SPINDLE_NO_TRACE  // `make trace-cost`'s build without tracing code
+        budget = Scheduler.runQueue(
+            core, budget: turnBudget, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses, tracing: false)
+        #else
+        if _slowPath(core.pointee.trace != nil) {
+            budget = Scheduler.runQueue(
+                core, budget: turnBudget, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses, tracing: true)
+        } else {
+            budget = Scheduler.runQueue(
+                core, budget: turnBudget, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses, tracing: false)
         }
+        #endif
         // Loop side again: no fiber is current.
         spindle_set_current_fiber(nil)
         core.pointee.popped &+= UInt64(turnBudget &- budget)
@@ -69,6 +63,43 @@ extension Scheduler {
             core.pointee.idle_active = 0
             idleWatcher.stop()
         }
+    }
+
+    /// False in `make trace-cost`'s build without tracing code (`-DSPINDLE_NO_TRACE`).
+    #if SPINDLE_NO_TRACE
+    static let tracingCompiledIn = false
+    #else
+    static let tracingCompiledIn = true
+    #endif
+
+    /// Resumes fibers off the run queue until it is empty or `budget` resumes are done; the
+    /// budget left. Inlined twice into `drain`, with `tracing` a constant in each copy.
+    @inline(__always)
+    static func runQueue(
+        _ core: UnsafeMutablePointer<spindle_sched_t>, budget turnBudget: Int,
+        accessHead: UnsafePointer<UnsafeMutableRawPointer?>, loopSideHasAccesses: Bool, tracing: Bool
+    ) -> Int {
+        var budget = turnBudget
+        // The first resume of a traced drain reads the clock; the others take the time of the
+        // switch-out just before them (the drain loop is a few instructions).
+        var firstResume = true
+        while let fiber = core.pointee.run_head {
+            // The queue is empty once its head is nil; the tail is then stale and unused.
+            core.pointee.run_head = fiber == core.pointee.run_tail ? nil : fiber.pointee.next
+            // With thousands of runnable fibers, each one's control block and stack have left
+            // the cache since its last turn: start loading the next fiber's saved registers (its
+            // control block was prefetched a turn ago) and the control block after it.
+            if let next = core.pointee.run_head {
+                spindle_prefetch(next.pointee.context)
+                if next != core.pointee.run_tail { spindle_prefetch(next.pointee.next) }
+            }
+            resume(
+                fiber, core: core, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses,
+                tracing: tracing, firstResume: &firstResume)
+            budget &-= 1
+            if budget == 0 { break }
+        }
+        return budget
     }
 
     /// Runs `fiber` from the loop side until it yields, parks or finishes: the drain's step.
@@ -114,7 +145,7 @@ extension Scheduler {
         var firstResume = true
         resume(
             fiber, core: core, accessHead: accessHead, loopSideHasAccesses: accessHead.pointee != nil,
-            tracing: core.pointee.trace != nil, firstResume: &firstResume)
+            tracing: Scheduler.tracingCompiledIn && core.pointee.trace != nil, firstResume: &firstResume)
         spindle_set_current_fiber(nil)
         core.pointee.drain_ticks &+= spindle_trace_clock() &- started
         let scheduler = Scheduler.of(core)

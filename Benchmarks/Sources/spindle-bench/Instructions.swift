@@ -25,12 +25,15 @@ enum Instructions {
     }
 
     /// Per-round-trip instructions and watched calls, or nil when valgrind is missing.
+    /// `executable` is another build of spindle-bench to count instead of this one (the
+    /// trace-free build of `make trace-cost`).
     static func perRoundTrip(
-        workload: String, variant: String, executor: String, rounds: UInt64
+        workload: String, variant: String, executor: String, rounds: UInt64, executable: String? = nil
     ) throws -> (Double, [String: Double])? {
         guard available else { return nil }
-        let small = try collected(workload: workload, variant: variant, executor: executor, rounds: rounds)
-        let large = try collected(workload: workload, variant: variant, executor: executor, rounds: rounds * 2)
+        let program = executable.map { countable($0, tag: "other") } ?? countableExecutable
+        let small = try collected(program, workload: workload, variant: variant, executor: executor, rounds: rounds)
+        let large = try collected(program, workload: workload, variant: variant, executor: executor, rounds: rounds * 2)
         var calls: [String: Double] = [:]
         for (key, _) in watched {
             // Start-up differs by a few calls between two processes; below 1 in 10,000 round
@@ -43,9 +46,14 @@ enum Instructions {
 
     /// Valgrind 3.19 cannot read the DWARF 5 that Swift 6's clang emits, so callgrind runs a copy
     /// of this executable with the debug sections stripped (made once per run, in /tmp).
-    private static let countableExecutable: String = {
-        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
-        let copy = NSTemporaryDirectory() + "spindle-bench-nodebug-\(getpid())"
+    private static let countableExecutable = countable(CommandLine.arguments[0], tag: "self")
+
+    /// A copy of `path` with its debug sections stripped, removed at exit; `path` itself when
+    /// strip is missing or fails.
+    private static func countable(_ path: String, tag: String) -> String {
+        let exe = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        if let made = strippedCopy[exe] { return made }
+        let copy = NSTemporaryDirectory() + "spindle-bench-nodebug-\(getpid())-\(tag)"
         if let strip = which("strip"), (try? FileManager.default.copyItem(atPath: exe, toPath: copy)) != nil {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: strip)
@@ -53,21 +61,27 @@ enum Instructions {
             if (try? process.run()) != nil {
                 process.waitUntilExit()
                 if process.terminationStatus == 0 {
-                    atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "spindle-bench-nodebug-\(getpid())") }
+                    strippedCopy[exe] = copy
+                    if strippedCopy.count == 1 { atexit { for copy in Instructions.strippedCopy.values { unlink(copy) } } }
                     return copy
                 }
             }
         }
         return exe
-    }()
+    }
 
-    private static func collected(workload: String, variant: String, executor: String, rounds: UInt64) throws -> Count {
+    /// Stripped copies made so far, by the executable they copy.
+    nonisolated(unsafe) private static var strippedCopy: [String: String] = [:]
+
+    private static func collected(
+        _ program: String, workload: String, variant: String, executor: String, rounds: UInt64
+    ) throws -> Count {
         let out = NSTemporaryDirectory() + "spindle-bench-\(getpid())-\(rounds).callgrind"
         defer { try? FileManager.default.removeItem(atPath: out) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: which("valgrind")!)
         process.arguments = [
-            "--tool=callgrind", "--callgrind-out-file=\(out)", countableExecutable,
+            "--tool=callgrind", "--callgrind-out-file=\(out)", program,
             "count", workload, "--variant", variant, "--executor", executor, "--rounds", String(rounds),
         ]
         let errPipe = Pipe()

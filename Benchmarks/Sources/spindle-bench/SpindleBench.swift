@@ -9,7 +9,7 @@ struct SpindleBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spindle-bench",
         abstract: "Measures what a context switch, a yield and a coroutine design cost on one libuv loop.",
-        subcommands: [List.self, Run.self, DoctorCommand.self, Count.self, ServeEcho.self],
+        subcommands: [List.self, Run.self, DoctorCommand.self, TraceCost.self, Count.self, ServeEcho.self],
         defaultSubcommand: Run.self)
 
     static let workloads: [(name: String, variants: [String], executors: [String], baseline: String)] = [

@@ -215,6 +215,10 @@ static inline uint64_t spindle_trace_clock(void) {
 
 /// Records one event when the scheduler is tracing; one load and a not-taken branch when not.
 static inline void spindle_trace_record(spindle_sched_t *sched, uint32_t kind, uint64_t fiber, uint32_t detail) {
+#ifdef SPINDLE_NO_TRACE  // `make trace-cost`'s build without tracing code
+    (void)sched; (void)kind; (void)fiber; (void)detail;
+    return;
+#endif
     struct spindle_trace *trace = sched->trace;
     if (__builtin_expect(trace == NULL, 1)) return;
     spindle_trace_event_t *event = &trace->events[trace->count & trace->mask];
