@@ -153,10 +153,11 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     ///
     /// Called only by `target`'s one completer (the callback of the flatMap or flatMapError that
     /// made it), which hands its job to this future. When `target` has no callbacks and already
-    /// forwards to a future further up, `target` becomes a link to that future and this one
-    /// forwards there directly. A recursive flatMap loop (`step(n) = op().flatMap { step(n-1) }`)
-    /// then keeps two futures alive whatever its depth, not one per step, and its last step
-    /// completes the top future at once instead of walking back down the whole chain.
+    /// forwards to a future further up, this one takes over that forward and `target` becomes a
+    /// link to this one (it reads and observes through it: the outcome is the same). A
+    /// recursive flatMap loop (`step(n) = op().flatMap { step(n-1) }`) then keeps two futures
+    /// alive whatever its depth, not one per step, and its last step completes the top future
+    /// at once instead of walking back down the whole chain.
     @inlinable
     func cascade(to target: Future<Value>) {
         if let outcome = result {
@@ -168,10 +169,14 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if state.pointee.forward == nil && state.pointee.firstCallback == nil {
             let targetState = target.core
             if targetState.pointee.state == .pending && targetState.pointee.firstCallback == nil,
-                let further = targetState.pointee.forward
+                targetState.pointee.forward != nil
             {
-                targetState.pointee.state = .linked  // keeps `further` in its forward slot
-                state.pointee.forward = further
+                // The forward slot moves, rather than being copied: no reference count of the
+                // future further up changes, so it stays out of the cache until the chain
+                // ends. `target` now reads and observes through this future (same outcome).
+                state.pointee.forward = targetState.pointee.forward.take()
+                targetState.pointee.state = .linked
+                targetState.pointee.forward = source
             } else {
                 state.pointee.forward = target
             }
