@@ -26,5 +26,8 @@ package func progress(_ message: String) {
     if progressStart == 0 { progressStart = nowNanoseconds() }
     let seconds = Double(nowNanoseconds() - progressStart) / 1e9
     var line = "[" + String(format: "%6.1fs", seconds) + "] " + message + "\n"
+    // What is already printed on stdout goes out first: with both streams in one file (`make
+    // bench > log 2>&1`), a progress line must not land in the middle of a table row.
+    fflush(nil)
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
