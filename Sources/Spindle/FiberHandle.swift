@@ -21,7 +21,7 @@ final class FiberBody {
     /// Fibers parked in ``FiberHandle/join()`` on this one.
     @exclusivity(unchecked) var joiners = WaitList()
     /// Whether the body has returned or thrown.
-    @exclusivity(unchecked) var isFinished = false
+    @exclusivity(unchecked) @usableFromInline var isFinished = false
     /// The body's error once it threw.
     @exclusivity(unchecked) @usableFromInline var error: (any Error)?
     /// The body closure, taken apart into its function and context.
@@ -188,8 +188,16 @@ public struct FiberHandle<T> {
     /// otherwise stops the process with a clear message, since blocking the loop's thread would
     /// deadlock it. Called from a thread other than the loop's, it stops the process too.
     /// Throws `CancellationError` if the *calling* fiber is cancelled while it waits.
+    @inlinable
     public func join() throws -> T {
+        // A finished fiber's value is read where `T` is known (no generic value witness calls).
         if task.isFinished { return try task.outcome(T.self) }
+        return try waitAndJoin()
+    }
+
+    /// ``join()`` for a fiber that has not finished yet.
+    @usableFromInline
+    func waitAndJoin() throws -> T {
         guard let me = spindle_current_fiber() else {
             fatalError("FiberHandle.join() called outside a fiber while fiber #\(task.id) is still \(state): "
                 + "joining would block the loop's thread; join from inside a fiber, or read `result` "
