@@ -49,14 +49,8 @@ extension Scheduler {
                 core, budget: turnBudget, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses, tracing: false)
         }
         #endif
-        // Loop side again: no fiber is current.
-        spindle_set_current_fiber(nil)
         core.pointee.popped &+= UInt64(turnBudget &- budget)
-        while let fiber = core.pointee.finished {
-            core.pointee.finished = fiber.pointee.next
-            reclaim(fiber)
-        }
-        core.pointee.draining = 0
+        endResuming()
         if core.pointee.run_head != nil {
             if core.pointee.idle_active == 0 { startIdle() }
         } else if core.pointee.idle_active != 0 {
@@ -146,16 +140,24 @@ extension Scheduler {
         resume(
             fiber, core: core, accessHead: accessHead, loopSideHasAccesses: accessHead.pointee != nil,
             tracing: Scheduler.tracingCompiledIn && core.pointee.trace != nil, firstResume: &firstResume)
-        spindle_set_current_fiber(nil)
         core.pointee.drain_ticks &+= spindle_trace_clock() &- started
         let scheduler = Scheduler.of(core)
-        while let finished = core.pointee.finished {
-            core.pointee.finished = finished.pointee.next
-            scheduler.reclaim(finished)
-        }
-        core.pointee.draining = 0
+        scheduler.endResuming()
         if core.pointee.run_head != nil, core.pointee.idle_active == 0 { scheduler.startIdle() }
         return true
+    }
+
+    /// Back on the loop side after resuming fibers: no fiber is current, the ones that finished
+    /// give their stacks back (not before: a finished fiber's last frames are on its stack), and
+    /// the drain is over.
+    @inline(__always)
+    func endResuming() {
+        spindle_set_current_fiber(nil)
+        while let fiber = core.pointee.finished {
+            core.pointee.finished = fiber.pointee.next
+            reclaim(fiber)
+        }
+        core.pointee.draining = 0
     }
 
     /// Jumps from the loop side into `fiber`; returns when it yields, parks or finishes.
