@@ -15,6 +15,10 @@
 #include <valgrind/valgrind.h>
 #define SPINDLE_HAVE_VALGRIND 1
 #endif
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define SPINDLE_HAVE_MEMCHECK 1
+#endif
 
 #ifndef __has_feature
 #define __has_feature(x) 0
@@ -99,6 +103,15 @@ void spindle_valgrind_stack_deregister(unsigned id) {
     if (id != 0) VALGRIND_STACK_DEREGISTER(id);
 #else
     (void)id;
+#endif
+}
+
+void spindle_valgrind_make_defined(const void *address, size_t length) {
+#ifdef SPINDLE_HAVE_MEMCHECK
+    VALGRIND_MAKE_MEM_DEFINED(address, length);
+#else
+    (void)address;
+    (void)length;
 #endif
 }
 

@@ -48,6 +48,7 @@ public final class StackPool {
     func usedBytes(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> Int {
         let lo = UnsafeRawPointer(fiber.pointee.stack_lo!)
         let size = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
+        spindle_valgrind_make_defined(lo, size)
         let words = lo.bindMemory(to: UInt64.self, capacity: size / 8)
         var index = 0
         while index < size / 8, words[index] == Self.paint { index += 1 }

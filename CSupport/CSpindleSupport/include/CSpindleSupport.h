@@ -279,6 +279,10 @@ unsigned spindle_valgrind_stack_register(void *lo, void *hi);
 void spindle_valgrind_stack_deregister(unsigned id);
 /// Non-zero when the process runs under Valgrind.
 int spindle_running_on_valgrind(void);
+/// Tells memcheck that `length` bytes at `address` hold defined values (no-op without it): a
+/// finished fiber's painted stack lies below the last stack pointer it had, which memcheck
+/// counts as unaddressable, and the paint scan reads it from the loop side.
+void spindle_valgrind_make_defined(const void *address, size_t length);
 
 // MARK: - Threads
 
