@@ -61,22 +61,51 @@ public enum Trace {
 
 extension Trace {
     /// Latency distributions computed from a loop's trace: how long fibers waited to run once
-    /// runnable, how long each slice ran, and how long parks lasted, by reason.
+    /// runnable, how long each slice ran, and how long parks lasted, by reason — for the whole
+    /// loop and for each fiber.
     public struct Statistics: Sendable, CustomStringConvertible {
-        /// A distribution's count and percentiles, in nanoseconds.
+        /// A distribution's count, percentiles and histogram, in nanoseconds.
         public struct Summary: Sendable, CustomStringConvertible {
             public let count: Int
             public let p50: UInt64
             public let p99: UInt64
             public let max: UInt64
+            /// The samples by power-of-two bucket: each bucket counts the samples at most its
+            /// `upperBound` and above the previous bucket's (empty buckets are left out).
+            public let histogram: [Bucket]
 
-            init(_ samples: [UInt64]) {
+            /// One bucket of ``histogram``.
+            public struct Bucket: Sendable, Equatable {
+                /// The largest value counted here: a power of two (nanoseconds), or 0 for zeros.
+                public let upperBound: UInt64
+                public let count: Int
+
+                public init(upperBound: UInt64, count: Int) {
+                    self.upperBound = upperBound
+                    self.count = count
+                }
+            }
+
+            /// The summary of `samples` (nanoseconds, in any order).
+            public init(_ samples: [UInt64]) {
                 let sorted = samples.sorted()
                 count = sorted.count
                 func at(_ q: Double) -> UInt64 { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
                 p50 = at(0.5)
                 p99 = at(0.99)
                 max = sorted.last ?? 0
+                var buckets: [Bucket] = []
+                for sample in sorted {
+                    // The smallest power of two at least `sample` (0 stays 0).
+                    let bound: UInt64 = sample <= 1 ? sample : (sample - 1).leadingZeroBitCount == 0
+                        ? .max : 1 << (64 - (sample - 1).leadingZeroBitCount)
+                    if let last = buckets.last, last.upperBound == bound {
+                        buckets[buckets.count - 1] = Bucket(upperBound: bound, count: last.count + 1)
+                    } else {
+                        buckets.append(Bucket(upperBound: bound, count: 1))
+                    }
+                }
+                histogram = buckets
             }
 
             public var description: String {
@@ -88,12 +117,29 @@ extension Trace {
             }
         }
 
+        /// One fiber's distributions (the same three as the loop's).
+        public struct PerFiber: Sendable, CustomStringConvertible {
+            public let runnableToRunning: Summary
+            public let slices: Summary
+            public let parks: [Fiber.ParkReason: Summary]
+            /// Nanoseconds the fiber ran in all (the sum of its slices).
+            public let runningNanoseconds: UInt64
+
+            public var description: String {
+                (["runnable → running: \(runnableToRunning)", "slices: \(slices)"]
+                    + parks.sorted { $0.key.rawValue < $1.key.rawValue }.map { "parked on \($0.key): \($0.value)" })
+                    .joined(separator: "; ")
+            }
+        }
+
         /// From becoming runnable (spawn, wake or yield) to running again.
         public let runnableToRunning: Summary
         /// From resume to the next yield, park or finish.
         public let slices: Summary
         /// From park to wake, by park reason.
         public let parks: [Fiber.ParkReason: Summary]
+        /// The same, fiber by fiber (by fiber id), for the fibers the trace saw run.
+        public let fibers: [UInt64: PerFiber]
 
         public var description: String {
             (["runnable → running: \(runnableToRunning)", "slices: \(slices)"]
@@ -104,31 +150,47 @@ extension Trace {
 
     /// The latency distributions of the events recorded so far on `loop` (tracing must be on).
     public static func statistics(of loop: EventLoop) -> Statistics {
+        struct Samples {
+            var delays: [UInt64] = [], slices: [UInt64] = []
+            var parks: [Fiber.ParkReason: [UInt64]] = [:]
+        }
         var runnableSince: [UInt64: UInt64] = [:]
         var resumedAt: [UInt64: UInt64] = [:]
         var parkedAt: [UInt64: (UInt64, Fiber.ParkReason)] = [:]
-        var delays: [UInt64] = [], slices: [UInt64] = []
-        var parks: [Fiber.ParkReason: [UInt64]] = [:]
+        var byFiber: [UInt64: Samples] = [:]
         for event in events(of: loop) where event.fiber != 0 {
             let id = event.fiber, ts = event.timestamp
             switch event.kind {
             case .spawn:
                 runnableSince[id] = ts
             case .resume:
-                if let since = runnableSince.removeValue(forKey: id), ts >= since { delays.append(ts - since) }
+                if let since = runnableSince.removeValue(forKey: id), ts >= since { byFiber[id, default: .init()].delays.append(ts - since) }
                 resumedAt[id] = ts
             case .yield, .park, .finish:
-                if let start = resumedAt.removeValue(forKey: id), ts >= start { slices.append(ts - start) }
+                if let start = resumedAt.removeValue(forKey: id), ts >= start { byFiber[id, default: .init()].slices.append(ts - start) }
                 if event.kind == .yield { runnableSince[id] = ts }
                 if event.kind == .park, let reason = event.parkReason { parkedAt[id] = (ts, reason) }
             case .wake:
-                if let (since, reason) = parkedAt.removeValue(forKey: id), ts >= since { parks[reason, default: []].append(ts - since) }
+                if let (since, reason) = parkedAt.removeValue(forKey: id), ts >= since {
+                    byFiber[id, default: .init()].parks[reason, default: []].append(ts - since)
+                }
                 runnableSince[id] = ts
             case .loopTurn:
                 continue
             }
         }
+        var all = Samples()
+        for samples in byFiber.values {
+            all.delays += samples.delays
+            all.slices += samples.slices
+            for (reason, durations) in samples.parks { all.parks[reason, default: []] += durations }
+        }
         return Statistics(
-            runnableToRunning: .init(delays), slices: .init(slices), parks: parks.mapValues { .init($0) })
+            runnableToRunning: .init(all.delays), slices: .init(all.slices), parks: all.parks.mapValues { .init($0) },
+            fibers: byFiber.mapValues { samples in
+                Statistics.PerFiber(
+                    runnableToRunning: .init(samples.delays), slices: .init(samples.slices),
+                    parks: samples.parks.mapValues { .init($0) }, runningNanoseconds: samples.slices.reduce(0, +))
+            })
     }
 }

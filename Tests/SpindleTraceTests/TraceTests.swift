@@ -77,6 +77,32 @@ struct TraceTests {
         // near zero).
         #expect(stats.parks[.sleep]!.p50 >= 1_000_000, "\(stats)")
         #expect(stats.description.contains("parked on sleep: 50 ×"), "\(stats)")
+        // Histograms: power-of-two buckets, in order, holding every sample.
+        for summary in [stats.runnableToRunning, stats.slices, stats.parks[.sleep]!] {
+            #expect(summary.histogram.map(\.count).reduce(0, +) == summary.count)
+            #expect(zip(summary.histogram, summary.histogram.dropFirst()).allSatisfy { $0.upperBound < $1.upperBound })
+            #expect(summary.histogram.allSatisfy { $0.upperBound == 0 || $0.upperBound.nonzeroBitCount == 1 || $0.upperBound == .max })
+            #expect(summary.histogram.last!.upperBound >= summary.max)
+        }
+        #expect(stats.parks[.sleep]!.histogram.last!.upperBound >= 1 << 20)  // ≥ 1 ms sleeps land ≥ 2^20 ns
+        // Per fiber: the 50 sleepers, each with its three slices and one sleep.
+        #expect(stats.fibers.count == 50)
+        for fiber in stats.fibers.values {
+            #expect(fiber.slices.count == 3)
+            #expect(fiber.runnableToRunning.count == 3)
+            #expect(fiber.parks[.sleep]?.count == 1)
+            #expect(fiber.runningNanoseconds >= fiber.slices.max)
+        }
+    }
+
+    @Test("histogram buckets are the powers of two above each sample")
+    func histogramBuckets() {
+        let summary = Trace.Statistics.Summary([1025, 0, 1, 2, 3, 4, 5, 1000, 1024])
+        #expect(summary.histogram == [
+            .init(upperBound: 0, count: 1), .init(upperBound: 1, count: 1), .init(upperBound: 2, count: 1),
+            .init(upperBound: 4, count: 2), .init(upperBound: 8, count: 1), .init(upperBound: 1024, count: 2),
+            .init(upperBound: 2048, count: 1),
+        ])
     }
 
     @Test("a trace that cannot be written says which file and why")
