@@ -230,7 +230,10 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
     /// ``wake(_:)`` from an I/O completion: runs the fiber right away when the loop side is in
     /// a plain libuv callback (see `Scheduler.runWoken`), else queues it as `wake` does.
     package func wakeFromCompletion(_ reason: Fiber.WakeReason = .ready) {
-        let core = markWoken(reason)
+        let core = fiber.pointee.sched!
+        let runsNow = core.pointee.draining == 0 && spindle_current_fiber() == nil
+        spindle_trace_record(core, UInt32(SPINDLE_TRACE_IO), id, runsNow ? 1 : 0)
+        _ = markWoken(reason)
         if Scheduler.runWoken(fiber, core: core) { return }
         Scheduler.enqueue(fiber, on: core)
         if core.pointee.draining == 0, core.pointee.idle_active == 0 { Scheduler.of(core).startIdle() }

@@ -69,7 +69,7 @@ extension Scheduler {
 
     /// Writes the recorded events as Chrome trace JSON (it opens in ui.perfetto.dev): each
     /// fiber's running slices on the loop thread's track, ended by a yield, a park (with its
-    /// reason) or its finish; spawns, wakes and loop turns as instants.
+    /// reason) or its finish; spawns, wakes, I/O completions and loop turns as instants.
     package func writeTrace(to path: String) throws(UVError) {
         guard let file = fopen(path, "w") else { throw UVError(code: -errno, operation: "opening the trace file \(path)") }
         defer { fclose(file) }
@@ -105,6 +105,10 @@ extension Scheduler {
                 line = "{\"name\":\"\(what) \(label(event.fiber))\",\"ph\":\"i\",\"s\":\"t\",\"ts\":\(ts),\"pid\":\(pid),\"tid\":\(tid)}"
             case Int32(SPINDLE_TRACE_TURN):
                 line = "{\"name\":\"loop turn\",\"ph\":\"i\",\"s\":\"t\",\"ts\":\(ts),\"pid\":\(pid),\"tid\":\(tid)}"
+            case Int32(SPINDLE_TRACE_IO):
+                let then = event.detail == 1 ? "runs it at once" : "queues it"
+                line = "{\"name\":\"I/O completion for \(label(event.fiber))\",\"ph\":\"i\",\"s\":\"t\",\"ts\":\(ts),"
+                    + "\"pid\":\(pid),\"tid\":\(tid),\"args\":{\"then\":\"\(then)\"}}"
             default:
                 continue
             }

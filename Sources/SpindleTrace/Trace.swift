@@ -3,7 +3,7 @@ import Spindle
 import SpindleLoop
 
 /// The trace recorder: a ring buffer of the scheduler's events — spawn, resume, yield, park
-/// (with its reason), wake, finish and loop turn — exported as Chrome/Perfetto trace JSON that
+/// (with its reason), wake, finish, I/O completion and loop turn — exported as Chrome/Perfetto trace JSON that
 /// opens in ui.perfetto.dev, each fiber's running slices on its loop's track.
 ///
 /// Tracing is compiled in and off by default: each hook is one load and an untaken branch.
@@ -16,6 +16,8 @@ public enum Trace {
     public struct Event: Sendable, Equatable {
         public enum Kind: UInt32, Sendable {
             case spawn = 1, resume, yield, park, wake, finish, loopTurn
+            /// A read or receive completed for a parked fiber (just before its wake).
+            case ioCompletion
         }
         /// CLOCK_MONOTONIC nanoseconds.
         public let timestamp: UInt64
@@ -175,7 +177,7 @@ extension Trace {
                     byFiber[id, default: .init()].parks[reason, default: []].append(ts - since)
                 }
                 runnableSince[id] = ts
-            case .loopTurn:
+            case .loopTurn, .ioCompletion:
                 continue
             }
         }

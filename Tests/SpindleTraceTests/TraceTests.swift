@@ -105,6 +105,38 @@ struct TraceTests {
         ])
     }
 
+    @Test("a read's completion is recorded before the reader's wake, with whether the reader ran from it")
+    func ioCompletion() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("spindle-trace-io-\(getpid()).json").path
+        defer { unlink(path) }
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        let (events, reader, json) = try withRunningLoop("trace-io") { loop -> ([Trace.Event], UInt64, String) in
+            let a = try PipeConnection(adopting: fds[0], loop: loop)
+            let b = try PipeConnection(adopting: fds[1], loop: loop)
+            Trace.start(on: loop)
+            let reader = loop.spawn(name: "reader") {
+                var byte: [UInt8] = [0]
+                _ = try b.read(into: &byte)
+            }
+            loop.spawn(name: "writer") {
+                try Fiber.sleep(for: .milliseconds(1))
+                try a.write([7])
+            }
+            try loop.run()
+            a.close()
+            b.close()
+            let events = Trace.events(of: loop)
+            try Trace.write(loop, to: path)
+            Trace.stop(on: loop)
+            return (events, reader.id, try String(contentsOfFile: path, encoding: .utf8))
+        }
+        let kinds = events.filter { $0.fiber == reader }.map(\.kind)
+        #expect(kinds == [.spawn, .resume, .park, .ioCompletion, .wake, .resume, .finish], "\(kinds)")
+        #expect(json.contains("I/O completion for fiber #\(reader) reader"), "\(json.prefix(2000))")
+        #expect(json.contains("runs it at once"))
+    }
+
     @Test("a trace that cannot be written says which file and why")
     func unwritable() throws {
         let message = try withRunningLoop("trace-unwritable") { loop -> String in

@@ -175,6 +175,8 @@ enum {
     SPINDLE_TRACE_WAKE = 5,    // a parked fiber was made runnable (detail: the wake reason)
     SPINDLE_TRACE_FINISH = 6,  // the fiber's body returned: its slice ends
     SPINDLE_TRACE_TURN = 7,    // a loop iteration reached the scheduler's drain
+    SPINDLE_TRACE_IO = 8,      // an I/O completion (a read, a receive) for a parked fiber (detail:
+                               // 1 when the fiber then runs at once, from the completion)
 };
 
 typedef struct {
