@@ -197,6 +197,17 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
         fiber.pointee.id == id ? Fiber.State(fiber) : .finished
     }
 
+    /// How deep this fiber's stack has gone so far (its high-water mark), against the stack's
+    /// size — when it was spawned in painting mode (``StackPool/paintsStacks``); nil otherwise,
+    /// and once it has finished (the deepest finished fiber is ``Scheduler/stackHighWater``).
+    /// Scans the stack: a debugging aid. Call it on the fiber's loop thread.
+    public var stackHighWater: Scheduler.StackHighWater? {
+        guard fiber.pointee.id == id, fiber.pointee.painted != 0,
+            fiber.pointee.state != UInt8(SPINDLE_FIBER_FINISHED)
+        else { return nil }
+        return Scheduler.of(fiber.pointee.sched).highWater(of: fiber)
+    }
+
     /// Makes a parked fiber runnable; ``Fiber/park(_:detail:)`` returns `reason` in it.
     ///
     /// Must be called on the fiber's loop thread, for a fiber that is parked. Waking a fiber that

@@ -64,11 +64,15 @@ public final class Scheduler: EventLoopAttachment {
     public private(set) var stackHighWater: StackHighWater?
 
     func measureStack(of fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        let mark = highWater(of: fiber)
         fiber.pointee.painted = 0
-        let used = stacks.usedBytes(of: fiber)
-        let size = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
-        let mark = StackHighWater(usedBytes: used, stackBytes: size, fiber: Self.describeShort(fiber))
         if stackHighWater.map({ mark.fraction > $0.fraction }) ?? true { stackHighWater = mark }
+    }
+
+    /// How deep `fiber`'s painted stack has gone so far, against its size.
+    func highWater(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> StackHighWater {
+        let size = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
+        return StackHighWater(usedBytes: stacks.usedBytes(of: fiber), stackBytes: size, fiber: Self.describeShort(fiber))
     }
 
     static func describeShort(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) -> String {

@@ -138,6 +138,35 @@ struct DoctorTests {
             }
         }
         #expect(!shallow.names(.stackNearLimit), "\(shallow)")
+        // Per fiber, while it runs: a parked fiber's own mark, none without painting.
+        let (live, unpainted, afterFinish) = try withRunningLoop("doctor-stack-live") { loop -> (Scheduler.StackHighWater?, Scheduler.StackHighWater?, Scheduler.StackHighWater?) in
+            loop.scheduler.stacks.paintsStacks = true
+            let deepRef = Box<FiberRef?>(nil)
+            let release = Channel<Int>()
+            loop.spawn(name: "parked-deep") {
+                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20 * 1024) { buffer in
+                    buffer.initialize(repeating: 1)
+                    deepRef.value = Fiber.current
+                    _ = try? release.receive()
+                }
+            }
+            var marks: (Scheduler.StackHighWater?, Scheduler.StackHighWater?) = (nil, nil)
+            loop.spawn {
+                Fiber.yield()
+                marks.0 = deepRef.value?.stackHighWater
+                loop.scheduler.stacks.paintsStacks = false
+                loop.spawn(name: "unpainted") { marks.1 = Fiber.current.stackHighWater }
+                Fiber.yield()
+                try? release.send(1)
+            }
+            try loop.run()
+            return (marks.0, marks.1, deepRef.value?.stackHighWater)
+        }
+        let liveMark = try #require(live)
+        #expect(liveMark.usedBytes >= 20 * 1024 && liveMark.usedBytes < 64 * 1024, "\(liveMark)")
+        #expect(liveMark.fiber.contains("parked-deep"))
+        #expect(unpainted == nil)
+        #expect(afterFinish == nil)
         #expect((shallow.evidence.stackHighWater?.usedBytes ?? 0) >= 4 * 1024)
     }
 
