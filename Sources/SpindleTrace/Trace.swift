@@ -121,8 +121,11 @@ extension Trace {
 
         /// One fiber's distributions (the same three as the loop's).
         public struct PerFiber: Sendable, CustomStringConvertible {
+            /// From this fiber becoming runnable to running.
             public let runnableToRunning: Summary
+            /// This fiber's slices, resume to yield, park or finish.
             public let slices: Summary
+            /// This fiber's parks, park to wake, by reason.
             public let parks: [Fiber.ParkReason: Summary]
             /// Nanoseconds the fiber ran in all (the sum of its slices).
             public let runningNanoseconds: UInt64
