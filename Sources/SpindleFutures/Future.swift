@@ -58,7 +58,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     }
 
     /// Whether the future has completed.
-    @inlinable public var isComplete: Bool { result != nil }
+    @inlinable public var isComplete: Bool { root.core.pointee.state != .pending }
 
     /// The outcome of `source`, a completed future of this type (the argument callbacks get).
     @inlinable
