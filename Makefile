@@ -121,7 +121,7 @@ tsan: deps-test
 	TSAN_OPTIONS="exitcode=66 $(TSAN_OPTIONS)" $(SWIFT) test --skip-build $(TSAN_FLAGS) --disable-xctest
 
 clean:
-	rm -rf .build .build-asan .build-tsan Benchmarks/.build $(BENCH_OUT)
+	rm -rf .build .build-asan .build-tsan Benchmarks/.build Benchmarks/.build-notrace $(BENCH_OUT)
 
 valgrind: deps-test
 	$(call ensure_packages,valgrind binutils)
