@@ -1,4 +1,20 @@
+import Glibc
 import SpindleLoop
+
+/// Runs `body` alone among the callers of this function (in sanitizer builds; at once
+/// otherwise). Under ASan or TSan every live fiber costs sanitizer mappings of its own (TSan: a
+/// 512 KiB shadow stack), and tests that hold thousands of fibers at once, running in parallel,
+/// could together pass vm.max_map_count: TSan then stops the process ("out of memory: failed
+/// to allocate ... shadow stack").
+public func withManyFibers<T>(_ body: () throws -> T) rethrows -> T {
+    #if SPINDLE_SANITIZERS
+    pthread_mutex_lock(&manyFibersLock)
+    defer { pthread_mutex_unlock(&manyFibersLock) }
+    #endif
+    return try body()
+}
+
+nonisolated(unsafe) private var manyFibersLock = pthread_mutex_t()
 
 /// A mutable value shared with closures that run on a loop's own thread.
 public final class Box<T>: @unchecked Sendable {

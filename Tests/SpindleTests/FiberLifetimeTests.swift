@@ -89,7 +89,7 @@ struct FiberLifetimeTests {
         #else
         let fibers = 40_000  // guarded, that is 80,000 mappings: over the default vm.max_map_count
         #endif
-        let (parkedAtOnce, finished, mapped, slabbed) = try withLoop { loop -> (UInt64, Int, Int, Bool) in
+        let (parkedAtOnce, finished, mapped, slabbed) = try withManyFibers { try withLoop { loop -> (UInt64, Int, Int, Bool) in
             let stacks = loop.scheduler.stacks
             stacks.guardPages = false
             defer { stacks.guardPages = true }
@@ -109,7 +109,7 @@ struct FiberLifetimeTests {
             try loop.run()
             // Whole slabs: the count of stacks mapped is a multiple of the slab size.
             return (parkedAtOnce, finished, stacks.mappedCount, stacks.mappedCount % StackPool.slabStacks == 0)
-        }
+        } }
         #expect(parkedAtOnce == UInt64(fibers))
         #expect(finished == fibers)
         #expect(mapped >= fibers)

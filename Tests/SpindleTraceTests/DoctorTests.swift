@@ -20,6 +20,10 @@ struct DoctorTests {
     /// Runs `operations` fibers of `body` twice on a fresh loop and returns the doctor's report
     /// on the second round (the first maps the stacks a healthy pool then reuses).
     func diagnose(_ setUp: @escaping (EventLoop) -> Void = { _ in }, _ body: @escaping () -> Void) throws -> Doctor.Report {
+        try withManyFibers { try diagnoseAlone(setUp, body) }
+    }
+
+    private func diagnoseAlone(_ setUp: @escaping (EventLoop) -> Void, _ body: @escaping () -> Void) throws -> Doctor.Report {
         try withRunningLoop("doctor-test") { loop -> Doctor.Report in
             setUp(loop)
             for _ in 0..<Self.operations { loop.spawnDetached(body) }
