@@ -245,7 +245,7 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
         let runsNow = core.pointee.draining == 0 && spindle_current_fiber() == nil
         spindle_trace_record(core, UInt32(SPINDLE_TRACE_IO), id, runsNow ? 1 : 0)
         _ = markWoken(reason)
-        if Scheduler.runWoken(fiber, core: core) { return }
+        if runsNow { return Scheduler.runWoken(fiber, core: core) }
         Scheduler.enqueue(fiber, on: core)
         if core.pointee.draining == 0, core.pointee.idle_active == 0 { Scheduler.of(core).startIdle() }
     }
