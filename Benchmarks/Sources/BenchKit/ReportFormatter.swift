@@ -74,7 +74,25 @@ package enum ReportFormatter {
             let worstCell = worst.map { "\($0.executor): \(number($0.median)) ms (\(String(format: "%.1fx", $0.ratio!)))" } ?? "—"
             text += "| \(variant) | \(cell("callbacks")) | \(cell("futures")) | \(cell("fibers")) | \(peerCell) | \(worstCell) |\n"
         }
-        return text + "\n"
+        return text + "\n" + prefaulted(report)
+    }
+
+    /// One line on fibers starting cold on a prefaulted pool: first run over the warm median.
+    static func prefaulted(_ report: Report) -> String {
+        let ratios: [String] = ["yield", "timer", "io"].compactMap { variant in
+            func row(_ phase: String) -> BenchResult? {
+                report.results.first {
+                    $0.workload == "fanout" && $0.variant == variant && $0.executor == "fibers" && $0.phase == phase
+                }
+            }
+            guard let first = row("prefaulted"), let warm = row("warm") else { return nil }
+            let faults = [first, row("cold")].map { $0?.per_op?["faults"].map(number) ?? "?" }
+            return "\(variant) \(String(format: "%.2fx", first.median / warm.median)) "
+                + "(\(faults[0]) page faults per operation; \(faults[1]) on fresh stacks)"
+        }
+        guard !ratios.isEmpty else { return "" }
+        return "Fibers on a prefaulted stack pool, first run over warm runs (target ≤ 2): "
+            + ratios.joined(separator: ", ") + ".\n\n"
     }
 
     /// The pitfall gallery: each mistake's factor and where its time goes.

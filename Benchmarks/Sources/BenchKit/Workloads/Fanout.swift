@@ -25,6 +25,9 @@ package enum FanoutWorkload {
     }
     package static let ops = 10_000
     package static let steps = 10
+    /// How deep `spindle-bench` prefaults each pooled stack before its "prefaulted" trials: the
+    /// top page, the one a fanout fiber touches (one page fault an operation on fresh stacks).
+    package static let prefaultDepth = 0
 
     /// Per-executor state that survives between trials (stack pools: what makes a run warm).
     package final class State {
