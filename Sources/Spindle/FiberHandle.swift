@@ -131,6 +131,10 @@ final class FiberBody {
         }
     }
 
+    /// Whether the finished body keeps nothing whose lifetime a program could observe: no
+    /// value that needs destroying, no buffer, no error.
+    var hasNothingToDestroy: Bool { valueDestroyer == nil && valueBuffer == nil && error == nil }
+
     /// Makes a finished body ready for another spawn.
     func reset() {
         discardValue()
@@ -225,5 +229,63 @@ public struct FiberHandle<T> {
     public func cancel() {
         guard let fiber = task.fiber else { return }
         FiberRef(fiber).cancel()
+    }
+}
+
+/// A first-in first-out ring of fiber bodies (the scheduler's held bodies): append at the back,
+/// take from the front. Each slot holds a +1 reference as a raw pointer: no array uniqueness
+/// checks and no reference counting beyond the one the ring owns. Grows by doubling; the
+/// scheduler frees it (``removeAll()``) when it closes.
+struct BodyRing {
+    private var slots: UnsafeMutablePointer<UnsafeMutableRawPointer>?
+    private var capacity = 0
+    private var head = 0
+    private(set) var count = 0
+
+    mutating func append(_ body: __owned FiberBody) {
+        if count == capacity { grow() }
+        slots.unsafelyUnwrapped[(head + count) & (capacity - 1)] = Unmanaged.passRetained(body).toOpaque()
+        count += 1
+    }
+
+    mutating func popLast() -> FiberBody? {
+        guard count > 0 else { return nil }
+        count -= 1
+        let raw = slots.unsafelyUnwrapped[(head + count) & (capacity - 1)]
+        return Unmanaged<FiberBody>.fromOpaque(raw).takeRetainedValue()
+    }
+
+    mutating func prepend(_ body: __owned FiberBody) {
+        if count == capacity { grow() }
+        head = (head &- 1) & (capacity - 1)
+        slots.unsafelyUnwrapped[head] = Unmanaged.passRetained(body).toOpaque()
+        count += 1
+    }
+
+    mutating func popFirst() -> FiberBody? {
+        guard count > 0 else { return nil }
+        let raw = slots.unsafelyUnwrapped[head]
+        head = (head + 1) & (capacity - 1)
+        count -= 1
+        return Unmanaged<FiberBody>.fromOpaque(raw).takeRetainedValue()
+    }
+
+    /// Releases every body and frees the slots.
+    mutating func removeAll() {
+        while popFirst() != nil {}
+        slots?.deallocate()
+        slots = nil
+        capacity = 0
+        head = 0
+    }
+
+    private mutating func grow() {
+        let larger = max(16, capacity * 2)  // a power of two: indices wrap with a mask
+        let new = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: larger)
+        for index in 0..<count { new[index] = slots.unsafelyUnwrapped[(head + index) & (capacity - 1)] }
+        slots?.deallocate()
+        slots = new
+        capacity = larger
+        head = 0
     }
 }

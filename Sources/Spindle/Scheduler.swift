@@ -23,7 +23,14 @@ public final class Scheduler: EventLoopAttachment {
     @exclusivity(unchecked) var sleepTimers: [UnsafeMutableRawPointer] = []
     /// Finished bodies nobody else references, ready for reuse.
     @exclusivity(unchecked) private var freeBodies: [FiberBody] = []
-    /// How many finished fiber bodies (about 100 bytes each) are kept for reuse.
+    /// Finished bodies whose handles were still alive when their fibers were reclaimed, kept
+    /// only when their result has nothing to destroy (no object, no error, no buffer): once
+    /// every handle to one is gone, a later spawn reuses it instead of allocating. A `spawn { … }` whose handles are joined and dropped later (a wave of
+    /// workers, say) then allocates no body of its own. Holding them changes no lifetime a
+    /// program can see: a plain value has no deinit.
+    @exclusivity(unchecked) private var heldBodies = BodyRing()
+    /// How many finished fiber bodies (about 120 bytes each) are kept for reuse, free ones and
+    /// held ones together.
     @exclusivity(unchecked) public var maximumPooledBodies = 1 << 16
     @exclusivity(unchecked) private var isClosed = false
 
@@ -146,7 +153,26 @@ public final class Scheduler: EventLoopAttachment {
     /// A body object from the pool, or a new one.
     @usableFromInline
     func takeBody() -> FiberBody {
-        freeBodies.popLast() ?? FiberBody()
+        if let body = freeBodies.popLast() { return body }
+        if let body = takeHeldBody() { return body }
+        core.pointee.bodies_made &+= 1
+        return FiberBody()
+    }
+
+    /// The most recently held body whose handles are gone, reset for reuse (the last held is
+    /// the likeliest still in the cache). A body whose handle lives on moves to the front of
+    /// the ring; a spawn looks at no more than four.
+    @usableFromInline
+    func takeHeldBody() -> FiberBody? {
+        for _ in 0..<min(4, heldBodies.count) {
+            var body = heldBodies.popLast().unsafelyUnwrapped
+            if isKnownUniquelyReferenced(&body) {
+                body.reset()
+                return body
+            }
+            heldBodies.prepend(body)
+        }
+        return nil
     }
 
     /// Gives `task` a stack and a control block and puts it in the run queue.
@@ -281,9 +307,13 @@ public final class Scheduler: EventLoopAttachment {
         if let raw = fiber.pointee.body {
             var body = Unmanaged<FiberBody>.fromOpaque(raw).takeRetainedValue()
             fiber.pointee.body = nil
-            if isKnownUniquelyReferenced(&body), freeBodies.count < maximumPooledBodies {
-                body.reset()
-                freeBodies.append(body)
+            if freeBodies.count + heldBodies.count < maximumPooledBodies {
+                if isKnownUniquelyReferenced(&body) {
+                    body.reset()
+                    freeBodies.append(body)
+                } else if body.hasNothingToDestroy {
+                    heldBodies.append(body)
+                }
             }
         }
         #if SPINDLE_SANITIZERS
@@ -317,6 +347,8 @@ public final class Scheduler: EventLoopAttachment {
         pooledTimers.removeAll()
         closeSleepTimers()
         stacks.trim()
+        freeBodies.removeAll()
+        heldBodies.removeAll()
         writeEnvironmentTrace()
     }
 
@@ -371,6 +403,9 @@ public final class Scheduler: EventLoopAttachment {
         /// Wakes by an I/O completion (a read, a receive) that ran their fiber at once, from
         /// the completion's callback, instead of queueing it for the next drain.
         public var completionResumes: UInt64
+        /// Body objects allocated for joinable fibers (``EventLoop/spawn(name:stackSize:_:)``):
+        /// the rest of those spawns reused a finished body, one whose handles were gone.
+        public var bodiesMade: UInt64
         /// Parks by what the fiber waited for (reasons that never occurred are absent). Built
         /// when asked: reading the counters allocates nothing.
         public var parksByReason: [Fiber.ParkReason: UInt64] {
@@ -416,6 +451,7 @@ public final class Scheduler: EventLoopAttachment {
             runQueueHighWater = core.run_queue_high_water
             loopTurns = core.turns
             completionResumes = core.completion_resumes
+            bodiesMade = core.bodies_made
             parkCounts = ParkCounts(counts: core.parks_by_reason)
             let (ticksNow, nsNow) = (spindle_trace_clock(), spindle_monotonic_ns())
             let ticks = ticksNow &- core.clock_ticks0
@@ -427,6 +463,7 @@ public final class Scheduler: EventLoopAttachment {
     }
 
     deinit {
+        heldBodies.removeAll()
         spindle_sched_unregister(core)
         stopTracing()
         core.deallocate()

@@ -161,6 +161,48 @@ struct FiberLifetimeTests {
         #expect(releasedFromLarge == nil)
     }
 
+    @Test("a finished fiber's body is reused once its handles are gone, never while one lives")
+    func bodiesReusedAfterHandles() throws {
+        let (made, values, kept, keptID) = try withLoop { loop -> ([UInt64], [Int], Int, Bool) in
+            var made: [UInt64] = []
+            var values: [Int] = []
+            let keeper = loop.spawn { 4242 }  // its handle lives through every wave below
+            let keeperID = keeper.id
+            for wave in 0..<3 {
+                let before = loop.scheduler.counters.bodiesMade
+                var handles = (0..<100).map { index in loop.spawn { wave * 1_000 + index } }
+                try loop.run()
+                values.append(try handles.map { try $0.join() }.reduce(0, +))
+                handles.removeAll()  // the bodies are now only the pool's
+                made.append(loop.scheduler.counters.bodiesMade - before)
+            }
+            return (made, values, try keeper.join(), keeper.id == keeperID)
+        }
+        // The first wave makes its bodies; later ones reuse them (the keeper's is never taken).
+        #expect(made == [100, 0, 0])
+        #expect(values == [4_950, 104_950, 204_950])
+        #expect(kept == 4242)
+        #expect(keptID)
+    }
+
+    @Test("a finished fiber's object result or error goes with its last handle, not later with the pool")
+    func heldResultsReleasedWithHandle() throws {
+        struct Boom: Error, @unchecked Sendable { let tracked: Tracked }
+        let counter = DeinitCounter()
+        let (whileHeld, afterDrop) = try withLoop { loop -> (Int, Int) in
+            var object: FiberHandle<Tracked>? = loop.spawn { Tracked(counter) }
+            var failing: FiberHandle<Int>? = loop.spawn { () throws -> Int in throw Boom(tracked: Tracked(counter)) }
+            try loop.run()
+            let whileHeld = counter.count
+            object = nil
+            failing = nil
+            withExtendedLifetime((object, failing)) {}
+            return (whileHeld, counter.count)
+        }
+        #expect(whileHeld == 0)
+        #expect(afterDrop == 2)
+    }
+
     @Test("a fiber gets the stack size it asks for")
     func customStackSize() throws {
         let used = try withLoop { loop -> Int in

@@ -106,6 +106,7 @@ struct spindle_sched {
     uint64_t run_queue_high_water;
     uint64_t turns;              // loop iterations (the drain watcher runs once per iteration)
     uint64_t completion_resumes; // fibers run straight from the I/O completion that woke them
+    uint64_t bodies_made;        // joinable fibers' body objects allocated (not reused from the pool)
     uint64_t drain_ticks;        // spindle_trace_clock() ticks spent draining (running fibers)
     uint64_t clock_ticks0;       // a spindle_trace_clock() reading and the CLOCK_MONOTONIC ns
     uint64_t clock_ns0;          // taken with it at start: they turn ticks into nanoseconds
