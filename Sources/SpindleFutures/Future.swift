@@ -35,7 +35,11 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
 
     @inlinable
     static func make(loop: EventLoop, file: StaticString, line: UInt) -> Future<Value> {
-        let buffer = Self.create(minimumCapacity: 1) { _ in FutureState(loop: loop, file: file, line: line) }
+        // No element for a value of no size (Void): a byte of tail would round the object up
+        // to the next malloc size.
+        let buffer = Self.create(minimumCapacity: MemoryLayout<Value>.size == 0 ? 0 : 1) { _ in
+            FutureState(loop: loop, file: file, line: line)
+        }
         return unsafeDowncast(buffer, to: Future<Value>.self)
     }
 
@@ -98,8 +102,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if let outcome = result {
             callback(outcome)
         } else {
-            let root = self.root
-            root.core.pointee.add { source in callback(Self.completed(source)) }
+            root.core.pointee.add(target: nil, payload: FutureState.Words(Observer(run: callback))) { source, _, payload in
+                payload.as(Observer<Value>.self).run(Self.completed(source))
+            }
         }
     }
 
@@ -138,13 +143,11 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// Runs the callbacks of a future that has just completed, in the order they were added.
     @inlinable
     func runCallbacks() {
-        // Taken out first: the callbacks read this future's header.
-        guard let first = core.pointee.firstCallback else { return }
-        core.pointee.firstCallback = nil
-        let rest = core.pointee.moreCallbacks
-        if !rest.isEmpty { core.pointee.moreCallbacks = [] }
-        first.run(self)
-        for callback in rest { callback.run(self) }
+        // Moved out first (no retain): the callbacks read this future's header.
+        guard let first = core.pointee.firstCallback.take() else { return }
+        let rest = core.pointee.moreCallbacks.take()
+        first.run(self, first.target, first.payload)
+        if let rest { for callback in rest { callback.run(self, callback.target, callback.payload) } }
     }
 
     /// Completes `target` with this future's outcome when it arrives (at once if it is here).
@@ -181,7 +184,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
                 state.pointee.forward = target
             }
         } else {
-            state.pointee.add { source in target.complete(Self.completed(source)) }
+            state.pointee.add(target: target, payload: FutureState.Words()) { source, target, _ in
+                unsafeDowncast(target.unsafelyUnwrapped, to: Future<Value>.self).complete(Self.completed(source))
+            }
         }
     }
 
@@ -206,9 +211,10 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             return Future<NewValue>.make(loop: loop, outcome: Result { try transform(outcome.get()) }, file: file, line: line)
         }
         let next = Future<NewValue>.make(loop: loop, file: file, line: line)
-        let root = self.root
-        root.core.pointee.add { source in
-            next.complete(Result { try transform(Self.completed(source).get()) })
+        root.core.pointee.add(target: next, payload: FutureState.Words(Transform(run: transform))) { source, next, payload in
+            let transform = payload.as(Transform<Value, NewValue>.self).run
+            unsafeDowncast(next.unsafelyUnwrapped, to: Future<NewValue>.self)
+                .complete(Result { try transform(Self.completed(source).get()) })
         }
         return next
     }
@@ -224,10 +230,10 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         case nil: break
         }
         let chained = Future<NewValue>.make(loop: loop, file: file, line: line)
-        let root = self.root
-        root.core.pointee.add { source in
+        root.core.pointee.add(target: chained, payload: FutureState.Words(Step(run: next))) { source, chained, payload in
+            let chained = unsafeDowncast(chained.unsafelyUnwrapped, to: Future<NewValue>.self)
             switch Self.completed(source) {
-            case .success(let value): next(value).cascade(to: chained)
+            case .success(let value): payload.as(Step<Value, NewValue>.self).run(value).cascade(to: chained)
             case .failure(let error): chained.complete(.failure(error))
             }
         }
@@ -249,9 +255,10 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         case nil: break
         }
         let chained = Future<NewValue>.make(loop: loop, file: file, line: line)
-        self.root.core.pointee.add { source in
+        root.core.pointee.add(target: chained, payload: FutureState.Words(VoidStep(run: next))) { source, chained, payload in
+            let chained = unsafeDowncast(chained.unsafelyUnwrapped, to: Future<NewValue>.self)
             switch Self.completed(source) {
-            case .success: next().cascade(to: chained)
+            case .success: payload.as(VoidStep<NewValue>.self).run().cascade(to: chained)
             case .failure(let error): chained.complete(.failure(error))
             }
         }
@@ -264,11 +271,11 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         file: StaticString = #fileID, line: UInt = #line, _ recover: @escaping (any Error) -> Future<Value>
     ) -> Future<Value> {
         let recovered = Future<Value>.make(loop: loop, file: file, line: line)
-        let root = self.root
-        root.core.pointee.add { source in
+        root.core.pointee.add(target: recovered, payload: FutureState.Words(Step(run: recover))) { source, recovered, payload in
+            let recovered = unsafeDowncast(recovered.unsafelyUnwrapped, to: Future<Value>.self)
             switch Self.completed(source) {
             case .success(let value): recovered.complete(.success(value))
-            case .failure(let error): recover(error).cascade(to: recovered)
+            case .failure(let error): payload.as(Step<any Error, Value>.self).run(error).cascade(to: recovered)
             }
         }
         return recovered
@@ -320,44 +327,98 @@ public struct FutureState {
     /// (see `Future.cascade(to:)`); it reads and observes through that one.
     @usableFromInline enum State: UInt8 { case pending, succeeded, failed, linked }
 
+    // Laid out so that a whole future (object header, this, a Void or Int value) stays within
+    // 104-112 bytes, one 112- or 128-byte malloc chunk, with the fields a completion reads first.
     @usableFromInline let loop: EventLoop
     @usableFromInline var state = State.pending
-    @usableFromInline var error: (any Error)?
+    /// Where the promise was made (`file` is a `StaticString`'s UTF-8, taken apart so that it
+    /// packs with `line` and `state`).
+    @usableFromInline let fileLength: UInt16
+    @usableFromInline let line: UInt32
     @usableFromInline var firstCallback: Callback?
-    @usableFromInline var moreCallbacks: [Callback] = []
     /// The future (of the same value type) to complete after this one: see `cascade(to:)`.
     @usableFromInline var forward: AnyObject?
-    @usableFromInline let file: StaticString
-    @usableFromInline let line: UInt
+    @usableFromInline var error: (any Error)?
+    @usableFromInline var moreCallbacks: [Callback]?
+    @usableFromInline let file: UnsafeRawPointer
 
-    @usableFromInline
+    @inlinable
     init(loop: EventLoop, file: StaticString, line: UInt) {
         self.loop = loop
-        self.file = file
-        self.line = line
+        if file.hasPointerRepresentation {
+            self.file = UnsafeRawPointer(file.utf8Start)
+            fileLength = UInt16(truncatingIfNeeded: min(file.utf8CodeUnitCount, Int(UInt16.max)))
+        } else {
+            self.file = UnsafeRawPointer(("?" as StaticString).utf8Start)
+            fileLength = 1
+        }
+        self.line = UInt32(truncatingIfNeeded: line)
+    }
+
+    /// "file:line" where the promise was made.
+    var origin: String {
+        String(decoding: UnsafeRawBufferPointer(start: file, count: Int(fileLength)), as: UTF8.self) + ":\(line)"
     }
 
     /// A callback in a concrete struct: an Optional or Array of bare functions keeps them at
     /// the generic abstraction, and converting each one in and out allocates a thunk.
-    /// Callbacks get the completed future (as `AnyObject`) rather than capturing it.
+    ///
+    /// `run` captures nothing (where the types are known, it is a bare function): it gets the
+    /// completed future, the future it completes (`target`) and the closure that goes with it
+    /// (`payload`: a flatMap's next step, a map's transform, a whenComplete's callback). A
+    /// closure capturing those two would be one more object a callback.
     @usableFromInline struct Callback {
-        @usableFromInline let run: (AnyObject) -> Void
-        @inlinable init(_ run: @escaping (AnyObject) -> Void) { self.run = run }
+        @usableFromInline let run: (_ source: AnyObject, _ target: AnyObject?, _ payload: Words) -> Void
+        @usableFromInline let target: AnyObject?
+        @usableFromInline let payload: Words
+
+        @inlinable
+        init(run: @escaping (_ source: AnyObject, _ target: AnyObject?, _ payload: Words) -> Void, target: AnyObject?, payload: Words) {
+            (self.run, self.target, self.payload) = (run, target, payload)
+        }
+    }
+
+    /// A closure's two words (function and retained context), kept without its type: made
+    /// from and read back as exactly the same one-closure struct (``Step``, ``VoidStep``,
+    /// ``Transform``, ``Observer``). The struct keeps the closure at its declared abstraction;
+    /// a bare closure cast through a generic parameter would be re-abstracted, and the thunk
+    /// that does it is an allocation.
+    @usableFromInline struct Words {
+        @usableFromInline let function: UnsafeRawPointer?
+        @usableFromInline let context: AnyObject?
+
+        @inlinable init() { (function, context) = (nil, nil) }
+
+        @inlinable init<Closure>(_ closure: Closure) {
+            assert(MemoryLayout<Closure>.size == MemoryLayout<Words>.size)
+            self = unsafeBitCast(closure, to: Words.self)
+        }
+
+        @inlinable func `as`<Closure>(_: Closure.Type) -> Closure { unsafeBitCast(self, to: Closure.self) }
     }
 
     @inlinable
-    mutating func add(_ callback: @escaping (AnyObject) -> Void) {
-        if firstCallback == nil { firstCallback = Callback(callback) } else { moreCallbacks.append(Callback(callback)) }
+    mutating func add(
+        target: AnyObject?, payload: Words, _ run: @escaping (_ source: AnyObject, _ target: AnyObject?, _ payload: Words) -> Void
+    ) {
+        let callback = Callback(run: run, target: target, payload: payload)
+        if firstCallback == nil {
+            firstCallback = callback
+        } else if moreCallbacks == nil {
+            moreCallbacks = [callback]
+        } else {
+            moreCallbacks!.append(callback)
+        }
     }
 
     @inline(never) @usableFromInline
     func completedTwice() -> Never {
-        fatalError("a Promise was completed twice (made at \(file):\(line))")
+        fatalError("a Promise was completed twice (made at \(origin))")
     }
 
     @usableFromInline
     func reportDropped() {
-        spindleWarning("a Future was dropped before its Promise was completed (made at \(file):\(line)); "
+        spindleWarning("a Future was dropped before its Promise was completed (made at \(origin)); "
             + "whatever waited for it will never run")
     }
 }
@@ -435,4 +496,31 @@ extension EventLoop {
 struct UncheckedTransfer<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
+}
+
+// The closures a callback carries as its payload, each in a struct that spells its type (see
+// `FutureState.Words`).
+
+/// A flatMap's next step or a flatMapError's recovery.
+@usableFromInline struct Step<Input, Output> {
+    @usableFromInline let run: (Input) -> Future<Output>
+    @inlinable init(run: @escaping (Input) -> Future<Output>) { self.run = run }
+}
+
+/// The next step of a flatMap on a `Void` future.
+@usableFromInline struct VoidStep<Output> {
+    @usableFromInline let run: () -> Future<Output>
+    @inlinable init(run: @escaping () -> Future<Output>) { self.run = run }
+}
+
+/// A map's transform.
+@usableFromInline struct Transform<Input, Output> {
+    @usableFromInline let run: (Input) throws -> Output
+    @inlinable init(run: @escaping (Input) throws -> Output) { self.run = run }
+}
+
+/// A whenComplete callback.
+@usableFromInline struct Observer<Value> {
+    @usableFromInline let run: (Result<Value, any Error>) -> Void
+    @inlinable init(run: @escaping (Result<Value, any Error>) -> Void) { self.run = run }
 }
