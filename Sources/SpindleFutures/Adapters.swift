@@ -81,8 +81,8 @@ extension SpindleLoop.Timer {
         let future = Future<Void>.make(loop: loop, file: file, line: line)
         payload = future
         setCallback { timer in
-            guard let pending = timer.payload else { return }
-            timer.payload = nil
+            // Moved out of the slot: this reference keeps the future alive while it completes.
+            guard let pending = timer.payload.take() else { return }
             unsafeDowncast(pending, to: Future<Void>.self).complete(.success(()))
         }
         start(after: delay)

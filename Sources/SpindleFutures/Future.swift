@@ -28,6 +28,12 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// The loop whose thread runs this future's callbacks.
     @inlinable public var loop: EventLoop { core.pointee.loop }
 
+    /// Whether the caller runs on the loop's thread, read without a retain of the loop (the
+    /// future's header holds it).
+    @inlinable var isOnLoopThread: Bool {
+        Unmanaged.passUnretained(core.pointee.loop)._withUnsafeGuaranteedRef { $0.isOnLoopThread }
+    }
+
     /// The header, reached through its address: the `header` property is a class's stored
     /// property, and each access to it paid a dynamic exclusivity check (~200 instructions a
     /// step of a future chain). Everything here runs on the loop's thread, one call at a time.
@@ -97,8 +103,8 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
 
     /// Runs `callback` with the outcome, on the loop's thread (at once if already complete).
     @inlinable
-    public func whenComplete(_ callback: @escaping (Result<Value, any Error>) -> Void) {
-        loop.preconditionOnLoopThread("Future.whenComplete")
+    public func whenComplete(_ callback: __owned @escaping (Result<Value, any Error>) -> Void) {
+        if _slowPath(!isOnLoopThread) { loop.preconditionOnLoopThread("Future.whenComplete") }
         if let outcome = result {
             callback(outcome)
         } else {
@@ -124,20 +130,27 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
 
     @inlinable
     func complete(_ outcome: Result<Value, any Error>) {
-        guard loop.isOnLoopThread else { return completeFromAnotherThread(outcome) }
+        guard isOnLoopThread else { return completeFromAnotherThread(outcome) }
         // A chain of flatMaps forwards each future's outcome to the next one up: that walk is a
         // loop here, not recursion, so a chain of a million steps cannot overflow the stack.
-        var current = root
-        while true {
-            let state = current.core
-            if _slowPath(state.pointee.state != .pending) { state.pointee.completedTwice() }
-            current.store(outcome)
-            let forward = state.pointee.forward
-            state.pointee.forward = nil
-            current.runCallbacks()
-            guard let forward else { return }
-            current = unsafeDowncast(forward, to: Future<Value>.self)
+        // This future is the caller's to keep alive; each one further up is held by the slot it
+        // was moved out of (no reference count changes on the way).
+        var forward = _slowPath(core.pointee.state == .linked) ? root.completeOne(outcome) : completeOne(outcome)
+        while let next = forward {
+            forward = unsafeDowncast(next, to: Future<Value>.self).completeOne(outcome)
         }
+    }
+
+    /// Completes this future alone and runs its callbacks; the future to complete next, moved
+    /// out of its forward slot.
+    @inlinable
+    func completeOne(_ outcome: Result<Value, any Error>) -> AnyObject? {
+        let state = core
+        if _slowPath(state.pointee.state != .pending) { state.pointee.completedTwice() }
+        store(outcome)
+        let forward = state.pointee.forward.take()
+        runCallbacks()
+        return forward
     }
 
     /// Runs the callbacks of a future that has just completed, in the order they were added.
@@ -205,7 +218,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// throws, fails it).
     @inlinable
     public func map<NewValue>(
-        file: StaticString = #fileID, line: UInt = #line, _ transform: @escaping (Value) throws -> NewValue
+        file: StaticString = #fileID, line: UInt = #line, _ transform: __owned @escaping (Value) throws -> NewValue
     ) -> Future<NewValue> {
         if let outcome = result {  // already complete: no promise, no callback
             return Future<NewValue>.make(loop: loop, outcome: Result { try transform(outcome.get()) }, file: file, line: line)
@@ -222,7 +235,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// A future that completes with the future `next` returns for this one's value.
     @inlinable
     public func flatMap<NewValue>(
-        file: StaticString = #fileID, line: UInt = #line, _ next: @escaping (Value) -> Future<NewValue>
+        file: StaticString = #fileID, line: UInt = #line, _ next: __owned @escaping (Value) -> Future<NewValue>
     ) -> Future<NewValue> {
         switch result {
         case .success(let value)?: return next(value)
@@ -243,7 +256,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// `flatMap` for a future of `Void`, taking a closure without a parameter.
     @inlinable
     public func flatMap<NewValue>(
-        file: StaticString = #fileID, line: UInt = #line, _ next: @escaping () -> Future<NewValue>
+        file: StaticString = #fileID, line: UInt = #line, _ next: __owned @escaping () -> Future<NewValue>
     ) -> Future<NewValue> where Value == Void {
         // Not a call to the general flatMap: the optimiser specialises a combinator for the
         // closure literal it is given, rebuilds the closure in its natural calling convention
@@ -268,7 +281,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// A future that recovers from this one's error with the future `recover` returns.
     @inlinable
     public func flatMapError(
-        file: StaticString = #fileID, line: UInt = #line, _ recover: @escaping (any Error) -> Future<Value>
+        file: StaticString = #fileID, line: UInt = #line, _ recover: __owned @escaping (any Error) -> Future<Value>
     ) -> Future<Value> {
         let recovered = Future<Value>.make(loop: loop, file: file, line: line)
         root.core.pointee.add(target: recovered, payload: FutureState.Words(Step(run: recover))) { source, recovered, payload in
@@ -373,7 +386,10 @@ public struct FutureState {
         @usableFromInline let payload: Words
 
         @inlinable
-        init(run: @escaping (_ source: AnyObject, _ target: AnyObject?, _ payload: Words) -> Void, target: AnyObject?, payload: Words) {
+        init(
+            run: __owned @escaping (_ source: AnyObject, _ target: AnyObject?, _ payload: Words) -> Void,
+            target: __owned AnyObject?, payload: __owned Words
+        ) {
             (self.run, self.target, self.payload) = (run, target, payload)
         }
     }
@@ -399,7 +415,8 @@ public struct FutureState {
 
     @inlinable
     mutating func add(
-        target: AnyObject?, payload: Words, _ run: @escaping (_ source: AnyObject, _ target: AnyObject?, _ payload: Words) -> Void
+        target: __owned AnyObject?, payload: __owned Words,
+        _ run: __owned @escaping (_ source: AnyObject, _ target: AnyObject?, _ payload: Words) -> Void
     ) {
         let callback = Callback(run: run, target: target, payload: payload)
         if firstCallback == nil {
