@@ -28,12 +28,6 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// The loop whose thread runs this future's callbacks.
     @inlinable public var loop: EventLoop { core.pointee.loop }
 
-    /// Whether the caller runs on the loop's thread, read without a retain of the loop (the
-    /// future's header holds it).
-    @inlinable var isOnLoopThread: Bool {
-        Unmanaged.passUnretained(core.pointee.loop)._withUnsafeGuaranteedRef { $0.isOnLoopThread }
-    }
-
     /// The header, reached through its address: the `header` property is a class's stored
     /// property, and each access to it paid a dynamic exclusivity check (~200 instructions a
     /// step of a future chain). Everything here runs on the loop's thread, one call at a time.
@@ -104,7 +98,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// Runs `callback` with the outcome, on the loop's thread (at once if already complete).
     @inlinable
     public func whenComplete(_ callback: __owned @escaping (Result<Value, any Error>) -> Void) {
-        if _slowPath(!isOnLoopThread) { loop.preconditionOnLoopThread("Future.whenComplete") }
+        loop.preconditionOnLoopThread("Future.whenComplete")
         if let outcome = result {
             callback(outcome)
         } else {
@@ -130,7 +124,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
 
     @inlinable
     func complete(_ outcome: Result<Value, any Error>) {
-        guard isOnLoopThread else { return completeFromAnotherThread(outcome) }
+        guard loop.isOnLoopThread else { return completeFromAnotherThread(outcome) }
         // A chain of flatMaps forwards each future's outcome to the next one up: that walk is a
         // loop here, not recursion, so a chain of a million steps cannot overflow the stack.
         // This future is the caller's to keep alive; each one further up is held by the slot it
@@ -406,7 +400,6 @@ public struct FutureState {
         @inlinable init() { (function, context) = (nil, nil) }
 
         @inlinable init<Closure>(_ closure: Closure) {
-            assert(MemoryLayout<Closure>.size == MemoryLayout<Words>.size)
             self = unsafeBitCast(closure, to: Words.self)
         }
 
