@@ -25,9 +25,10 @@ public final class Scheduler: EventLoopAttachment {
     @exclusivity(unchecked) private var freeBodies: [FiberBody] = []
     /// Finished bodies whose handles were still alive when their fibers were reclaimed, kept
     /// only when their result has nothing to destroy (no object, no error, no buffer): once
-    /// every handle to one is gone, a later spawn reuses it instead of allocating. A `spawn { … }` whose handles are joined and dropped later (a wave of
-    /// workers, say) then allocates no body of its own. Holding them changes no lifetime a
-    /// program can see: a plain value has no deinit.
+    /// every handle to one is gone, a later spawn reuses it instead of allocating. A wave of
+    /// `spawn { … }` whose handles are joined and dropped after the fibers finish then
+    /// allocates no body of its own. Holding them changes no lifetime a program can see: a
+    /// plain value has no deinit.
     @exclusivity(unchecked) private var heldBodies = BodyRing()
     /// How many finished fiber bodies (about 120 bytes each) are kept for reuse, free ones and
     /// held ones together.
@@ -403,7 +404,7 @@ public final class Scheduler: EventLoopAttachment {
         /// Wakes by an I/O completion (a read, a receive) that ran their fiber at once, from
         /// the completion's callback, instead of queueing it for the next drain.
         public var completionResumes: UInt64
-        /// Body objects allocated for joinable fibers (``EventLoop/spawn(name:stackSize:_:)``):
+        /// Body objects allocated for joinable fibers (`loop.spawn`, which returns a handle):
         /// the rest of those spawns reused a finished body, one whose handles were gone.
         public var bodiesMade: UInt64
         /// Parks by what the fiber waited for (reasons that never occurred are absent). Built
