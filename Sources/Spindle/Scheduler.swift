@@ -30,7 +30,7 @@ public final class Scheduler: EventLoopAttachment {
     /// allocates no body of its own. Holding them changes no lifetime a program can see: a
     /// plain value has no deinit.
     @exclusivity(unchecked) private var heldBodies = BodyRing()
-    /// How many finished fiber bodies (about 120 bytes each) are kept for reuse, free ones and
+    /// How many finished fiber bodies (about 150 bytes each) are kept for reuse, free ones and
     /// held ones together.
     @exclusivity(unchecked) public var maximumPooledBodies = 1 << 16
     @exclusivity(unchecked) private var isClosed = false
