@@ -79,10 +79,10 @@ extension SpindleLoop.Timer {
         // The future waits in the timer's payload and the callback captures nothing: a fire
         // allocates the future and nothing else.
         let future = Future<Void>.make(loop: loop, file: file, line: line)
-        payload = future
+        setPayload(future)
         setCallback { timer in
             // Moved out of the slot: this reference keeps the future alive while it completes.
-            guard let pending = timer.payload.take() else { return }
+            guard let pending = timer.takePayload() else { return }
             unsafeDowncast(pending, to: Future<Void>.self).complete(.success(()))
         }
         start(after: delay)

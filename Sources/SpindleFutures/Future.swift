@@ -170,12 +170,12 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// at once instead of walking back down the whole chain.
     @inlinable
     func cascade(to target: Future<Value>) {
-        if let outcome = result {
-            target.complete(outcome)
-            return
+        switch core.pointee.state {
+        case .pending: break
+        case .linked: return root.cascade(to: target)  // the root is never linked
+        case .succeeded, .failed: return target.complete(result.unsafelyUnwrapped)
         }
-        let source = root
-        let state = source.core
+        let state = core
         if state.pointee.forward == nil && state.pointee.firstCallback == nil {
             let targetState = target.core
             if targetState.pointee.state == .pending && targetState.pointee.firstCallback == nil,
@@ -186,7 +186,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
                 // ends. `target` now reads and observes through this future (same outcome).
                 state.pointee.forward = targetState.pointee.forward.take()
                 targetState.pointee.state = .linked
-                targetState.pointee.forward = source
+                targetState.pointee.forward = self
             } else {
                 state.pointee.forward = target
             }

@@ -12,7 +12,15 @@ public final class Timer: LoopHandle {
     @exclusivity(unchecked) private var repeatInterval: UInt64 = 0
     /// An object for the callback to find on the timer (the futures layer keeps the pending
     /// future here, so that a non-capturing callback serves every fire without an allocation).
-    @exclusivity(unchecked) package var payload: AnyObject?
+    @exclusivity(unchecked) private var payload: AnyObject?
+
+    /// Keeps `object` on the timer for its callback (see ``takePayload()``). A method, not the
+    /// property itself: another module's access to the property would pay a dynamic
+    /// exclusivity check.
+    package func setPayload(_ object: __owned AnyObject?) { payload = object }
+
+    /// The object kept by ``setPayload(_:)``, moved out (the timer no longer holds it).
+    package func takePayload() -> AnyObject? { payload.take() }
 
     /// Creates a stopped timer that will call `callback` on the loop's thread each time it fires.
     /// Wraps uv_timer_init.
