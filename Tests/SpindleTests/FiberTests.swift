@@ -31,6 +31,20 @@ struct FiberTests {
         #expect(ref == 7)
     }
 
+    @Test("a fiber spawned without a name has none, even on the pooled stack of a named one")
+    func unnamedAfterNamed() throws {
+        let names = try withLoop { loop -> [String] in
+            var names: [String] = []
+            loop.spawn(name: "first") { names.append(Fiber.current.name) }
+            try loop.run()
+            loop.spawn { names.append(Fiber.current.name) }  // takes the first one's stack from the pool
+            try loop.run()
+            #expect(loop.scheduler.counters.stacksPooled == 1)
+            return names
+        }
+        #expect(names == ["first", ""])
+    }
+
     @Test("join rethrows the body's error")
     func joinRethrows() throws {
         struct Boom: Error, Equatable {}
