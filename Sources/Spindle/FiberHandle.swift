@@ -121,9 +121,9 @@ final class FiberBody {
 
     /// Runs the body, then wakes every joiner.
     func run() {
-        let runner = self.runner.unsafelyUnwrapped
-        self.runner = nil
-        runner.run(self)
+        // The runner stays until the next `setBody` replaces it: where the body's type is known
+        // it is a bare function, holding nothing.
+        runner.unsafelyUnwrapped.run(self)
         isFinished = true
         fiber = nil
         while let joiner = joiners.popFirst() {
@@ -139,6 +139,11 @@ final class FiberBody {
     func reset() {
         discardValue()
         error = nil
+        resetFinished()
+    }
+
+    /// ``reset()`` for a body known to have nothing to destroy (``hasNothingToDestroy``).
+    func resetFinished() {
         isFinished = false
         id = 0
     }

@@ -168,7 +168,7 @@ public final class Scheduler: EventLoopAttachment {
         for _ in 0..<min(4, heldBodies.count) {
             var body = heldBodies.popLast().unsafelyUnwrapped
             if isKnownUniquelyReferenced(&body) {
-                body.reset()
+                body.resetFinished()  // held only with nothing to destroy
                 return body
             }
             heldBodies.prepend(body)
