@@ -62,7 +62,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     }
 
     /// Whether the future has completed.
-    @inlinable public var isComplete: Bool { root.core.pointee.state != .pending }
+    @inlinable public var isComplete: Bool { rootCore.pointee.state != .pending }
 
     /// The outcome of `source`, a completed future of this type (the argument callbacks get).
     @inlinable
@@ -72,6 +72,14 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
 
     /// The future that stands for this one: itself, or for a linked future (see
     /// `cascade(to:)`) the one its outcome will arrive in.
+    /// The header of ``root``, found without a reference count change: the root of a linked
+    /// future is kept alive by the link (this future holds it).
+    @inlinable
+    var rootCore: UnsafeMutablePointer<FutureState> {
+        if _fastPath(core.pointee.state != .linked) { return core }
+        return root.core
+    }
+
     @inlinable
     var root: Future<Value> {
         var current = self
@@ -102,7 +110,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if let outcome = result {
             callback(outcome)
         } else {
-            root.core.pointee.add(target: nil, payload: FutureState.Words(Observer(run: callback))) { source, _, payload in
+            rootCore.pointee.add(target: nil, payload: FutureState.Words(Observer(run: callback))) { source, _, payload in
                 payload.as(Observer<Value>.self).run(Self.completed(source))
             }
         }
@@ -218,7 +226,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             return Future<NewValue>.make(loop: loop, outcome: Result { try transform(outcome.get()) }, file: file, line: line)
         }
         let next = Future<NewValue>.make(loop: loop, file: file, line: line)
-        root.core.pointee.add(target: next, payload: FutureState.Words(Transform(run: transform))) { source, next, payload in
+        rootCore.pointee.add(target: next, payload: FutureState.Words(Transform(run: transform))) { source, next, payload in
             let transform = payload.as(Transform<Value, NewValue>.self).run
             unsafeDowncast(next.unsafelyUnwrapped, to: Future<NewValue>.self)
                 .complete(Result { try transform(Self.completed(source).get()) })
@@ -237,7 +245,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         case nil: break
         }
         let chained = Future<NewValue>.make(loop: loop, file: file, line: line)
-        root.core.pointee.add(target: chained, payload: FutureState.Words(Step(run: next))) { source, chained, payload in
+        rootCore.pointee.add(target: chained, payload: FutureState.Words(Step(run: next))) { source, chained, payload in
             let chained = unsafeDowncast(chained.unsafelyUnwrapped, to: Future<NewValue>.self)
             switch Self.completed(source) {
             case .success(let value): payload.as(Step<Value, NewValue>.self).run(value).cascade(to: chained)
@@ -262,7 +270,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         case nil: break
         }
         let chained = Future<NewValue>.make(loop: loop, file: file, line: line)
-        root.core.pointee.add(target: chained, payload: FutureState.Words(VoidStep(run: next))) { source, chained, payload in
+        rootCore.pointee.add(target: chained, payload: FutureState.Words(VoidStep(run: next))) { source, chained, payload in
             let chained = unsafeDowncast(chained.unsafelyUnwrapped, to: Future<NewValue>.self)
             switch Self.completed(source) {
             case .success: payload.as(VoidStep<NewValue>.self).run().cascade(to: chained)
@@ -278,7 +286,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         file: StaticString = #fileID, line: UInt = #line, _ recover: __owned @escaping (any Error) -> Future<Value>
     ) -> Future<Value> {
         let recovered = Future<Value>.make(loop: loop, file: file, line: line)
-        root.core.pointee.add(target: recovered, payload: FutureState.Words(Step(run: recover))) { source, recovered, payload in
+        rootCore.pointee.add(target: recovered, payload: FutureState.Words(Step(run: recover))) { source, recovered, payload in
             let recovered = unsafeDowncast(recovered.unsafelyUnwrapped, to: Future<Value>.self)
             switch Self.completed(source) {
             case .success(let value): recovered.complete(.success(value))
@@ -323,7 +331,11 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
 
     deinit {
         // The header frees itself (it is not generic); the value is this class's to destroy.
-        if core.pointee.state == .succeeded { _ = withUnsafeMutablePointerToElements { $0.deinitialize(count: 1) } }
+        // A trivial value (Void, Int, …) needs nothing: deinitialize would still call the
+        // runtime's generic array destroy.
+        if !_isPOD(Value.self), core.pointee.state == .succeeded {
+            _ = withUnsafeMutablePointerToElements { $0.deinitialize(count: 1) }
+        }
         if core.pointee.state == .pending { core.pointee.reportDropped() }
     }
 }
