@@ -52,6 +52,14 @@ final class EchoHandler: ChannelInboundHandler {
 }
 
 func serveEcho() throws {
+    // SIGTERM and SIGINT are blocked before any thread exists (threads inherit the mask) and
+    // taken with sigwait below. A dispatch signal source over SIG_IGN never fired here: the
+    // server outlived every SIGTERM and spindle-bench killed it after its 5 s grace period.
+    var stopSignals = sigset_t()
+    sigemptyset(&stopSignals)
+    sigaddset(&stopSignals, SIGTERM)
+    sigaddset(&stopSignals, SIGINT)
+    pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let bootstrap = ServerBootstrap(group: group)
         .serverChannelOption(.backlog, value: 4096)
@@ -60,17 +68,8 @@ func serveEcho() throws {
         .childChannelInitializer { channel in channel.pipeline.addHandler(EchoHandler()) }
     let channel = try bootstrap.bind(host: "127.0.0.1", port: 0).wait()
     FileHandle.standardOutput.write(Data("listening on 127.0.0.1:\(channel.localAddress!.port!)\n".utf8))
-    signal(SIGTERM, SIG_IGN)
-    signal(SIGINT, SIG_IGN)
-    let stop = DispatchSemaphore(value: 0)
-    let sources = [SIGTERM, SIGINT].map { signo -> DispatchSourceSignal in
-        let source = DispatchSource.makeSignalSource(signal: signo)
-        source.setEventHandler { stop.signal() }
-        source.resume()
-        return source
-    }
-    stop.wait()
-    _ = sources
+    var received: Int32 = 0
+    sigwait(&stopSignals, &received)
     try channel.close().wait()
     try group.syncShutdownGracefully()
 }
