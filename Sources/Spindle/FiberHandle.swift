@@ -237,8 +237,9 @@ public struct FiberHandle<T> {
     }
 }
 
-/// A first-in first-out ring of fiber bodies (the scheduler's held bodies): append at the back,
-/// take from the front. Each slot holds a +1 reference as a raw pointer: no array uniqueness
+/// A ring of fiber bodies (the scheduler's held bodies), used as a stack with a bottom: reclaim
+/// appends at the back, a spawn takes the most recent from the back and puts one whose handle
+/// lives on at the front. Each slot holds a +1 reference as a raw pointer: no array uniqueness
 /// checks and no reference counting beyond the one the ring owns. Grows by doubling; the
 /// scheduler frees it (``removeAll()``) when it closes.
 struct BodyRing {
@@ -267,17 +268,9 @@ struct BodyRing {
         count += 1
     }
 
-    mutating func popFirst() -> FiberBody? {
-        guard count > 0 else { return nil }
-        let raw = slots.unsafelyUnwrapped[head]
-        head = (head + 1) & (capacity - 1)
-        count -= 1
-        return Unmanaged<FiberBody>.fromOpaque(raw).takeRetainedValue()
-    }
-
     /// Releases every body and frees the slots.
     mutating func removeAll() {
-        while popFirst() != nil {}
+        while popLast() != nil {}
         slots?.deallocate()
         slots = nil
         capacity = 0
