@@ -75,15 +75,28 @@ extension EventLoop {
 extension SpindleLoop.Timer {
     /// Starts this timer once (replacing its callback) and returns a future that succeeds when
     /// it fires: a repeated delay on one handle, without a new timer each time.
+    ///
+    /// A fire allocates nothing once the timer has fired: the future of a fire that its caller
+    /// dropped (it is held only by the timer) and that has at most one callback is kept on the
+    /// timer when it fires and handed out again, pending, by the next fire.
     public func fire(after delay: Duration, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
-        // The future waits in the timer's payload and the callback captures nothing: a fire
-        // allocates the future and nothing else.
-        let future = Future<Void>.make(loop: loop, file: file, line: line)
+        // The future waits in the timer's payload and the callback captures nothing.
+        let future: Future<Void>
+        if let spare = takeSpare() {
+            future = unsafeDowncast(spare, to: Future<Void>.self)
+            future.rearm(file: file, line: line)
+        } else {
+            future = Future<Void>.make(loop: loop, file: file, line: line)
+        }
         setPayload(future)
         setCallback { timer in
             // Moved out of the slot: this reference keeps the future alive while it completes.
-            guard let pending = timer.takePayload() else { return }
-            unsafeDowncast(pending, to: Future<Void>.self).complete(.success(()))
+            guard var fired = timer.takePayload().map({ unsafeDowncast($0, to: Future<Void>.self) }) else { return }
+            // A future no one else holds, with at most one callback, is free to reuse once that
+            // callback has read the outcome (callbacks read it before running any user code),
+            // so it is the spare at once: the fire its callback starts takes it back.
+            if isKnownUniquelyReferenced(&fired) && fired.hasAtMostOneCallback { timer.setSpare(fired) }
+            fired.complete(.success(()))
         }
         start(after: delay)
         return future

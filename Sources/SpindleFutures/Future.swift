@@ -89,6 +89,21 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         return current
     }
 
+    /// Whether at most one callback waits for this future.
+    @inlinable var hasAtMostOneCallback: Bool { core.pointee.moreCallbacks == nil }
+
+    /// Makes a completed future pending again, as if just made at `file`:`line`. Only for a
+    /// succeeded future of a trivial value that nothing else references and whose callbacks
+    /// have read its outcome.
+    @inlinable
+    func rearm(file: StaticString, line: UInt) {
+        let state = core
+        assert(_isPOD(Value.self) && state.pointee.state == .succeeded && state.pointee.firstCallback == nil
+            && state.pointee.forward == nil && state.pointee.moreCallbacks == nil, "rearm of a future still in use")
+        state.pointee.state = .pending
+        state.pointee.setOrigin(file: file, line: line)
+    }
+
     @inlinable
     func store(_ outcome: Result<Value, any Error>) {
         switch outcome {
@@ -352,18 +367,25 @@ public struct FutureState {
     @usableFromInline var state = State.pending
     /// Where the promise was made (`file` is a `StaticString`'s UTF-8, taken apart so that it
     /// packs with `line` and `state`).
-    @usableFromInline let fileLength: UInt16
-    @usableFromInline let line: UInt32
+    @usableFromInline var fileLength: UInt16 = 0
+    @usableFromInline var line: UInt32 = 0
     @usableFromInline var firstCallback: Callback?
     /// The future (of the same value type) to complete after this one: see `cascade(to:)`.
     @usableFromInline var forward: AnyObject?
     @usableFromInline var error: (any Error)?
     @usableFromInline var moreCallbacks: [Callback]?
-    @usableFromInline let file: UnsafeRawPointer
+    @usableFromInline var file: UnsafeRawPointer
 
     @inlinable
     init(loop: EventLoop, file: StaticString, line: UInt) {
         self.loop = loop
+        self.file = UnsafeRawPointer(("?" as StaticString).utf8Start)
+        setOrigin(file: file, line: line)
+    }
+
+    /// Records where the promise was made.
+    @inlinable
+    mutating func setOrigin(file: StaticString, line: UInt) {
         if file.hasPointerRepresentation {
             self.file = UnsafeRawPointer(file.utf8Start)
             fileLength = UInt16(truncatingIfNeeded: min(file.utf8CodeUnitCount, Int(UInt16.max)))

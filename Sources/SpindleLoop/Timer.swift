@@ -22,6 +22,16 @@ public final class Timer: LoopHandle {
     /// The object kept by ``setPayload(_:)``, moved out (the timer no longer holds it).
     package func takePayload() -> AnyObject? { payload.take() }
 
+    /// A second slot for the futures layer: the future of the last fire, kept for the next one
+    /// once nothing else holds it (a fire then allocates nothing).
+    @exclusivity(unchecked) private var spare: AnyObject?
+
+    /// Keeps `object` as the spare (see ``takeSpare()``).
+    package func setSpare(_ object: __owned AnyObject?) { spare = object }
+
+    /// The object kept by ``setSpare(_:)``, moved out.
+    package func takeSpare() -> AnyObject? { spare.take() }
+
     /// Creates a stopped timer that will call `callback` on the loop's thread each time it fires.
     /// Wraps uv_timer_init.
     public init(loop: EventLoop, _ callback: @escaping (Timer) -> Void) {

@@ -241,6 +241,50 @@ struct FutureTests {
         #expect(log.value.contains("file: written through futures"))
     }
 
+    @Test("a timer's fire hands its future out again once only the timer holds it, never one still seen")
+    func timerFireReusesItsFuture() throws {
+        let ids = Box<[ObjectIdentifier]>([])
+        let held = Box<[Future<Void>]>([])
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            let timer = SpindleLoop.Timer(loop: loop) { _ in }
+            // Dropped by the caller, one callback: the next fire (started from that callback,
+            // while the first future is still alive) gets the same object back, pending.
+            func step(_ remaining: Int) -> Future<Void> {
+                guard remaining > 0 else { return loop.makeSucceededFuture(()) }
+                let fired = timer.fire(after: .zero)
+                ids.value.append(ObjectIdentifier(fired))
+                #expect(!fired.isComplete)
+                return fired.flatMap { step(remaining - 1) }
+            }
+            step(3).whenSuccess {
+                log.value.append("dropped: done")
+                // Held by the caller: never handed out again, and it stays succeeded.
+                func heldStep(_ remaining: Int) -> Future<Void> {
+                    guard remaining > 0 else { return loop.makeSucceededFuture(()) }
+                    let fired = timer.fire(after: .zero)
+                    held.value.append(fired)
+                    return fired.flatMap { heldStep(remaining - 1) }
+                }
+                heldStep(3).whenSuccess {
+                    log.value.append("held: done")
+                    // Two callbacks: the second still reads the outcome after the first fired again.
+                    let fired = timer.fire(after: .zero)
+                    fired.whenSuccess {
+                        let next = timer.fire(after: .zero)
+                        next.whenSuccess { timer.close() }
+                    }
+                    fired.whenComplete { log.value.append("second callback: \($0)") }
+                }
+            }
+        }
+        #expect(ids.value.count == 3)
+        #expect(Set(ids.value).count == 1, "the dropped futures were not reused: \(ids.value)")
+        #expect(Set(held.value.map(ObjectIdentifier.init)).count == 3)
+        #expect(held.value.allSatisfy { if case .success? = $0.result { true } else { false } })
+        #expect(log.value == ["dropped: done", "held: done", "second callback: success()"])
+    }
+
     @Test("a refused connection fails the future with the UVError")
     func refused() throws {
         let message = Box("")
