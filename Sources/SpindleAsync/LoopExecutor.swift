@@ -11,6 +11,10 @@ import Synchronization
 /// - From the loop's own thread an enqueue costs no syscall (an idle watcher runs the jobs on
 ///   this turn); from another thread it wakes the loop once through its `uv_async` handle.
 /// - Jobs run between fiber turns, never inside a fiber, and a fiber never runs inside a job.
+/// - A job of a task that prefers this executor runs on it as a task executor, not isolated to
+///   the loop as an actor: the task's nonisolated code carries on after each `await` without
+///   hopping. Actors get a separate serial-executor face from ``asUnownedSerialExecutor()``,
+///   and their jobs run isolated to it.
 /// - `checkIsolated()` is precise: it passes on the loop's thread and stops the process with a
 ///   message anywhere else.
 ///
@@ -32,6 +36,8 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, EventLoopAttachme
     private let idle: LoopWatcher
     private let check: LoopWatcher
     private var bridges = 0
+    /// What actors see (``asUnownedSerialExecutor()``): its jobs are tagged and run isolated.
+    private var serialFace: LoopSerialExecutor!
     /// Jobs run so far (for tests and reports).
     public private(set) var jobsRun: UInt64 = 0
 
@@ -54,12 +60,21 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, EventLoopAttachme
         idle.start { [unowned self] in self.drain() }
         idle.stop()
         check.start { [unowned self] in self.drain() }
+        serialFace = LoopSerialExecutor(owner: self)
     }
 
     // MARK: SerialExecutor / TaskExecutor
 
+    /// Enqueues a job of a task that prefers this executor (the `TaskExecutor` path): it runs
+    /// with no actor isolation.
     public func enqueue(_ job: consuming ExecutorJob) {
-        let raw = unsafeBitCast(UnownedJob(job), to: UInt.self)
+        push(UnownedJob(job), isolated: false)
+    }
+
+    /// Adds `job` to the stack; `isolated` jobs (an actor's, through the serial face) are tagged
+    /// in the address's low bit (jobs are heap objects, 16-byte aligned).
+    func push(_ job: UnownedJob, isolated: Bool) {
+        let raw = unsafeBitCast(job, to: UInt.self) | (isolated ? 1 : 0)
         var old = top.load(ordering: .relaxed)
         while true {
             Self.link(raw).pointee = old
@@ -75,8 +90,11 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, EventLoopAttachme
         }
     }
 
+    /// The serial executor for actors that run on this loop (`unownedExecutor`). A separate
+    /// object from this one: the runtime enqueues to a serial and to a task executor through
+    /// the same `enqueue`, and only the object tells an actor's job from a task's.
     public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
-        UnownedSerialExecutor(ordinary: self)
+        UnownedSerialExecutor(ordinary: serialFace)
     }
 
     public func checkIsolated() {
@@ -88,8 +106,9 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, EventLoopAttachme
     // MARK: Draining
 
     /// The runtime's scheduler-private words start after the job's heap-object header.
+    /// `job` may carry the isolated tag.
     private static func link(_ job: UInt) -> UnsafeMutablePointer<UInt> {
-        UnsafeMutablePointer<UInt>(bitPattern: job + UInt(2 * MemoryLayout<UInt>.size)).unsafelyUnwrapped
+        UnsafeMutablePointer<UInt>(bitPattern: (job & ~1) + UInt(2 * MemoryLayout<UInt>.size)).unsafelyUnwrapped
     }
 
     private func drain() {
@@ -112,7 +131,14 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, EventLoopAttachme
             while ordered != 0 {
                 let next = Self.link(ordered).pointee
                 jobsRun &+= 1
-                unsafeBitCast(ordered, to: UnownedJob.self).runSynchronously(isolatedTo: serial, taskExecutor: task)
+                let job = unsafeBitCast(ordered & ~1, to: UnownedJob.self)
+                if ordered & 1 != 0 {
+                    job.runSynchronously(isolatedTo: serial, taskExecutor: task)
+                } else {
+                    // Isolated to the loop as an actor, a task's nonisolated code would have to
+                    // hop off it (a job more) at every await.
+                    job.runSynchronously(on: task)
+                }
                 ordered = next
             }
             rounds += 1
@@ -146,4 +172,21 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, EventLoopAttachme
         idle.close()
         check.close()
     }
+}
+
+/// A ``LoopExecutor``'s serial-executor face: actors whose `unownedExecutor` is the loop's get
+/// this object, and their jobs join the executor's queue tagged to run isolated to it.
+final class LoopSerialExecutor: SerialExecutor, @unchecked Sendable {
+    /// The executor owns this object, and lives as long as its loop.
+    unowned(unsafe) let owner: LoopExecutor
+
+    init(owner: LoopExecutor) { self.owner = owner }
+
+    func enqueue(_ job: consuming ExecutorJob) { owner.push(UnownedJob(job), isolated: true) }
+
+    func asUnownedSerialExecutor() -> UnownedSerialExecutor { UnownedSerialExecutor(ordinary: self) }
+
+    func checkIsolated() { owner.checkIsolated() }
+
+    func isSameExclusiveExecutionContext(other: LoopSerialExecutor) -> Bool { other === self }
 }

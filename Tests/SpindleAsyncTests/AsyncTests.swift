@@ -47,6 +47,14 @@ actor LoopBound {
     }
 }
 
+/// Suspends until a loop callback (a next-turn deferral, outside any job) resumes it: a
+/// nonisolated async function, so its caller hops back to its own isolation on return.
+func resumedFromTheLoop(_ loop: EventLoop) async {
+    await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+        loop.deferToNextTurn { continuation.resume() }
+    }
+}
+
 /// Claims to be isolated to `actor` (synchronously, as code called from a C callback would).
 func assumeOnLoop(_ actor: LoopBound) {
     actor.assumeIsolated { _ in }
@@ -173,6 +181,45 @@ struct AsyncTests {
             return try waiter.join()
         }
         #expect(outcome == "cancelled")
+    }
+
+    @Test("a task on the loop's executor resumes each await with one job, and never leaves the loop's thread")
+    func oneJobPerAwait() async throws {
+        let running = RunningLoop()
+        defer { running.stop() }
+        let executor = running.executor!
+        let loop = running.loop!
+        let awaits = 200
+        let before = await Task(executorPreference: executor) { executor.jobsRun }.value
+        let onLoop = await Task(executorPreference: executor) { () -> Bool in
+            var onLoop = true
+            for _ in 0..<awaits {
+                await resumedFromTheLoop(loop)
+                onLoop = onLoop && loop.isOnLoopThread
+            }
+            return onLoop
+        }.value
+        let jobs = await Task(executorPreference: executor) { executor.jobsRun }.value - before
+        #expect(onLoop)
+        // One job per await, plus the task's start and the reading task's. Run isolated to the
+        // loop as an actor, each await also hopped off and back (1,004 jobs for 200 awaits).
+        #expect(jobs >= UInt64(awaits) && jobs <= UInt64(awaits) + 4, "jobs for \(awaits) awaits: \(jobs)")
+    }
+
+    @Test("a loop-bound actor's isolation holds in a loop callback outside any job")
+    func actorIsolatedInLoopCallback() async throws {
+        let running = RunningLoop()
+        defer { running.stop() }
+        let actor = LoopBound(running.executor)
+        let loop = running.loop!
+        let held = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            loop.post {
+                assumeOnLoop(actor)  // stops the process if the serial executor disowns the loop's thread
+                continuation.resume(returning: loop.isOnLoopThread)
+            }
+        }
+        #expect(held)
+        #expect(await actor.bump() == (1, true))
     }
 
     @Test("isolation checks are precise: assumeIsolated off the loop's thread stops the process")
