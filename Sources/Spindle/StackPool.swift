@@ -60,8 +60,18 @@ public final class StackPool {
 
     @exclusivity(unchecked) private var freeLists: [Int: UnsafeMutablePointer<spindle_fiber_t>] = [:]
     @exclusivity(unchecked) private var freeCounts: [Int: Int] = [:]
-    @exclusivity(unchecked) private var defaultFree: UnsafeMutablePointer<spindle_fiber_t>?
+    /// Pooled stacks of the default size: an array used as a stack (last in, first out) rather
+    /// than a list through the control blocks. Taking one then reads no control block to find
+    /// the next (on a prefaulted pool each was a miss to memory, one after the other), and the
+    /// blocks of the next few takes are fetched ahead. It has room for every default-size stack
+    /// mapped, so giving one back never allocates.
+    @exclusivity(unchecked) private var defaultFree: UnsafeMutablePointer<UnsafeMutablePointer<spindle_fiber_t>>?
     @exclusivity(unchecked) private var defaultFreeCount = 0
+    @exclusivity(unchecked) private var defaultCapacity = 0
+    /// Default-size stacks mapped (pooled or in use): the array's capacity covers them.
+    @exclusivity(unchecked) private var defaultMapped = 0
+    /// How many takes ahead the control blocks are fetched.
+    static let prefetchDistance = 4
     /// Stacks mapped in total (pooled or in use).
     @exclusivity(unchecked) public private(set) var mappedCount = 0
     /// Stacks mapped fresh because the pool had none of the right size.
@@ -89,15 +99,31 @@ public final class StackPool {
     /// the system refuses the mapping (out of memory, or `vm.max_map_count` reached).
     @inline(__always)
     func take(stackSize: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
-        if stackSize == Self.defaultStackSize, let fiber = defaultFree {
-            defaultFree = fiber.pointee.next
-            defaultFreeCount -= 1
-            fiber.pointee.next = nil
+        if stackSize == Self.defaultStackSize, defaultFreeCount > 0 {
+            let fiber = popDefault()
             fiber.pointee.pool_cold = 0
             pooledTakes &+= 1
             return fiber
         }
         return takeSlow(stackSize: stackSize)
+    }
+
+    /// The most recently pooled default-size stack, taken off the array; starts loading the
+    /// control block (and the stack top below it) of the one `prefetchDistance` takes later.
+    @inline(__always)
+    private func popDefault() -> UnsafeMutablePointer<spindle_fiber_t> {
+        defaultFreeCount -= 1
+        let stacks = defaultFree.unsafelyUnwrapped
+        let fiber = stacks[defaultFreeCount]
+        if defaultFreeCount >= Self.prefetchDistance {
+            let ahead = UnsafeRawPointer(stacks[defaultFreeCount - Self.prefetchDistance])
+            spindle_prefetch(ahead)  // context, links, id, state, body
+            spindle_prefetch(ahead + 64)
+            spindle_prefetch(ahead + 128)  // the list of live fibers
+            spindle_prefetch(ahead - 64)  // the first frame, written by make_fcontext
+        }
+        fiber.pointee.next = nil
+        return fiber
     }
 
     private func takeSlow(stackSize: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
@@ -117,10 +143,8 @@ public final class StackPool {
     private func popPooled(size: Int) -> UnsafeMutablePointer<spindle_fiber_t>? {
         let fiber: UnsafeMutablePointer<spindle_fiber_t>
         if size == Self.defaultStackSize {
-            guard let pooled = defaultFree else { return nil }
-            defaultFree = pooled.pointee.next
-            defaultFreeCount -= 1
-            fiber = pooled
+            guard defaultFreeCount > 0 else { return nil }
+            return popDefault()
         } else {
             guard let pooled = freeLists[size] else { return nil }
             freeLists[size] = pooled.pointee.next
@@ -136,8 +160,8 @@ public final class StackPool {
     func give(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         let size = fiber.pointee.stack_size
         if size == Self.defaultStackSize, defaultFreeCount < maximumPooledPerSize {
-            fiber.pointee.next = defaultFree
-            defaultFree = fiber
+            // In capacity: every default-size stack mapped has its slot.
+            defaultFree.unsafelyUnwrapped[defaultFreeCount] = fiber
             defaultFreeCount += 1
             return
         }
@@ -179,11 +203,10 @@ public final class StackPool {
 
     /// Unmaps every pooled stack.
     public func trim() {
-        while let fiber = defaultFree {
-            defaultFree = fiber.pointee.next
-            unmap(fiber)
+        while defaultFreeCount > 0 {
+            defaultFreeCount -= 1
+            unmap(defaultFree.unsafelyUnwrapped[defaultFreeCount])
         }
-        defaultFreeCount = 0
         for (size, head) in freeLists {
             var next: UnsafeMutablePointer<spindle_fiber_t>? = head
             while let fiber = next {
@@ -202,6 +225,7 @@ public final class StackPool {
         // Unguarded stacks come a slab at a time: one mmap for `slabStacks` of them, the rest
         // going straight to the pool (each can still be unmapped on its own later).
         let count = guardSize == 0 ? Self.slabStacks : 1
+        if size == Self.defaultStackSize { reserveDefault(defaultMapped + count) }
         let base = mmap(nil, total * count, PROT_READ | PROT_WRITE, flags, -1, 0)
         if base == MAP_FAILED {
             Self.mappingFailed("mmap of \(count == 1 ? "a" : "\(count)") \(size / 1024) KiB fiber stack\(count == 1 ? "" : "s")", errno: errno)
@@ -240,13 +264,29 @@ public final class StackPool {
         fiber.pointee.valgrind_stack_id = spindle_valgrind_stack_register(
             fiber.pointee.stack_lo, fiber.pointee.stack_hi)
         mappedCount += 1
+        if size == Self.defaultStackSize { defaultMapped += 1 }
         return fiber
+    }
+
+    /// Grows the pool's array to hold `count` default-size stacks (when stacks are mapped: the
+    /// slow path).
+    private func reserveDefault(_ count: Int) {
+        guard count > defaultCapacity else { return }
+        let capacity = max(count, defaultCapacity * 2, 64)
+        let grown = UnsafeMutablePointer<UnsafeMutablePointer<spindle_fiber_t>>.allocate(capacity: capacity)
+        if let old = defaultFree {
+            grown.moveInitialize(from: old, count: defaultFreeCount)
+            old.deallocate()
+        }
+        defaultFree = grown
+        defaultCapacity = capacity
     }
 
     private func unmap(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         spindle_valgrind_stack_deregister(fiber.pointee.valgrind_stack_id)
         let mapping = fiber.pointee.mapping
         let total = fiber.pointee.mapping_size
+        if fiber.pointee.stack_size == Self.defaultStackSize { defaultMapped -= 1 }
         munmap(mapping, total)
         mappedCount -= 1
     }
@@ -260,5 +300,8 @@ public final class StackPool {
         fatalError("spindle: \(what) failed: \(String(cString: strerror(err)))\(hint)")
     }
 
-    deinit { trim() }
+    deinit {
+        trim()
+        defaultFree?.deallocate()
+    }
 }
