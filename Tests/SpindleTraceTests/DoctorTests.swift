@@ -79,7 +79,9 @@ struct DoctorTests {
             for _ in 0..<100 { loop.spawnDetached { Fiber.yield() } }
             loop.spawn(name: "hog") {
                 let start = ContinuousClock.now
-                while ContinuousClock.now - start < .milliseconds(3) {}  // never yields
+                // Never yields. Long enough to stay the longest slice when a loaded machine (or a
+                // sanitizer) stretches another past 1 ms too.
+                while ContinuousClock.now - start < .milliseconds(10) {}
             }
             try loop.run()
             let report = Doctor.report(for: loop, includingResourceUsage: false)
@@ -88,7 +90,7 @@ struct DoctorTests {
         }
         #expect(report.names(.longSlices), "\(report)")
         #expect(!report.names(.busyYield), "\(report)")  // (cold stacks may be named: no warm-up here)
-        #expect(report.description.contains("1 fiber slice ran longer than 1 ms"), "\(report)")
+        #expect(report.description.contains(" ran longer than 1 ms"), "\(report)")
         #expect(report.description.contains("in fiber \"hog\""), "\(report)")
     }
 
