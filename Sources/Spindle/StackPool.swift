@@ -64,12 +64,10 @@ public final class StackPool {
     /// than a list through the control blocks. Taking one then reads no control block to find
     /// the next (on a prefaulted pool each was a miss to memory, one after the other), and the
     /// blocks of the next few takes are fetched ahead. It has room for every default-size stack
-    /// mapped, so giving one back never allocates.
+    /// mapped (its capacity follows ``mappedCount``), so giving one back never allocates.
     @exclusivity(unchecked) private var defaultFree: UnsafeMutablePointer<UnsafeMutablePointer<spindle_fiber_t>>?
     @exclusivity(unchecked) private var defaultFreeCount = 0
     @exclusivity(unchecked) private var defaultCapacity = 0
-    /// Default-size stacks mapped (pooled or in use): the array's capacity covers them.
-    @exclusivity(unchecked) private var defaultMapped = 0
     /// How many takes ahead the control blocks are fetched.
     static let prefetchDistance = 4
     /// Stacks mapped in total (pooled or in use).
@@ -225,7 +223,7 @@ public final class StackPool {
         // Unguarded stacks come a slab at a time: one mmap for `slabStacks` of them, the rest
         // going straight to the pool (each can still be unmapped on its own later).
         let count = guardSize == 0 ? Self.slabStacks : 1
-        if size == Self.defaultStackSize { reserveDefault(defaultMapped + count) }
+        reserveDefault(mappedCount + count)
         let base = mmap(nil, total * count, PROT_READ | PROT_WRITE, flags, -1, 0)
         if base == MAP_FAILED {
             Self.mappingFailed("mmap of \(count == 1 ? "a" : "\(count)") \(size / 1024) KiB fiber stack\(count == 1 ? "" : "s")", errno: errno)
@@ -264,12 +262,10 @@ public final class StackPool {
         fiber.pointee.valgrind_stack_id = spindle_valgrind_stack_register(
             fiber.pointee.stack_lo, fiber.pointee.stack_hi)
         mappedCount += 1
-        if size == Self.defaultStackSize { defaultMapped += 1 }
         return fiber
     }
 
-    /// Grows the pool's array to hold `count` default-size stacks (when stacks are mapped: the
-    /// slow path).
+    /// Grows the pool's array to hold `count` stacks (when stacks are mapped: the slow path).
     private func reserveDefault(_ count: Int) {
         guard count > defaultCapacity else { return }
         let capacity = max(count, defaultCapacity * 2, 64)
@@ -286,7 +282,6 @@ public final class StackPool {
         spindle_valgrind_stack_deregister(fiber.pointee.valgrind_stack_id)
         let mapping = fiber.pointee.mapping
         let total = fiber.pointee.mapping_size
-        if fiber.pointee.stack_size == Self.defaultStackSize { defaultMapped -= 1 }
         munmap(mapping, total)
         mappedCount -= 1
     }
