@@ -137,7 +137,7 @@ public final class StackPool {
         return fiber
     }
 
-    /// A pooled stack of `size` (rounded) bytes, taken off its free list, or nil.
+    /// A pooled stack of `size` (rounded) bytes, taken off the pool, or nil.
     private func popPooled(size: Int) -> UnsafeMutablePointer<spindle_fiber_t>? {
         let fiber: UnsafeMutablePointer<spindle_fiber_t>
         if size == Self.defaultStackSize {

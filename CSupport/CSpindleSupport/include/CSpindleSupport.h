@@ -36,7 +36,7 @@ typedef struct spindle_sched spindle_sched_t;
 /// allocates nothing for it. Fields are plain values: the switch path does no reference counting.
 struct spindle_fiber {
     void *context;               // saved fcontext while the fiber is not running
-    spindle_fiber_t *next;       // intrusive link: run queue, finished list or stack pool
+    spindle_fiber_t *next;       // intrusive link: run queue, finished list or pool of non-default-size stacks
     spindle_fiber_t *wait_next;  // intrusive links of the one wait list the fiber is on; separate
     spindle_fiber_t *wait_prev;  // from `next`, as an interrupted waiter is briefly on both
     spindle_sched_t *sched;      // the scheduler (and so the loop) the fiber is pinned to
