@@ -63,8 +63,8 @@ public final class StackPool {
     /// Pooled stacks of the default size: an array used as a stack (last in, first out) rather
     /// than a list through the control blocks. Taking one then reads no control block to find
     /// the next (on a prefaulted pool each was a miss to memory, one after the other), and the
-    /// blocks of the next few takes are fetched ahead. It has room for every default-size stack
-    /// mapped (its capacity follows ``mappedCount``), so giving one back never allocates.
+    /// blocks of the next few takes are fetched ahead. Its capacity follows ``mappedCount`` (every
+    /// stack mapped, of any size, has a slot), so giving one back never allocates.
     @exclusivity(unchecked) private var defaultFree: UnsafeMutablePointer<UnsafeMutablePointer<spindle_fiber_t>>?
     @exclusivity(unchecked) private var defaultFreeCount = 0
     @exclusivity(unchecked) private var defaultCapacity = 0
@@ -158,7 +158,7 @@ public final class StackPool {
     func give(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         let size = fiber.pointee.stack_size
         if size == Self.defaultStackSize, defaultFreeCount < maximumPooledPerSize {
-            // In capacity: every default-size stack mapped has its slot.
+            // In capacity: every stack mapped has its slot.
             defaultFree.unsafelyUnwrapped[defaultFreeCount] = fiber
             defaultFreeCount += 1
             return

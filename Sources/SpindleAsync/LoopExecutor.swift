@@ -66,7 +66,9 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, EventLoopAttachme
     // MARK: SerialExecutor / TaskExecutor
 
     /// Enqueues a job of a task that prefers this executor (the `TaskExecutor` path): it runs
-    /// with no actor isolation.
+    /// with no actor isolation. An actor must take its executor from
+    /// ``asUnownedSerialExecutor()``, not wrap this object in `UnownedSerialExecutor(ordinary:)`:
+    /// its jobs would then run here unisolated.
     public func enqueue(_ job: consuming ExecutorJob) {
         push(UnownedJob(job), isolated: false)
     }
