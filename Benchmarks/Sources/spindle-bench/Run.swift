@@ -363,6 +363,7 @@ struct Run: ParsableCommand {
             var throughput: [String: [Double]] = [:]
             var serverCPU: [String: [Double]] = [:]
             var percentiles: [String: [Double: [Double]]] = [:]
+            var loadBatch: [String: [Double]] = [:]
             for trial in 0..<echoTrials {
                 for executor in executors {
                     if Self.interrupted { return rows }
@@ -371,6 +372,7 @@ struct Run: ParsableCommand {
                         executor, variant: variant, warmupMs: warmupMs, durationMs: durationMs, tools: tools)
                     throughput[executor, default: []].append(outcome.requestsPerSecond)
                     serverCPU[executor, default: []].append(outcome.serverCPUPerRequest * 1e9)
+                    loadBatch[executor, default: []].append(outcome.loadBatch)
                     for percentile in [50.0, 99.0, 99.9] {
                         percentiles[executor, default: [:]][percentile, default: []]
                             .append(Double(outcome.latency.valueAtPercentile(percentile)) / 1e3)
@@ -405,11 +407,19 @@ struct Run: ParsableCommand {
                     note: "the server process's user + system CPU time per round trip (rusage), warm-up included"))
                 for percentile in [50.0, 99.0, 99.9] {
                     let stats = Stats(percentiles[executor]![percentile]!)
+                    // On the p99 row, what shapes it: how many echoes the load generator read
+                    // per loop turn (see EchoWorkload.Outcome.loadBatch).
                     rows.append(BenchResult(
                         workload: "echo", variant: variant, executor: executor,
                         metric: percentile == 99.9 ? "p99.9" : "p\(Int(percentile))", unit: "µs",
                         median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
-                        note: "latency (HdrHistogram); median of the trials' percentiles"))
+                        per_op: percentile == 99 ? ["load_batch": Stats(loadBatch[executor]!).median] : nil,
+                        note: percentile == 99
+                            ? "latency (HdrHistogram); median of the trials' percentiles; load_batch: echoes the load "
+                                + "generator read per loop turn (near 1: requests queue in the server; near the "
+                                + "connection count: in the load generator, whose last few echoes a turn then wait a "
+                                + "second turn)"
+                            : "latency (HdrHistogram); median of the trials' percentiles"))
                 }
             }
         }

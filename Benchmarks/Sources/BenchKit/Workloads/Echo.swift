@@ -41,6 +41,11 @@ package enum EchoWorkload {
         package var rounds: Int
         /// The server's malloc calls over its whole life (only when counting allocations).
         package var serverMallocs: Int?
+        /// Round trips the load generator finished per loop turn (in the window): which side of
+        /// the closed loop holds the queue. Near 1, the requests wait in the server; near the
+        /// connection count, the load generator is the slower side and reads a whole round of
+        /// echoes each turn, and the few that land just after its poll wait a second turn.
+        package var loadBatch: Double
     }
 
     // MARK: Servers
@@ -298,7 +303,7 @@ package enum EchoWorkload {
         serverStopped = true
         let serverCPU = childrenCPUSeconds() - cpuBefore
         guard let requests = fields["requests"], let window = fields["window_ns"], let rounds = fields["rounds"], requests > 0,
-            fields["mismatches"] == 0, fields["errors"] == 0
+            let turns = fields["turns"], turns > 0, fields["mismatches"] == 0, fields["errors"] == 0
         else {
             throw BenchError.incorrect("echo \(variant) on \(executor): unexpected load generator summary: \(summary)")
         }
@@ -314,7 +319,8 @@ package enum EchoWorkload {
             requestsPerSecond: requests / (window / 1e9), latency: histogram, requests: Int(requests),
             serverCPUPerRequest: serverCPU / rounds, rounds: Int(rounds),
             serverMallocs: server.remainingOutput().split(separator: "\n").first { $0.hasPrefix("mallocs ") }
-                .flatMap { Int($0.dropFirst("mallocs ".count)) })
+                .flatMap { Int($0.dropFirst("mallocs ".count)) },
+            loadBatch: requests / turns)
     }
 
     static func childrenCPUSeconds() -> Double {
