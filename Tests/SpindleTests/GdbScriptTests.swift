@@ -27,7 +27,7 @@ struct GdbScriptTests {
             // Under `make asan`: LeakSanitizer cannot run in a traced process.
             "-ex", "set environment ASAN_OPTIONS=detect_leaks=0",
             "-ex", "break spindle_gdb_demo_checkpoint", "-ex", "run",
-            "-ex", "info fibers", "-ex", "fiber bt 2", "-ex", "continue",
+            "-ex", "info fibers", "-ex", "fiber bt 2", "-ex", "fiber bt -raw 3", "-ex", "continue",
             "--args", demo,
         ], blocked: [], mergingErrors: true)
         let text = ServiceProcess.readAll(gdbProcess.stdoutFD)
@@ -37,9 +37,14 @@ struct GdbScriptTests {
         #expect(listing.count == 3, "info fibers listed:\n\(text)")
         #expect(listing.allSatisfy { $0.contains("parked (sleep)") }, "\(text)")
         // The backtrace starts at the fiber's switch and reaches its own function.
-        let backtrace = text.components(separatedBy: "fiber #2 \"sleeper-2\"").dropFirst().first ?? ""
-        #expect(backtrace.contains("parkedInGdbDemo"), "fiber bt 2 printed:\n\(text)")
+        let backtrace = (text.components(separatedBy: "fiber #2 \"sleeper-2\"").dropFirst().first ?? "")
+            .components(separatedBy: "fiber #3 ").first ?? ""
+        #expect(backtrace.contains("parkedInGdbDemo(_:)"), "fiber bt 2 printed:\n\(text)")
         #expect(backtrace.contains("#1 "), "a backtrace of more than one frame:\n\(text)")
+        // In Swift's words (gdb does not demangle Swift); -raw leaves the symbols as they are.
+        #expect(backtrace.contains("static Fiber.sleep(for:)") && !backtrace.contains("$s7Spindle"), "\(text)")
+        let raw = text.components(separatedBy: "fiber #3 \"sleeper-3\"").dropFirst().first ?? ""
+        #expect(raw.contains("$s7Spindle5FiberO5sleep"), "fiber bt -raw 3 printed:\n\(text)")
         // The program carried on from the breakpoint with its own registers and ended normally.
         #expect(text.contains("checkpoints: 1; all 3 sleepers finished"), "\(text)")
     }

@@ -3,6 +3,7 @@
 #   (gdb) source Tools/gdb/spindle.py
 #   (gdb) info fibers          every live fiber of every loop: id, name, state, park reason, stack
 #   (gdb) fiber bt ID          backtrace of a suspended fiber, from its saved fcontext registers
+#   (gdb) fiber bt -raw ID     the same with the Swift symbols left mangled
 #
 # Fibers are found through the scheduler registry (spindle_sched_registry, a list of every live
 # scheduler) and each scheduler's list of live fibers (all_head / all_next). A suspended fiber's
@@ -10,7 +11,13 @@
 # the saved context points at [mxcsr/x87 cw, r12, r13, r14, r15, rbx, rbp, return address], and
 # the stack pointer was just above them. `fiber bt` loads those into the stopped thread, prints
 # gdb's backtrace, and puts the thread's own registers back — so it needs a live process stopped
-# in gdb (not a core file).
+# in gdb (not a core file). gdb does not demangle Swift, so `fiber bt` passes its frames through
+# `swift-demangle --simplified` (found next to `swift` on PATH, or at $SWIFT_DEMANGLE) when it
+# is there: `static Fiber.sleep(for:)` rather than `$s7Spindle5FiberO5sleep3forys8DurationV_tKFZ`.
+import os
+import shutil
+import subprocess
+
 import gdb
 
 STATES = {0: "created", 1: "runnable", 2: "running", 3: "parked", 4: "finished"}
@@ -21,6 +28,38 @@ PARK_REASONS = [
     "future", "async", "other",
 ]
 SAVED = [("r12", 0x08), ("r13", 0x10), ("r14", 0x18), ("r15", 0x20), ("rbx", 0x28), ("rbp", 0x30)]
+
+
+def swift_demangle():
+    """The swift-demangle program, or None."""
+    explicit = os.environ.get("SWIFT_DEMANGLE")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    found = shutil.which("swift-demangle")
+    if found:
+        return found
+    swift = shutil.which("swift")
+    if swift:
+        beside = os.path.join(os.path.dirname(os.path.realpath(swift)), "swift-demangle")
+        if os.access(beside, os.X_OK):
+            return beside
+    return None
+
+
+def demangled(text):
+    """`text` with its Swift symbols demangled, and a note saying why if they cannot be."""
+    if "$s" not in text:
+        return text
+    program = swift_demangle()
+    if program is None:
+        return text + "(swift-demangle not found: Swift symbols left mangled; set SWIFT_DEMANGLE to its path)\n"
+    try:
+        done = subprocess.run([program, "--simplified"], input=text, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as error:
+        return text + "(%s failed: %s; Swift symbols left mangled)\n" % (program, error)
+    if done.returncode != 0:
+        return text + "(%s exited with status %d; Swift symbols left mangled)\n" % (program, done.returncode)
+    return done.stdout
 
 
 def schedulers():
@@ -91,8 +130,10 @@ class FiberBacktrace(gdb.Command):
 
     def invoke(self, argument, from_tty):
         args = gdb.string_to_argv(argument)
+        raw = "-raw" in args
+        args = [arg for arg in args if arg != "-raw"]
         if len(args) != 1 or not args[0].lstrip("#").isdigit():
-            raise gdb.GdbError("usage: fiber bt ID")
+            raise gdb.GdbError("usage: fiber bt [-raw] ID")
         wanted = int(args[0].lstrip("#"))
         match = next((f for _, f in fibers() if int(f["id"]) == wanted), None)
         if match is None:
@@ -119,7 +160,8 @@ class FiberBacktrace(gdb.Command):
             gdb.execute("set $rsp = %d" % (context + 0x40), to_string=True)
             gdb.execute("set $rip = %d" % word(context + 0x38), to_string=True)
             gdb.write('fiber #%d "%s", %s:\n' % (wanted, fiber_name(match), describe(match)))
-            gdb.write(gdb.execute("bt", to_string=True))
+            frames = gdb.execute("bt", to_string=True)
+            gdb.write(frames if raw else demangled(frames))
         finally:
             gdb.execute("frame 0", to_string=True)
             for name in names:
