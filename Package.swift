@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "SpindleTrace", targets: ["SpindleTrace"]),
         .executable(name: "spindle-echo", targets: ["spindle-echo"]),
         .executable(name: "spindle-http", targets: ["spindle-http"]),
+        .executable(name: "spindle-doctor", targets: ["spindle-doctor"]),
     ],
     targets: [
         .systemLibrary(
@@ -73,6 +74,18 @@ let package = Package(
             name: "spindle-http",
             dependencies: ["ExampleSupport", "Spindle", "SpindleLoop"],
             path: "Examples/spindle-http"
+        ),
+        // The doctor for a program run with SPINDLE_TRACE: reads the trace, names the pathology.
+        .executableTarget(
+            name: "spindle-doctor",
+            dependencies: ["SpindleTrace"],
+            path: "Tools/spindle-doctor"
+        ),
+        // Busy-polling or parked fibers for spindle-doctor (its test runs the two on it).
+        .executableTarget(
+            name: "spindle-doctor-demo",
+            dependencies: ["Spindle", "SpindleLoop"],
+            path: "Examples/spindle-doctor-demo"
         ),
         // Parked fibers for Tools/gdb/spindle.py (its test runs gdb on it).
         .executableTarget(

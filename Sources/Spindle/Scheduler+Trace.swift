@@ -84,7 +84,8 @@ extension Scheduler {
         let pid = getpid()
         let tid = Int(core.pointee.owner_thread % 1_000_000_007)
         var open: UInt64? = nil  // the fiber whose slice is open
-        fputs("{\"displayTimeUnit\":\"ns\",\"otherData\":{\"droppedEvents\":\(dropped)},\"traceEvents\":[\n", file)
+        fputs("{\"displayTimeUnit\":\"ns\",\"otherData\":{\"droppedEvents\":\(dropped),\"spindle\":\(traceSummary())},"
+            + "\"traceEvents\":[\n", file)
         fputs("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":\(pid),\"tid\":\(tid),\"args\":{\"name\":\"loop\"}}", file)
         for event in events {
             let ts = microseconds(event.ticks)
@@ -116,6 +117,59 @@ extension Scheduler {
         }
         fputs("\n]}\n", file)
         if ferror(file) != 0 { throw UVError(code: -EIO, operation: "writing the trace file \(path)") }
+    }
+
+    /// The loop's totals since it started, for a trace file's `otherData.spindle`: what the
+    /// doctor reads besides the events (`Doctor.TraceFile`), since the ring keeps only the newest
+    /// events. This scheduler's and loop's counters, and — when written on the loop's own thread,
+    /// as at loop close — that thread's resource usage (getrusage RUSAGE_THREAD,
+    /// /proc/thread-self/io), so other threads of the program do not blur it.
+    func traceSummary() -> String {
+        let counters = self.counters
+        var fields: [(String, String)] = [
+            ("spawns", "\(counters.spawns)"), ("finishes", "\(counters.finishes)"),
+            ("switches", "\(counters.switches)"), ("yields", "\(counters.yields)"), ("parks", "\(counters.parks)"),
+            ("wakes", "\(counters.wakes)"), ("stacksCold", "\(counters.stacksCold)"),
+            ("stacksPooled", "\(counters.stacksPooled)"), ("stacksDiscarded", "\(stacks.discardedCount)"),
+            ("loopTurns", "\(counters.loopTurns)"),
+            ("runQueueHighWater", "\(counters.runQueueHighWater)"),
+            ("fiberNanoseconds", "\(counters.fiberNanoseconds)"), ("runningNanoseconds", "\(loop.runningNanoseconds)"),
+            ("idleNanoseconds", "\(loop.idleNanoseconds)"),
+        ]
+        if pthread_self() == pthread_t(core.pointee.owner_thread) {
+            var usage = rusage()
+            getrusage(1, &usage)  // RUSAGE_THREAD (Linux; a GNU name Swift's Glibc does not import)
+            func microseconds(_ time: timeval) -> Int { time.tv_sec * 1_000_000 + time.tv_usec }
+            fields += [
+                ("userMicroseconds", "\(microseconds(usage.ru_utime))"),
+                ("systemMicroseconds", "\(microseconds(usage.ru_stime))"), ("minorFaults", "\(usage.ru_minflt)"),
+                ("threadSwitches", "\(usage.ru_nvcsw + usage.ru_nivcsw)"),
+            ]
+            if let syscalls = Self.readWriteSyscalls(of: "/proc/thread-self/io") { fields.append(("ioSyscalls", "\(syscalls)")) }
+        }
+        if let mark = stackHighWater {
+            fields += [
+                ("stackUsedBytes", "\(mark.usedBytes)"), ("stackBytes", "\(mark.stackBytes)"),
+                ("stackFiber", "\"\(jsonEscaped(mark.fiber))\""),
+            ]
+        }
+        return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
+    }
+
+    /// read + write system calls so far (syscr + syscw) of this process (/proc/self/io) or of
+    /// the calling thread (/proc/thread-self/io), or nil where the file cannot be read.
+    package static func readWriteSyscalls(of path: String = "/proc/self/io") -> Int? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var total = 0
+        var line = [CChar](repeating: 0, count: 128)
+        while fgets(&line, Int32(line.count), file) != nil {
+            let text = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            for key in ["syscr: ", "syscw: "] where text.hasPrefix(key) {
+                total += Int(text.dropFirst(key.count).filter(\.isNumber)) ?? 0
+            }
+        }
+        return total
     }
 
     /// SPINDLE_TRACE=path: trace from the start; written when the loop closes (the first loop

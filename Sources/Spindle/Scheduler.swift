@@ -68,6 +68,10 @@ public final class Scheduler: EventLoopAttachment {
         public let stackBytes: Int
         public let fiber: String
         public var fraction: Double { Double(usedBytes) / Double(max(stackBytes, 1)) }
+
+        package init(usedBytes: Int, stackBytes: Int, fiber: String) {
+            (self.usedBytes, self.stackBytes, self.fiber) = (usedBytes, stackBytes, fiber)
+        }
     }
     public private(set) var stackHighWater: StackHighWater?
 

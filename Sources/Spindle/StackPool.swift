@@ -76,6 +76,9 @@ public final class StackPool {
     @exclusivity(unchecked) public private(set) var coldTakes: UInt64 = 0
     /// Stacks served from the pool.
     @exclusivity(unchecked) public private(set) var pooledTakes: UInt64 = 0
+    /// Stacks unmapped when their fiber finished, because the pool already held
+    /// ``maximumPooledPerSize`` of their size: as many later fibers start on fresh stacks.
+    @exclusivity(unchecked) public private(set) var discardedCount: UInt64 = 0
 
     /// Creates an empty pool.
     public init(guardPages: Bool = true) {
@@ -169,6 +172,7 @@ public final class StackPool {
             freeCounts[size, default: 0] += 1
             return
         }
+        discardedCount &+= 1
         unmap(fiber)
     }
 

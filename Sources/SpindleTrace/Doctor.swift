@@ -380,17 +380,5 @@ public enum Doctor {
 extension Doctor {
     /// read + write system calls of this process so far (/proc/self/io: syscr + syscw), or nil
     /// where the file cannot be read.
-    public static func readWriteSyscalls() -> Int? {
-        guard let file = fopen("/proc/self/io", "r") else { return nil }
-        defer { fclose(file) }
-        var total = 0
-        var line = [CChar](repeating: 0, count: 128)
-        while fgets(&line, Int32(line.count), file) != nil {
-            let text = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-            for key in ["syscr: ", "syscw: "] where text.hasPrefix(key) {
-                total += Int(text.dropFirst(key.count).filter(\.isNumber)) ?? 0
-            }
-        }
-        return total
-    }
+    public static func readWriteSyscalls() -> Int? { Scheduler.readWriteSyscalls() }
 }

@@ -1,0 +1,206 @@
+import Glibc
+import Spindle
+import SpindleLoop
+
+extension Doctor {
+    /// A trace file a Spindle program wrote — run with `SPINDLE_TRACE=path`, or through
+    /// ``Trace/write(_:to:)`` — read back for the doctor: the loop's totals since it started (its
+    /// counters and the process's resource usage, which the writer keeps in `otherData.spindle`)
+    /// and the fiber slices of the events the ring still held.
+    ///
+    /// This is the doctor for a program whose code you do not change: run it with
+    /// `SPINDLE_TRACE=run.json`, then `spindle-doctor run.json` (or ``report(operations:waitsPerOperation:)``).
+    public struct TraceFile: Sendable {
+        /// The loop's totals, by the names the writer gives them (`spawns`, `yields`, `parks`, ...).
+        public let totals: [String: Double]
+        /// The fiber that used the most of its stack, when the program painted stacks.
+        public let deepestStackFiber: String?
+        /// Events in the file, and how many older ones the ring had overwritten before it was written.
+        public let eventCount: Int
+        public let droppedEvents: Int
+        /// Fiber slices (resume to yield, park or finish) longer than ``Doctor/longSlice``, and the
+        /// longest slice with the fiber it ran.
+        public let longSlices: Int
+        public let longestSlice: (microseconds: Double, fiber: String)?
+
+        /// Reads the trace at `path`. Throws ``TraceFileError`` when the file cannot be read or is
+        /// not a trace a Spindle program wrote.
+        public init(path: String) throws(TraceFileError) {
+            guard let file = fopen(path, "r") else {
+                throw TraceFileError(path: path, reason: String(cString: strerror(errno)))
+            }
+            defer { fclose(file) }
+            var lines: [String] = []
+            var buffer: UnsafeMutablePointer<CChar>?
+            var capacity = 0
+            defer { free(buffer) }
+            while getline(&buffer, &capacity, file) >= 0 { lines.append(String(cString: buffer!)) }
+            if ferror(file) != 0 { throw TraceFileError(path: path, reason: String(cString: strerror(errno))) }
+
+            guard let header = lines.first, header.hasPrefix("{\"displayTimeUnit\""),
+                let summary = Self.object(after: "\"spindle\":", in: header[...])
+            else {
+                throw TraceFileError(
+                    path: path,
+                    reason: "not a trace written by Spindle (SPINDLE_TRACE or Trace.write): its first line has no "
+                        + "otherData.spindle totals")
+            }
+            var totals: [String: Double] = [:]
+            var deepest: String?
+            for (key, value) in summary {
+                if let number = Double(value) { totals[key] = number } else if key == "stackFiber" { deepest = value }
+            }
+            for key in ["spawns", "finishes", "switches", "yields", "parks"] where totals[key] == nil {
+                throw TraceFileError(path: path, reason: "its otherData.spindle totals have no \(key)")
+            }
+            self.totals = totals
+            deepestStackFiber = deepest
+            droppedEvents = Self.field("droppedEvents", in: header[...]).flatMap { Int($0) } ?? 0
+            guard lines.last?.hasPrefix("]}") == true else {
+                throw TraceFileError(path: path, reason: "it ends before the closing ]} of its events (cut short?)")
+            }
+
+            // Slices: a resume ("ph":"B", named after its fiber) up to the next end ("ph":"E").
+            var events = 0
+            var open: (fiber: String, since: Double)?
+            var long = 0
+            var longest: (microseconds: Double, fiber: String)?
+            let limit =
+                Double(Doctor.longSlice.components.seconds) * 1e6
+                + Double(Doctor.longSlice.components.attoseconds) / 1e12
+            for line in lines.dropFirst() where line.hasPrefix("{") || line.hasPrefix(",{") {
+                events += 1
+                let event = line.drop { $0 == "," }
+                guard let phase = Self.field("ph", in: event), phase == "B" || phase == "E",
+                    let time = Self.field("ts", in: event).flatMap(Double.init)
+                else { continue }
+                if phase == "B" {
+                    open = (Self.field("name", in: event) ?? "a fiber", time)
+                } else if let slice = open {
+                    open = nil
+                    let length = time - slice.since
+                    if length > limit { long += 1 }
+                    if length > longest?.microseconds ?? -1 { longest = (length, slice.fiber) }
+                }
+            }
+            eventCount = events - 1  // the loop thread's name
+            longSlices = long
+            longestSlice = longest
+        }
+
+        /// What the doctor finds in this run. `operations` defaults to the fibers that finished;
+        /// `waitsPerOperation`, when given, lets the doctor compare switches and yields with the
+        /// waits the work really had (as ``Doctor/report(for:since:operations:waitsPerOperation:includingResourceUsage:)``).
+        ///
+        /// The totals run from the loop's start, with no warm-up to leave out, so every stack the
+        /// program ever needed was once fresh. Fresh stacks count as cold only as far as the pool
+        /// threw stacks away (`stacksDiscarded`: it was full) and mapped new ones: a program that
+        /// maps a thousand stacks once for a thousand fibers has no cold-stack problem; one that
+        /// maps one per fiber because its pool holds too few has. The resource usage is the loop
+        /// thread's, from its start to the writing of the trace, and its context switches count
+        /// as hand-offs only beyond one a loop turn (a loop waiting in epoll_wait is switched out).
+        /// A trace written off the loop's thread (at exit, from another thread) has none.
+        public func report(operations: Int? = nil, waitsPerOperation: Double? = nil) -> Report {
+            func total(_ key: String) -> Double? { totals[key] }
+            var evidence = Evidence(
+                operations: operations.map(Double.init) ?? total("finishes") ?? 0, waitsPerOperation: waitsPerOperation)
+            evidence.switches = total("switches").map { $0 * 2 }
+            evidence.yields = total("yields")
+            evidence.parks = total("parks")
+            evidence.spawns = total("spawns")
+            evidence.stacksCold = total("stacksCold").map { min($0, total("stacksDiscarded") ?? $0) }
+            evidence.loopTurns = total("loopTurns")
+            evidence.concurrency = total("runQueueHighWater")
+            // A loop that blocks in epoll_wait is switched out once a turn at most: not a hand-off.
+            evidence.threadSwitches = total("threadSwitches").map { max(0, $0 - (total("loopTurns") ?? 0)) }
+            evidence.minorFaults = total("minorFaults")
+            evidence.userSeconds = total("userMicroseconds").map { $0 / 1e6 }
+            evidence.systemSeconds = total("systemMicroseconds").map { $0 / 1e6 }
+            evidence.ioSyscalls = total("ioSyscalls")
+            evidence.longSlices = Double(longSlices)
+            if let longestSlice {
+                evidence.longestSliceSeconds = longestSlice.microseconds / 1e6
+                evidence.longestSliceFiber = Self.describe(longestSlice.fiber)
+            }
+            if let used = total("stackUsedBytes"), let size = total("stackBytes"), size > 0 {
+                evidence.stackHighWater = Scheduler.StackHighWater(
+                    usedBytes: Int(used), stackBytes: Int(size), fiber: deepestStackFiber ?? "a fiber")
+            }
+            let fibers = UInt64(total("fiberNanoseconds") ?? 0)
+            let idle = UInt64(total("idleNanoseconds") ?? 0)
+            let running = UInt64(total("runningNanoseconds") ?? 0)
+            let callbacks = running > fibers &+ idle ? running &- fibers &- idle : 0
+            let time = TimeSplit(
+                fibers: .nanoseconds(Int64(fibers)), idle: .nanoseconds(Int64(idle)),
+                callbacks: .nanoseconds(Int64(callbacks)))
+            return Report(evidence: evidence, findings: diagnose(evidence), time: time)
+        }
+
+        /// A slice's name as the writer gives it ("fiber #12 name") in the doctor's words
+        /// (`fiber "name" (#12)`).
+        static func describe(_ label: String) -> String {
+            guard label.hasPrefix("fiber #") else { return label }
+            let rest = label.dropFirst("fiber #".count)
+            let id = rest.prefix { $0.isNumber }
+            let name = rest.dropFirst(id.count).drop { $0 == " " }
+            return name.isEmpty ? "fiber #\(id)" : "fiber \"\(name)\" (#\(id))"
+        }
+
+        /// The value of `"key":` in one event line: a string (unescaped) or a number, as text.
+        static func field(_ key: String, in line: Substring) -> String? {
+            guard let start = line.firstRange(of: "\"\(key)\":")?.upperBound else { return nil }
+            return value(at: start, in: line)?.text
+        }
+
+        /// The flat object (strings and numbers, nothing nested) that follows `marker` in `line`:
+        /// its keys and values as text.
+        static func object(after marker: String, in line: Substring) -> [(key: String, value: String)]? {
+            guard var index = line.firstRange(of: marker)?.upperBound, index < line.endIndex, line[index] == "{" else {
+                return nil
+            }
+            index = line.index(after: index)
+            var pairs: [(key: String, value: String)] = []
+            while index < line.endIndex, line[index] != "}" {
+                if line[index] == "," { index = line.index(after: index) }
+                guard let key = value(at: index, in: line), let colon = line[key.end...].first, colon == ":" else {
+                    return nil
+                }
+                guard let item = value(at: line.index(after: key.end), in: line) else { return nil }
+                pairs.append((key.text, item.text))
+                index = item.end
+            }
+            return pairs
+        }
+
+        /// A JSON string (unescaped) or number starting at `start`, and where it ends.
+        static func value(at start: Substring.Index, in line: Substring) -> (text: String, end: Substring.Index)? {
+            guard start < line.endIndex else { return nil }
+            if line[start] == "\"" {
+                var text = ""
+                var index = line.index(after: start)
+                while index < line.endIndex {
+                    let character = line[index]
+                    if character == "\"" { return (text, line.index(after: index)) }
+                    if character == "\\" {
+                        index = line.index(after: index)
+                        guard index < line.endIndex else { return nil }
+                    }
+                    text.append(line[index])
+                    index = line.index(after: index)
+                }
+                return nil
+            }
+            let end =
+                line[start...].firstIndex { !($0.isNumber || $0 == "." || $0 == "-" || $0 == "e" || $0 == "+") }
+                ?? line.endIndex
+            return end > start ? (String(line[start..<end]), end) : nil
+        }
+    }
+
+    /// A trace file that could not be read, or is not one a Spindle program wrote.
+    public struct TraceFileError: Error, CustomStringConvertible, Sendable {
+        public let path: String
+        public let reason: String
+        public var description: String { "\(path): \(reason)" }
+    }
+}

@@ -1,0 +1,62 @@
+import Foundation
+import Glibc
+import Testing
+
+/// spindle-doctor on a program whose code does not call the doctor: `spindle-doctor-demo` run
+/// with SPINDLE_TRACE, then the tool on the trace it wrote — as README's "Debugging" section
+/// tells a user to do.
+@Suite("spindle-doctor")
+struct DoctorToolTests {
+    /// Runs the demo with `arguments` under SPINDLE_TRACE, then spindle-doctor on the trace; its
+    /// exit status and output.
+    func diagnose(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let trace = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "spindle-doctor-\(getpid())-\(name).json"
+        ).path
+        defer { unlink(trace) }
+        let demo = try ServiceProcess(
+            ServiceProcess.path(of: "spindle-doctor-demo"), arguments, mergingErrors: true,
+            environment: ["SPINDLE_TRACE=\(trace)"])
+        let demoOutput = ServiceProcess.readAll(demo.stdoutFD)
+        #expect(demo.wait() == 0, "\(demoOutput)")
+        #expect(demoOutput.contains("1000 of 1000 operations finished"), "\(demoOutput)")
+        #expect(demoOutput.contains("trace written to \(trace)"), "\(demoOutput)")
+        let doctor = try ServiceProcess(ServiceProcess.path(of: "spindle-doctor"), [trace], mergingErrors: true)
+        let output = ServiceProcess.readAll(doctor.stdoutFD)
+        return (doctor.wait(), output)
+    }
+
+    @Test("fibers parked on their timers: no pathology, exit status 0")
+    func healthy() throws {
+        let (status, output) = try diagnose("parked", [])
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("1000 fibers spawned, 1000 finished"), "\(output)")
+        #expect(output.contains("doctor: no pathology found over 1000 operations"), "\(output)")
+    }
+
+    @Test("fibers polling with Fiber.yield(): busy-yield polling; a 20 ms slice: named with its fiber; exit status 1")
+    func findings() throws {
+        let busy = try diagnose("busy", ["--busy"])
+        #expect(busy.status == 1, "\(busy.output)")
+        #expect(busy.output.contains("busy-yield polling: 10."), "\(busy.output)")
+        #expect(!busy.output.contains("cold stacks"), "\(busy.output)")
+        let hog = try diagnose("hog", ["--hog"])
+        #expect(hog.status == 1, "\(hog.output)")
+        #expect(hog.output.contains("slices that block the loop"), "\(hog.output)")
+        #expect(hog.output.contains("in fiber \"hog\""), "\(hog.output)")
+    }
+
+    @Test("a missing trace or a wrong option: the reason on standard error, exit status 2")
+    func refusals() throws {
+        let tool = ServiceProcess.path(of: "spindle-doctor")
+        let missing = try ServiceProcess(tool, ["/nonexistent/run.json"], mergingErrors: true)
+        let missingOutput = ServiceProcess.readAll(missing.stdoutFD)
+        #expect(missing.wait() == 2)
+        #expect(
+            missingOutput == "spindle-doctor: /nonexistent/run.json: No such file or directory\n", "\(missingOutput)")
+        let wrong = try ServiceProcess(tool, ["run.json", "--operations", "many"], mergingErrors: true)
+        let wrongOutput = ServiceProcess.readAll(wrong.stdoutFD)
+        #expect(wrong.wait() == 2)
+        #expect(wrongOutput.contains("--operations needs a whole number above 0"), "\(wrongOutput)")
+    }
+}

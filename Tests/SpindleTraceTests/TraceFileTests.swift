@@ -1,0 +1,154 @@
+import Foundation
+import Spindle
+import SpindleLoop
+import SpindleTestSupport
+import SpindleTrace
+import Testing
+
+/// The doctor reading a trace file back (what `spindle-doctor` does for a program run with
+/// SPINDLE_TRACE): the loop's totals the writer keeps in `otherData.spindle`, and the slices of
+/// its events. The whole-run view has no warm-up, so fresh stacks only count as cold where the
+/// pool threw stacks away.
+@Suite("Doctor on a trace file", .serialized)
+struct TraceFileTests {
+    static let operations = 300
+    static let waits = 10
+
+    /// Traces `operations` fibers of `body` (spawned all at once, or one after another when
+    /// `oneAtATime`), writes the trace and reads it back; also returns the loop's own counters.
+    func traced(
+        _ name: String, oneAtATime: Bool = false, setUp: @escaping (EventLoop) -> Void = { _ in },
+        _ body: @escaping () -> Void
+    ) throws -> (file: Doctor.TraceFile, counters: Scheduler.Counters) {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "spindle-tracefile-\(getpid())-\(name).json"
+        ).path
+        defer { unlink(path) }
+        let counters = try withManyFibers {
+            try withRunningLoop("tracefile-\(name)") { loop -> Scheduler.Counters in
+                setUp(loop)
+                Trace.start(on: loop)
+                defer { Trace.stop(on: loop) }
+                for _ in 0..<(oneAtATime ? Self.operations : 1) {
+                    for _ in 0..<(oneAtATime ? 1 : Self.operations) { loop.spawnDetached(body) }
+                    if oneAtATime { try loop.run() }
+                }
+                try loop.run()
+                try Trace.write(loop, to: path)
+                return loop.scheduler.counters
+            }
+        }
+        // Still the JSON Perfetto opens, with the totals as otherData.
+        let json =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any]
+        let totals = (json?["otherData"] as? [String: Any])?["spindle"] as? [String: Any]
+        #expect(totals?["yields"] as? Int == Int(counters.yields), "\(String(describing: json?["otherData"]))")
+        return (try Doctor.TraceFile(path: path), counters)
+    }
+
+    static func sleepEachWait() {
+        for _ in 0..<waits { try? Fiber.sleep(for: .zero) }
+    }
+
+    static func pollEachWait() {
+        for _ in 0..<waits {
+            var fired = false
+            let timer = SpindleLoop.Timer(loop: Fiber.current.loop) { _ in fired = true }
+            timer.start(after: .zero)
+            while !fired { Fiber.yield() }
+            timer.close()
+        }
+    }
+
+    @Test("the totals read back are the loop's counters; parked fibers get no finding, first-use stacks included")
+    func healthy() throws {
+        let (file, counters) = try traced("healthy", Self.sleepEachWait)
+        #expect(file.totals["spawns"] == Double(counters.spawns))
+        #expect(file.totals["parks"] == Double(Self.operations * Self.waits))
+        #expect(file.totals["stacksCold"] == Double(counters.stacksCold) && counters.stacksCold > 0)
+        #expect(file.droppedEvents == 0 && file.eventCount > Self.operations * Self.waits)
+        let report = file.report(waitsPerOperation: Double(Self.waits))
+        #expect(report.findings.isEmpty, "\(report)")
+        #expect(report.evidence.operations == Double(Self.operations), "\(report)")
+    }
+
+    @Test("fibers that yield until their timer has fired: busy-yield polling, from the file")
+    func busyPolling() throws {
+        let report = try traced("busy", Self.pollEachWait).file.report()
+        #expect(report.names(.busyYield), "\(report)")
+        #expect(!report.names(.coldStacks) && !report.names(.excessSwitches), "\(report)")
+    }
+
+    @Test("fibers spawned one after another with no pool: cold stacks; with the pool: none")
+    func coldStacks() throws {
+        let churn = try traced("churn", oneAtATime: true, setUp: { $0.scheduler.stacks.maximumPooledPerSize = 0 }) {
+            try? Fiber.sleep(for: .zero)
+        }
+        #expect(churn.file.totals["stacksDiscarded"] == Double(Self.operations))
+        let report = churn.file.report()
+        #expect(report.names(.coldStacks), "\(report)")
+        let pooled = try traced("pooled", oneAtATime: true) { try? Fiber.sleep(for: .zero) }.file.report()
+        #expect(!pooled.names(.coldStacks), "\(pooled)")
+    }
+
+    @Test("a slice that holds the loop is named from the file, with its fiber's name")
+    func longSlice() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "spindle-tracefile-\(getpid())-hog.json"
+        ).path
+        defer { unlink(path) }
+        try withRunningLoop("tracefile-hog") { loop in
+            Trace.start(on: loop)
+            defer { Trace.stop(on: loop) }
+            for _ in 0..<20 { loop.spawnDetached { Fiber.yield() } }
+            loop.spawn(name: "hog {\"quoted\"}") {
+                let start = ContinuousClock.now
+                while ContinuousClock.now - start < .milliseconds(10) {}
+            }
+            try loop.run()
+            try Trace.write(loop, to: path)
+        }
+        let file = try Doctor.TraceFile(path: path)
+        #expect(file.longSlices >= 1)
+        #expect((file.longestSlice?.microseconds ?? 0) >= 10_000, "\(String(describing: file.longestSlice))")
+        let report = file.report()
+        #expect(report.names(.longSlices), "\(report)")
+        #expect(report.description.contains("in fiber \"hog {\"quoted\"}\""), "\(report)")
+    }
+
+    @Test("a file that is missing, not a Spindle trace, or cut short is refused with the reason")
+    func badFiles() throws {
+        func refusal(_ path: String) -> String {
+            do {
+                _ = try Doctor.TraceFile(path: path)
+                return "read"
+            } catch {
+                return error.description
+            }
+        }
+        let missing = "/nonexistent-directory/trace.json"
+        #expect(refusal(missing) == "\(missing): No such file or directory")
+
+        let directory = FileManager.default.temporaryDirectory
+        let foreign = directory.appendingPathComponent("spindle-tracefile-\(getpid())-foreign.json").path
+        defer { unlink(foreign) }
+        try Data(#"{"traceEvents":[]}"#.utf8).write(to: URL(fileURLWithPath: foreign))
+        #expect(refusal(foreign).contains("not a trace written by Spindle"), "\(refusal(foreign))")
+
+        // A real trace without its last lines (a program killed while writing it).
+        let whole = directory.appendingPathComponent("spindle-tracefile-\(getpid())-whole.json").path
+        let cut = directory.appendingPathComponent("spindle-tracefile-\(getpid())-cut.json").path
+        defer { unlink(whole); unlink(cut) }
+        try withRunningLoop("tracefile-cut") { loop in
+            Trace.start(on: loop)
+            defer { Trace.stop(on: loop) }
+            for _ in 0..<10 { loop.spawnDetached { Fiber.yield() } }
+            try loop.run()
+            try Trace.write(loop, to: whole)
+        }
+        #expect(refusal(whole) == "read")
+        let text = try String(contentsOfFile: whole, encoding: .utf8)
+        try Data(text.utf8.dropLast(40)).write(to: URL(fileURLWithPath: cut))
+        #expect(refusal(cut).contains("cut short"), "\(refusal(cut))")
+    }
+}
