@@ -143,7 +143,7 @@ extension Scheduler {
             fields += [
                 ("userMicroseconds", "\(microseconds(usage.ru_utime))"),
                 ("systemMicroseconds", "\(microseconds(usage.ru_stime))"), ("minorFaults", "\(usage.ru_minflt)"),
-                ("threadSwitches", "\(usage.ru_nvcsw + usage.ru_nivcsw)"),
+                ("threadSwitches", "\(usage.ru_nvcsw + usage.ru_nivcsw)"), ("preemptions", "\(usage.ru_nivcsw)"),
             ]
             if let syscalls = Self.readWriteSyscalls(of: "/proc/thread-self/io") { fields.append(("ioSyscalls", "\(syscalls)")) }
         }

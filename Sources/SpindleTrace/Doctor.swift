@@ -66,6 +66,9 @@ public enum Doctor {
         public var longSlices: Double?
         public var longestSliceSeconds: Double?
         public var longestSliceFiber: String?
+        /// Times the OS preempted the loop's thread (involuntary context switches), when known: a
+        /// slice it was preempted in counts the time it waited for the CPU too.
+        public var preemptions: Double?
         /// The deepest stack use seen in painting mode: the fraction of its stack, and the fiber.
         public var stackHighWater: Scheduler.StackHighWater?
 
@@ -184,6 +187,7 @@ public enum Doctor {
             evidence.threadSwitches = Double(
                 (now.usage.ru_nvcsw + now.usage.ru_nivcsw) - (before.usage.ru_nvcsw + before.usage.ru_nivcsw))
             evidence.minorFaults = Double(now.usage.ru_minflt - before.usage.ru_minflt)
+            evidence.preemptions = Double(now.usage.ru_nivcsw - before.usage.ru_nivcsw)
             // Linux's user/system split is an estimate that can move backwards: clamp at zero.
             evidence.userSeconds = max(0, seconds(now.usage.ru_utime) - seconds(before.usage.ru_utime))
             evidence.systemSeconds = max(0, seconds(now.usage.ru_stime) - seconds(before.usage.ru_stime))
@@ -327,7 +331,12 @@ public enum Doctor {
                 message: "\(Int(long)) fiber slice\(long == 1 ? "" : "s") ran longer than 1 ms without yielding or "
                     + "parking (the longest \(n(longest * 1_000)) ms, in \(evidence.longestSliceFiber ?? "a fiber")): "
                     + "meanwhile the loop runs no timer, no I/O and no other fiber. Split the work with "
-                    + "Fiber.yield(), or move it off the loop (Fiber.awaitAsync, the file pool)."))
+                    + "Fiber.yield(), or move it off the loop (Fiber.awaitAsync, the file pool)."
+                    + (evidence.preemptions.map { preemptions in
+                        preemptions < long ? "" : " The OS preempted the loop's thread \(Int(preemptions)) "
+                            + "time\(preemptions == 1 ? "" : "s") over the run, and a slice it was preempted in counts "
+                            + "that wait too: if these slices do little work, the machine was busy, not the loop."
+                    } ?? "")))
         }
 
         // A stack near its limit (painting mode): one deeper call and the fiber overflows.

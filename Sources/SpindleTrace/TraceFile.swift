@@ -114,6 +114,7 @@ extension Doctor {
             // A loop that blocks in epoll_wait is switched out once a turn at most: not a hand-off.
             evidence.threadSwitches = total("threadSwitches").map { max(0, $0 - (total("loopTurns") ?? 0)) }
             evidence.minorFaults = total("minorFaults")
+            evidence.preemptions = total("preemptions")
             evidence.userSeconds = total("userMicroseconds").map { $0 / 1e6 }
             evidence.systemSeconds = total("systemMicroseconds").map { $0 / 1e6 }
             evidence.ioSyscalls = total("ioSyscalls")

@@ -26,12 +26,17 @@ struct DoctorToolTests {
         return (doctor.wait(), output)
     }
 
-    @Test("fibers parked on their timers: no pathology, exit status 0")
+    @Test("fibers parked on their timers: nothing about how they wait; the exit status says whether anything was found")
     func healthy() throws {
         let (status, output) = try diagnose("parked", [])
-        #expect(status == 0, "\(output)")
         #expect(output.contains("1000 fibers spawned, 1000 finished"), "\(output)")
-        #expect(output.contains("doctor: no pathology found over 1000 operations"), "\(output)")
+        #expect(output.contains("doctor: "), "\(output)")
+        // Only a slice stretched past 1 ms of wall time may be named: a loaded machine or a
+        // sanitizer can do that to any slice (the finding then says the OS preempted the loop).
+        for wrong in ["busy-yield", "cold stacks", "thread hand-offs", "a system call", "a loop turn", "switches far"] {
+            #expect(!output.contains(wrong), "\(output)")
+        }
+        #expect((status == 0) == output.contains("no pathology found"), "exit status \(status):\n\(output)")
     }
 
     @Test("fibers polling with Fiber.yield(): busy-yield polling; a 20 ms slice: named with its fiber; exit status 1")

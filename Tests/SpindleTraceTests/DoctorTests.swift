@@ -201,5 +201,18 @@ struct DoctorTests {
         var handoff = Doctor.Evidence(operations: 1_000, waitsPerOperation: 10)
         handoff.threadSwitches = 20_000
         #expect(Doctor.diagnose(handoff).map(\.pathology) == [.threadHandoff])
+        // Long slices are named either way; the caveat comes when the OS preempted the loop's
+        // thread at least once a long slice (each may be a short slice that waited for the CPU).
+        var slices = Doctor.Evidence(operations: 1_000)
+        slices.longSlices = 2
+        slices.longestSliceSeconds = 0.0017
+        slices.preemptions = 1
+        let fewer = Doctor.diagnose(slices)
+        #expect(fewer.map(\.pathology) == [.longSlices])
+        #expect(!fewer.description.contains("preempted"), "\(fewer)")
+        slices.preemptions = 3
+        let more = Doctor.diagnose(slices)
+        #expect(more.map(\.pathology) == [.longSlices])
+        #expect(more.description.contains("The OS preempted the loop's thread 3 times over the run"), "\(more)")
     }
 }

@@ -68,7 +68,8 @@ struct TraceFileTests {
         #expect(file.totals["stacksCold"] == Double(counters.stacksCold) && counters.stacksCold > 0)
         #expect(file.droppedEvents == 0 && file.eventCount > Self.operations * Self.waits)
         let report = file.report(waitsPerOperation: Double(Self.waits))
-        #expect(report.findings.isEmpty, "\(report)")
+        // Slices are wall time: a loaded machine or a sanitizer may stretch one past 1 ms.
+        #expect(report.findings.allSatisfy { $0.pathology == .longSlices }, "\(report)")
         #expect(report.evidence.operations == Double(Self.operations), "\(report)")
     }
 
