@@ -30,16 +30,18 @@ extension Doctor {
                 throw TraceFileError(path: path, reason: String(cString: strerror(errno)))
             }
             defer { fclose(file) }
-            var lines: [String] = []
+            // Line by line: a trace of a million events is over 100 MB.
             var buffer: UnsafeMutablePointer<CChar>?
             var capacity = 0
             defer { free(buffer) }
-            while getline(&buffer, &capacity, file) >= 0 { lines.append(String(cString: buffer!)) }
-            if ferror(file) != 0 { throw TraceFileError(path: path, reason: String(cString: strerror(errno))) }
+            func nextLine() -> String? {
+                getline(&buffer, &capacity, file) >= 0 ? String(cString: buffer!) : nil
+            }
 
-            guard let header = lines.first, header.hasPrefix("{\"displayTimeUnit\""),
+            guard let header = nextLine(), header.hasPrefix("{\"displayTimeUnit\""),
                 let summary = Self.object(after: "\"spindle\":", in: header[...])
             else {
+                if ferror(file) != 0 { throw TraceFileError(path: path, reason: String(cString: strerror(errno))) }
                 throw TraceFileError(
                     path: path,
                     reason: "not a trace written by Spindle (SPINDLE_TRACE or Trace.write): its first line has no "
@@ -56,21 +58,21 @@ extension Doctor {
             self.totals = totals
             deepestStackFiber = deepest
             droppedEvents = Self.field("droppedEvents", in: header[...]).flatMap { Int($0) } ?? 0
-            guard lines.last?.hasPrefix("]}") == true else {
-                throw TraceFileError(path: path, reason: "it ends before the closing ]} of its events (cut short?)")
-            }
 
             // Slices: a resume ("ph":"B", named after its fiber) up to the next end ("ph":"E").
             var events = 0
             var open: (fiber: String, since: Double)?
             var long = 0
             var longest: (microseconds: Double, fiber: String)?
+            var closed = false
             let limit =
                 Double(Doctor.longSlice.components.seconds) * 1e6
                 + Double(Doctor.longSlice.components.attoseconds) / 1e12
-            for line in lines.dropFirst() where line.hasPrefix("{") || line.hasPrefix(",{") {
+            while let line = nextLine() {
+                closed = line.hasPrefix("]}")
+                guard line.hasPrefix("{") else { continue }
                 events += 1
-                let event = line.drop { $0 == "," }
+                let event = line[...]
                 guard let phase = Self.field("ph", in: event), phase == "B" || phase == "E",
                     let time = Self.field("ts", in: event).flatMap(Double.init)
                 else { continue }
@@ -82,6 +84,10 @@ extension Doctor {
                     if length > limit { long += 1 }
                     if length > longest?.microseconds ?? -1 { longest = (length, slice.fiber) }
                 }
+            }
+            if ferror(file) != 0 { throw TraceFileError(path: path, reason: String(cString: strerror(errno))) }
+            guard closed else {
+                throw TraceFileError(path: path, reason: "it ends before the closing ]} of its events (cut short?)")
             }
             eventCount = events - 1  // the loop thread's name
             longSlices = long

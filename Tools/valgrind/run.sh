@@ -6,10 +6,11 @@
 # The suite: the Swift Testing runner with Tools/valgrind/dispatch-main.c preloaded (Valgrind
 # 3.19 crashes on the way libdispatch parks an async main's thread; see that file) and
 # Tools/valgrind/swift-runtime.supp (reports from the Swift runtime's own metadata set-up). The
-# programs the tests start (spindle-echo, spindle-http, spindle-gdb-demo, exit tests) run
-# natively: Valgrind follows only the runner.
+# programs the tests start (spindle-echo, spindle-http, spindle-gdb-demo, spindle-doctor-demo,
+# spindle-doctor, exit tests) run natively: Valgrind follows only the runner.
 #
-# Then spindle-gdb-demo (fibers parked in sleeps, cancelled, joined) and spindle-echo (a fiber
+# Then spindle-gdb-demo (fibers parked in sleeps, cancelled, joined), spindle-doctor-demo
+# writing its trace (SPINDLE_TRACE) and spindle-doctor reading it, and spindle-echo (a fiber
 # per connection) serving 200 round trips on 4 connections, then stopped by SIGINT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,7 +27,9 @@ echo "== memcheck: the test suite (a few minutes)"
 mkdir "$work/suite"
 cp "$bin/SpindlePackageTests.xctest" "$work/suite/"
 strip --strip-debug "$work/suite/SpindlePackageTests.xctest"
-for program in spindle-echo spindle-http spindle-gdb-demo; do cp "$bin/$program" "$work/suite/"; done
+for program in spindle-echo spindle-http spindle-gdb-demo spindle-doctor-demo spindle-doctor; do
+    cp "$bin/$program" "$work/suite/"
+done
 cc -shared -fPIC -O2 -o "$work/dispatch-main.so" Tools/valgrind/dispatch-main.c -lpthread
 LD_PRELOAD="$work/dispatch-main.so" "${memcheck[@]}" "$work/suite/SpindlePackageTests.xctest" \
     --testing-library swift-testing > "$work/suite.log" 2>&1 || {
@@ -38,13 +41,22 @@ grep -E "Test run with" "$work/suite.log"
 
 # Valgrind 3.19 cannot read the DWARF 5 that Swift 6's toolchain emits: strip the debug sections
 # from copies (the symbol table stays, so reports still name functions).
-for program in spindle-gdb-demo spindle-echo; do
+for program in spindle-gdb-demo spindle-doctor-demo spindle-doctor spindle-echo; do
     cp "$bin/$program" "$work/$program"
     strip --strip-debug "$work/$program"
 done
 
 echo "== memcheck: spindle-gdb-demo"
 "${memcheck[@]}" "$work/spindle-gdb-demo"
+
+echo "== memcheck: spindle-doctor-demo --busy writing its trace, then spindle-doctor reading it"
+SPINDLE_TRACE="$work/busy.json" "${memcheck[@]}" "$work/spindle-doctor-demo" --busy
+# Exit status 1: it names the busy polling (99 would be a memcheck error).
+status=0
+"${memcheck[@]}" "$work/spindle-doctor" "$work/busy.json" > "$work/doctor.out" || status=$?
+cat "$work/doctor.out"
+[ "$status" -eq 1 ] && grep -q "busy-yield polling" "$work/doctor.out" \
+    || { echo "spindle-doctor under memcheck exited with $status"; exit 1; }
 
 echo "== memcheck: spindle-echo, 4 connections x 50 round trips"
 "${memcheck[@]}" "$work/spindle-echo" --host 127.0.0.1 --port 0 > "$work/echo.out" 2> "$work/echo.err" &
