@@ -71,13 +71,13 @@ test: deps-test
 	$(SWIFT) test --skip-build
 
 bench: deps-bench
-	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build --library-sources
 	cd Benchmarks && $(SWIFT) build -c release
 	Benchmarks/.build/release/spindle-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
 
 # The headline suite with every peer installed first.
 bench-peers: deps-peers
-	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build --library-sources
 	cd Benchmarks && $(SWIFT) build -c release
 	Benchmarks/.build/release/spindle-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
 
@@ -85,7 +85,7 @@ bench-peers: deps-peers
 # deliberate change: cd Benchmarks && swift package --allow-writing-to-package-directory
 # benchmark thresholds update --target SpindleRegression
 bench-check: deps-bench
-	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build --library-sources
 	cd Benchmarks && $(SWIFT) package benchmark thresholds check --target SpindleRegression --no-progress
 	cd Benchmarks && $(SWIFT) build -c release --product spindle-bench
 	Benchmarks/.build/release/spindle-bench doctor --gallery
@@ -93,8 +93,8 @@ bench-check: deps-bench
 # What the trace recorder costs a fiber switch: instructions with tracing off and on, against a
 # second build of spindle-bench with no tracing code (-DSPINDLE_NO_TRACE, in Benchmarks/.build-notrace).
 trace-cost: deps-bench
-	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build
-	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build-notrace
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build --library-sources
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build-notrace --library-sources
 	cd Benchmarks && $(SWIFT) build -c release --product spindle-bench
 	cd Benchmarks && $(SWIFT) build -c release --product spindle-bench --scratch-path .build-notrace \
 		-Xswiftc -DSPINDLE_NO_TRACE -Xcc -DSPINDLE_NO_TRACE
@@ -102,7 +102,7 @@ trace-cost: deps-bench
 
 # Every executor of every workload (adds the slow echo servers: swift-async-global, threads).
 bench-all: deps-bench
-	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build
+	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build --library-sources
 	cd Benchmarks && $(SWIFT) build -c release
 	Benchmarks/.build/release/spindle-bench run --all --out $(BENCH_OUT) $(BENCH_ARGS)
 
