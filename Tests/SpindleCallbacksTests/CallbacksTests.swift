@@ -84,7 +84,7 @@ struct CallbacksTests {
                 if case .failure(let error) = result { seen.value.append(error.description) }
             }
             var fds: [Int32] = [0, 0]
-            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds)
+            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
             let connection = try Callbacks.PipeConnection(adopting: fds[0], loop: loop)
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 1)
             connection.read(into: buffer) { result in
@@ -112,7 +112,7 @@ struct CallbacksTests {
         let afterwards = Box(false)
         try withLoop { loop in
             var fds: [Int32] = [0, 0]
-            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds)
+            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
             let a = try Callbacks.PipeConnection(adopting: fds[0], loop: loop)
             let b = try Callbacks.PipeConnection(adopting: fds[1], loop: loop)
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 1)
@@ -139,7 +139,7 @@ struct CallbacksTests {
         let peerSaw = Box<Int?>(nil)
         try withLoop { loop in
             var fds: [Int32] = [0, 0]
-            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds)
+            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 1)
             do {
                 let reader = try Callbacks.PipeConnection(adopting: fds[0], loop: loop)
@@ -169,7 +169,7 @@ struct CallbacksTests {
         let (completedBeforeReturn, received, intact) = try withLoop { loop -> (Box<Bool>, Box<Int>, Box<Bool>) in
             let message = (0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ ($0 >> 12)) }
             var fds: [Int32] = [0, 0]
-            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds)
+            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
             let a = try Callbacks.PipeConnection(adopting: fds[0], loop: loop)
             let b = try Callbacks.PipeConnection(adopting: fds[1], loop: loop)
             let completed = Box(false), received = Box(0), intact = Box(true)

@@ -202,7 +202,7 @@ struct FutureTests {
         defer { unlink(path) }
         try withLoop { loop in
             var fds: [Int32] = [0, 0]
-            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds)
+            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
             let a = try Callbacks.PipeConnection(adopting: fds[0], loop: loop)
             let b = try Callbacks.PipeConnection(adopting: fds[1], loop: loop)
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)

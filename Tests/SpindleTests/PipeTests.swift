@@ -110,7 +110,7 @@ struct PipeTests {
     @Test("a socketpair end adopted as a PipeConnection reads and writes; a reader of a closed pair end sees end of stream")
     func socketpairAdopted() throws {
         var fds: [Int32] = [0, 0]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
         let (reply, eof) = try withLoop { loop -> (String, Int) in
             let task = loop.spawn { () -> (String, Int) in
                 let a = try PipeConnection(adopting: fds[0])
@@ -133,7 +133,7 @@ struct PipeTests {
     @Test("a connection dropped without close() after a read is closed (the peer sees end of stream), not crashed into by later data")
     func droppedWithoutClose() throws {
         var fds: [Int32] = [0, 0]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
         let peerSaw = try withLoop { loop -> Int in
             let task = loop.spawn { () -> Int in
                 let peer = try PipeConnection(adopting: fds[1])
@@ -160,7 +160,7 @@ struct PipeTests {
     func readerRunsInCompletion() throws {
         let rounds = 200
         var fds: [Int32] = [0, 0]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
         let (received, inCompletion, wakes) = try withLoop { loop -> ([UInt8], UInt64, UInt64) in
             let a = try PipeConnection(adopting: fds[0], loop: loop)
             let b = try PipeConnection(adopting: fds[1], loop: loop)
@@ -197,7 +197,7 @@ struct PipeTests {
     @Test("a connection still reading after its reader is done does not keep run() going; later data waits for the next read")
     func idleReadingDoesNotHoldTheLoop() throws {
         var fds: [Int32] = [0, 0]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
         let (first, second) = try withLoop { loop -> (String, String) in
             let reader = try PipeConnection(adopting: fds[0], loop: loop)
             let writer = try PipeConnection(adopting: fds[1], loop: loop)
@@ -225,7 +225,7 @@ struct PipeTests {
     @Test("closing a stream while a fiber's write is queued throws ECANCELED in the writer")
     func closeDuringQueuedWrite() throws {
         var fds: [Int32] = [0, 0]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
         defer { Glibc.close(fds[1]) }
         let outcome = try withLoop { loop -> String in
             let task = loop.spawn { () -> String in

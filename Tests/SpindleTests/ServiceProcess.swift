@@ -49,6 +49,10 @@ final class ServiceProcess {
         posix_spawn_file_actions_adddup2(&actions, mergingErrors ? out[1] : err[1], 2)
         posix_spawn_file_actions_addclose(&actions, out[0])
         posix_spawn_file_actions_addclose(&actions, err[0])
+        // Nothing else of this process: other tests' descriptors are open here (sockets, the
+        // pipes of other children), and a child holding a copy of one keeps it open after its
+        // test closed it (a test saw ECONNRESET instead of end of stream; a pipe would not end).
+        if let closeFrom = Self.addCloseFrom { _ = closeFrom(&actions, 3) }
         // By default SIGINT and SIGTERM start out blocked, as some supervisors (and test
         // runners) leave them: a service must unblock what it waits for.
         var attributes = posix_spawnattr_t()
@@ -85,6 +89,14 @@ final class ServiceProcess {
         stdoutFD = out[0]
         stderrFD = err[0]
     }
+
+    /// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+), which Swift's Glibc module does
+    /// not import (a GNU extension), or nil where the C library lacks it.
+    static let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(
+            symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
 
     /// Reads standard output up to the next newline.
     func readLine() -> String {

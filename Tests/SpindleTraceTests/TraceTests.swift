@@ -110,7 +110,7 @@ struct TraceTests {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("spindle-trace-io-\(getpid()).json").path
         defer { unlink(path) }
         var fds: [Int32] = [0, 0]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
         let (events, reader, json) = try withRunningLoop("trace-io") { loop -> ([Trace.Event], UInt64, String) in
             let a = try PipeConnection(adopting: fds[0], loop: loop)
             let b = try PipeConnection(adopting: fds[1], loop: loop)
