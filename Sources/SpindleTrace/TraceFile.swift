@@ -104,10 +104,20 @@ extension Doctor {
         /// maps a thousand stacks once for a thousand fibers has no cold-stack problem; one that
         /// maps one per fiber because its pool holds too few has. The resource usage is the loop
         /// thread's, from its start to the writing of the trace, and its context switches count
-        /// as hand-offs only beyond one a loop turn (a loop waiting in epoll_wait is switched out).
-        /// A trace written off the loop's thread (at exit, from another thread) has none.
-        public func report(operations: Int? = nil, waitsPerOperation: Double? = nil) -> Report {
-            func total(_ key: String) -> Double? { totals[key] }
+        /// as hand-offs only when voluntary and beyond one a loop turn (a loop waiting in
+        /// epoll_wait is switched out). A trace written off the loop's thread (at exit, from
+        /// another thread) has none. `includingResourceUsage: false` leaves it out (as
+        /// ``Doctor/report(for:since:operations:waitsPerOperation:includingResourceUsage:)`` does),
+        /// for a thread that shares its process with busy threads it does not wait for.
+        public func report(
+            operations: Int? = nil, waitsPerOperation: Double? = nil, includingResourceUsage: Bool = true
+        ) -> Report {
+            let usageKeys: Set = [
+                "threadSwitches", "preemptions", "minorFaults", "userMicroseconds", "systemMicroseconds", "ioSyscalls",
+            ]
+            func total(_ key: String) -> Double? {
+                includingResourceUsage || !usageKeys.contains(key) ? totals[key] : nil
+            }
             var evidence = Evidence(
                 operations: operations.map(Double.init) ?? total("finishes") ?? 0, waitsPerOperation: waitsPerOperation)
             evidence.switches = total("switches").map { $0 * 2 }
@@ -117,8 +127,11 @@ extension Doctor {
             evidence.stacksCold = total("stacksCold").map { min($0, total("stacksDiscarded") ?? $0) }
             evidence.loopTurns = total("loopTurns")
             evidence.concurrency = total("runQueueHighWater")
-            // A loop that blocks in epoll_wait is switched out once a turn at most: not a hand-off.
-            evidence.threadSwitches = total("threadSwitches").map { max(0, $0 - (total("loopTurns") ?? 0)) }
+            // Hand-offs are the loop thread's waits for another thread: not the times the OS
+            // preempted it, nor a wait in epoll_wait (once a loop turn at most).
+            evidence.threadSwitches = total("threadSwitches").map {
+                max(0, $0 - (total("preemptions") ?? 0) - (total("loopTurns") ?? 0))
+            }
             evidence.minorFaults = total("minorFaults")
             evidence.preemptions = total("preemptions")
             evidence.userSeconds = total("userMicroseconds").map { $0 / 1e6 }

@@ -67,15 +67,17 @@ struct TraceFileTests {
         #expect(file.totals["parks"] == Double(Self.operations * Self.waits))
         #expect(file.totals["stacksCold"] == Double(counters.stacksCold) && counters.stacksCold > 0)
         #expect(file.droppedEvents == 0 && file.eventCount > Self.operations * Self.waits)
-        let report = file.report(waitsPerOperation: Double(Self.waits))
-        // Slices are wall time: a loaded machine or a sanitizer may stretch one past 1 ms.
+        // getrusage is left out: other suites run in parallel in this process, and the loop
+        // thread's context switches then count their lock waits. Slices are wall time: a loaded
+        // machine or a sanitizer may stretch one past 1 ms.
+        let report = file.report(waitsPerOperation: Double(Self.waits), includingResourceUsage: false)
         #expect(report.findings.allSatisfy { $0.pathology == .longSlices }, "\(report)")
         #expect(report.evidence.operations == Double(Self.operations), "\(report)")
     }
 
     @Test("fibers that yield until their timer has fired: busy-yield polling, from the file")
     func busyPolling() throws {
-        let report = try traced("busy", Self.pollEachWait).file.report()
+        let report = try traced("busy", Self.pollEachWait).file.report(includingResourceUsage: false)
         #expect(report.names(.busyYield), "\(report)")
         #expect(!report.names(.coldStacks) && !report.names(.excessSwitches), "\(report)")
     }
@@ -86,9 +88,10 @@ struct TraceFileTests {
             try? Fiber.sleep(for: .zero)
         }
         #expect(churn.file.totals["stacksDiscarded"] == Double(Self.operations))
-        let report = churn.file.report()
+        let report = churn.file.report(includingResourceUsage: false)
         #expect(report.names(.coldStacks), "\(report)")
-        let pooled = try traced("pooled", oneAtATime: true) { try? Fiber.sleep(for: .zero) }.file.report()
+        let pooled = try traced("pooled", oneAtATime: true) { try? Fiber.sleep(for: .zero) }.file
+            .report(includingResourceUsage: false)
         #expect(!pooled.names(.coldStacks), "\(pooled)")
     }
 
@@ -112,9 +115,37 @@ struct TraceFileTests {
         let file = try Doctor.TraceFile(path: path)
         #expect(file.longSlices >= 1)
         #expect((file.longestSlice?.microseconds ?? 0) >= 10_000, "\(String(describing: file.longestSlice))")
-        let report = file.report()
+        let report = file.report(includingResourceUsage: false)
         #expect(report.names(.longSlices), "\(report)")
         #expect(report.description.contains("in fiber \"hog {\"quoted\"}\""), "\(report)")
+    }
+
+    @Test("hand-offs from a file: only the loop thread's voluntary switches beyond one a loop turn count")
+    func handoffs() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "spindle-tracefile-\(getpid())-handoff.json"
+        ).path
+        defer { unlink(path) }
+        func report(switches: Int, preemptions: Int) throws -> Doctor.Report {
+            let text = """
+                {"displayTimeUnit":"ns","otherData":{"droppedEvents":0,"spindle":{"spawns":100,"finishes":100,\
+                "switches":1100,"yields":0,"parks":1000,"loopTurns":500,"threadSwitches":\(switches),\
+                "preemptions":\(preemptions)}},"traceEvents":[
+                {"name":"thread_name","ph":"M","pid":1,"tid":1,"args":{"name":"loop"}}
+                ]}
+
+                """
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            return try Doctor.TraceFile(path: path).report()
+        }
+        // 5,000 switches, 4,000 of them preemptions and 500 waits in epoll: 5 hand-offs a fiber.
+        let handing = try report(switches: 5_000, preemptions: 4_000)
+        #expect(handing.names(.threadHandoff), "\(handing)")
+        #expect(handing.description.contains("5.00 OS thread context switches per operation"), "\(handing)")
+        // The same with 4,600 preemptions: nothing left.
+        let preempted = try report(switches: 5_000, preemptions: 4_600)
+        #expect(!preempted.names(.threadHandoff), "\(preempted)")
+        #expect(try Doctor.TraceFile(path: path).report(includingResourceUsage: false).evidence.threadSwitches == nil)
     }
 
     @Test("a file that is missing, not a Spindle trace, or cut short is refused with the reason")
