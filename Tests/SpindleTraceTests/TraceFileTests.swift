@@ -20,9 +20,7 @@ struct TraceFileTests {
         _ name: String, oneAtATime: Bool = false, setUp: @escaping (EventLoop) -> Void = { _ in },
         _ body: @escaping () -> Void
     ) throws -> (file: Doctor.TraceFile, counters: Scheduler.Counters) {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "spindle-tracefile-\(getpid())-\(name).json"
-        ).path
+        let path = Self.temporaryPath(name)
         defer { unlink(path) }
         let counters = try withManyFibers {
             try withRunningLoop("tracefile-\(name)") { loop -> Scheduler.Counters in
@@ -44,6 +42,11 @@ struct TraceFileTests {
         let totals = (json?["otherData"] as? [String: Any])?["spindle"] as? [String: Any]
         #expect(totals?["yields"] as? Int == Int(counters.yields), "\(String(describing: json?["otherData"]))")
         return (try Doctor.TraceFile(path: path), counters)
+    }
+
+    /// A file name of this process in the temporary directory.
+    static func temporaryPath(_ name: String) -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("spindle-tracefile-\(getpid())-\(name).json").path
     }
 
     static func sleepEachWait() {
@@ -97,9 +100,7 @@ struct TraceFileTests {
 
     @Test("a slice that holds the loop is named from the file, with its fiber's name")
     func longSlice() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "spindle-tracefile-\(getpid())-hog.json"
-        ).path
+        let path = Self.temporaryPath("hog")
         defer { unlink(path) }
         try withRunningLoop("tracefile-hog") { loop in
             Trace.start(on: loop)
@@ -122,9 +123,7 @@ struct TraceFileTests {
 
     @Test("hand-offs from a file: only the loop thread's voluntary switches beyond one a loop turn count")
     func handoffs() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "spindle-tracefile-\(getpid())-handoff.json"
-        ).path
+        let path = Self.temporaryPath("handoff")
         defer { unlink(path) }
         func report(switches: Int, preemptions: Int) throws -> Doctor.Report {
             let text = """
@@ -161,15 +160,14 @@ struct TraceFileTests {
         let missing = "/nonexistent-directory/trace.json"
         #expect(refusal(missing) == "\(missing): No such file or directory")
 
-        let directory = FileManager.default.temporaryDirectory
-        let foreign = directory.appendingPathComponent("spindle-tracefile-\(getpid())-foreign.json").path
+        let foreign = Self.temporaryPath("foreign")
         defer { unlink(foreign) }
         try Data(#"{"traceEvents":[]}"#.utf8).write(to: URL(fileURLWithPath: foreign))
         #expect(refusal(foreign).contains("not a trace written by Spindle"), "\(refusal(foreign))")
 
         // A real trace without its last lines (a program killed while writing it).
-        let whole = directory.appendingPathComponent("spindle-tracefile-\(getpid())-whole.json").path
-        let cut = directory.appendingPathComponent("spindle-tracefile-\(getpid())-cut.json").path
+        let whole = Self.temporaryPath("whole")
+        let cut = Self.temporaryPath("cut")
         defer { unlink(whole); unlink(cut) }
         try withRunningLoop("tracefile-cut") { loop in
             Trace.start(on: loop)
