@@ -64,4 +64,26 @@ struct DoctorToolTests {
         #expect(wrong.wait() == 2)
         #expect(wrongOutput.contains("--operations needs a whole number above 0"), "\(wrongOutput)")
     }
+
+    @Test("a trace in which no fiber finished: the tool says its figures are for the whole run")
+    func noFiberFinished() throws {
+        let trace = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "spindle-doctor-\(getpid())-none.json"
+        ).path
+        defer { unlink(trace) }
+        try Data(
+            """
+            {"displayTimeUnit":"ns","otherData":{"droppedEvents":0,"spindle":{"spawns":3,"finishes":0,"switches":3,\
+            "yields":0,"parks":3,"loopTurns":1}},"traceEvents":[
+            {"name":"thread_name","ph":"M","pid":1,"tid":1,"args":{"name":"loop"}}
+            ]}
+
+            """.utf8
+        ).write(to: URL(fileURLWithPath: trace))
+        let doctor = try ServiceProcess(ServiceProcess.path(of: "spindle-doctor"), [trace], mergingErrors: true)
+        let output = ServiceProcess.readAll(doctor.stdoutFD)
+        #expect(doctor.wait() == 0, "\(output)")
+        #expect(output.contains("3 fibers spawned, 0 finished"), "\(output)")
+        #expect(output.contains("no fiber finished in this trace"), "\(output)")
+    }
 }

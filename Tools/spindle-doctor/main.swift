@@ -62,6 +62,11 @@ print(
         + "\(trace.eventCount) events"
         + (trace.droppedEvents > 0
             ? " (the \(trace.droppedEvents) before them were overwritten: slices cover the end only)" : ""))
+if operations == nil, count("finishes") == 0 {
+    print(
+        "(no fiber finished in this trace: the figures \"per operation\" are for the whole run; "
+            + "--operations N sets the unit)")
+}
 let report = trace.report(operations: operations, waitsPerOperation: waits)
 print(report)
 exit(report.findings.isEmpty ? 0 : 1)
