@@ -50,7 +50,9 @@ public enum Doctor {
         public var spawns: Double?
         public var stacksCold: Double?
         public var loopTurns: Double?
-        /// OS thread context switches (getrusage: voluntary + involuntary).
+        /// OS thread context switches (getrusage). The live report and ``TraceFile`` count the
+        /// voluntary ones only (waits for another thread; a preemption is not a hand-off);
+        /// spindle-bench's `thread_switches` counts both kinds.
         public var threadSwitches: Double?
         public var minorFaults: Double?
         public var userSeconds: Double?
@@ -184,8 +186,8 @@ public enum Doctor {
         evidence.stacksCold = delta(\.stacksCold)
         evidence.loopTurns = delta(\.loopTurns)
         if let before, includingResourceUsage {
-            evidence.threadSwitches = Double(
-                (now.usage.ru_nvcsw + now.usage.ru_nivcsw) - (before.usage.ru_nvcsw + before.usage.ru_nivcsw))
+            // Hand-offs are waits for another thread (voluntary switches), not preemptions.
+            evidence.threadSwitches = Double(now.usage.ru_nvcsw - before.usage.ru_nvcsw)
             evidence.minorFaults = Double(now.usage.ru_minflt - before.usage.ru_minflt)
             evidence.preemptions = Double(now.usage.ru_nivcsw - before.usage.ru_nivcsw)
             // Linux's user/system split is an estimate that can move backwards: clamp at zero.

@@ -5,11 +5,12 @@ import SpindleLoop
 extension Doctor {
     /// A trace file a Spindle program wrote — run with `SPINDLE_TRACE=path`, or through
     /// ``Trace/write(_:to:)`` — read back for the doctor: the loop's totals since it started (its
-    /// counters and the process's resource usage, which the writer keeps in `otherData.spindle`)
+    /// counters and its thread's resource usage, which the writer keeps in `otherData.spindle`)
     /// and the fiber slices of the events the ring still held.
     ///
     /// This is the doctor for a program whose code you do not change: run it with
-    /// `SPINDLE_TRACE=run.json`, then `spindle-doctor run.json` (or ``report(operations:waitsPerOperation:)``).
+    /// `SPINDLE_TRACE=run.json`, then `spindle-doctor run.json` (or
+    /// ``report(operations:waitsPerOperation:includingResourceUsage:)``).
     public struct TraceFile: Sendable {
         /// The loop's totals, by the names the writer gives them (`spawns`, `yields`, `parks`, ...).
         public let totals: [String: Double]
@@ -89,7 +90,7 @@ extension Doctor {
             guard closed else {
                 throw TraceFileError(path: path, reason: "it ends before the closing ]} of its events (cut short?)")
             }
-            eventCount = events - 1  // the loop thread's name
+            eventCount = max(0, events - 1)  // the loop thread's name is not an event
             longSlices = long
             longestSlice = longest
         }
