@@ -417,7 +417,7 @@ struct Run: ParsableCommand {
                         note: percentile == 99
                             ? "latency (HdrHistogram); median of the trials' percentiles; load_batch: echoes the load "
                                 + "generator read per loop turn (near 1: requests queue in the server; near the "
-                                + "connection count: in the load generator, whose last few echoes a turn then wait a "
+                                + "connection count or above: in the load generator, whose last few echoes a turn then wait a "
                                 + "second turn)"
                             : "latency (HdrHistogram); median of the trials' percentiles"))
                 }

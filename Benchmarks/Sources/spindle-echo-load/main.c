@@ -13,9 +13,10 @@
 //
 // R/U, echoes finished per turn, says which side holds the queue of a closed loop like this
 // one. Near 1: this program takes each echo as it comes, and the requests wait in the server.
-// Near N: this program is the slower side, and each turn reads a whole round of echoes. Then an
-// echo that lands just after the turn's epoll_wait waits for that whole turn and is read in the
-// next, so the last few of each round take two turns (p99 near twice p50), whatever the server.
+// Near N (or above it: a fast server can answer again within the turn): this program is the
+// slower side, and each turn reads a whole round of echoes. Then an echo that lands just after
+// the turn's epoll_wait waits for that whole turn and is read in the next, so the last few of
+// each round take two turns (p99 near twice p50), whatever the server.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -43,8 +43,9 @@ package enum EchoWorkload {
         package var serverMallocs: Int?
         /// Round trips the load generator finished per loop turn (in the window): which side of
         /// the closed loop holds the queue. Near 1, the requests wait in the server; near the
-        /// connection count, the load generator is the slower side and reads a whole round of
-        /// echoes each turn, and the few that land just after its poll wait a second turn.
+        /// connection count (or above: a fast server answers again within the turn), the load
+        /// generator is the slower side and reads a whole round of echoes each turn, and the few
+        /// that land just after its poll wait a second turn.
         package var loadBatch: Double
     }
 
