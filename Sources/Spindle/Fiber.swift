@@ -297,7 +297,7 @@ extension EventLoop {
     /// loop's thread; the fiber starts when the loop runs.
     @inlinable
     public func spawnDetached(name: String? = nil, stackSize: Int? = nil, _ body: @escaping () -> Void) {
-        Scheduler.of(self).startDetached(body, name: name, stackSize: stackSize)
+        Scheduler.with(self) { $0.startDetached(body, name: name, stackSize: stackSize) }
     }
 
     /// This loop's fiber scheduler (made on first use).
@@ -313,7 +313,7 @@ extension EventLoop {
     public func spawn<T>(
         name: String? = nil, stackSize: Int? = nil, _ body: @escaping () throws -> T
     ) -> FiberHandle<T> {
-        Scheduler.of(self).spawn(name: name, stackSize: stackSize, body)
+        Scheduler.with(self) { $0.spawn(name: name, stackSize: stackSize, body) }
     }
 }
 

@@ -137,6 +137,13 @@ public final class Scheduler: EventLoopAttachment {
         loop.attachment(Scheduler.self) { Scheduler(loop: loop) }
     }
 
+    /// Runs `body` with the scheduler of `loop` (created on first use), lent without a retain
+    /// and a release (the loop holds it): a spawn's path.
+    @inlinable @inline(__always)
+    static func with<R>(_ loop: EventLoop, _ body: (Scheduler) throws -> R) rethrows -> R {
+        try loop.withAttachment(Scheduler.self, { Scheduler(loop: loop) }, body)
+    }
+
     @inlinable @inline(__always)
     static func of(_ core: UnsafeMutablePointer<spindle_sched_t>) -> Scheduler {
         Unmanaged<Scheduler>.fromOpaque(core.pointee.owner).takeUnretainedValue()

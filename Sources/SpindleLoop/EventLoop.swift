@@ -53,8 +53,10 @@ public final class EventLoop: @unchecked Sendable {
     @exclusivity(unchecked) private var attachments: [ObjectIdentifier: EventLoopAttachment] = [:]
     @exclusivity(unchecked) private var attachmentOrder: [ObjectIdentifier] = []
     // One-entry cache in front of the dictionary: nearly every lookup is the fiber scheduler.
+    // The address is unretained (the dictionary holds the object until the loop closes), so
+    // `withAttachment` can lend it with no reference count change.
     @exclusivity(unchecked) @usableFromInline var cachedAttachmentKey: ObjectIdentifier?
-    @exclusivity(unchecked) @usableFromInline var cachedAttachment: EventLoopAttachment?
+    @exclusivity(unchecked) @usableFromInline var cachedAttachmentAddress: UnsafeMutableRawPointer?
     @exclusivity(unchecked) var inbox: PostInbox!
     @exclusivity(unchecked) var nextTurn: NextTurnQueue?
 
@@ -202,10 +204,23 @@ public final class EventLoop: @unchecked Sendable {
     /// Returns the attachment of type `T`, creating it with `make` on first use.
     @inlinable
     public func attachment<T: EventLoopAttachment>(_ type: T.Type, _ make: () -> T) -> T {
-        if ObjectIdentifier(type) == cachedAttachmentKey, let cached = cachedAttachment {
-            return unsafeDowncast(cached, to: T.self)
+        if ObjectIdentifier(type) == cachedAttachmentKey, let address = cachedAttachmentAddress {
+            return Unmanaged<T>.fromOpaque(address).takeUnretainedValue()
         }
         return attachmentSlow(type, make)
+    }
+
+    /// Runs `body` with the attachment of type `T` (made with `make` on first use), lent without
+    /// a reference count change: the loop holds it. For hot paths such as a fiber's spawn,
+    /// where ``attachment(_:_:)``'s returned reference cost a retain and a release.
+    @inlinable
+    public func withAttachment<T: EventLoopAttachment, R>(
+        _ type: T.Type, _ make: () -> T, _ body: (T) throws -> R
+    ) rethrows -> R {
+        if ObjectIdentifier(type) == cachedAttachmentKey, let address = cachedAttachmentAddress {
+            return try Unmanaged<T>.fromOpaque(address)._withUnsafeGuaranteedRef(body)
+        }
+        return try body(attachmentSlow(type, make))
     }
 
     @usableFromInline
@@ -213,7 +228,7 @@ public final class EventLoop: @unchecked Sendable {
         let key = ObjectIdentifier(type)
         if let existing = attachments[key] {
             cachedAttachmentKey = key
-            cachedAttachment = existing
+            cachedAttachmentAddress = Unmanaged.passUnretained(existing as AnyObject).toOpaque()
             return unsafeDowncast(existing, to: T.self)
         }
         preconditionOnLoopThread("attaching \(T.self) to the loop")
@@ -280,7 +295,7 @@ public final class EventLoop: @unchecked Sendable {
         state = .closed
         attachments.removeAll()
         attachmentOrder.removeAll()
-        cachedAttachment = nil
+        cachedAttachmentAddress = nil
         cachedAttachmentKey = nil
         nextTurn = nil
         uv.deallocate()

@@ -152,4 +152,42 @@ struct EventLoopTests {
         #expect(text.contains("\"intruder\""))
         #expect(text.contains("use loop.post"))
     }
+
+    final class Counter: EventLoopAttachment {
+        var uses = 0
+        func stalledWaiters() -> [String] { [] }
+        func openItems() -> [String] { [] }
+        func loopWillClose() {}
+    }
+    final class Other: EventLoopAttachment {
+        func stalledWaiters() -> [String] { [] }
+        func openItems() -> [String] { [] }
+        func loopWillClose() {}
+    }
+
+    @Test("an attachment is made once; attachment() and withAttachment give that one, whatever was looked up last")
+    func attachments() throws {
+        let loop = EventLoop()
+        var made = 0
+        func make() -> Counter {
+            made += 1
+            return Counter()
+        }
+        let first = loop.withAttachment(Counter.self, make) { counter in
+            counter.uses += 1
+            return ObjectIdentifier(counter)
+        }
+        let other = loop.attachment(Other.self) { Other() }  // the one-entry cache now holds Other
+        let second = loop.withAttachment(Counter.self, make) { counter in
+            counter.uses += 1
+            return ObjectIdentifier(counter)
+        }
+        let third = loop.withAttachment(Counter.self, make) { ObjectIdentifier($0) }  // served by the cache
+        let counter = loop.attachment(Counter.self, make)
+        #expect(made == 1)
+        #expect(first == second && second == third && third == ObjectIdentifier(counter))
+        #expect(counter.uses == 2)
+        #expect(ObjectIdentifier(loop.attachment(Other.self) { Other() }) == ObjectIdentifier(other))
+        try loop.close()
+    }
 }

@@ -151,8 +151,7 @@ struct TCPTests {
                     let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
                     let length = readlink("/proc/self/fd/\(name)", &target, target.count - 1)
                     guard length > 0 else { continue }
-                    target[length] = 0
-                    let link = String(cString: target)
+                    let link = String(decoding: target[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
                     if link.hasPrefix("socket:") { count += 1 }
                 }
                 return count
