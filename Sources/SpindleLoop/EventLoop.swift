@@ -204,10 +204,7 @@ public final class EventLoop: @unchecked Sendable {
     /// Returns the attachment of type `T`, creating it with `make` on first use.
     @inlinable
     public func attachment<T: EventLoopAttachment>(_ type: T.Type, _ make: () -> T) -> T {
-        if ObjectIdentifier(type) == cachedAttachmentKey, let address = cachedAttachmentAddress {
-            return Unmanaged<T>.fromOpaque(address).takeUnretainedValue()
-        }
-        return attachmentSlow(type, make)
+        withAttachment(type, make) { $0 }
     }
 
     /// Runs `body` with the attachment of type `T` (made with `make` on first use), lent without

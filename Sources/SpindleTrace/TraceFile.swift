@@ -28,7 +28,7 @@ extension Doctor {
         /// not a trace a Spindle program wrote.
         public init(path: String) throws(TraceFileError) {
             guard let file = fopen(path, "r") else {
-                throw TraceFileError(path: path, reason: String(cString: strerror(errno)))
+                throw TraceFileError(path: path, reason: UVError(code: -errno).description)
             }
             defer { fclose(file) }
             // Line by line: a trace of a million events is over 100 MB.
@@ -42,7 +42,7 @@ extension Doctor {
             guard let header = nextLine(), header.hasPrefix("{\"displayTimeUnit\""),
                 let summary = Self.object(after: "\"spindle\":", in: header[...])
             else {
-                if ferror(file) != 0 { throw TraceFileError(path: path, reason: String(cString: strerror(errno))) }
+                if ferror(file) != 0 { throw TraceFileError(path: path, reason: UVError(code: -errno).description) }
                 throw TraceFileError(
                     path: path,
                     reason: "not a trace written by Spindle (SPINDLE_TRACE or Trace.write): its first line has no "
@@ -86,7 +86,7 @@ extension Doctor {
                     if length > longest?.microseconds ?? -1 { longest = (length, slice.fiber) }
                 }
             }
-            if ferror(file) != 0 { throw TraceFileError(path: path, reason: String(cString: strerror(errno))) }
+            if ferror(file) != 0 { throw TraceFileError(path: path, reason: UVError(code: -errno).description) }
             guard closed else {
                 throw TraceFileError(path: path, reason: "it ends before the closing ]} of its events (cut short?)")
             }

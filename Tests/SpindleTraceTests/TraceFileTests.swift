@@ -158,7 +158,7 @@ struct TraceFileTests {
             }
         }
         let missing = "/nonexistent-directory/trace.json"
-        #expect(refusal(missing) == "\(missing): No such file or directory")
+        #expect(refusal(missing) == "\(missing): ENOENT: no such file or directory")
 
         let foreign = Self.temporaryPath("foreign")
         defer { unlink(foreign) }
