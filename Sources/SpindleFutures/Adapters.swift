@@ -89,17 +89,24 @@ extension SpindleLoop.Timer {
             future = Future<Void>.make(loop: loop, file: file, line: line)
         }
         setPayload(future)
-        setCallback { timer in
-            // Moved out of the slot: this reference keeps the future alive while it completes.
-            guard var fired = timer.takePayload().map({ unsafeDowncast($0, to: Future<Void>.self) }) else { return }
-            // A future no one else holds, with at most one callback, is free to reuse once that
-            // callback has read the outcome (callbacks read it before running any user code),
-            // so it is the spare at once: the fire its callback starts takes it back.
-            if isKnownUniquelyReferenced(&fired) && fired.hasAtMostOneCallback { timer.setSpare(fired) }
-            fired.complete(.success(()))
-        }
+        if !hasCallback(tag: Self.fireTag) { setCallback(Self.fireCallback, tag: Self.fireTag) }
         start(after: delay)
         return future
+    }
+
+    /// Names ``fireCallback`` on a timer (see `hasCallback(tag:)`).
+    static var fireTag: Int { 1 }
+
+    /// The callback of a timer started by ``fire(after:file:line:)``: completes the future it
+    /// finds in the timer's payload. Set once, not on every fire.
+    static func fireCallback(_ timer: SpindleLoop.Timer) {
+        // Moved out of the slot: this reference keeps the future alive while it completes.
+        guard var fired = timer.takePayload().map({ unsafeDowncast($0, to: Future<Void>.self) }) else { return }
+        // A future no one else holds, with at most one callback, is free to reuse once that
+        // callback has read the outcome (callbacks read it before running any user code), so
+        // it is the spare at once: the fire its callback starts takes it back.
+        if isKnownUniquelyReferenced(&fired) && fired.hasAtMostOneCallback { timer.setSpare(fired) }
+        fired.complete(.success(()))
     }
 }
 

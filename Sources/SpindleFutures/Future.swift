@@ -12,7 +12,12 @@ import Spindle
 /// ``SpindleLoop/EventLoop/all(_:)``.
 ///
 /// - Everything happens on the loop's thread: no lock. Completing a promise from another thread
-///   hops to the loop through its wakeup (``SpindleLoop/EventLoop/post(_:)``).
+///   hops to the loop through its wakeup (``SpindleLoop/EventLoop/post(_:)``). Observing a
+///   future or chaining onto one still pending (`whenComplete`, `map`, `flatMap`,
+///   `flatMapError`) from another thread stops the process, saying so.
+/// - A recursive flatMap loop (`step(n) = op().flatMap { step(n - 1) }`) keeps two futures
+///   alive whatever its depth, and while the loop runs it reuses the one a step has finished
+///   with instead of allocating the next step's.
 /// - A callback added to a completed future runs at once; one added before completion runs when
 ///   the promise completes (nested inside the completing call).
 /// - A fiber can wait for a future with ``wait()``: the fiber parks, the thread does not.
@@ -41,6 +46,49 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             FutureState(loop: loop, file: file, line: line)
         }
         return unsafeDowncast(buffer, to: Future<Value>.self)
+    }
+
+    /// A pending future for a flatMap or flatMapError to return: the loop's recycled one (see
+    /// ``recycle(_:)``) if it has one of this type, otherwise a new one. On the loop's thread.
+    @inlinable
+    static func makeChained(loop: EventLoop, file: StaticString, line: UInt) -> Future<Value> {
+        loop.preconditionOnLoopThread("chaining a pending Future (map, flatMap, flatMapError)")
+        guard let spare = loop.takeRecycled(as: Future<Value>.self) else {
+            return make(loop: loop, file: file, line: line)
+        }
+        let state = spare.core
+        state.pointee.state = .pending
+        state.pointee.setOrigin(file: file, line: line)
+        return spare
+    }
+
+    /// The future a callback completes (its `target`), as this type.
+    @inlinable
+    static func target(_ slot: AnyObject?) -> Future<Value> {
+        unsafeDowncast(slot.unsafelyUnwrapped, to: Future<Value>.self)
+    }
+
+    /// Runs `body` with the future a callback completes, lent from its slot: read from the
+    /// slot as a reference, it would be retained and released around the call.
+    @inlinable
+    static func withTarget<R>(_ slot: inout AnyObject?, _ body: (Future<Value>) -> R) -> R {
+        withUnsafeBytes(of: &slot) { $0.load(as: Unmanaged<Future<Value>>.self) }._withUnsafeGuaranteedRef(body)
+    }
+
+    /// Gives the future in `slot` (moved out) to its loop for reuse by the next
+    /// ``makeChained(loop:file:line:)`` if its part is over: nothing else holds it, and it is a
+    /// link (see ``cascade(to:)``), so it holds no value, no error and no callback. Otherwise
+    /// only lets it go. Called by a flatMap's callback with the future it has just cascaded to.
+    @inlinable
+    static func recycle(_ slot: inout AnyObject?) {
+        var future = unsafeDowncast(slot.take().unsafelyUnwrapped, to: Future<Value>.self)
+        let state = future.core
+        guard state.pointee.state == .linked, isKnownUniquelyReferenced(&future) else { return }
+        state.pointee.forward = nil
+        // The loop, lent (the future holds it): read as a reference, it would be retained.
+        let loopOffset = MemoryLayout<FutureState>.offset(of: \.loop)!
+        let loop = UnsafeRawPointer(state).load(fromByteOffset: loopOffset, as: Unmanaged<EventLoop>.self)
+        loop._withUnsafeGuaranteedRef { $0.keepRecycled(future) }
     }
 
     @inlinable
@@ -174,10 +222,18 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     @inlinable
     func runCallbacks() {
         // Moved out first (no retain): the callbacks read this future's header.
-        guard let first = core.pointee.firstCallback.take() else { return }
-        let rest = core.pointee.moreCallbacks.take()
-        first.run(self, first.target, first.payload)
-        if let rest { for callback in rest { callback.run(self, callback.target, callback.payload) } }
+        // The target goes to the callback inout: a flatMap's callback can then recycle it.
+        let state = core
+        guard let first = state.pointee.firstCallback.take() else { return }
+        var target = state.pointee.firstTarget.take()
+        let rest = state.pointee.moreCallbacks.take()
+        first.run(self, &target, first.payload)
+        if let rest {
+            for (callback, target) in rest {
+                var target = target
+                callback.run(self, &target, callback.payload)
+            }
+        }
     }
 
     /// Completes `target` with this future's outcome when it arrives (at once if it is here).
@@ -215,7 +271,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             }
         } else {
             state.pointee.add(target: target, payload: FutureState.Words()) { source, target, _ in
-                unsafeDowncast(target.unsafelyUnwrapped, to: Future<Value>.self).complete(Self.completed(source))
+                Self.target(target).complete(Self.completed(source))
             }
         }
     }
@@ -240,11 +296,10 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if let outcome = result {  // already complete: no promise, no callback
             return Future<NewValue>.make(loop: loop, outcome: Result { try transform(outcome.get()) }, file: file, line: line)
         }
-        let next = Future<NewValue>.make(loop: loop, file: file, line: line)
+        let next = Future<NewValue>.makeChained(loop: loop, file: file, line: line)
         rootCore.pointee.add(target: next, payload: FutureState.Words(Transform(run: transform))) { source, next, payload in
             let transform = payload.as(Transform<Value, NewValue>.self).run
-            unsafeDowncast(next.unsafelyUnwrapped, to: Future<NewValue>.self)
-                .complete(Result { try transform(Self.completed(source).get()) })
+            Future<NewValue>.target(next).complete(Result { try transform(Self.completed(source).get()) })
         }
         return next
     }
@@ -259,12 +314,14 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         case .failure(let error)?: return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
         case nil: break
         }
-        let chained = Future<NewValue>.make(loop: loop, file: file, line: line)
+        let chained = Future<NewValue>.makeChained(loop: loop, file: file, line: line)
         rootCore.pointee.add(target: chained, payload: FutureState.Words(Step(run: next))) { source, chained, payload in
-            let chained = unsafeDowncast(chained.unsafelyUnwrapped, to: Future<NewValue>.self)
             switch Self.completed(source) {
-            case .success(let value): payload.as(Step<Value, NewValue>.self).run(value).cascade(to: chained)
-            case .failure(let error): chained.complete(.failure(error))
+            case .success(let value):
+                let next = payload.as(Step<Value, NewValue>.self).run(value)
+                Future<NewValue>.withTarget(&chained) { next.cascade(to: $0) }
+                Future<NewValue>.recycle(&chained)
+            case .failure(let error): Future<NewValue>.target(chained).complete(.failure(error))
             }
         }
         return chained
@@ -284,12 +341,14 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         case .failure(let error)?: return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
         case nil: break
         }
-        let chained = Future<NewValue>.make(loop: loop, file: file, line: line)
+        let chained = Future<NewValue>.makeChained(loop: loop, file: file, line: line)
         rootCore.pointee.add(target: chained, payload: FutureState.Words(VoidStep(run: next))) { source, chained, payload in
-            let chained = unsafeDowncast(chained.unsafelyUnwrapped, to: Future<NewValue>.self)
             switch Self.completed(source) {
-            case .success: payload.as(VoidStep<NewValue>.self).run().cascade(to: chained)
-            case .failure(let error): chained.complete(.failure(error))
+            case .success:
+                let next = payload.as(VoidStep<NewValue>.self).run()
+                Future<NewValue>.withTarget(&chained) { next.cascade(to: $0) }
+                Future<NewValue>.recycle(&chained)
+            case .failure(let error): Future<NewValue>.target(chained).complete(.failure(error))
             }
         }
         return chained
@@ -300,12 +359,19 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     public func flatMapError(
         file: StaticString = #fileID, line: UInt = #line, _ recover: __owned @escaping (any Error) -> Future<Value>
     ) -> Future<Value> {
-        let recovered = Future<Value>.make(loop: loop, file: file, line: line)
+        switch result {
+        case .success(let value)?: return Future.make(loop: loop, outcome: .success(value), file: file, line: line)
+        case .failure(let error)?: return recover(error)
+        case nil: break
+        }
+        let recovered = Future<Value>.makeChained(loop: loop, file: file, line: line)
         rootCore.pointee.add(target: recovered, payload: FutureState.Words(Step(run: recover))) { source, recovered, payload in
-            let recovered = unsafeDowncast(recovered.unsafelyUnwrapped, to: Future<Value>.self)
             switch Self.completed(source) {
-            case .success(let value): recovered.complete(.success(value))
-            case .failure(let error): payload.as(Step<any Error, Value>.self).run(error).cascade(to: recovered)
+            case .success(let value): Self.target(recovered).complete(.success(value))
+            case .failure(let error):
+                let next = payload.as(Step<any Error, Value>.self).run(error)
+                Self.withTarget(&recovered) { next.cascade(to: $0) }
+                Self.recycle(&recovered)
             }
         }
         return recovered
@@ -370,10 +436,13 @@ public struct FutureState {
     @usableFromInline var fileLength: UInt16 = 0
     @usableFromInline var line: UInt32 = 0
     @usableFromInline var firstCallback: Callback?
+    /// The future the first callback completes, if any (kept apart from the callback so that
+    /// it can be moved out and handed to it inout).
+    @usableFromInline var firstTarget: AnyObject?
     /// The future (of the same value type) to complete after this one: see `cascade(to:)`.
     @usableFromInline var forward: AnyObject?
     @usableFromInline var error: (any Error)?
-    @usableFromInline var moreCallbacks: [Callback]?
+    @usableFromInline var moreCallbacks: [(callback: Callback, target: AnyObject?)]?
     @usableFromInline var file: UnsafeRawPointer
 
     @inlinable
@@ -409,16 +478,15 @@ public struct FutureState {
     /// (`payload`: a flatMap's next step, a map's transform, a whenComplete's callback). A
     /// closure capturing those two would be one more object a callback.
     @usableFromInline struct Callback {
-        @usableFromInline let run: (_ source: AnyObject, _ target: AnyObject?, _ payload: Words) -> Void
-        @usableFromInline let target: AnyObject?
+        @usableFromInline let run: (_ source: AnyObject, _ target: inout AnyObject?, _ payload: Words) -> Void
         @usableFromInline let payload: Words
 
         @inlinable
         init(
-            run: __owned @escaping (_ source: AnyObject, _ target: AnyObject?, _ payload: Words) -> Void,
-            target: __owned AnyObject?, payload: __owned Words
+            run: __owned @escaping (_ source: AnyObject, _ target: inout AnyObject?, _ payload: Words) -> Void,
+            payload: __owned Words
         ) {
-            (self.run, self.target, self.payload) = (run, target, payload)
+            (self.run, self.payload) = (run, payload)
         }
     }
 
@@ -443,15 +511,16 @@ public struct FutureState {
     @inlinable
     mutating func add(
         target: __owned AnyObject?, payload: __owned Words,
-        _ run: __owned @escaping (_ source: AnyObject, _ target: AnyObject?, _ payload: Words) -> Void
+        _ run: __owned @escaping (_ source: AnyObject, _ target: inout AnyObject?, _ payload: Words) -> Void
     ) {
-        let callback = Callback(run: run, target: target, payload: payload)
+        let callback = Callback(run: run, payload: payload)
         if firstCallback == nil {
             firstCallback = callback
+            firstTarget = target
         } else if moreCallbacks == nil {
-            moreCallbacks = [callback]
+            moreCallbacks = [(callback, target)]
         } else {
-            moreCallbacks!.append(callback)
+            moreCallbacks!.append((callback, target))
         }
     }
 

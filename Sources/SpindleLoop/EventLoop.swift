@@ -31,7 +31,7 @@ public protocol EventLoopAttachment: AnyObject {
 /// Wraps uv_loop_t.
 public final class EventLoop: @unchecked Sendable {
     /// Where the loop is in its life.
-    enum State {
+    @usableFromInline enum State {
         case open
         case running
         case closed
@@ -48,7 +48,7 @@ public final class EventLoop: @unchecked Sendable {
 
     @usableFromInline package let uv: UnsafeMutablePointer<uv_loop_t>
     let owner: pthread_t
-    @exclusivity(unchecked) var state: State = .open
+    @exclusivity(unchecked) @usableFromInline var state: State = .open
     @exclusivity(unchecked) private var stopRequested = false
     @exclusivity(unchecked) private var attachments: [ObjectIdentifier: EventLoopAttachment] = [:]
     @exclusivity(unchecked) private var attachmentOrder: [ObjectIdentifier] = []
@@ -59,6 +59,10 @@ public final class EventLoop: @unchecked Sendable {
     @exclusivity(unchecked) @usableFromInline var cachedAttachmentAddress: UnsafeMutableRawPointer?
     @exclusivity(unchecked) var inbox: PostInbox!
     @exclusivity(unchecked) var nextTurn: NextTurnQueue?
+    /// One spent object kept for reuse by a layer above: the futures layer keeps a finished
+    /// future of a flatMap chain here, so that the chain's next flatMap allocates nothing. Kept
+    /// only while the loop runs, and dropped when it stops (the object may hold the loop).
+    @exclusivity(unchecked) @usableFromInline var recycled: AnyObject?
 
     /// Creates a loop owned by the calling thread. Wraps uv_loop_init.
     ///
@@ -132,7 +136,7 @@ public final class EventLoop: @unchecked Sendable {
     public func run(_ mode: RunMode = .untilNoWork) throws {
         try beginRunning("EventLoop.run()")
         stopRequested = false
-        defer { state = .open }
+        defer { endRunning() }
         if mode == .untilStopped { inbox.keepsLoopAlive = true }
         defer { if mode == .untilStopped { inbox.keepsLoopAlive = false } }
         let started = Self.monotonicNanoseconds()
@@ -159,13 +163,36 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
+    private func endRunning() {
+        state = .open
+        recycled = nil
+    }
+
+    /// Keeps `object` for ``takeRecycled(as:)`` (replacing any kept before) if the loop is
+    /// running on this thread; otherwise lets it go.
+    @inlinable
+    package func keepRecycled(_ object: __owned AnyObject) {
+        if isRunning { recycled = object }
+    }
+
+    /// The object kept by ``keepRecycled(_:)``, moved out, if it is exactly of class `T`.
+    /// Call it on the loop's thread.
+    @inlinable
+    package func takeRecycled<T: AnyObject>(as _: T.Type) -> T? {
+        guard let object = recycled, ObjectIdentifier(type(of: object)) == ObjectIdentifier(T.self) else { return nil }
+        recycled = nil
+        return unsafeDowncast(object, to: T.self)
+    }
+
+    @inlinable var isRunning: Bool { state == .running }
+
     /// Runs one loop iteration. With `blocking` it waits for at least one event if there is work
     /// that could produce one. Returns whether work remains. Wraps uv_run with `UV_RUN_ONCE` or
     /// `UV_RUN_NOWAIT`.
     @discardableResult
     public func runOnce(blocking: Bool = true) throws -> Bool {
         try beginRunning("EventLoop.runOnce()")
-        defer { state = .open }
+        defer { endRunning() }
         let started = Self.monotonicNanoseconds()
         defer { runningNanoseconds &+= Self.monotonicNanoseconds() &- started }
         return uv_run(uv, blocking ? UV_RUN_ONCE : UV_RUN_NOWAIT) != 0
@@ -283,7 +310,7 @@ public final class EventLoop: @unchecked Sendable {
         // Let the close callbacks run, then free.
         state = .running
         uv_run(uv, UV_RUN_DEFAULT)
-        state = .open
+        endRunning()
         inbox.drainAfterClose()
         let status = uv_loop_close(uv)
         if status < 0 {

@@ -79,7 +79,25 @@ public final class Timer: LoopHandle {
     }
 
     /// Replaces the callback (for pooled timers that serve many waiters).
-    public func setCallback(_ callback: @escaping (Timer) -> Void) { self.callback = callback }
+    public func setCallback(_ callback: @escaping (Timer) -> Void) {
+        self.callback = callback
+        callbackTag = 0
+    }
+
+    /// A nonzero number naming the callback a layer above set with ``setCallback(_:tag:)``; 0
+    /// when the callback is the one given to `init` or `setCallback(_:)`.
+    @exclusivity(unchecked) private var callbackTag = 0
+
+    /// Replaces the callback, naming it with `tag` (nonzero): a layer that sets the same
+    /// callback on every start (the futures layer's `fire(after:)`) checks ``hasCallback(tag:)``
+    /// and skips setting it again.
+    package func setCallback(_ callback: @escaping (Timer) -> Void, tag: Int) {
+        self.callback = callback
+        callbackTag = tag
+    }
+
+    /// Whether the callback is the one last set with `tag`.
+    package func hasCallback(tag: Int) -> Bool { callbackTag == tag }
 
     public override func close() {
         isActive = false

@@ -94,6 +94,70 @@ struct FutureTests {
         #expect(alive.value.allSatisfy { $0 <= 3 }, "futures alive every 100 levels: \(alive.value)")
     }
 
+    @Test("a recursive flatMap loop reuses its finished futures, never one still held, and none outlives the run")
+    func chainedFuturesRecycled() throws {
+        let depth = 100
+        let heldLevel = 10
+        let ids = Box<[ObjectIdentifier]>([])
+        let levels = Box<[Weak<Future<Int>>]>([])
+        struct Pinned { unowned let future: Future<Int> }
+        let pinned = Box<[Pinned]>([])
+        let held = Box<Future<Int>?>(nil)
+        let top = Box<Int?>(nil)
+        let outlived = Box(-1)
+        try LoopThread.withLoop(name: "futures-test") { loop in
+            func step(_ remaining: Int, holding: Bool) -> Future<Int> {
+                if remaining == 0 { return loop.makeSucceededFuture(depth) }
+                let future = loop.nextTurnFuture().flatMap { step(remaining - 1, holding: holding) }
+                // An unowned reference keeps a freed object's memory from malloc, so an identity
+                // seen twice below is a future handed out again, not a reused address.
+                ids.value.append(ObjectIdentifier(future))
+                pinned.value.append(Pinned(future: future))
+                levels.value.append(Weak(future))
+                // Held: never handed out again. (It also keeps the levels below it, which it
+                // reads through, from being reused.)
+                if holding && remaining == heldLevel { held.value = future }
+                return future
+            }
+            step(depth, holding: true).whenSuccess { top.value = $0 }
+            try loop.run()
+            #expect(try held.value!.result?.get() == depth)
+            held.value = nil
+            // A chain that holds nothing ends with a future kept for reuse; once run() returns,
+            // the loop keeps it no more (it would hold the loop).
+            step(depth, holding: false).whenSuccess { #expect($0 == depth) }
+            try loop.run()
+            pinned.value = []
+            outlived.value = levels.value.filter { $0.value != nil }.count
+        }
+        #expect(outlived.value == 0, "futures outlived the loop's run")
+        #expect(top.value == depth)
+        #expect(ids.value.count == 2 * depth)
+        ids.value.removeLast(depth)
+        // Levels 99 to 11 take turns with two objects; the held level and the ones below it
+        // are their own.
+        #expect(Set(ids.value).count < depth / 4, "no future was reused: \(Set(ids.value).count) distinct")
+        let heldIndex = depth - heldLevel
+        #expect(!ids.value[(heldIndex + 1)...].contains(ids.value[heldIndex]), "a held future was handed out again")
+    }
+
+    @Test("flatMapError on a future that has already completed: recovers an error, passes a value through")
+    func flatMapErrorOnCompleted() throws {
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            loop.makeFailedFuture(Failure(code: 3), of: Int.self)
+                .flatMapError { error in loop.makeSucceededFuture((error as! Failure).code * 2) }
+                .whenSuccess { log.value.append("recovered \($0)") }
+            loop.makeSucceededFuture(5)
+                .flatMapError { _ in loop.makeSucceededFuture(-1) }
+                .whenSuccess { log.value.append("passed \($0)") }
+            loop.makeFailedFuture(Failure(code: 4), of: Int.self)
+                .flatMapError { _ in loop.makeFailedFuture(Failure(code: 8)) }
+                .whenFailure { log.value.append("failed again \(($0 as! Failure).code)") }
+        }
+        #expect(log.value == ["recovered 6", "passed 5", "failed again 8"])
+    }
+
     @Test("a future linked into a recursive chain still reads, maps and calls back with the outcome")
     func linkedFutureObserved() throws {
         let log = Box<[String]>([])
@@ -285,6 +349,29 @@ struct FutureTests {
         #expect(log.value == ["dropped: done", "held: done", "second callback: success()"])
     }
 
+    @Test("a timer's own callback, set after fire(after:), replaces the fire's; a later fire takes over again")
+    func timerCallbackAfterFire() throws {
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            let timer = SpindleLoop.Timer(loop: loop) { _ in log.value.append("init callback") }
+            timer.fire(after: .zero).whenSuccess {
+                log.value.append("fire 1")
+                timer.setCallback { timer in
+                    log.value.append("own callback")
+                    // Once only: were this callback still the timer's, the fire below would
+                    // call it again instead of completing its future.
+                    if log.value.filter({ $0 == "own callback" }).count > 1 { return timer.close() }
+                    timer.fire(after: .zero).whenSuccess {
+                        log.value.append("fire 2")
+                        timer.close()
+                    }
+                }
+                timer.start(after: .zero)
+            }
+        }
+        #expect(log.value == ["fire 1", "own callback", "fire 2"])
+    }
+
     @Test("a refused connection fails the future with the UVError")
     func refused() throws {
         let message = Box("")
@@ -309,6 +396,20 @@ struct FutureTests {
         }
         let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
         #expect(stderr.contains("a Future was dropped before its Promise was completed (made at SpindleFuturesTests/FutureTests.swift:"))
+    }
+
+    @Test("chaining onto a pending future from another thread stops the process, saying so")
+    func chainedFromAnotherThread() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let loop = EventLoop()
+            let pending = Box(loop.makePromise(of: Int.self).futureResult)
+            _ = try? LoopThread.run(name: "intruder") {
+                _ = pending.value.flatMap { loop.makeSucceededFuture($0 + 1) }
+            }
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("EventLoop used from the wrong thread: chaining a pending Future"))
+        #expect(text.contains("\"intruder\""))
     }
 
     @Test("completing a promise twice stops the process, saying so")
