@@ -47,7 +47,7 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     @usableFromInline package let uv: UnsafeMutablePointer<uv_loop_t>
-    let owner: pthread_t
+    @usableFromInline let owner: pthread_t
     @exclusivity(unchecked) @usableFromInline var state: State = .open
     @exclusivity(unchecked) private var stopRequested = false
     @exclusivity(unchecked) private var attachments: [ObjectIdentifier: EventLoopAttachment] = [:]
@@ -95,18 +95,20 @@ public final class EventLoop: @unchecked Sendable {
     // MARK: Threads
 
     /// Whether the caller runs on the thread that owns this loop.
-    public var isOnLoopThread: Bool { pthread_equal(pthread_self(), owner) != 0 }
+    /// (glibc's `pthread_t` is the thread's address: equal values are the same thread, and the
+    /// comparison needs no call to `pthread_equal`.)
+    @inlinable public var isOnLoopThread: Bool { pthread_self() == owner }
 
     /// Stops the process with a clear message when called from a thread that does not own the loop.
-    @inline(__always)
+    @inlinable
     public func preconditionOnLoopThread(_ what: @autoclosure () -> String) {
-        if _slowPath(pthread_equal(pthread_self(), owner) == 0) {
+        if _slowPath(pthread_self() != owner) {
             wrongThread(what())
         }
     }
 
-    @inline(never)
-    private func wrongThread(_ what: String) -> Never {
+    @inline(never) @usableFromInline
+    func wrongThread(_ what: String) -> Never {
         fatalError(
             "EventLoop used from the wrong thread: \(what) on thread \(Self.threadName(pthread_self())), "
                 + "but this loop belongs to thread \(Self.threadName(owner)); "
