@@ -115,7 +115,13 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// The outcome of `source`, a completed future of this type (the argument callbacks get).
     @inlinable
     static func completed(_ source: AnyObject) -> Result<Value, any Error> {
-        unsafeDowncast(source, to: Future<Value>.self).result.unsafelyUnwrapped
+        let future = unsafeDowncast(source, to: Future<Value>.self)
+        // Callbacks run on the future that completed, never a link: read its slots directly.
+        switch future.core.pointee.state {
+        case .succeeded: return .success(future.withUnsafeMutablePointerToElements { $0.pointee })
+        case .failed: return .failure(future.core.pointee.error.unsafelyUnwrapped)
+        case .pending, .linked: return future.result.unsafelyUnwrapped
+        }
     }
 
     /// The future that stands for this one: itself, or for a linked future (see
@@ -309,10 +315,11 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     public func flatMap<NewValue>(
         file: StaticString = #fileID, line: UInt = #line, _ next: __owned @escaping (Value) -> Future<NewValue>
     ) -> Future<NewValue> {
-        switch result {
-        case .success(let value)?: return next(value)
-        case .failure(let error)?: return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
-        case nil: break
+        if _slowPath(isComplete) {
+            switch result.unsafelyUnwrapped {
+            case .success(let value): return next(value)
+            case .failure(let error): return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
+            }
         }
         let chained = Future<NewValue>.makeChained(loop: loop, file: file, line: line)
         rootCore.pointee.add(target: chained, payload: FutureState.Words(Step(run: next))) { source, chained, payload in
@@ -336,10 +343,11 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         // closure literal it is given, rebuilds the closure in its natural calling convention
         // and wraps it in a thunk to the generic `(Value) -> …` one, an allocation a step. A
         // `() -> Future` closure has only the one convention.
-        switch result {
-        case .success?: return next()
-        case .failure(let error)?: return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
-        case nil: break
+        if _slowPath(isComplete) {
+            switch result.unsafelyUnwrapped {
+            case .success: return next()
+            case .failure(let error): return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
+            }
         }
         let chained = Future<NewValue>.makeChained(loop: loop, file: file, line: line)
         rootCore.pointee.add(target: chained, payload: FutureState.Words(VoidStep(run: next))) { source, chained, payload in
