@@ -63,7 +63,12 @@ extension EventLoop {
 
     /// A future that succeeds at the end of the next loop iteration (``deferToNextTurn(_:)``).
     public func nextTurnFuture(file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
-        future(file: file, line: line) { promise in deferToNextTurn { promise.succeed(()) } }
+        // The loop holds the future itself until the turn: no closure to allocate.
+        let future = Future<Void>.make(loop: self, file: file, line: line)
+        deferToNextTurn(future) { raw in
+            Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue().complete(.success(()))
+        }
+        return future
     }
 
     /// Resolves `host` to its addresses (with `port`).

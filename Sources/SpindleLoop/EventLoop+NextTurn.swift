@@ -10,6 +10,17 @@ extension EventLoop {
         if nextTurn == nil { nextTurn = NextTurnQueue(loop: self) }
         nextTurn!.append(work)
     }
+
+    /// ``deferToNextTurn(_:)`` for a layer above that has an object to act on and a function
+    /// that captures nothing: the loop keeps `object` (retained) and calls `function` with it
+    /// (+1: the function takes the reference over), with no closure context to allocate.
+    /// (The futures layer completes `nextTurnFuture()`'s future this way.)
+    package func deferToNextTurn(_ object: AnyObject, _ function: @convention(c) (UnsafeMutableRawPointer) -> Void) {
+        preconditionOnLoopThread("EventLoop.deferToNextTurn()")
+        precondition(state != .closed, "deferToNextTurn on a closed EventLoop")
+        if nextTurn == nil { nextTurn = NextTurnQueue(loop: self) }
+        nextTurn!.append(object, function)
+    }
 }
 
 /// The queue behind ``EventLoop/deferToNextTurn(_:)``: a check watcher drains it; an idle
@@ -17,8 +28,17 @@ extension EventLoop {
 final class NextTurnQueue {
     /// A closure in a concrete struct: an `Array<() -> Void>` would keep its functions at the
     /// generic (maximal) abstraction, and converting each one in and out allocates a thunk.
+    ///
+    /// An entry is either a closure or, with no closure to allocate, an object (retained) and a
+    /// C function that takes it over.
     struct Work {
         let run: () -> Void
+        let object: UnsafeMutableRawPointer?
+        let function: (@convention(c) (UnsafeMutableRawPointer) -> Void)?
+
+        func callAsFunction() {
+            if let function { function(object.unsafelyUnwrapped) } else { run() }
+        }
     }
 
     // Loop-thread only, one call at a time: no dynamic exclusivity check per deferral.
@@ -39,7 +59,12 @@ final class NextTurnQueue {
     var pendingCount: Int { pending.count }
 
     func append(_ work: @escaping () -> Void) {
-        pending.append(Work(run: work))
+        pending.append(Work(run: work, object: nil, function: nil))
+        idle.resume()
+    }
+
+    func append(_ object: AnyObject, _ function: @convention(c) (UnsafeMutableRawPointer) -> Void) {
+        pending.append(Work(run: {}, object: Unmanaged.passRetained(object).toOpaque(), function: function))
         idle.resume()
     }
 
@@ -47,7 +72,7 @@ final class NextTurnQueue {
         guard !pending.isEmpty else { return }
         swap(&pending, &running)
         idle.stop()
-        for work in running { work.run() }
+        for work in running { work() }
         running.removeAll(keepingCapacity: true)
         if !pending.isEmpty { idle.resume() }
     }

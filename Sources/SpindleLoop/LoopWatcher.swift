@@ -19,9 +19,11 @@ public final class LoopWatcher: LoopHandle {
 
     /// Which phase this watcher runs in.
     public let kind: Kind
-    private var callback: () -> Void = {}
+    // Loop-thread only, one call at a time: no dynamic exclusivity check per access (the
+    // next-turn queue resumes its idle watcher on every deferral).
+    @exclusivity(unchecked) private var callback: () -> Void = {}
     /// Whether the watcher is started.
-    public private(set) var isActive = false
+    @exclusivity(unchecked) public private(set) var isActive = false
 
     /// Creates a stopped watcher. Wraps uv_prepare_init, uv_check_init or uv_idle_init.
     public convenience init(loop: EventLoop, kind: Kind) {

@@ -141,6 +141,21 @@ struct FutureTests {
         #expect(!ids.value[(heldIndex + 1)...].contains(ids.value[heldIndex]), "a held future was handed out again")
     }
 
+    @Test("nextTurnFuture completes on the next turn, in order with deferred closures, and the loop lets it go")
+    func nextTurnFutureOrder() throws {
+        let log = Box<[String]>([])
+        let dropped = Box<Weak<Future<Void>>?>(nil)
+        try withLoop { loop in
+            loop.deferToNextTurn { log.value.append("closure 1") }
+            loop.nextTurnFuture().whenSuccess { log.value.append("future") }
+            loop.deferToNextTurn { log.value.append("closure 2") }
+            dropped.value = Weak(loop.nextTurnFuture())  // no one waits for it
+            log.value.append("scheduled")
+        }
+        #expect(log.value == ["scheduled", "closure 1", "future", "closure 2"])
+        #expect(dropped.value?.value == nil, "the loop kept the future of a turn that has run")
+    }
+
     @Test("flatMapError on a future that has already completed: recovers an error, passes a value through")
     func flatMapErrorOnCompleted() throws {
         let log = Box<[String]>([])
