@@ -95,8 +95,8 @@ public final class EventLoop: @unchecked Sendable {
     // MARK: Threads
 
     /// Whether the caller runs on the thread that owns this loop.
-    /// (glibc's `pthread_t` is the thread's address: equal values are the same thread, and the
-    /// comparison needs no call to `pthread_equal`.)
+    // glibc's pthread_t is the thread's address: equal values are the same thread, and the
+    // comparison needs no call to pthread_equal.
     @inlinable public var isOnLoopThread: Bool { pthread_self() == owner }
 
     /// Stops the process with a clear message when called from a thread that does not own the loop.
@@ -170,8 +170,8 @@ public final class EventLoop: @unchecked Sendable {
         recycled = nil
     }
 
-    /// Keeps `object` for ``takeRecycled(as:)`` (replacing any kept before) if the loop is
-    /// running on this thread; otherwise lets it go.
+    /// Keeps `object` for ``takeRecycled(as:)`` (replacing any kept before) while the loop
+    /// runs; otherwise lets it go. Call it on the loop's thread.
     @inlinable
     package func keepRecycled(_ object: __owned AnyObject) {
         if isRunning { recycled = object }
