@@ -122,6 +122,11 @@ public final class StackPool {
             spindle_prefetch(ahead + 64)
             spindle_prefetch(ahead + 128)  // the list of live fibers
             spindle_prefetch(ahead - 64)  // the first frame, written by make_fcontext
+            // The frames of its first slice (a short body's whole stack): without these, a
+            // stack fresh from the prefault has them in memory the kernel cleared long before,
+            // and the first resume of every fiber waits for them.
+            spindle_prefetch(ahead - 128)
+            spindle_prefetch(ahead - 192)
         }
         fiber.pointee.next = nil
         return fiber
