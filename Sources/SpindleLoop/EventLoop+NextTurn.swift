@@ -13,7 +13,7 @@ extension EventLoop {
 
     /// ``deferToNextTurn(_:)`` for a layer above that has an object to act on and a function
     /// that captures nothing: the loop keeps `object` (retained) and calls `function` with it
-    /// (+1: the function takes the reference over), with no closure context to allocate.
+    /// (+1: the function takes the reference over), with no closure to build or call through.
     /// (The futures layer completes `nextTurnFuture()`'s future this way.)
     package func deferToNextTurn(_ object: AnyObject, _ function: @convention(c) (UnsafeMutableRawPointer) -> Void) {
         preconditionOnLoopThread("EventLoop.deferToNextTurn()")
@@ -29,8 +29,8 @@ final class NextTurnQueue {
     /// A closure in a concrete struct: an `Array<() -> Void>` would keep its functions at the
     /// generic (maximal) abstraction, and converting each one in and out allocates a thunk.
     ///
-    /// An entry is either a closure or, with no closure to allocate, an object (retained) and a
-    /// C function that takes it over.
+    /// An entry is either a closure or an object (retained) and a C function that takes it
+    /// over.
     struct Work {
         let run: () -> Void
         let object: UnsafeMutableRawPointer?
