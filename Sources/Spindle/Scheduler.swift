@@ -134,7 +134,7 @@ public final class Scheduler: EventLoopAttachment {
     /// The scheduler of `loop`, created on first use.
     @inlinable
     static func of(_ loop: EventLoop) -> Scheduler {
-        loop.attachment(Scheduler.self) { Scheduler(loop: loop) }
+        with(loop) { $0 }
     }
 
     /// Runs `body` with the scheduler of `loop` (created on first use), lent without a retain

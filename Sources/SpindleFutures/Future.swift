@@ -120,7 +120,8 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         switch future.core.pointee.state {
         case .succeeded: return .success(future.withUnsafeMutablePointerToElements { $0.pointee })
         case .failed: return .failure(future.core.pointee.error.unsafelyUnwrapped)
-        case .pending, .linked: return future.result.unsafelyUnwrapped
+        case .linked: return future.result.unsafelyUnwrapped
+        case .pending: preconditionFailure("a Future's callback ran before the future completed")
         }
     }
 
