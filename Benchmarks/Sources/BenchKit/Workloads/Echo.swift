@@ -189,9 +189,9 @@ package enum EchoWorkload {
                     }
                     if failed { break }
                 }
-                await onLoopThread { (done: @escaping (Void) -> Void) in
+                let _: Bool = await onLoopThread { done in
                     connection.close()
-                    done(())
+                    done(true)
                 }
                 buffer.deallocate()
             }

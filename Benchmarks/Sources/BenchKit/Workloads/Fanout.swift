@@ -59,7 +59,7 @@ package enum FanoutWorkload {
             case ("c-fcontext", "yield"):
                 if state.cPool == nil { state.cPool = cb_stack_pool_create(StackPool.defaultStackSize) }
                 completed = Int(cb_fcontext_fanout(state.cPool, UInt32(ops), UInt32(steps))) / steps
-            case ("c-fcontext", "timer"), (_, "timer") where pitfalls.contains(executor):
+            case (_, "timer") where executor == "c-fcontext" || pitfalls.contains(executor):
                 completed = try runPitfall(executor, state: state, evidence: &state.evidence[executor, default: [:]])
             case ("fibers", "yield"):
                 completed = try fibersYield(loop: state.loop)
