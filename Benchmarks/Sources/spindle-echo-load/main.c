@@ -106,7 +106,10 @@ static void on_turn(uv_check_t *check) {
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
     (void)suggested;
     connection_t *c = handle->data;
-    *buf = uv_buf_init((char *)c->in + c->received, (unsigned)(size - c->received));
+    // One byte more than the rest of the echo: a read that fills the buffer makes libuv read
+    // again at once (there may be more), and that second read(2), which finds nothing, doubled
+    // this program's reads. A byte past the echo is the server's mistake, and is reported.
+    *buf = uv_buf_init((char *)c->in + c->received, (unsigned)(size - c->received + 1));
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
@@ -118,6 +121,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     c->received += (size_t)nread;
+    if (c->received > size) {
+        fail(c, "the server sent more bytes than it was sent", UV_EPROTO);
+        return;
+    }
     if (c->received < size) return;
     uint64_t now = now_ns();
     for (size_t i = 0; i < size; i++) {
@@ -194,7 +201,7 @@ int main(int argc, char **argv) {
         connection_t *c = &all[i];
         c->id = i;
         c->out = malloc(size);
-        c->in = malloc(size);
+        c->in = malloc(size + 1);
         if (!c->out || !c->in) abort();
         uv_tcp_init(loop, &c->tcp);
         c->tcp.data = c;
