@@ -180,22 +180,39 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if let outcome = result {
             callback(outcome)
         } else {
-            rootCore.pointee.add(target: nil, payload: FutureState.Words(Observer(run: callback))) { source, _, payload in
-                payload.as(Observer<Value>.self).run(Self.completed(source))
+            rootCore.pointee.add(target: nil, payload: FutureState.Words(Handler(run: callback))) { source, _, payload in
+                payload.as(Handler<Result<Value, any Error>>.self).run(Self.completed(source))
             }
         }
     }
 
-    /// Runs `callback` with the value if the future succeeds.
+    /// Runs `callback` with the value if the future succeeds (on the loop's thread; at once if
+    /// it already has). Costs no more than ``whenComplete(_:)``: the callback is kept as it
+    /// is, not wrapped in a closure that tests the outcome.
     @inlinable
-    public func whenSuccess(_ callback: @escaping (Value) -> Void) {
-        whenComplete { if case .success(let value) = $0 { callback(value) } }
+    public func whenSuccess(_ callback: __owned @escaping (Value) -> Void) {
+        loop.preconditionOnLoopThread("Future.whenSuccess")
+        if let outcome = result {
+            if case .success(let value) = outcome { callback(value) }
+        } else {
+            rootCore.pointee.add(target: nil, payload: FutureState.Words(Handler(run: callback))) { source, _, payload in
+                if case .success(let value) = Self.completed(source) { payload.as(Handler<Value>.self).run(value) }
+            }
+        }
     }
 
-    /// Runs `callback` with the error if the future fails.
+    /// Runs `callback` with the error if the future fails (on the loop's thread; at once if it
+    /// already has). Like ``whenSuccess(_:)``, the callback is kept as it is.
     @inlinable
-    public func whenFailure(_ callback: @escaping (any Error) -> Void) {
-        whenComplete { if case .failure(let error) = $0 { callback(error) } }
+    public func whenFailure(_ callback: __owned @escaping (any Error) -> Void) {
+        loop.preconditionOnLoopThread("Future.whenFailure")
+        if let outcome = result {
+            if case .failure(let error) = outcome { callback(error) }
+        } else {
+            rootCore.pointee.add(target: nil, payload: FutureState.Words(Handler(run: callback))) { source, _, payload in
+                if case .failure(let error) = Self.completed(source) { payload.as(Handler<any Error>.self).run(error) }
+            }
+        }
     }
 
     // MARK: Completing (through a Promise)
@@ -501,7 +518,7 @@ public struct FutureState {
 
     /// A closure's two words (function and retained context), kept without its type: made
     /// from and read back as exactly the same one-closure struct (``Step``, ``VoidStep``,
-    /// ``Transform``, ``Observer``). The struct keeps the closure at its declared abstraction;
+    /// ``Transform``, ``Handler``). The struct keeps the closure at its declared abstraction;
     /// a bare closure cast through a generic parameter would be re-abstracted, and the thunk
     /// that does it is an allocation.
     @usableFromInline struct Words {
@@ -641,8 +658,8 @@ struct UncheckedTransfer<T>: @unchecked Sendable {
     @inlinable init(run: @escaping (Input) throws -> Output) { self.run = run }
 }
 
-/// A whenComplete callback.
-@usableFromInline struct Observer<Value> {
-    @usableFromInline let run: (Result<Value, any Error>) -> Void
-    @inlinable init(run: @escaping (Result<Value, any Error>) -> Void) { self.run = run }
+/// A whenComplete, whenSuccess or whenFailure callback (of the outcome, the value or the error).
+@usableFromInline struct Handler<Input> {
+    @usableFromInline let run: (Input) -> Void
+    @inlinable init(run: @escaping (Input) -> Void) { self.run = run }
 }

@@ -34,6 +34,31 @@ struct FutureTests {
         #expect(log.value == ["first 20", "second 20", "map threw 7", "chain 410"])
     }
 
+    @Test("whenSuccess and whenFailure run only for their own outcome, on a pending or a completed future")
+    func outcomeHandlers() throws {
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            let succeeding = loop.makePromise(of: Int.self)
+            let failing = loop.makePromise(of: Int.self)
+            for (name, future) in [("pending ok", succeeding.futureResult), ("pending failed", failing.futureResult)] {
+                future.whenSuccess { log.value.append("\(name): success \($0)") }
+                future.whenFailure { log.value.append("\(name): failure \(($0 as! Failure).code)") }
+            }
+            succeeding.succeed(1)
+            failing.fail(Failure(code: 2))
+            let done: [(String, Future<Int>)] = [
+                ("done ok", loop.makeSucceededFuture(3)), ("done failed", loop.makeFailedFuture(Failure(code: 4))),
+            ]
+            for (name, future) in done {
+                future.whenSuccess { log.value.append("\(name): success \($0)") }
+                future.whenFailure { log.value.append("\(name): failure \(($0 as! Failure).code)") }
+            }
+        }
+        #expect(log.value == [
+            "pending ok: success 1", "pending failed: failure 2", "done ok: success 3", "done failed: failure 4",
+        ])
+    }
+
     @Test("a chain of 200,000 flatMaps completes without deep recursion, values and callbacks intact")
     func deepChain() throws {
         let depth = 200_000
