@@ -595,9 +595,19 @@ extension EventLoop {
     }
 
     /// A future that has already succeeded with `value`.
+    ///
+    /// On the loop's thread while it runs, a succeeded `Future<Void>` is made once and handed
+    /// out again (as SwiftNIO's `makeSucceededVoidFuture()` is): a completed future never
+    /// changes, so its identity is all that is shared.
     @inlinable
     public func makeSucceededFuture<Value>(_ value: Value, file: StaticString = #fileID, line: UInt = #line) -> Future<Value> {
-        Future.make(loop: self, outcome: .success(value), file: file, line: line)
+        if Value.self == Void.self && isOnLoopThread {
+            if let shared = sharedObject(as: Future<Value>.self) { return shared }
+            let future = Future.make(loop: self, outcome: .success(value), file: file, line: line)
+            keepShared(future)
+            return future
+        }
+        return Future.make(loop: self, outcome: .success(value), file: file, line: line)
     }
 
     /// A future that has already failed with `error`.

@@ -62,7 +62,10 @@ public final class EventLoop: @unchecked Sendable {
     /// One spent object kept for reuse by a layer above: the futures layer keeps a finished
     /// future of a flatMap chain here, so that the chain's next flatMap allocates nothing. Kept
     /// only while the loop runs, and dropped when it stops (the object may hold the loop).
-    @exclusivity(unchecked) @usableFromInline var recycled: AnyObject?
+    @exclusivity(unchecked) @usableFromInline var recycled = KeptObject()
+    /// One completed object a layer above hands out again and again: the futures layer keeps
+    /// its succeeded `Future<Void>` here. Kept, like ``recycled``, only while the loop runs.
+    @exclusivity(unchecked) @usableFromInline var shared = KeptObject()
 
     /// Creates a loop owned by the calling thread. Wraps uv_loop_init.
     ///
@@ -167,24 +170,37 @@ public final class EventLoop: @unchecked Sendable {
 
     private func endRunning() {
         state = .open
-        recycled = nil
+        recycled.object = nil
+        shared.object = nil
     }
 
     /// Keeps `object` for ``takeRecycled(as:)`` (replacing any kept before) while the loop
     /// runs; otherwise lets it go. Call it on the loop's thread.
     @inlinable
     package func keepRecycled(_ object: __owned AnyObject) {
-        if isRunning { recycled = object }
+        if isRunning { recycled.object = object }
     }
 
     /// The object kept by ``keepRecycled(_:)``, moved out, if it is exactly of class `T`.
     /// Call it on the loop's thread.
     @inlinable
     package func takeRecycled<T: AnyObject>(as _: T.Type) -> T? {
-        guard let object = recycled, ObjectIdentifier(type(of: object)) == ObjectIdentifier(T.self) else { return nil }
-        recycled = nil
-        return unsafeDowncast(object, to: T.self)
+        guard let object = recycled.object(as: T.self) else { return nil }
+        recycled.object = nil
+        return object
     }
+
+    /// Keeps `object` for ``sharedObject(as:)`` while the loop runs; otherwise lets it go.
+    /// Call it on the loop's thread.
+    @inlinable
+    package func keepShared(_ object: __owned AnyObject) {
+        if isRunning { shared.object = object }
+    }
+
+    /// The object kept by ``keepShared(_:)`` (it stays kept), if it is exactly of class `T`.
+    /// Call it on the loop's thread.
+    @inlinable
+    package func sharedObject<T: AnyObject>(as _: T.Type) -> T? { shared.object(as: T.self) }
 
     @inlinable var isRunning: Bool { state == .running }
 
@@ -352,5 +368,20 @@ private let describeOpenHandle: @convention(c) (UnsafeMutablePointer<uv_handle_t
         list.pointee.append("\(object.handleDescription) handle not closed")
     } else {
         list.pointee.append("\(String(cString: uv_handle_type_name(handle.pointee.type))) handle not closed")
+    }
+}
+
+/// An object a layer above keeps on the loop (``EventLoop/recycled``, ``EventLoop/shared``).
+@usableFromInline
+struct KeptObject {
+    @usableFromInline var object: AnyObject?
+
+    @inlinable init() {}
+
+    /// The object, if it is exactly of class `T` (it stays kept).
+    @inlinable
+    func object<T: AnyObject>(as _: T.Type) -> T? {
+        guard let object, ObjectIdentifier(type(of: object)) == ObjectIdentifier(T.self) else { return nil }
+        return unsafeDowncast(object, to: T.self)
     }
 }

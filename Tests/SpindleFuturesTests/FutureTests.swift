@@ -166,6 +166,34 @@ struct FutureTests {
         #expect(!ids.value[(heldIndex + 1)...].contains(ids.value[heldIndex]), "a held future was handed out again")
     }
 
+    @Test("a succeeded Future<Void> is made once while the loop runs, works as any other, and the loop lets it go")
+    func sharedVoidFuture() throws {
+        let log = Box<[String]>([])
+        let kept = Box<Weak<Future<Void>>?>(nil)
+        try withLoop { loop in
+            let before = (loop.makeSucceededFuture(()), loop.makeSucceededFuture(()))
+            #expect(before.0 !== before.1, "a future shared while the loop was not running (it would hold the loop)")
+            loop.deferToNextTurn {
+                let first = loop.makeSucceededFuture(())
+                let second = loop.makeSucceededFuture(())
+                #expect(first === second)
+                kept.value = Weak(first)
+                first.whenSuccess { log.value.append("observed") }
+                first.map { 5 }.whenSuccess { log.value.append("mapped \($0)") }
+                first.flatMap { loop.nextTurnFuture() }.flatMap { second }.whenSuccess { log.value.append("chained") }
+                // Made on another thread: a future of its own (the loop's is for its own thread).
+                let other = Box<Future<Void>?>(nil)
+                let made = Thread { other.value = loop.makeSucceededFuture(()) }
+                made.start()
+                while !made.isFinished { usleep(1_000) }
+                #expect(other.value !== first)
+                #expect(other.value?.isComplete == true)
+            }
+        }
+        #expect(log.value == ["observed", "mapped 5", "chained"])
+        #expect(kept.value?.value == nil, "the loop kept its succeeded future after run() returned")
+    }
+
     @Test("nextTurnFuture completes on the next turn, in order with deferred closures, and the loop lets it go")
     func nextTurnFutureOrder() throws {
         let log = Box<[String]>([])
