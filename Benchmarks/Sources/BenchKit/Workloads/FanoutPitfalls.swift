@@ -65,9 +65,12 @@ extension FanoutWorkload {
         }
         let before = loop.scheduler.counters
         var completed = 0
-        for _ in 0..<ops {
+        // The timers are made first, together, as in the callback and future rows (see
+        // `makeTimers`): the rows then differ in how they wait, not in where their timers sit.
+        for timer in makeTimers(loop: loop) {
             let waiter = Waiter()
-            waiter.timer = SpindleLoop.Timer(loop: loop) { [unowned waiter] _ in waiter.ready = true }
+            waiter.timer = timer
+            timer.setCallback { [unowned waiter] _ in waiter.ready = true }
             loop.spawnDetached {
                 for _ in 0..<FanoutWorkload.steps {
                     waiter.ready = false
