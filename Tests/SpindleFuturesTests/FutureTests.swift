@@ -183,9 +183,12 @@ struct FutureTests {
                 first.flatMap { loop.nextTurnFuture() }.flatMap { second }.whenSuccess { log.value.append("chained") }
                 // Made on another thread: a future of its own (the loop's is for its own thread).
                 let other = Box<Future<Void>?>(nil)
-                let made = Thread { other.value = loop.makeSucceededFuture(()) }
-                made.start()
-                while !made.isFinished { usleep(1_000) }
+                let made = DispatchSemaphore(value: 0)
+                Thread {
+                    other.value = loop.makeSucceededFuture(())
+                    made.signal()
+                }.start()
+                made.wait()
                 #expect(other.value !== first)
                 #expect(other.value?.isComplete == true)
             }
