@@ -31,23 +31,11 @@ struct FutureModelTests {
         var value: Int? { if case .exactly(.success(let value)) = self { value } else { nil } }
     }
 
-    /// SplitMix64: the same graphs on every run.
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// One graph, built while its loop runs (recycling and the shared future are active then).
     final class Graph {
         let loop: EventLoop
         let timer: SpindleLoop.Timer
-        var random: Generator
+        var random: SeededGenerator
         var nodes: [(future: Future<Int>, expected: Expected)] = []
         var pending: [(promise: Promise<Int>, outcome: Result<Int, Failure>)] = []
         /// Futures the test keeps, to read their results at the end (never observed otherwise).
@@ -59,7 +47,7 @@ struct FutureModelTests {
         init(loop: EventLoop, seed: UInt64) {
             self.loop = loop
             self.timer = SpindleLoop.Timer(loop: loop) { _ in }
-            self.random = Generator(state: seed)
+            self.random = SeededGenerator(seed: seed)
         }
 
         func chance(_ percent: Int) -> Bool { Int.random(in: 0..<100, using: &random) < percent }
