@@ -9,7 +9,6 @@ import Testing
 /// buffer); a value whose send threw is never received.
 @Suite("Channels against a model")
 struct ChannelModelTests {
-
     /// What one run saw.
     struct Tally {
         var sent = Set<Int>()
