@@ -601,13 +601,11 @@ extension EventLoop {
     /// changes, so its identity is all that is shared.
     @inlinable
     public func makeSucceededFuture<Value>(_ value: Value, file: StaticString = #fileID, line: UInt = #line) -> Future<Value> {
-        if Value.self == Void.self && isOnLoopThread {
-            if let shared = sharedObject(as: Future<Value>.self) { return shared }
-            let future = Future.make(loop: self, outcome: .success(value), file: file, line: line)
-            keepShared(future)
-            return future
-        }
-        return Future.make(loop: self, outcome: .success(value), file: file, line: line)
+        let sharing = Value.self == Void.self && isOnLoopThread
+        if sharing, let shared = sharedObject(as: Future<Value>.self) { return shared }
+        let future = Future.make(loop: self, outcome: .success(value), file: file, line: line)
+        if sharing { keepShared(future) }
+        return future
     }
 
     /// A future that has already failed with `error`.
