@@ -33,6 +33,14 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// The loop whose thread runs this future's callbacks.
     @inlinable public var loop: EventLoop { core.pointee.loop }
 
+    /// The loop, lent: read as a reference, it would be retained and released around its use.
+    /// The future holds the loop, so it lives as long as the future does.
+    @inlinable
+    var lentLoop: Unmanaged<EventLoop> {
+        let loopOffset = MemoryLayout<FutureState>.offset(of: \.loop)!
+        return UnsafeRawPointer(core).load(fromByteOffset: loopOffset, as: Unmanaged<EventLoop>.self)
+    }
+
     /// The header, reached through its address: the `header` property is a class's stored
     /// property, and each access to it paid a dynamic exclusivity check (~200 instructions a
     /// step of a future chain). Everything here runs on the loop's thread, one call at a time.
@@ -50,11 +58,16 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
 
     /// A pending future for a flatMap or flatMapError to return: the loop's recycled one (see
     /// ``recycle(_:)``) if it has one of this type, otherwise a new one. On the loop's thread.
+    ///
+    /// The loop comes lent (see ``lentLoop``): only a new future takes a reference to it.
     @inlinable
-    static func makeChained(loop: EventLoop, file: StaticString, line: UInt) -> Future<Value> {
-        loop.preconditionOnLoopThread("chaining a pending Future (map, flatMap, flatMapError)")
-        guard let spare = loop.takeRecycled(as: Future<Value>.self) else {
-            return make(loop: loop, file: file, line: line)
+    static func makeChained(loop: Unmanaged<EventLoop>, file: StaticString, line: UInt) -> Future<Value> {
+        let recycled = loop._withUnsafeGuaranteedRef { loop in
+            loop.preconditionOnLoopThread("chaining a pending Future (map, flatMap, flatMapError)")
+            return loop.takeRecycled(as: Future<Value>.self)
+        }
+        guard let spare = recycled else {
+            return make(loop: loop.takeUnretainedValue(), file: file, line: line)
         }
         let state = spare.core
         state.pointee.state = .pending
@@ -85,10 +98,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         let state = future.core
         guard state.pointee.state == .linked, isKnownUniquelyReferenced(&future) else { return }
         state.pointee.forward = nil
-        // The loop, lent (the future holds it): read as a reference, it would be retained.
-        let loopOffset = MemoryLayout<FutureState>.offset(of: \.loop)!
-        let loop = UnsafeRawPointer(state).load(fromByteOffset: loopOffset, as: Unmanaged<EventLoop>.self)
-        loop._withUnsafeGuaranteedRef { $0.keepRecycled(future) }
+        future.lentLoop._withUnsafeGuaranteedRef { $0.keepRecycled(future) }
     }
 
     @inlinable
@@ -180,7 +190,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if let outcome = result {
             callback(outcome)
         } else {
-            rootCore.pointee.add(target: nil, payload: FutureState.Words(Handler(run: callback))) { source, _, payload in
+            rootCore.pointee.add(target: nil, payload: FutureState.Words(Handler(run: consume callback))) { source, _, payload in
                 payload.as(Handler<Result<Value, any Error>>.self).run(Self.completed(source))
             }
         }
@@ -195,7 +205,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if let outcome = result {
             if case .success(let value) = outcome { callback(value) }
         } else {
-            rootCore.pointee.add(target: nil, payload: FutureState.Words(Handler(run: callback))) { source, _, payload in
+            rootCore.pointee.add(target: nil, payload: FutureState.Words(Handler(run: consume callback))) { source, _, payload in
                 if case .success(let value) = Self.completed(source) { payload.as(Handler<Value>.self).run(value) }
             }
         }
@@ -209,7 +219,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if let outcome = result {
             if case .failure(let error) = outcome { callback(error) }
         } else {
-            rootCore.pointee.add(target: nil, payload: FutureState.Words(Handler(run: callback))) { source, _, payload in
+            rootCore.pointee.add(target: nil, payload: FutureState.Words(Handler(run: consume callback))) { source, _, payload in
                 if case .failure(let error) = Self.completed(source) { payload.as(Handler<any Error>.self).run(error) }
             }
         }
@@ -320,8 +330,8 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if let outcome = result {  // already complete: no promise, no callback
             return Future<NewValue>.make(loop: loop, outcome: Result { try transform(outcome.get()) }, file: file, line: line)
         }
-        let next = Future<NewValue>.makeChained(loop: loop, file: file, line: line)
-        rootCore.pointee.add(target: next, payload: FutureState.Words(Transform(run: transform))) { source, next, payload in
+        let next = Future<NewValue>.makeChained(loop: lentLoop, file: file, line: line)
+        rootCore.pointee.add(target: next, payload: FutureState.Words(Transform(run: consume transform))) { source, next, payload in
             let transform = payload.as(Transform<Value, NewValue>.self).run
             Future<NewValue>.target(next).complete(Result { try transform(Self.completed(source).get()) })
         }
@@ -339,8 +349,8 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             case .failure(let error): return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
             }
         }
-        let chained = Future<NewValue>.makeChained(loop: loop, file: file, line: line)
-        rootCore.pointee.add(target: chained, payload: FutureState.Words(Step(run: next))) { source, chained, payload in
+        let chained = Future<NewValue>.makeChained(loop: lentLoop, file: file, line: line)
+        rootCore.pointee.add(target: chained, payload: FutureState.Words(Step(run: consume next))) { source, chained, payload in
             switch Self.completed(source) {
             case .success(let value):
                 let next = payload.as(Step<Value, NewValue>.self).run(value)
@@ -367,8 +377,8 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             case .failure(let error): return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
             }
         }
-        let chained = Future<NewValue>.makeChained(loop: loop, file: file, line: line)
-        rootCore.pointee.add(target: chained, payload: FutureState.Words(VoidStep(run: next))) { source, chained, payload in
+        let chained = Future<NewValue>.makeChained(loop: lentLoop, file: file, line: line)
+        rootCore.pointee.add(target: chained, payload: FutureState.Words(VoidStep(run: consume next))) { source, chained, payload in
             switch Self.completed(source) {
             case .success:
                 let next = payload.as(VoidStep<NewValue>.self).run()
@@ -390,8 +400,8 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         case .failure(let error)?: return recover(error)
         case nil: break
         }
-        let recovered = Future<Value>.makeChained(loop: loop, file: file, line: line)
-        rootCore.pointee.add(target: recovered, payload: FutureState.Words(Step(run: recover))) { source, recovered, payload in
+        let recovered = Future<Value>.makeChained(loop: lentLoop, file: file, line: line)
+        rootCore.pointee.add(target: recovered, payload: FutureState.Words(Step(run: consume recover))) { source, recovered, payload in
             switch Self.completed(source) {
             case .success(let value): Self.target(recovered).complete(.success(value))
             case .failure(let error):
@@ -520,7 +530,9 @@ public struct FutureState {
     /// from and read back as exactly the same one-closure struct (``Step``, ``VoidStep``,
     /// ``Transform``, ``Handler``). The struct keeps the closure at its declared abstraction;
     /// a bare closure cast through a generic parameter would be re-abstracted, and the thunk
-    /// that does it is an allocation.
+    /// that does it is an allocation. Callers hand their `__owned` closure in with `consume`:
+    /// a copy would retain its context and release the original (about 45 instructions a step
+    /// of a flatMap chain).
     @usableFromInline struct Words {
         @usableFromInline let function: UnsafeRawPointer?
         @usableFromInline let context: AnyObject?
