@@ -36,10 +36,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// The loop, lent: read as a reference, it would be retained and released around its use.
     /// The future holds the loop, so it lives as long as the future does.
     @inlinable
-    var lentLoop: Unmanaged<EventLoop> {
-        let loopOffset = MemoryLayout<FutureState>.offset(of: \.loop)!
-        return UnsafeRawPointer(core).load(fromByteOffset: loopOffset, as: Unmanaged<EventLoop>.self)
-    }
+    var lentLoop: Unmanaged<EventLoop> { FutureState.lentLoop(core) }
 
     /// The header, reached through its address: the `header` property is a class's stored
     /// property, and each access to it paid a dynamic exclusivity check (~200 instructions a
@@ -98,7 +95,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         let state = future.core
         guard state.pointee.state == .linked, isKnownUniquelyReferenced(&future) else { return }
         state.pointee.forward = nil
-        future.lentLoop._withUnsafeGuaranteedRef { $0.keepRecycled(future) }
+        FutureState.lentLoop(state)._withUnsafeGuaranteedRef { $0.keepRecycled(future) }
     }
 
     @inlinable
@@ -480,6 +477,12 @@ public struct FutureState {
     @usableFromInline var error: (any Error)?
     @usableFromInline var moreCallbacks: [(callback: Callback, target: AnyObject?)]?
     @usableFromInline var file: UnsafeRawPointer
+
+    /// The loop of the future whose header `state` is, lent (see `Future.lentLoop`).
+    @inlinable
+    static func lentLoop(_ state: UnsafeMutablePointer<FutureState>) -> Unmanaged<EventLoop> {
+        UnsafeRawPointer(state).load(fromByteOffset: MemoryLayout<FutureState>.offset(of: \.loop)!, as: Unmanaged<EventLoop>.self)
+    }
 
     @inlinable
     init(loop: EventLoop, file: StaticString, line: UInt) {
