@@ -1,6 +1,8 @@
 # Spindle — the two commands are `make test` and `make bench`; both install what they need.
 #
-#   make test        build (debug) and run every test
+#   make test        build (debug) and run every test, then check the API documentation
+#                    (make docs: every public symbol documented, every symbol link resolved)
+#   make docs        the DocC documentation of every module, checked, in .build/docs/combined
 #   make bench       the benchmark report: table on stdout, bench-results/{report.md,results.json,chart.svg}
 #   make bench-all   the same with every executor of every workload
 #   make bench-peers install the peers' toolchains (Go, Node.js, Boost.Fiber), then make bench
@@ -29,7 +31,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
 # The peers the fanout workload runs side by side when installed (skipped otherwise).
 PEER_PACKAGES  := golang-go nodejs libboost-fiber-dev g++
 
-.PHONY: all test bench bench-all bench-peers bench-check trace-cost build clean asan tsan valgrind deps-test deps-bench deps-peers
+.PHONY: all test docs bench bench-all bench-peers bench-check trace-cost build clean asan tsan valgrind deps-test deps-bench deps-peers
 
 all: build
 
@@ -69,6 +71,10 @@ test: deps-test
 	@bash Tools/build/forget-stale-modules.sh .build
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	SWIFT=$(SWIFT) bash Tools/docs/build-docs.sh --quiet
+
+docs: deps-test
+	SWIFT=$(SWIFT) bash Tools/docs/build-docs.sh
 
 bench: deps-bench
 	@bash Tools/build/forget-stale-modules.sh Benchmarks/.build --library-sources

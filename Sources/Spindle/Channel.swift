@@ -3,6 +3,7 @@ import SpindleLoop
 
 /// Thrown by ``Channel/send(_:)`` when the channel is closed (before or while the sender waits).
 public struct ChannelClosedError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The error ``Channel/send(_:)`` throws.
     @inlinable public init() {}
     public var description: String { "send on a closed channel" }
 }

@@ -25,27 +25,46 @@ extension Fiber {
         }
     }
 
-    /// Why a fiber is parked. Blocking operations pass one to ``Fiber/park(_:detail:)``.
+    /// Why a fiber is parked. Blocking operations pass one to ``Fiber/park(_:detail:cancellable:)``.
     @frozen
     public enum ParkReason: UInt8, Sendable, CustomStringConvertible, CaseIterable {
+        /// ``Fiber/sleep(for:)``: a timer.
         case sleep = 1
+        /// ``FiberHandle/join()``: another fiber to finish.
         case join
+        /// A read or receive: data from a socket, pipe or datagram socket.
         case read
+        /// A write or send: the kernel to take the bytes.
         case write
+        /// A TCP or pipe connect.
         case connect
+        /// A listener's accept: the next connection.
         case accept
+        /// A file operation on libuv's thread pool.
         case file
+        /// A DNS resolution (getaddrinfo on libuv's thread pool).
         case resolve
+        /// A signal (``Fiber/waitForSignal(_:)``).
         case signal
+        /// ``Channel/send(_:)``: a receiver, or room in the buffer.
         case channelSend
+        /// ``Channel/receive()``: a value, or the channel's close.
         case channelReceive
+        /// ``Fiber/select(_:timeout:)-(SelectCase...,_)``: the first of several channel operations.
         case select
+        /// ``FiberMutex/lock()``: the mutex.
         case mutex
+        /// ``FiberSemaphore/wait()``: a permit.
         case semaphore
+        /// ``FiberEvent/wait()``: the event to be set.
         case event
+        /// ``WaitGroup/wait()``: the group's tasks to be done.
         case waitGroup
+        /// A future's `wait()` (SpindleFutures): its promise to be completed.
         case future
+        /// An async function run from the fiber (SpindleAsync): its Task to end.
         case async
+        /// Anything else: a park by code outside Spindle (``Fiber/park(_:detail:cancellable:)``).
         case other
 
         public var description: String {
@@ -73,7 +92,7 @@ extension Fiber {
         }
     }
 
-    /// Why a parked fiber was woken: returned by ``Fiber/park(_:detail:)``.
+    /// Why a parked fiber was woken: returned by ``Fiber/park(_:detail:cancellable:)``.
     @frozen
     public enum WakeReason: UInt8, Sendable {
         /// What it waited for happened.

@@ -4,6 +4,7 @@ import SpindleLoop
 /// Thrown by a fiber's blocking call when an enclosing ``Fiber/withTimeout(_:_:)`` or
 /// ``Fiber/withDeadline(_:_:)`` has expired.
 public struct FiberTimeoutError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The error a blocking call throws when its fiber's deadline has passed.
     @inlinable public init() {}
     public var description: String { "the fiber's deadline passed before the blocking call completed" }
 }

@@ -6,7 +6,7 @@ import SpindleLoop
 ///
 /// A fiber runs straight-line code on its own stack and gives the loop's thread back only where
 /// it blocks: ``yield()``, ``sleep(for:)``, ``FiberHandle/join()``, or I/O and synchronisation
-/// built on ``park(_:detail:)``. Fibers are pinned to the loop that spawned them and never migrate.
+/// built on ``park(_:detail:cancellable:)``. Fibers are pinned to the loop that spawned them and never migrate.
 ///
 /// ```swift
 /// let loop = EventLoop()
@@ -51,6 +51,7 @@ public enum Fiber {
     /// - Parameters:
     ///   - name: shown in traces, deadlock reports and stack-overflow messages (first 47 bytes).
     ///   - stackSize: usable stack bytes, rounded up to pages (default 64 KiB, minimum 16 KiB).
+    ///   - body: what the fiber runs; its value or error is the handle's to join.
     @discardableResult @inlinable
     public static func spawn<T>(
         name: String? = nil, stackSize: Int? = nil, _ body: @escaping () throws -> T
@@ -208,7 +209,7 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
         return Scheduler.of(fiber.pointee.sched).highWater(of: fiber)
     }
 
-    /// Makes a parked fiber runnable; ``Fiber/park(_:detail:)`` returns `reason` in it.
+    /// Makes a parked fiber runnable; ``Fiber/park(_:detail:cancellable:)`` returns `reason` in it.
     ///
     /// Must be called on the fiber's loop thread, for a fiber that is parked. Waking a fiber that
     /// is not parked (or has finished) is a bug in the waker and stops the process with a message
@@ -304,11 +305,12 @@ extension EventLoop {
     public var scheduler: Scheduler { Scheduler.of(self) }
 
     /// Spawns a fiber on this loop. Call it on the loop's thread; the fiber starts when the loop
-    /// runs (``EventLoop/run(_:)``).
+    /// runs (``/SpindleLoop/EventLoop/run(_:)``).
     ///
     /// - Parameters:
     ///   - name: shown in traces, deadlock reports and stack-overflow messages (first 47 bytes).
     ///   - stackSize: usable stack bytes, rounded up to pages (default 64 KiB, minimum 16 KiB).
+    ///   - body: what the fiber runs; its value or error is the handle's to join.
     @discardableResult @inlinable
     public func spawn<T>(
         name: String? = nil, stackSize: Int? = nil, _ body: @escaping () throws -> T

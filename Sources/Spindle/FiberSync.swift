@@ -28,6 +28,7 @@ public final class FiberMutex {
     @exclusivity(unchecked) private var owner: UnsafeMutablePointer<spindle_fiber_t>?
     @exclusivity(unchecked) private var waiters = WaitList()
 
+    /// An unlocked mutex. Use it from the fibers of one loop.
     public init() {}
 
     /// Whether a fiber holds the lock.
@@ -101,9 +102,11 @@ public final class FiberSemaphore {
 /// A one-shot event: fibers wait until it is set; setting it releases all of them and every
 /// later waiter passes straight through until ``reset()``.
 public final class FiberEvent {
+    /// Whether the event is set: a ``wait()`` now returns at once.
     @exclusivity(unchecked) public private(set) var isSet = false
     @exclusivity(unchecked) private var waiters = WaitList()
 
+    /// An event not yet set. Use it from the fibers of one loop.
     public init() {}
 
     /// Waits until the event is set.
@@ -129,6 +132,8 @@ public final class WaitGroup {
     @exclusivity(unchecked) private var pending = 0
     @exclusivity(unchecked) private var waiters = WaitList()
 
+    /// A group with no pending tasks (``wait()`` returns at once until ``add(_:)``). Use it
+    /// from the fibers of one loop.
     public init() {}
 
     /// Tasks not yet done.

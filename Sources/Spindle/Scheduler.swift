@@ -3,7 +3,8 @@ import CSpindleSupport
 import Glibc
 import SpindleLoop
 
-/// Runs a loop's fibers: one per ``EventLoop``, made on first use (``EventLoop/scheduler``).
+/// Runs a loop's fibers: one per ``/SpindleLoop/EventLoop``, made on first use
+/// (``SpindleLoop/EventLoop/scheduler``).
 ///
 /// The run queue is intrusive (fibers link through their control blocks) and is drained from a
 /// check watcher after each I/O poll. An idle watcher is active only while the queue is
@@ -64,15 +65,21 @@ public final class Scheduler: EventLoopAttachment {
     /// The deepest stack use seen in painting mode (``StackPool/paintsStacks``), relative to its
     /// stack's size: bytes used, the stack's usable size, and the fiber.
     public struct StackHighWater: Sendable, Equatable {
+        /// Bytes of the stack the fiber wrote, measured from its top (the paint it overwrote).
         public let usedBytes: Int
+        /// The stack's usable size in bytes (the guard page not counted).
         public let stackBytes: Int
+        /// The fiber that went deepest: its name, or `#id` when it has none.
         public let fiber: String
+        /// `usedBytes` over `stackBytes`: near 1 means the next deeper call overflows.
         public var fraction: Double { Double(usedBytes) / Double(max(stackBytes, 1)) }
 
         package init(usedBytes: Int, stackBytes: Int, fiber: String) {
             (self.usedBytes, self.stackBytes, self.fiber) = (usedBytes, stackBytes, fiber)
         }
     }
+    /// The deepest stack use seen so far, while ``StackPool/paintsStacks`` is on (nil before
+    /// the first painted fiber finishes, or when painting is off).
     public private(set) var stackHighWater: StackHighWater?
 
     func measureStack(of fiber: UnsafeMutablePointer<spindle_fiber_t>) {
@@ -338,11 +345,14 @@ public final class Scheduler: EventLoopAttachment {
 
     // MARK: EventLoopAttachment
 
+    /// The parked fibers, described (id, name, what each waits for), for the loop's deadlock
+    /// report: `run()` found nothing runnable and no I/O or timer that could wake them.
     public func stalledWaiters() -> [String] {
         guard core.pointee.parked > 0 else { return [] }
         return liveFibers().filter { Int($0.pointee.state) == SPINDLE_FIBER_PARKED }.map(Self.describe)
     }
 
+    /// The fibers still alive, described, for the loop's report of what keeps it from closing.
     public func openItems() -> [String] {
         liveFibers().map { fiber in
             let state = Int(fiber.pointee.state)
@@ -351,6 +361,8 @@ public final class Scheduler: EventLoopAttachment {
         }
     }
 
+    /// Closes the scheduler's loop handles and pooled timers (the loop is closing); spawning
+    /// afterwards stops the process, saying the loop is closed.
     public func loopWillClose() {
         isClosed = true
         drainWatcher.close()
@@ -399,16 +411,28 @@ public final class Scheduler: EventLoopAttachment {
 
     /// A snapshot of the scheduler's always-on counters.
     public struct Counters: Sendable, Equatable {
+        /// Fibers spawned (joinable and detached).
         public var spawns: UInt64
         /// Resumes of a fiber from the loop side (each is followed by one switch back), counted
         /// as the yields, parks and finishes that end them.
         public var switches: UInt64
+        /// Slices ended by ``Fiber/yield()``: the fiber went to the back of the run queue.
         public var yields: UInt64
+        /// Slices ended by a park: the fiber waits (sleep, I/O, join, channel, lock, …) off the
+        /// run queue until something wakes it. ``parksByReason`` breaks them down.
         public var parks: UInt64
+        /// Parked fibers made runnable again (by a timer, an I/O completion, another fiber, a
+        /// cancellation or a deadline).
         public var wakes: UInt64
+        /// Fibers whose body returned or threw.
         public var finishes: UInt64
+        /// Spawns that mapped a fresh stack (the pool had none of that size): a page fault for
+        /// each page the fiber touches.
         public var stacksCold: UInt64
+        /// Spawns that took a stack from the pool: one a finished fiber gave back, or one
+        /// ``StackPool/prefault(count:stackSize:touching:)`` mapped and touched in advance.
         public var stacksPooled: UInt64
+        /// The most fibers that were runnable at once.
         public var runQueueHighWater: UInt64
         /// Loop iterations (each runs the scheduler's drain once).
         public var loopTurns: UInt64

@@ -1,7 +1,7 @@
 import CSpindleSupport
 import SpindleLoop
 
-/// One channel operation offered to ``Fiber/select(_:timeout:)``: made by
+/// One channel operation offered to ``Fiber/select(_:timeout:)-(SelectCase...,_)``: made by
 /// ``Channel/onReceive(_:)`` or ``Channel/onSend(_:_:)``.
 public struct SelectCase {
     @usableFromInline let operation: SelectOperation
@@ -49,7 +49,7 @@ extension Fiber {
         try select(cases, timeout: timeout)
     }
 
-    /// ``select(_:timeout:)`` over an array of cases.
+    /// ``select(_:timeout:)-(SelectCase...,_)`` over an array of cases.
     @discardableResult
     public static func select(_ cases: [SelectCase], timeout: Duration? = nil) throws -> Int? {
         let me = runningFiber("Fiber.select")

@@ -86,7 +86,7 @@ public final class TCPConnection: StreamConnection {
     public let socket: TCPSocket
 
     /// A connection over an already-connected stream socket, which it takes over (see
-    /// ``TCPSocket/init(loop:adopting:)``): for example one end of a `socketpair`.
+    /// ``/SpindleLoop/TCPSocket/init(loop:adopting:)``): for example one end of a `socketpair`.
     public convenience init(adopting descriptor: Int32, loop: EventLoop? = nil) throws {
         self.init(socket: try TCPSocket(loop: Fiber.loop(loop, "TCPConnection(adopting:)"), adopting: descriptor))
     }

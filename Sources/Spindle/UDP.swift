@@ -3,8 +3,9 @@ import CSpindleSupport
 import Glibc
 import SpindleLoop
 
-/// A UDP socket for fibers: ``receive(into:)`` parks the fiber until a datagram arrives and
-/// says who sent it; ``send(_:to:)`` parks until the kernel has it.
+/// A UDP socket for fibers: ``receive(into:)-(UnsafeMutableRawBufferPointer)`` parks the fiber
+/// until a datagram arrives and says who sent it; ``send(_:to:)-(UnsafeRawBufferPointer,_)``
+/// parks until the kernel has it.
 public final class DatagramSocket {
     /// The underlying libuv socket.
     public let socket: UDPSocket

@@ -45,7 +45,7 @@ extension Fiber {
 extension EventLoop {
     /// Runs `body` in a new fiber on this loop and returns its value (or rethrows its error) to
     /// the awaiting async code, which suspends meanwhile. The loop must be running (for example
-    /// on a ``LoopThread`` with `run(.untilStopped)`).
+    /// on a ``/SpindleLoop/LoopThread`` with `run(.untilStopped)`).
     public func withFiber<T>(name: String? = nil, _ body: @escaping () throws -> T) async throws -> T {
         let work = UncheckedSendable(body)
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in

@@ -2,7 +2,7 @@ import Spindle
 import SpindleLoop
 import Synchronization
 
-/// Runs Swift concurrency jobs on an ``SpindleLoop/EventLoop``'s thread: a `SerialExecutor`
+/// Runs Swift concurrency jobs on an ``/SpindleLoop/EventLoop``'s thread: a `SerialExecutor`
 /// (actors can use it as their `unownedExecutor`) and a `TaskExecutor`
 /// (`Task(executorPreference:)`, `withTaskExecutorPreference`).
 ///

@@ -1,18 +1,18 @@
 @_exported import SpindleLoop
 
-/// Closure-style asynchronous I/O on a ``SpindleLoop/EventLoop``: one closure per operation,
+/// Closure-style asynchronous I/O on a ``/SpindleLoop/EventLoop``: one closure per operation,
 /// called on the loop's thread, with no hop in between — what a careful engineer writes by hand
 /// on libuv, with Swift types.
 ///
-/// The loop layer already speaks callbacks for timers (``SpindleLoop/EventLoop/schedule(after:_:)``,
-/// ``SpindleLoop/Timer``), next-turn deferral (``SpindleLoop/EventLoop/deferToNextTurn(_:)``),
-/// files (``SpindleLoop/FileSystem``) and name resolution (``SpindleLoop/Resolver``); this module
+/// The loop layer already speaks callbacks for timers (``/SpindleLoop/EventLoop/schedule(after:_:)``,
+/// ``/SpindleLoop/Timer``), next-turn deferral (``/SpindleLoop/EventLoop/deferToNextTurn(_:)``),
+/// files (``/SpindleLoop/FileSystem``) and name resolution (``/SpindleLoop/Resolver``); this module
 /// adds per-operation streams and datagrams: ``TCPListener``, ``TCPConnection``,
 /// ``PipeListener``, ``PipeConnection``, ``DatagramSocket``.
 ///
 /// Rules every type here keeps:
 /// - Every operation's closure is called exactly once: with the result, with the error as a
-///   ``SpindleLoop/UVError``, or with `ECANCELED` when the object is closed first. An object
+///   ``/SpindleLoop/UVError``, or with `ECANCELED` when the object is closed first. An object
 ///   keeps itself alive while one of its operations is pending, so dropping it early loses
 ///   nothing.
 /// - Completion closures may throw; what they throw goes to ``uncaughtErrorHandler`` and the

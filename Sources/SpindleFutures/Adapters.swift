@@ -61,7 +61,7 @@ extension EventLoop {
         future(file: file, line: line) { promise in _ = schedule(after: delay) { promise.succeed(()) } }
     }
 
-    /// A future that succeeds at the end of the next loop iteration (``deferToNextTurn(_:)``).
+    /// A future that succeeds at the end of the next loop iteration (``/SpindleLoop/EventLoop/deferToNextTurn(_:)``).
     public func nextTurnFuture(file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
         // The loop holds the future itself until the turn and calls a C function with it: no
         // closure to call through (64 instructions a step less than `{ promise.succeed(()) }`,

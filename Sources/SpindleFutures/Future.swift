@@ -6,13 +6,13 @@ import Spindle
 /// order they were added, once the value (or error) is there.
 ///
 /// Futures are made by a ``Promise`` (``SpindleLoop/EventLoop/makePromise(of:file:line:)``), by
-/// ``SpindleLoop/EventLoop/makeSucceededFuture(_:)`` / ``SpindleLoop/EventLoop/makeFailedFuture(_:)``,
+/// ``SpindleLoop/EventLoop/makeSucceededFuture(_:file:line:)`` / ``SpindleLoop/EventLoop/makeFailedFuture(_:of:file:line:)``,
 /// by the I/O adapters (`connection.read(into:) -> Future<Int>`), and by combining others with
-/// ``map(_:)``, ``flatMap(_:)``, ``flatMapError(_:)``, ``and(_:)``, ``fold(_:with:)`` and
-/// ``SpindleLoop/EventLoop/all(_:)``.
+/// ``map(file:line:_:)``, ``flatMap(file:line:_:)-(_,_,(Value)->Future<NewValue>)``, ``flatMapError(file:line:_:)``, ``and(_:file:line:)``, ``fold(_:with:)`` and
+/// ``SpindleLoop/EventLoop/all(_:file:line:)``.
 ///
 /// - Everything happens on the loop's thread: no lock. Completing a promise from another thread
-///   hops to the loop through its wakeup (``SpindleLoop/EventLoop/post(_:)``). Observing a
+///   hops to the loop through its wakeup (``/SpindleLoop/EventLoop/post(_:)``). Observing a
 ///   future or chaining onto one still pending (`whenComplete`, `map`, `flatMap`,
 ///   `flatMapError`) from another thread stops the process, saying so.
 /// - A recursive flatMap loop (`step(n) = op().flatMap { step(n - 1) }`) keeps two futures

@@ -6,7 +6,7 @@ import Glibc
 /// tracers. The loop asks attachments what they still hold when it runs out of work or closes.
 public protocol EventLoopAttachment: AnyObject {
     /// Waiters that nothing left on the loop can wake, each named in a few words. Asked when the
-    /// loop runs out of work; a non-empty answer makes ``EventLoop/run()`` throw a deadlock.
+    /// loop runs out of work; a non-empty answer makes ``EventLoop/run(_:)`` throw a deadlock.
     func stalledWaiters() -> [String]
     /// What this attachment still holds that would be lost if the loop closed now.
     func openItems() -> [String]

@@ -7,10 +7,14 @@ import Glibc
 public enum FileSystem {
     /// What ``stat(_:on:_:)`` reports.
     public struct Status: Sendable, Equatable {
+        /// The size in bytes (`st_size`).
         public var size: UInt64
+        /// The file type and permission bits (`st_mode`).
         public var mode: UInt64
         // S_IFMT, S_IFDIR and S_IFREG (the Glibc overlay imports them ambiguously).
+        /// Whether the path is a directory.
         public var isDirectory: Bool { mode & 0o170000 == 0o040000 }
+        /// Whether the path is a regular file.
         public var isRegularFile: Bool { mode & 0o170000 == 0o100000 }
     }
 

@@ -12,8 +12,11 @@ import CLibUV
 public final class LoopWatcher: LoopHandle {
     /// The loop phase the callback runs in.
     public enum Kind: Sendable {
+        /// Right before the loop polls for I/O (uv_prepare_t).
         case prepare
+        /// Right after the poll (uv_check_t).
         case check
+        /// Every iteration; while active, the poll does not block (uv_idle_t).
         case idle
     }
 

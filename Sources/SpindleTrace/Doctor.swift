@@ -18,20 +18,35 @@ import SpindleLoop
 public enum Doctor {
     /// A pathology the doctor can name.
     public enum Pathology: String, Sendable, CaseIterable {
+        /// Fibers resumed only to find their event has not happened, yielding again: yields per
+        /// wait far above parks.
         case busyYield = "busy-yield polling"
+        /// Stacks freshly mapped for most spawns: a page fault per page each fiber touches.
         case coldStacks = "cold stacks"
+        /// Switches that pass through the OS scheduler: a thread context switch per operation.
         case threadHandoff = "thread hand-offs"
+        /// System time that grows with the switches, with no I/O to explain it (`swapcontext`
+        /// saving the signal mask, say).
         case syscallPerSwitch = "a system call on every switch"
+        /// A loop iteration (a trip through epoll) for every switch, where one serves many.
         case loopTurnPerSwitch = "a loop turn before every switch"
+        /// Async tasks waiting by calling `Task.yield()` in a loop instead of suspending on
+        /// what they wait for.
         case taskYieldSpin = "spinning on Task.yield()"
+        /// More switches per operation than its waits need.
         case excessSwitches = "switches far above the minimum"
+        /// Fiber slices longer than ``Doctor/longSlice``: while one runs, timers fire late and
+        /// sockets wait.
         case longSlices = "slices that block the loop"
+        /// A fiber that used most of its stack (painting mode): the next deeper call overflows.
         case stackNearLimit = "a stack near its limit"
     }
 
     /// One verdict: the pathology and the sentence that explains it with measured numbers.
     public struct Finding: Sendable, CustomStringConvertible {
+        /// What was found.
         public let pathology: Pathology
+        /// Why: the measured numbers that crossed the rule's threshold, and the fix.
         public let message: String
         public var description: String { "\(pathology.rawValue): \(message)" }
     }
@@ -45,17 +60,25 @@ public enum Doctor {
         public var waitsPerOperation: Double?
         /// Context switches, counting each direction (a resume and the switch back are two).
         public var switches: Double?
+        /// Slices ended by a yield (the fiber went back to the run queue).
         public var yields: Double?
+        /// Slices ended by a park (the fiber waits off the run queue until woken).
         public var parks: Double?
+        /// Fibers spawned.
         public var spawns: Double?
+        /// Spawns that mapped a fresh stack rather than taking one from the pool.
         public var stacksCold: Double?
+        /// Loop iterations.
         public var loopTurns: Double?
         /// OS thread context switches (getrusage). The live report and ``TraceFile`` count the
         /// voluntary ones only (waits for another thread; a preemption is not a hand-off);
         /// spindle-bench's `thread_switches` counts both kinds.
         public var threadSwitches: Double?
+        /// Minor page faults (getrusage): first touches of fresh memory, such as new stacks.
         public var minorFaults: Double?
+        /// CPU time in user mode (getrusage).
         public var userSeconds: Double?
+        /// CPU time in the kernel (getrusage).
         public var systemSeconds: Double?
         /// `Task.yield()` calls (an async executor's own count).
         public var taskYields: Double?
@@ -66,7 +89,9 @@ public enum Doctor {
         /// Fiber slices (resume to yield, park or finish) longer than ``Doctor/longSlice``, from
         /// a trace; the longest one's length and fiber.
         public var longSlices: Double?
+        /// The longest slice's length, in seconds.
         public var longestSliceSeconds: Double?
+        /// The fiber that ran the longest slice (its name, or `#id`).
         public var longestSliceFiber: String?
         /// Times the OS preempted the loop's thread (involuntary context switches), when known: a
         /// slice it was preempted in counts the time it waited for the CPU too.
@@ -74,6 +99,8 @@ public enum Doctor {
         /// The deepest stack use seen in painting mode: the fraction of its stack, and the fiber.
         public var stackHighWater: Scheduler.StackHighWater?
 
+        /// Evidence of `operations` units of work (at least 1), each waiting
+        /// `waitsPerOperation` times when known; the counters are filled in afterwards.
         public init(operations: Double, waitsPerOperation: Double? = nil) {
             self.operations = max(operations, 1)
             self.waitsPerOperation = waitsPerOperation
@@ -111,6 +138,7 @@ public enum Doctor {
 
     /// Counters and resource usage at one moment, to diagnose what happens after it.
     public struct Snapshot: Sendable {
+        /// The loop's scheduler counters at that moment.
         public let counters: Scheduler.Counters
         let usage: rusage
         let ioSyscalls: Int?
@@ -123,8 +151,11 @@ public enum Doctor {
     /// kernel waiting for events (epoll_wait), and everything else the loop ran (libuv
     /// callbacks: timers, I/O completions, watchers).
     public struct TimeSplit: Sendable, CustomStringConvertible {
+        /// Time spent running fibers (the scheduler's drains).
         public let fibers: Duration
+        /// Time blocked in the kernel waiting for events (epoll_wait).
         public let idle: Duration
+        /// Time in the loop's other callbacks (timers, I/O completions, watchers).
         public let callbacks: Duration
 
         public var description: String {
@@ -137,7 +168,9 @@ public enum Doctor {
 
     /// The doctor's verdicts over a run, with the evidence they came from.
     public struct Report: Sendable, CustomStringConvertible {
+        /// The totals the verdicts were drawn from.
         public let evidence: Evidence
+        /// The pathologies found, each with its explanation; empty for a healthy run.
         public let findings: [Finding]
         /// Where the loop's time went over the same stretch.
         public let time: TimeSplit

@@ -14,8 +14,22 @@ import SpindleLoop
 public enum Trace {
     /// One recorded event.
     public struct Event: Sendable, Equatable {
+        /// What happened.
         public enum Kind: UInt32, Sendable {
-            case spawn = 1, resume, yield, park, wake, finish, loopTurn
+            /// A fiber was spawned (put on the run queue for the first time).
+            case spawn = 1
+            /// The loop switched to the fiber: a slice begins.
+            case resume
+            /// The fiber yielded: its slice ends and it goes to the back of the run queue.
+            case yield
+            /// The fiber parked: its slice ends and it waits off the run queue.
+            case park
+            /// A parked fiber was made runnable.
+            case wake
+            /// The fiber's body returned or threw: its last slice ends.
+            case finish
+            /// The loop began an iteration.
+            case loopTurn
             /// A read or receive completed for a parked fiber (just before its wake).
             case ioCompletion
         }
@@ -23,6 +37,7 @@ public enum Trace {
         public let timestamp: UInt64
         /// The fiber's id (0 for loop turns).
         public let fiber: UInt64
+        /// What happened.
         public let kind: Kind
         /// For a park, its reason.
         public let parkReason: Fiber.ParkReason?
@@ -68,9 +83,13 @@ extension Trace {
     public struct Statistics: Sendable, CustomStringConvertible {
         /// A distribution's count, percentiles and histogram, in nanoseconds.
         public struct Summary: Sendable, CustomStringConvertible {
+            /// Samples.
             public let count: Int
+            /// The median sample.
             public let p50: UInt64
+            /// The 99th percentile: one sample in a hundred is larger.
             public let p99: UInt64
+            /// The largest sample.
             public let max: UInt64
             /// The samples by power-of-two bucket: each bucket counts the samples at most its
             /// `upperBound` and above the previous bucket's (empty buckets are left out).
@@ -80,8 +99,10 @@ extension Trace {
             public struct Bucket: Sendable, Equatable {
                 /// The largest value counted here: a power of two (nanoseconds), or 0 for zeros.
                 public let upperBound: UInt64
+                /// Samples in this bucket.
                 public let count: Int
 
+                /// A bucket of `count` samples at most `upperBound`.
                 public init(upperBound: UInt64, count: Int) {
                     self.upperBound = upperBound
                     self.count = count

@@ -18,10 +18,13 @@ extension Doctor {
         public let deepestStackFiber: String?
         /// Events in the file, and how many older ones the ring had overwritten before it was written.
         public let eventCount: Int
+        /// Events the ring overwrote before the file was written (the oldest ones): a trace of
+        /// the run's last stretch, not all of it, when this is not 0.
         public let droppedEvents: Int
         /// Fiber slices (resume to yield, park or finish) longer than ``Doctor/longSlice``, and the
         /// longest slice with the fiber it ran.
         public let longSlices: Int
+        /// The longest slice in the file (microseconds) and its fiber; nil when no slice ended.
         public let longestSlice: (microseconds: Double, fiber: String)?
 
         /// Reads the trace at `path`. Throws ``TraceFileError`` when the file cannot be read or is
@@ -220,7 +223,9 @@ extension Doctor {
 
     /// A trace file that could not be read, or is not one a Spindle program wrote.
     public struct TraceFileError: Error, CustomStringConvertible, Sendable {
+        /// The file.
         public let path: String
+        /// What is wrong with it (cannot be opened, not JSON, no Spindle totals, ...).
         public let reason: String
         public var description: String { "\(path): \(reason)" }
     }
