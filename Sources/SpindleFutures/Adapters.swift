@@ -62,13 +62,30 @@ extension EventLoop {
     }
 
     /// A future that succeeds at the end of the next loop iteration (``/SpindleLoop/EventLoop/deferToNextTurn(_:)``).
+    ///
+    /// Allocates nothing while the loop runs, once a deferral has completed: the future of a
+    /// deferral that its caller dropped (it is held only by the loop) and that has at most one
+    /// callback is kept by the loop when it completes and handed out again, pending, by the
+    /// next `nextTurnFuture()` (as ``SpindleLoop/Timer/fire(after:file:line:)`` reuses its own).
     public func nextTurnFuture(file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
         // The loop holds the future itself until the turn and calls a C function with it: no
         // closure to call through (64 instructions a step less than `{ promise.succeed(()) }`,
         // which Swift already made without an allocation, the future being its one capture).
-        let future = Future<Void>.make(loop: self, file: file, line: line)
+        let future: Future<Void>
+        if let spare = takeSpare(as: Future<Void>.self) {
+            spare.rearm(file: file, line: line)
+            future = spare
+        } else {
+            future = Future<Void>.make(loop: self, file: file, line: line)
+        }
         deferToNextTurn(future) { raw in
-            Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue().complete(.success(()))
+            var future = Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue()
+            // As a timer's fire: with no one else holding it and at most one callback (which
+            // reads the outcome before it runs any user code), it is the spare at once.
+            if isKnownUniquelyReferenced(&future) && future.hasAtMostOneCallback {
+                future.lentLoop._withUnsafeGuaranteedRef { $0.keepSpare(future) }
+            }
+            future.complete(.success(()))
         }
         return future
     }

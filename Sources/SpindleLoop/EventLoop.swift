@@ -66,6 +66,10 @@ public final class EventLoop: @unchecked Sendable {
     /// One completed object a layer above hands out again and again: the futures layer keeps
     /// its succeeded `Future<Void>` here. Kept, like ``recycled``, only while the loop runs.
     @exclusivity(unchecked) @usableFromInline var shared = KeptObject()
+    /// One completed object a layer above makes ready again for its next use: the futures
+    /// layer keeps the future of a next-turn deferral here once its callback has read it, for
+    /// the next deferral to reuse. Kept, like ``recycled``, only while the loop runs.
+    @exclusivity(unchecked) @usableFromInline var spare = KeptObject()
 
     /// Creates a loop owned by the calling thread. Wraps uv_loop_init.
     ///
@@ -172,6 +176,7 @@ public final class EventLoop: @unchecked Sendable {
         state = .open
         recycled.object = nil
         shared.object = nil
+        spare.object = nil
     }
 
     /// Keeps `object` for ``takeRecycled(as:)`` (replacing any kept before) while the loop
@@ -187,6 +192,22 @@ public final class EventLoop: @unchecked Sendable {
     package func takeRecycled<T: AnyObject>(as _: T.Type) -> T? {
         guard let object = recycled.object(as: T.self) else { return nil }
         recycled.object = nil
+        return object
+    }
+
+    /// Keeps `object` for ``takeSpare(as:)`` (replacing any kept before) while the loop runs;
+    /// otherwise lets it go. Call it on the loop's thread.
+    @inlinable
+    package func keepSpare(_ object: __owned AnyObject) {
+        if isRunning { spare.object = object }
+    }
+
+    /// The object kept by ``keepSpare(_:)``, moved out, if it is exactly of class `T`. Call it
+    /// on the loop's thread.
+    @inlinable
+    package func takeSpare<T: AnyObject>(as _: T.Type) -> T? {
+        guard let object = spare.object(as: T.self) else { return nil }
+        spare.object = nil
         return object
     }
 

@@ -420,6 +420,48 @@ struct FutureTests {
         #expect(log.value == ["dropped: done", "held: done", "second callback: success()"])
     }
 
+    @Test("nextTurnFuture hands its future out again once only the loop holds it, never one still seen")
+    func nextTurnFutureReusesItsFuture() throws {
+        let ids = Box<[ObjectIdentifier]>([])
+        let held = Box<[Future<Void>]>([])
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            // Dropped by the caller, one callback: the next deferral (made from that callback,
+            // while the first future is still alive) gets the same object back, pending.
+            func step(_ remaining: Int) -> Future<Void> {
+                guard remaining > 0 else { return loop.makeSucceededFuture(()) }
+                let deferred = loop.nextTurnFuture()
+                ids.value.append(ObjectIdentifier(deferred))
+                #expect(!deferred.isComplete)
+                return deferred.flatMap { step(remaining - 1) }
+            }
+            step(4).whenSuccess {
+                log.value.append("dropped: done")
+                // Held by the caller: never handed out again, and it stays succeeded.
+                func heldStep(_ remaining: Int) -> Future<Void> {
+                    guard remaining > 0 else { return loop.makeSucceededFuture(()) }
+                    let deferred = loop.nextTurnFuture()
+                    held.value.append(deferred)
+                    return deferred.flatMap { heldStep(remaining - 1) }
+                }
+                heldStep(3).whenSuccess {
+                    log.value.append("held: done")
+                    // Two callbacks: the second still reads the outcome after the first deferred again.
+                    let deferred = loop.nextTurnFuture()
+                    deferred.whenSuccess { loop.nextTurnFuture().whenSuccess { log.value.append("after") } }
+                    deferred.whenComplete { log.value.append("second callback: \($0)") }
+                }
+            }
+        }
+        #expect(ids.value.count == 4)
+        // Each deferral is made while the one before is still alive (its callback runs it), so
+        // a new object could not share its address: equal neighbours are the same future.
+        #expect(zip(ids.value, ids.value.dropFirst()).allSatisfy(==), "the dropped futures were not reused: \(ids.value)")
+        #expect(Set(held.value.map(ObjectIdentifier.init)).count == 3)
+        #expect(held.value.allSatisfy { if case .success? = $0.result { true } else { false } })
+        #expect(log.value == ["dropped: done", "held: done", "second callback: success()", "after"])
+    }
+
     @Test("a timer's own callback, set after fire(after:), replaces the fire's; a later fire takes over again")
     func timerCallbackAfterFire() throws {
         let log = Box<[String]>([])
