@@ -189,11 +189,7 @@ public final class EventLoop: @unchecked Sendable {
     /// The object kept by ``keepRecycled(_:)``, moved out, if it is exactly of class `T`.
     /// Call it on the loop's thread.
     @inlinable
-    package func takeRecycled<T: AnyObject>(as _: T.Type) -> T? {
-        guard let object = recycled.object(as: T.self) else { return nil }
-        recycled.object = nil
-        return object
-    }
+    package func takeRecycled<T: AnyObject>(as _: T.Type) -> T? { recycled.take(as: T.self) }
 
     /// Keeps `object` for ``takeSpare(as:)`` (replacing any kept before) while the loop runs;
     /// otherwise lets it go. Call it on the loop's thread.
@@ -205,11 +201,7 @@ public final class EventLoop: @unchecked Sendable {
     /// The object kept by ``keepSpare(_:)``, moved out, if it is exactly of class `T`. Call it
     /// on the loop's thread.
     @inlinable
-    package func takeSpare<T: AnyObject>(as _: T.Type) -> T? {
-        guard let object = spare.object(as: T.self) else { return nil }
-        spare.object = nil
-        return object
-    }
+    package func takeSpare<T: AnyObject>(as _: T.Type) -> T? { spare.take(as: T.self) }
 
     /// Keeps `object` for ``sharedObject(as:)`` while the loop runs; otherwise lets it go.
     /// Call it on the loop's thread.
@@ -404,5 +396,13 @@ struct KeptObject {
     func object<T: AnyObject>(as _: T.Type) -> T? {
         guard let object, ObjectIdentifier(type(of: object)) == ObjectIdentifier(T.self) else { return nil }
         return unsafeDowncast(object, to: T.self)
+    }
+
+    /// The object, moved out, if it is exactly of class `T` (otherwise it stays kept).
+    @inlinable
+    mutating func take<T: AnyObject>(as _: T.Type) -> T? {
+        guard let object = object(as: T.self) else { return nil }
+        self.object = nil
+        return object
     }
 }

@@ -376,86 +376,62 @@ struct FutureTests {
         #expect(log.value.contains("file: written through futures"))
     }
 
-    @Test("a timer's fire hands its future out again once only the timer holds it, never one still seen")
-    func timerFireReusesItsFuture() throws {
+    /// The operations whose future is handed out again once only the loop holds it.
+    enum ReusingOperation: String, CaseIterable, CustomTestStringConvertible {
+        case timerFire = "a timer's fire"
+        case nextTurn = "nextTurnFuture"
+        var testDescription: String { rawValue }
+    }
+
+    @Test("a future is handed out again once only the loop holds it, never one still seen", arguments: ReusingOperation.allCases)
+    func operationReusesItsFuture(_ operation: ReusingOperation) throws {
         let ids = Box<[ObjectIdentifier]>([])
         let held = Box<[Future<Void>]>([])
         let log = Box<[String]>([])
         try withLoop { loop in
             let timer = SpindleLoop.Timer(loop: loop) { _ in }
-            // Dropped by the caller, one callback: the next fire (started from that callback,
-            // while the first future is still alive) gets the same object back, pending.
-            func step(_ remaining: Int) -> Future<Void> {
-                guard remaining > 0 else { return loop.makeSucceededFuture(()) }
-                let fired = timer.fire(after: .zero)
-                ids.value.append(ObjectIdentifier(fired))
-                #expect(!fired.isComplete)
-                return fired.flatMap { step(remaining - 1) }
-            }
-            step(3).whenSuccess {
-                log.value.append("dropped: done")
-                // Held by the caller: never handed out again, and it stays succeeded.
-                func heldStep(_ remaining: Int) -> Future<Void> {
-                    guard remaining > 0 else { return loop.makeSucceededFuture(()) }
-                    let fired = timer.fire(after: .zero)
-                    held.value.append(fired)
-                    return fired.flatMap { heldStep(remaining - 1) }
-                }
-                heldStep(3).whenSuccess {
-                    log.value.append("held: done")
-                    // Two callbacks: the second still reads the outcome after the first fired again.
-                    let fired = timer.fire(after: .zero)
-                    fired.whenSuccess {
-                        let next = timer.fire(after: .zero)
-                        next.whenSuccess { timer.close() }
-                    }
-                    fired.whenComplete { log.value.append("second callback: \($0)") }
+            func start() -> Future<Void> {
+                switch operation {
+                case .timerFire: timer.fire(after: .zero)
+                case .nextTurn: loop.nextTurnFuture()
                 }
             }
-        }
-        #expect(ids.value.count == 3)
-        #expect(Set(ids.value).count == 1, "the dropped futures were not reused: \(ids.value)")
-        #expect(Set(held.value.map(ObjectIdentifier.init)).count == 3)
-        #expect(held.value.allSatisfy { if case .success? = $0.result { true } else { false } })
-        #expect(log.value == ["dropped: done", "held: done", "second callback: success()"])
-    }
-
-    @Test("nextTurnFuture hands its future out again once only the loop holds it, never one still seen")
-    func nextTurnFutureReusesItsFuture() throws {
-        let ids = Box<[ObjectIdentifier]>([])
-        let held = Box<[Future<Void>]>([])
-        let log = Box<[String]>([])
-        try withLoop { loop in
-            // Dropped by the caller, one callback: the next deferral (made from that callback,
-            // while the first future is still alive) gets the same object back, pending.
+            // Dropped by the caller, one callback: the next operation (started from that
+            // callback, while the first future is still alive) gets the same object back, pending.
             func step(_ remaining: Int) -> Future<Void> {
                 guard remaining > 0 else { return loop.makeSucceededFuture(()) }
-                let deferred = loop.nextTurnFuture()
-                ids.value.append(ObjectIdentifier(deferred))
-                #expect(!deferred.isComplete)
-                return deferred.flatMap { step(remaining - 1) }
+                let future = start()
+                ids.value.append(ObjectIdentifier(future))
+                #expect(!future.isComplete)
+                return future.flatMap { step(remaining - 1) }
             }
             step(4).whenSuccess {
                 log.value.append("dropped: done")
                 // Held by the caller: never handed out again, and it stays succeeded.
                 func heldStep(_ remaining: Int) -> Future<Void> {
                     guard remaining > 0 else { return loop.makeSucceededFuture(()) }
-                    let deferred = loop.nextTurnFuture()
-                    held.value.append(deferred)
-                    return deferred.flatMap { heldStep(remaining - 1) }
+                    let future = start()
+                    held.value.append(future)
+                    return future.flatMap { heldStep(remaining - 1) }
                 }
                 heldStep(3).whenSuccess {
                     log.value.append("held: done")
-                    // Two callbacks: the second still reads the outcome after the first deferred again.
-                    let deferred = loop.nextTurnFuture()
-                    deferred.whenSuccess { loop.nextTurnFuture().whenSuccess { log.value.append("after") } }
-                    deferred.whenComplete { log.value.append("second callback: \($0)") }
+                    // Two callbacks: the second still reads the outcome after the first started
+                    // the operation again.
+                    let future = start()
+                    future.whenSuccess {
+                        start().whenSuccess {
+                            log.value.append("after")
+                            timer.close()
+                        }
+                    }
+                    future.whenComplete { log.value.append("second callback: \($0)") }
                 }
             }
         }
         #expect(ids.value.count == 4)
-        // Each deferral is made while the one before is still alive (its callback runs it), so
-        // a new object could not share its address: equal neighbours are the same future.
+        // Each operation starts while the future before is still alive (its callback starts
+        // it), so a new object could not share its address: equal neighbours are one future.
         #expect(zip(ids.value, ids.value.dropFirst()).allSatisfy(==), "the dropped futures were not reused: \(ids.value)")
         #expect(Set(held.value.map(ObjectIdentifier.init)).count == 3)
         #expect(held.value.allSatisfy { if case .success? = $0.result { true } else { false } })
