@@ -117,7 +117,11 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     }
 
     /// Whether the future has completed.
-    @inlinable public var isComplete: Bool { rootCore.pointee.state != .pending }
+    @inlinable public var isComplete: Bool {
+        let state = core.pointee.state
+        if _fastPath(state == .pending) { return false }
+        return state != .linked || root.core.pointee.state != .pending
+    }
 
     /// The outcome of `source`, a completed future of this type (the argument callbacks get).
     @inlinable
@@ -549,16 +553,26 @@ public struct FutureState {
         @inlinable func `as`<Closure>(_: Closure.Type) -> Closure { unsafeBitCast(self, to: Closure.self) }
     }
 
-    @inlinable
+    /// Adds a callback (`run`, with the future it completes and its closure). The first goes
+    /// in the header, inline where it is added (the common case: one callback a future); the
+    /// others into an array, out of line.
+    @inlinable @inline(__always)
     mutating func add(
         target: __owned AnyObject?, payload: __owned Words,
         _ run: __owned @escaping (_ source: AnyObject, _ target: inout AnyObject?, _ payload: Words) -> Void
     ) {
         let callback = Callback(run: run, payload: payload)
-        if firstCallback == nil {
+        if _fastPath(firstCallback == nil) {
             firstCallback = callback
             firstTarget = target
-        } else if moreCallbacks == nil {
+        } else {
+            addAnother(callback, target: target)
+        }
+    }
+
+    @usableFromInline
+    mutating func addAnother(_ callback: __owned Callback, target: __owned AnyObject?) {
+        if moreCallbacks == nil {
             moreCallbacks = [(callback, target)]
         } else {
             moreCallbacks!.append((callback, target))
