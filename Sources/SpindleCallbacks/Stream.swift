@@ -66,6 +66,9 @@ extension Callbacks {
         public let stream: StreamSocket
         private var reading = OutstandingRead()
         private var readCompletion: (Result<Int, UVError>) throws -> Void = { _ in }
+        /// The completion of a read started by ``read(into:holding:_:)``, and its object.
+        private var objectReadCompletion: ((inout AnyObject?, Result<Int, UVError>) -> Void)?
+        private var readObject: AnyObject?
         private var pending = PendingOperations()
 
         init(stream: StreamSocket) {
@@ -81,15 +84,49 @@ extension Callbacks {
         public final func read(
             into buffer: UnsafeMutableRawBufferPointer, _ completion: @escaping (Result<Int, UVError>) throws -> Void
         ) {
-            stream.loop.preconditionOnLoopThread("Callbacks.StreamConnection.read")
-            precondition(!reading.isOutstanding, "Callbacks.StreamConnection.read: a read is already outstanding on this connection")
-            if stream.isClosed {
-                Callbacks.deliver(completion, .failure(UVError(code: -ECANCELED, operation: "read on a closed connection")), "read")
+            guard startRead(into: buffer) else {
+                Callbacks.deliver(completion, .failure(Self.closedForReading), "read")
                 return
             }
+            readCompletion = completion
+            continueRead()
+        }
+
+        /// ``read(into:_:)`` for a layer above with an object to complete and a completion that
+        /// captures nothing: the connection keeps `object` until the read is over and hands it
+        /// to `completion` in a slot it may move it out of (so the completion holds the only
+        /// reference, if no one else does). The futures layer completes a read's future this
+        /// way, and reuses the future once nothing else holds it.
+        package final func read(
+            into buffer: UnsafeMutableRawBufferPointer, holding object: __owned AnyObject,
+            _ completion: @escaping (inout AnyObject?, Result<Int, UVError>) -> Void
+        ) {
+            guard startRead(into: buffer) else {
+                var object: AnyObject? = object
+                completion(&object, .failure(Self.closedForReading))
+                return
+            }
+            readObject = object
+            objectReadCompletion = completion
+            continueRead()
+        }
+
+        private static var closedForReading: UVError { UVError(code: -ECANCELED, operation: "read on a closed connection") }
+
+        /// Checks and records the start of a read; false when the connection is closed.
+        @inline(__always)
+        private func startRead(into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+            stream.loop.preconditionOnLoopThread("Callbacks.StreamConnection.read")
+            precondition(!reading.isOutstanding, "Callbacks.StreamConnection.read: a read is already outstanding on this connection")
+            if stream.isClosed { return false }
             reading.begin(owner: self)
             stream.readTarget = buffer
-            readCompletion = completion
+            return true
+        }
+
+        /// Switches reading on once the completion is in place.
+        @inline(__always)
+        private func continueRead() {
             do {
                 try stream.startReading()
             } catch {
@@ -105,9 +142,14 @@ extension Callbacks {
             }
             guard reading.isOutstanding else { return }
             let release = reading.end()
-            let completion = readCompletion
-            readCompletion = { _ in }  // nothing captured stays alive past its read
-            Callbacks.deliver(completion, result, "read")
+            if let objectCompletion = objectReadCompletion.take() {
+                var object = readObject.take()
+                objectCompletion(&object, result)
+            } else {
+                let completion = readCompletion
+                readCompletion = { _ in }  // nothing captured stays alive past its read
+                Callbacks.deliver(completion, result, "read")
+            }
             release.perform()
         }
 

@@ -7,15 +7,47 @@ import SpindleLoop
 extension Callbacks.StreamConnection {
     /// Reads what is available into `buffer` (which must stay valid until the future
     /// completes): the byte count, 0 at end of stream.
+    ///
+    /// Allocates nothing while the loop runs, once a read has succeeded: the future of a read
+    /// that its caller dropped, with at most one callback, is kept by the loop when the read
+    /// completes and handed out again, pending, by the next read (of any connection).
     public func read(into buffer: UnsafeMutableRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Int> {
-        stream.loop.future(file: file, line: line) { promise in read(into: buffer) { promise.complete($0) } }
+        let loop = stream.loop
+        let future: Future<Int>
+        if let spare = loop.takeSpare(as: Future<Int>.self) {
+            spare.rearm(file: file, line: line)
+            future = spare
+        } else {
+            future = Future<Int>.make(loop: loop, file: file, line: line)
+        }
+        read(into: buffer, holding: future) { slot, result in
+            var future = unsafeDowncast(slot.take().unsafelyUnwrapped, to: Future<Int>.self)
+            // As nextTurnFuture's: no one else holds it and its one callback reads the value
+            // before it runs any user code, so it is the spare at once.
+            if case .success = result, isKnownUniquelyReferenced(&future) && future.hasAtMostOneCallback {
+                future.lentLoop._withUnsafeGuaranteedRef { $0.keepSpare(future) }
+            }
+            future.complete(result.mapError { $0 as any Error })
+        }
+        return future
     }
 
     /// Writes all of `bytes` (which must stay valid until the future completes).
+    ///
+    /// When the kernel takes all the bytes at once, the future comes back already succeeded:
+    /// on the loop's thread while it runs, the loop's one succeeded `Future<Void>` (see
+    /// ``SpindleLoop/EventLoop/makeSucceededFuture(_:file:line:)``), so such a write allocates
+    /// nothing.
     public func write(_ bytes: UnsafeRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
-        // When the kernel takes the bytes at once the callback runs before `write` returns, so
-        // the future comes back already complete.
-        stream.loop.future(file: file, line: line) { promise in write(bytes) { promise.complete($0) } }
+        let written: Int
+        do {
+            written = try stream.tryWrite(bytes)
+        } catch {
+            return stream.loop.makeFailedFuture(error, file: file, line: line)
+        }
+        if written == bytes.count { return stream.loop.makeSucceededFuture((), file: file, line: line) }
+        let rest = UnsafeRawBufferPointer(rebasing: bytes[written...])
+        return stream.loop.future(file: file, line: line) { promise in write(rest) { promise.complete($0) } }
     }
 
     /// Writes all of `bytes`.

@@ -438,6 +438,75 @@ struct FutureTests {
         #expect(log.value == ["dropped: done", "held: done", "second callback: success()", "after"])
     }
 
+    @Test("a read's future is handed out again once only the loop holds it, never a held or failed one; an immediate write comes back succeeded")
+    func readReusesItsFuture() throws {
+        let ids = Box<[ObjectIdentifier]>([])
+        let bytes = Box<[UInt8]>([])
+        let held = Box<[Future<Int>]>([])
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            func pair() throws -> (Callbacks.PipeConnection, Callbacks.PipeConnection) {
+                var fds: [Int32] = [0, 0]
+                _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
+                return (try Callbacks.PipeConnection(adopting: fds[0], loop: loop), try Callbacks.PipeConnection(adopting: fds[1], loop: loop))
+            }
+            let (a, b) = try pair()
+            let (c, d) = try pair()
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)
+            let source = UnsafeMutableRawBufferPointer.allocate(byteCount: 6, alignment: 1)
+            source.copyBytes(from: [1, 2, 3, 4, 5, 6])
+            // Dropped by the caller, one callback: each read (started from the callback of the
+            // one before, while that future is still alive) gets the same object back.
+            func step(_ remaining: Int) -> Future<Int> {
+                guard remaining > 0 else { return loop.makeSucceededFuture(0) }
+                let read = a.read(into: buffer)
+                ids.value.append(ObjectIdentifier(read))
+                #expect(!read.isComplete)
+                return read.flatMap { count in
+                    bytes.value.append(contentsOf: buffer[..<count])
+                    return step(remaining - 1)
+                }
+            }
+            loop.nextTurnFuture().flatMap {
+                // The kernel takes six bytes at once: the write is done when it returns, and its
+                // future is the loop's one succeeded Future<Void>.
+                let write = b.write(UnsafeRawBufferPointer(source))
+                #expect(write === loop.makeSucceededFuture(()))
+                return write
+            }.flatMap { step(3) }.flatMap { _ in
+                // Held by the caller: never handed out again, and each keeps its own value.
+                let first = a.read(into: buffer)
+                held.value.append(first)
+                return first.flatMap { _ in
+                    bytes.value.append(buffer[0])
+                    let second = a.read(into: buffer)
+                    held.value.append(second)
+                    return second.map { _ in bytes.value.append(buffer[0]) }
+                }
+            }.whenSuccess {
+                // Failed (its connection closed under it) and dropped: not kept for the next
+                // read, which starts from its callback and succeeds on its own future.
+                c.read(into: buffer).whenFailure { error in
+                    log.value.append("failed: \(error)")
+                    a.read(into: buffer).whenSuccess { count in
+                        log.value.append("read \(count) byte: \(buffer[0])")
+                        for connection in [a, b, c, d] { connection.close() }
+                        buffer.deallocate()
+                        source.deallocate()
+                    }
+                }
+                c.close()
+            }
+        }
+        #expect(ids.value.count == 3)
+        #expect(zip(ids.value, ids.value.dropFirst()).allSatisfy(==), "the dropped futures were not reused: \(ids.value)")
+        #expect(bytes.value == [1, 2, 3, 4, 5])
+        #expect(held.value.count == 2 && held.value[0] !== held.value[1])
+        #expect(held.value.map { try? $0.result?.get() } == [1, 1])
+        #expect(log.value.count == 2 && log.value[0].contains("ECANCELED"), "\(log.value)")
+        #expect(log.value.last == "read 1 byte: 6")
+    }
+
     @Test("a timer's own callback, set after fire(after:), replaces the fire's; a later fire takes over again")
     func timerCallbackAfterFire() throws {
         let log = Box<[String]>([])
