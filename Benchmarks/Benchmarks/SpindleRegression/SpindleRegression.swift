@@ -1,7 +1,8 @@
 // Regression guard for Spindle's hot paths (ordo-one/benchmark; `make bench-check`).
 //
 // Committed thresholds live in Thresholds/: allocation counts must match exactly (the hot paths
-// allocate nothing: a yield, a park and wake, a channel hand-off, a pooled spawn), and wall-clock
+// allocate nothing: a yield, a park and wake, a channel hand-off, a pooled spawn; the futures
+// fanout allocates only its closures and its chains' first futures), and wall-clock
 // p90 may drift by the generous tolerance below before the check fails (these are shared VMs).
 // Regenerate after a deliberate change with
 //   swift package --allow-writing-to-package-directory benchmark thresholds update
@@ -43,6 +44,21 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark("fanout-timer-10k-fibers-x10") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(try FanoutWorkload.fibersTimer(loop: loop)) }
+    }
+
+    // The futures reuse their spent futures (a flatMap chain's, a timer fire's, a next-turn
+    // deferral's, a read's): what is left per operation is the closures the workload makes
+    // and its chain's first futures. One allocation more per run fails.
+    Benchmark("fanout-yield-10k-futures-x10") { benchmark in
+        for _ in benchmark.scaledIterations { blackHole(try FanoutWorkload.futuresYield(loop: loop)) }
+    }
+
+    Benchmark("fanout-timer-10k-futures-x10") { benchmark in
+        for _ in benchmark.scaledIterations { blackHole(try FanoutWorkload.futuresTimer(loop: loop)) }
+    }
+
+    Benchmark("fanout-io-10k-futures-x10") { benchmark in
+        for _ in benchmark.scaledIterations { blackHole(try FanoutWorkload.futuresIO(loop: loop)) }
     }
 
     Benchmark("channel-unbuffered-200k") { benchmark in

@@ -95,7 +95,7 @@ extension FanoutWorkload {
 
     // MARK: futures
 
-    static func futuresYield(loop: EventLoop) throws -> Int {
+    package static func futuresYield(loop: EventLoop) throws -> Int {
         var completed = 0
         func step(_ remaining: Int) -> Future<Void> {
             remaining == 0 ? loop.makeSucceededFuture(()) : loop.nextTurnFuture().flatMap { step(remaining - 1) }
@@ -105,7 +105,7 @@ extension FanoutWorkload {
         return completed
     }
 
-    static func futuresTimer(loop: EventLoop) throws -> Int {
+    package static func futuresTimer(loop: EventLoop) throws -> Int {
         var completed = 0
         for timer in makeTimers(loop: loop) {
             func step(_ remaining: Int) -> Future<Void> {
@@ -120,7 +120,7 @@ extension FanoutWorkload {
         return completed
     }
 
-    static func futuresIO(loop: EventLoop) throws -> Int {
+    package static func futuresIO(loop: EventLoop) throws -> Int {
         var completed = 0, bytesRead = 0
         try runIO("futures", loop: loop, bytesRead: { bytesRead }) { connection, byte in
             func step(_ remaining: Int) -> Future<Void> {
