@@ -344,7 +344,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     public func flatMap<NewValue>(
         file: StaticString = #fileID, line: UInt = #line, _ next: __owned @escaping (Value) -> Future<NewValue>
     ) -> Future<NewValue> {
-        if _slowPath(isComplete) {
+        if _slowPath(core.pointee.state != .pending), isComplete {
             switch result.unsafelyUnwrapped {
             case .success(let value): return next(value)
             case .failure(let error): return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
@@ -372,7 +372,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         // closure literal it is given, rebuilds the closure in its natural calling convention
         // and wraps it in a thunk to the generic `(Value) -> …` one, an allocation a step. A
         // `() -> Future` closure has only the one convention.
-        if _slowPath(isComplete) {
+        if _slowPath(core.pointee.state != .pending), isComplete {
             switch result.unsafelyUnwrapped {
             case .success: return next()
             case .failure(let error): return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)

@@ -12,25 +12,25 @@ public final class Timer: LoopHandle {
     @exclusivity(unchecked) private var repeatInterval: UInt64 = 0
     /// An object for the callback to find on the timer (the futures layer keeps the pending
     /// future here, so that a non-capturing callback serves every fire without an allocation).
-    @exclusivity(unchecked) private var payload: AnyObject?
+    @exclusivity(unchecked) @usableFromInline var payload: AnyObject?
 
     /// Keeps `object` on the timer for its callback (see ``takePayload()``). A method, not the
     /// property itself: another module's access to the property would pay a dynamic
     /// exclusivity check.
-    package func setPayload(_ object: __owned AnyObject?) { payload = object }
+    @inlinable package func setPayload(_ object: __owned AnyObject?) { payload = object }
 
     /// The object kept by ``setPayload(_:)``, moved out (the timer no longer holds it).
-    package func takePayload() -> AnyObject? { payload.take() }
+    @inlinable package func takePayload() -> AnyObject? { payload.take() }
 
     /// A second slot for the futures layer: the future of the last fire, kept for the next one
     /// once nothing else holds it (a fire then allocates nothing).
-    @exclusivity(unchecked) private var spare: AnyObject?
+    @exclusivity(unchecked) @usableFromInline var spare: AnyObject?
 
     /// Keeps `object` as the spare (see ``takeSpare()``).
-    package func setSpare(_ object: __owned AnyObject?) { spare = object }
+    @inlinable package func setSpare(_ object: __owned AnyObject?) { spare = object }
 
     /// The object kept by ``setSpare(_:)``, moved out.
-    package func takeSpare() -> AnyObject? { spare.take() }
+    @inlinable package func takeSpare() -> AnyObject? { spare.take() }
 
     /// Creates a stopped timer that will call `callback` on the loop's thread each time it fires.
     /// Wraps uv_timer_init.
@@ -86,7 +86,7 @@ public final class Timer: LoopHandle {
 
     /// A nonzero number naming the callback a layer above set with ``setCallback(_:tag:)``; 0
     /// when the callback is the one given to `init` or `setCallback(_:)`.
-    @exclusivity(unchecked) private var callbackTag = 0
+    @exclusivity(unchecked) @usableFromInline var callbackTag = 0
 
     /// Replaces the callback, naming it with `tag` (nonzero): a layer that sets the same
     /// callback on every start (the futures layer's `fire(after:)`) checks ``hasCallback(tag:)``
@@ -97,7 +97,7 @@ public final class Timer: LoopHandle {
     }
 
     /// Whether the callback is the one last set with `tag`.
-    package func hasCallback(tag: Int) -> Bool { callbackTag == tag }
+    @inlinable package func hasCallback(tag: Int) -> Bool { callbackTag == tag }
 
     public override func close() {
         isActive = false
