@@ -29,7 +29,7 @@ final class FiberBody {
     @exclusivity(unchecked) @usableFromInline var bodyContext: AnyObject?
     /// Runs the body with its real type and keeps its value: a thin function made by
     /// ``setBody(_:)`` where `T` is known, so storing it allocates nothing.
-    @exclusivity(unchecked) @usableFromInline var runner: TypedStep?
+    @exclusivity(unchecked) @usableFromInline var runner = TypedStep { _ in }
     /// Destroys the kept value (nil when there is none, or its type needs no destroying).
     @exclusivity(unchecked) @usableFromInline var valueDestroyer: TypedStep?
 
@@ -123,7 +123,7 @@ final class FiberBody {
     func run() {
         // The runner stays until the next `setBody` replaces it: where the body's type is known
         // it is a bare function, holding nothing.
-        runner.unsafelyUnwrapped.run(self)
+        runner.run(self)
         isFinished = true
         fiber = nil
         while let joiner = joiners.popFirst() {
