@@ -107,11 +107,12 @@ public final class Timer: LoopHandle {
     fileprivate func fire() {
         if repeatInterval == 0 {
             isActive = false
-            // Keep self alive across the callback even though the active retain goes now.
-            withExtendedLifetime(self) {
-                releaseActiveRetain()
-                callback(self)
-            }
+            // The active retain stays across the callback and goes after it, unless the callback
+            // started the timer again: a one-shot timer restarted from its own callback (a step
+            // of a timer loop, a future's fire) keeps the retain it has, and pays no release and
+            // retain. (The C callback's reference keeps self alive if the callback closes it.)
+            callback(self)
+            if !isActive { releaseActiveRetain() }
         } else {
             callback(self)
         }
@@ -124,8 +125,10 @@ public final class Timer: LoopHandle {
     /// `duration` in whole milliseconds, rounded up (what libuv timers take).
     @inline(__always)
     package static func milliseconds(_ duration: Duration) -> UInt64 {
-        // Zero (the "next loop iteration" delay) is common; `components` costs 128-bit maths.
-        if duration == .zero { return 0 }
+        // Zero (the "next loop iteration" delay) is common; `components` costs 128-bit maths,
+        // and `Duration.zero` and `==` are calls into the standard library. A Duration is two
+        // words (frozen layout), both zero for zero.
+        if unsafeBitCast(duration, to: (UInt64, UInt64).self) == (0, 0) { return 0 }
         let (seconds, attoseconds) = duration.components
         precondition(seconds >= 0 && attoseconds >= 0, "timer durations cannot be negative: \(duration)")
         let wholeMs = UInt64(seconds) * 1000 + UInt64(attoseconds / 1_000_000_000_000_000)

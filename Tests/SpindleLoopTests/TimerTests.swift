@@ -61,6 +61,37 @@ struct TimerTests {
         #expect(fired)
     }
 
+    @Test("a one-shot timer restarted from its own callback stays alive, and lets go once it is not restarted")
+    func restartedFromItsCallback() throws {
+        let (fires, released, closedFires) = try withLoop { loop -> (Int, Bool, Int) in
+            weak var weakTimer: Timer?
+            var fires = 0
+            do {
+                let timer = Timer(loop: loop) { timer in
+                    fires += 1
+                    if fires < 3 { timer.start(after: .zero) }  // no other reference holds it
+                }
+                weakTimer = timer
+                timer.start(after: .zero)
+            }
+            // Restarted, then closed, from its own callback: the close lets it go, once.
+            var closedFires = 0
+            do {
+                let timer = Timer(loop: loop) { timer in
+                    closedFires += 1
+                    timer.start(after: .zero)
+                    timer.close()
+                }
+                timer.start(after: .zero)
+            }
+            try loop.run()
+            return (fires, weakTimer == nil, closedFires)
+        }
+        #expect(fires == 3)
+        #expect(released, "the timer outlived its last callback")
+        #expect(closedFires == 1)
+    }
+
     @Test("a stopped timer does not fire")
     func stopped() throws {
         let fired = try withLoop { loop -> Bool in
