@@ -116,7 +116,7 @@ extension Callbacks {
         /// Checks and records the start of a read; false when the connection is closed.
         @inline(__always)
         private func startRead(into buffer: UnsafeMutableRawBufferPointer) -> Bool {
-            stream.loop.preconditionOnLoopThread("Callbacks.StreamConnection.read")
+            stream.preconditionOnLoopThread("Callbacks.StreamConnection.read")
             precondition(!reading.isOutstanding, "Callbacks.StreamConnection.read: a read is already outstanding on this connection")
             if stream.isClosed { return false }
             reading.begin(owner: self)

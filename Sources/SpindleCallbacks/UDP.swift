@@ -57,7 +57,7 @@ extension Callbacks {
             into buffer: UnsafeMutableRawBufferPointer,
             _ completion: @escaping (Result<(count: Int, from: SocketAddress), UVError>) throws -> Void
         ) {
-            socket.loop.preconditionOnLoopThread("Callbacks.DatagramSocket.receive")
+            socket.preconditionOnLoopThread("Callbacks.DatagramSocket.receive")
             precondition(!receiving.isOutstanding, "Callbacks.DatagramSocket.receive: a receive is already outstanding")
             if socket.isClosed {
                 Callbacks.deliver(completion, .failure(UVError(code: -ECANCELED, operation: "receive on a closed socket")), "receive")

@@ -16,6 +16,9 @@ public class LoopHandle {
     /// loop itself owns) does not, or the two would keep each other alive after close().
     private let retainedLoop: EventLoop?
     @usableFromInline let handle: UnsafeMutablePointer<uv_handle_t>
+    /// The loop's thread, copied here: the thread check of every operation reads it without
+    /// touching `loop` (an `unowned(unsafe)` reference, which each use retains and releases).
+    @usableFromInline let loopThread: pthread_t
     @exclusivity(unchecked) private var activeRetain: Unmanaged<LoopHandle>?
     /// Whether this handle is machinery of the loop or of an ``EventLoopAttachment`` (the fiber
     /// scheduler's watchers, pooled timers). Such handles are not listed as "still open" by
@@ -28,6 +31,7 @@ public class LoopHandle {
         loop.preconditionOnLoopThread("creating a \(String(cString: uv_handle_type_name(type))) handle")
         precondition(!loop.isClosed, "cannot create a handle on a closed EventLoop")
         self.loop = loop
+        self.loopThread = loop.owner
         self.retainedLoop = isInternal ? nil : loop
         self.isLoopMachinery = isInternal
         let size = uv_handle_size(type)
@@ -60,6 +64,14 @@ public class LoopHandle {
         }
     }
 
+    /// Stops the process with a clear message when called from a thread that does not own the
+    /// handle's loop (``EventLoop/preconditionOnLoopThread(_:)``, without a reference count
+    /// change on the way).
+    @inlinable @inline(__always)
+    package final func preconditionOnLoopThread(_ what: @autoclosure () -> String) {
+        if _slowPath(pthread_self() != loopThread) { loop.preconditionOnLoopThread(what()) }
+    }
+
     /// Recovers the Swift object from a libuv handle's `data` pointer (unretained).
     @inline(__always)
     static func object<T: LoopHandle>(_ raw: UnsafeMutableRawPointer?, as: T.Type) -> T {
@@ -69,7 +81,7 @@ public class LoopHandle {
     /// Closes the handle. Callbacks stop at once; the memory is freed in the close callback on a
     /// later loop turn. Closing twice is allowed and does nothing. Wraps uv_close.
     public func close() {
-        loop.preconditionOnLoopThread("closing a handle")
+        preconditionOnLoopThread("closing a handle")
         if isClosed { return }
         isClosed = true
         handle.pointee.data = nil
@@ -81,7 +93,7 @@ public class LoopHandle {
     public var keepsLoopAlive: Bool {
         get { uv_has_ref(handle) != 0 }
         set {
-            loop.preconditionOnLoopThread("changing a handle's ref")
+            preconditionOnLoopThread("changing a handle's ref")
             if newValue { uv_ref(handle) } else { uv_unref(handle) }
         }
     }

@@ -62,7 +62,7 @@ public final class LoopWatcher: LoopHandle {
     @inline(__always)
     public func resume() {
         if isActive { return }
-        loop.preconditionOnLoopThread("starting a \(kind) watcher")
+        preconditionOnLoopThread("starting a \(kind) watcher")
         precondition(!isClosed, "cannot start a closed \(kind) watcher")
         isActive = true
         retainWhileActive()

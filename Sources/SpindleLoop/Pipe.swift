@@ -41,7 +41,7 @@ public final class PipeSocket: StreamSocket {
     /// Binds to the socket file at `path` (at most 107 bytes; the file must not exist:
     /// `EADDRINUSE` otherwise). Wraps uv_pipe_bind.
     public func bind(_ path: String) throws(UVError) {
-        loop.preconditionOnLoopThread("PipeSocket.bind")
+        preconditionOnLoopThread("PipeSocket.bind")
         try Self.checkLength(path, "uv_pipe_bind")
         try UVError.check(uv_pipe_bind(pipe, path), "uv_pipe_bind \(path)")
     }
@@ -55,7 +55,7 @@ public final class PipeSocket: StreamSocket {
     /// Connects to the socket file at `path`; `completion` gets nil or the error (`ENOENT` when
     /// there is no such file, `ECONNREFUSED` when nobody listens). Wraps uv_pipe_connect.
     public func connect(to path: String, _ completion: @escaping (UVError?) -> Void) {
-        loop.preconditionOnLoopThread("PipeSocket.connect")
+        preconditionOnLoopThread("PipeSocket.connect")
         do {
             try Self.checkLength(path, "uv_pipe_connect")
         } catch {

@@ -26,7 +26,7 @@ public final class SignalWatcher: LoopHandle {
     /// thread, so that a mask inherited from a parent (test runners and some supervisors block
     /// SIGTERM) cannot keep it from ever arriving. Wraps uv_signal_start.
     public func start(_ signal: Int32, _ callback: @escaping (Int32) -> Void) throws(UVError) {
-        loop.preconditionOnLoopThread("SignalWatcher.start")
+        preconditionOnLoopThread("SignalWatcher.start")
         var set = sigset_t()
         sigemptyset(&set)
         sigaddset(&set, signal)

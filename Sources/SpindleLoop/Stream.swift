@@ -36,7 +36,7 @@ public class StreamSocket: LoopHandle {
     /// Starts listening; `onConnection` runs once per incoming connection (call `accept()`
     /// from it, or later). Wraps uv_listen.
     public final func listen(backlog: Int32 = 511, _ onConnection: @escaping (UVError?) -> Void) throws(UVError) {
-        loop.preconditionOnLoopThread("listen")
+        preconditionOnLoopThread("listen")
         self.onConnection = onConnection
         retainWhileActive()
         let status = uv_listen(stream, backlog) { server, status in
@@ -54,7 +54,7 @@ public class StreamSocket: LoopHandle {
     /// Moves a pending connection into `client` (a fresh socket of the same kind), closing
     /// `client` if there is none. Wraps uv_accept.
     final func accept<Client: StreamSocket>(into client: Client) throws(UVError) -> Client {
-        loop.preconditionOnLoopThread("accept")
+        preconditionOnLoopThread("accept")
         let status = uv_accept(stream, client.stream)
         if status < 0 {
             client.close()
@@ -74,7 +74,7 @@ public class StreamSocket: LoopHandle {
 
     /// Starts reading (the read handlers must be set). Wraps uv_read_start.
     public final func startReading() throws(UVError) {
-        loop.preconditionOnLoopThread("startReading")
+        preconditionOnLoopThread("startReading")
         precondition(onRead != nil, "startReading() before setReadHandler")
         if isReading {
             referenceAgain()
@@ -140,7 +140,7 @@ public class StreamSocket: LoopHandle {
     /// Writes all of `bytes`; `completion` gets nil or the error. The bytes must stay valid and
     /// unchanged until `completion` runs. Wraps uv_write.
     public final func write(_ bytes: UnsafeRawBufferPointer, _ completion: @escaping (UVError?) -> Void) {
-        loop.preconditionOnLoopThread("write")
+        preconditionOnLoopThread("write")
         let request = Request<uv_write_t>(completion)
         let status = start(bytes, request: request.pointer) { req, status in
             Request<uv_write_t>.complete(req, status: status, operation: "uv_write")
@@ -161,7 +161,7 @@ public class StreamSocket: LoopHandle {
     /// Writes what the kernel takes right now, without queueing; returns the byte count (0 when
     /// the socket buffer is full or earlier writes are still queued). Wraps uv_try_write.
     public final func tryWrite(_ bytes: UnsafeRawBufferPointer) throws(UVError) -> Int {
-        loop.preconditionOnLoopThread("tryWrite")
+        preconditionOnLoopThread("tryWrite")
         var buffer = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
         let written = uv_try_write(stream, &buffer, 1)
         if written == UV_EAGAIN.rawValue { return 0 }
@@ -172,7 +172,7 @@ public class StreamSocket: LoopHandle {
     /// Shuts down the sending side after pending writes (the peer reads end of stream).
     /// Wraps uv_shutdown.
     public final func shutdown(_ completion: @escaping (UVError?) -> Void) {
-        loop.preconditionOnLoopThread("shutdown")
+        preconditionOnLoopThread("shutdown")
         let request = Request<uv_shutdown_t>(completion)
         let status = uv_shutdown(request.pointer, stream) { req, status in
             Request<uv_shutdown_t>.complete(req, status: status, operation: "uv_shutdown")

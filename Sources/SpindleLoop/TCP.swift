@@ -52,7 +52,7 @@ public final class TCPSocket: StreamSocket {
     /// Binds to `address`; with `reusePort`, several sockets (one per loop) may bind the same
     /// port and the kernel spreads connections across them. Wraps uv_tcp_bind.
     public func bind(_ address: SocketAddress, reusePort: Bool = false) throws(UVError) {
-        loop.preconditionOnLoopThread("TCPSocket.bind")
+        preconditionOnLoopThread("TCPSocket.bind")
         if reusePort {
             var fd: uv_os_fd_t = -1
             try UVError.check(uv_fileno(handle, &fd), "uv_fileno (the socket must be made with familyOf: to set SO_REUSEPORT)")
@@ -76,7 +76,7 @@ public final class TCPSocket: StreamSocket {
     /// Connects to `address`; `completion` gets nil or the error (`ECONNREFUSED`, ...).
     /// Wraps uv_tcp_connect.
     public func connect(to address: SocketAddress, _ completion: @escaping (UVError?) -> Void) {
-        loop.preconditionOnLoopThread("TCPSocket.connect")
+        preconditionOnLoopThread("TCPSocket.connect")
         let request = Request<uv_connect_t>(completion)
         let status = address.withSockaddr { sockaddr in
             uv_tcp_connect(request.pointer, tcp, sockaddr) { req, status in

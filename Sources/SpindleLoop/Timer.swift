@@ -48,7 +48,7 @@ public final class Timer: LoopHandle {
     /// Starts (or restarts) the timer: first fire after `delay`, then every `interval` if given.
     /// Durations are rounded up to whole milliseconds. Wraps uv_timer_start.
     public func start(after delay: Duration, repeating interval: Duration? = nil) {
-        loop.preconditionOnLoopThread("Timer.start")
+        preconditionOnLoopThread("Timer.start")
         precondition(!isClosed, "cannot start a closed Timer")
         repeatInterval = interval.map(Self.milliseconds) ?? 0
         precondition(interval == nil || repeatInterval > 0, "a repeating Timer needs an interval of at least 1 ms")
@@ -61,7 +61,7 @@ public final class Timer: LoopHandle {
     /// Starts the timer with a delay in milliseconds (the cheap path: no Duration arithmetic).
     @inline(__always)
     public func start(afterMilliseconds delay: UInt64) {
-        loop.preconditionOnLoopThread("Timer.start")
+        preconditionOnLoopThread("Timer.start")
         precondition(!isClosed, "cannot start a closed Timer")
         repeatInterval = 0
         isActive = true
@@ -71,7 +71,7 @@ public final class Timer: LoopHandle {
 
     /// Stops the timer; it can be started again. Wraps uv_timer_stop.
     public func stop() {
-        loop.preconditionOnLoopThread("Timer.stop")
+        preconditionOnLoopThread("Timer.stop")
         guard isActive else { return }
         isActive = false
         uv_timer_stop(timerHandle)

@@ -40,7 +40,7 @@ public final class UDPSocket: LoopHandle {
     /// Binds to `address`; `reuseAddress` lets several sockets bind the same multicast port.
     /// Wraps uv_udp_bind.
     public func bind(_ address: SocketAddress, reuseAddress: Bool = false) throws(UVError) {
-        loop.preconditionOnLoopThread("UDPSocket.bind")
+        preconditionOnLoopThread("UDPSocket.bind")
         let flags = reuseAddress ? UInt32(UV_UDP_REUSEADDR.rawValue) : 0
         let status = address.withSockaddr { uv_udp_bind(udp, $0, flags) }
         try UVError.check(status, "uv_udp_bind \(address)")
@@ -49,7 +49,7 @@ public final class UDPSocket: LoopHandle {
     /// Sends one datagram to `address`; the bytes must stay valid until `completion` runs.
     /// Wraps uv_udp_send.
     public func send(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress, _ completion: @escaping (UVError?) -> Void) {
-        loop.preconditionOnLoopThread("UDPSocket.send")
+        preconditionOnLoopThread("UDPSocket.send")
         let request = Request<uv_udp_send_t>(completion)
         let status = start(bytes, to: address, request: request.pointer) { req, status in
             Request<uv_udp_send_t>.complete(req, status: status, operation: "uv_udp_send")
@@ -71,7 +71,7 @@ public final class UDPSocket: LoopHandle {
     /// Sends one datagram now if the kernel takes it; returns false when it would block (or
     /// earlier sends are still queued). Wraps uv_udp_try_send.
     public func trySend(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress) throws(UVError) -> Bool {
-        loop.preconditionOnLoopThread("UDPSocket.trySend")
+        preconditionOnLoopThread("UDPSocket.trySend")
         var buffer = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
         let status = address.withSockaddr { uv_udp_try_send(udp, &buffer, 1, $0) }
         if status == UV_EAGAIN.rawValue { return false }
@@ -87,7 +87,7 @@ public final class UDPSocket: LoopHandle {
 
     /// Starts receiving (the handler must be set). Wraps uv_udp_recv_start.
     public func startReceiving() throws(UVError) {
-        loop.preconditionOnLoopThread("UDPSocket.startReceiving")
+        preconditionOnLoopThread("UDPSocket.startReceiving")
         precondition(onReceive != nil, "UDPSocket.startReceiving() before setReceiveHandler")
         if isReceiving { return }
         let status = uv_udp_recv_start(udp, { handle, _, buf in
