@@ -68,7 +68,7 @@ build: deps-test
 	$(SWIFT) build
 
 test: deps-test
-	@bash Tools/build/forget-stale-modules.sh .build
+	@bash Tools/build/forget-stale-modules.sh .build --library-sources
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	SWIFT=$(SWIFT) bash Tools/docs/build-docs.sh --quiet
@@ -116,6 +116,7 @@ bench-all: deps-bench
 # XCTest's own allocations.
 ASAN_FLAGS := --sanitize=address -Xswiftc -DSPINDLE_SANITIZERS --scratch-path .build-asan
 asan: deps-test
+	@bash Tools/build/forget-stale-modules.sh .build-asan --library-sources
 	$(SWIFT) build --build-tests $(ASAN_FLAGS)
 	$(SWIFT) test --skip-build $(ASAN_FLAGS) --disable-xctest
 
@@ -123,6 +124,7 @@ asan: deps-test
 # report fails the run (TSan's exit code).
 TSAN_FLAGS := --sanitize=thread -Xswiftc -DSPINDLE_SANITIZERS --scratch-path .build-tsan
 tsan: deps-test
+	@bash Tools/build/forget-stale-modules.sh .build-tsan --library-sources
 	$(SWIFT) build --build-tests $(TSAN_FLAGS)
 	TSAN_OPTIONS="exitcode=66 $(TSAN_OPTIONS)" $(SWIFT) test --skip-build $(TSAN_FLAGS) --disable-xctest
 

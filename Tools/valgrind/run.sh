@@ -14,6 +14,7 @@
 # per connection) serving 200 round trips on 4 connections, then stopped by SIGINT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+bash Tools/build/forget-stale-modules.sh .build --library-sources
 swift build --build-tests >/dev/null
 bin=$(swift build --show-bin-path)
 work=$(mktemp -d)
