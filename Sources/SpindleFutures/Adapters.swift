@@ -12,21 +12,10 @@ extension Callbacks.StreamConnection {
     /// that its caller dropped, with at most one callback, is kept by the loop when the read
     /// completes and handed out again, pending, by the next read (of any connection).
     public func read(into buffer: UnsafeMutableRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Int> {
-        let loop = stream.loop
-        let future: Future<Int>
-        if let spare = loop.takeSpare(as: Future<Int>.self) {
-            spare.rearm(file: file, line: line)
-            future = spare
-        } else {
-            future = Future<Int>.make(loop: loop, file: file, line: line)
-        }
+        let future = Future<Int>.makeSpareOrNew(loop: stream.loop, file: file, line: line)
         read(into: buffer, holding: future) { slot, result in
             var future = unsafeDowncast(slot.take().unsafelyUnwrapped, to: Future<Int>.self)
-            // As nextTurnFuture's: no one else holds it and its one callback reads the value
-            // before it runs any user code, so it is the spare at once.
-            if case .success = result, isKnownUniquelyReferenced(&future) && future.hasAtMostOneCallback {
-                future.lentLoop._withUnsafeGuaranteedRef { $0.keepSpare(future) }
-            }
+            if case .success = result { Future.keepAsSpareIfFree(&future) }
             future.complete(result.mapError { $0 as any Error })
         }
         return future
@@ -103,20 +92,10 @@ extension EventLoop {
         // The loop holds the future itself until the turn and calls a C function with it: no
         // closure to call through (64 instructions a step less than `{ promise.succeed(()) }`,
         // which Swift already made without an allocation, the future being its one capture).
-        let future: Future<Void>
-        if let spare = takeSpare(as: Future<Void>.self) {
-            spare.rearm(file: file, line: line)
-            future = spare
-        } else {
-            future = Future<Void>.make(loop: self, file: file, line: line)
-        }
+        let future = Future<Void>.makeSpareOrNew(loop: self, file: file, line: line)
         deferToNextTurn(future) { raw in
             var future = Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue()
-            // As a timer's fire: with no one else holding it and at most one callback (which
-            // reads the outcome before it runs any user code), it is the spare at once.
-            if isKnownUniquelyReferenced(&future) && future.hasAtMostOneCallback {
-                future.lentLoop._withUnsafeGuaranteedRef { $0.keepSpare(future) }
-            }
+            Future.keepAsSpareIfFree(&future)
             future.complete(.success(()))
         }
         return future

@@ -72,6 +72,27 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         return spare
     }
 
+    /// A pending future for an operation that completes it with a value (a next-turn deferral,
+    /// a read): the loop's spare one (see ``keepAsSpareIfFree(_:)``) if it has one of this type,
+    /// otherwise a new one.
+    @inlinable
+    static func makeSpareOrNew(loop: EventLoop, file: StaticString, line: UInt) -> Future<Value> {
+        guard let spare = loop.takeSpare(as: Future<Value>.self) else { return make(loop: loop, file: file, line: line) }
+        spare.rearm(file: file, line: line)
+        return spare
+    }
+
+    /// Gives the loop `future`, about to succeed, as its spare if no one else holds it and it
+    /// has at most one callback: that callback reads the value before it runs any user code,
+    /// so the next ``makeSpareOrNew(loop:file:line:)`` (which the callback itself may call) can
+    /// have it at once. Its caller still holds it and completes it. Only for a trivial value
+    /// (``rearm(file:line:)``), and only when it will succeed.
+    @inlinable
+    static func keepAsSpareIfFree(_ future: inout Future<Value>) {
+        guard isKnownUniquelyReferenced(&future) && future.hasAtMostOneCallback else { return }
+        future.lentLoop._withUnsafeGuaranteedRef { $0.keepSpare(future) }
+    }
+
     /// The future a callback completes (its `target`), as this type.
     @inlinable
     static func target(_ slot: AnyObject?) -> Future<Value> {
