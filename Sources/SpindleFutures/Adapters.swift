@@ -12,7 +12,7 @@ extension Callbacks.StreamConnection {
     /// that its caller dropped, with at most one callback, is kept by the loop when the read
     /// completes and handed out again, pending, by the next read (of any connection).
     public func read(into buffer: UnsafeMutableRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Int> {
-        let future = Future<Int>.makeSpareOrNew(loop: stream.loop, file: file, line: line)
+        let future = Future<Int>.makeSpareOrNew(loop: stream.lentLoop, file: file, line: line)
         read(into: buffer, holding: future) { slot, result in
             var future = unsafeDowncast(slot.take().unsafelyUnwrapped, to: Future<Int>.self)
             if case .success = result { Future.keepAsSpareIfFree(&future) }
@@ -92,7 +92,7 @@ extension EventLoop {
         // The loop holds the future itself until the turn and calls a C function with it: no
         // closure to call through (64 instructions a step less than `{ promise.succeed(()) }`,
         // which Swift already made without an allocation, the future being its one capture).
-        let future = Future<Void>.makeSpareOrNew(loop: self, file: file, line: line)
+        let future = Future<Void>.makeSpareOrNew(loop: Unmanaged.passUnretained(self), file: file, line: line)
         deferToNextTurn(future) { raw in
             var future = Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue()
             Future.keepAsSpareIfFree(&future)
@@ -111,18 +111,13 @@ extension SpindleLoop.Timer {
     /// Starts this timer once (replacing its callback) and returns a future that succeeds when
     /// it fires: a repeated delay on one handle, without a new timer each time.
     ///
-    /// A fire allocates nothing once the timer has fired: the future of a fire that its caller
-    /// dropped (it is held only by the timer) and that has at most one callback is kept on the
-    /// timer when it fires and handed out again, pending, by the next fire.
+    /// A fire allocates nothing while the loop runs, once a fire has completed: the future of a
+    /// fire that its caller dropped (it is held only by the timer) and that has at most one
+    /// callback is kept by the loop when it fires and handed out again, pending, by the next
+    /// fire (as ``SpindleLoop/EventLoop/nextTurnFuture(file:line:)`` and a read reuse theirs).
     public func fire(after delay: Duration, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
         // The future waits in the timer's payload and the callback captures nothing.
-        let future: Future<Void>
-        if let spare = takeSpare() {
-            future = unsafeDowncast(spare, to: Future<Void>.self)
-            future.rearm(file: file, line: line)
-        } else {
-            future = Future<Void>.make(loop: loop, file: file, line: line)
-        }
+        let future = Future<Void>.makeSpareOrNew(loop: lentLoop, file: file, line: line)
         setPayload(future)
         if !hasCallback(tag: Self.fireTag) { setCallback(Self.fireCallback, tag: Self.fireTag) }
         start(after: delay)
@@ -137,10 +132,7 @@ extension SpindleLoop.Timer {
     static func fireCallback(_ timer: SpindleLoop.Timer) {
         // Moved out of the slot: this reference keeps the future alive while it completes.
         guard var fired = timer.takePayload().map({ unsafeDowncast($0, to: Future<Void>.self) }) else { return }
-        // A future no one else holds, with at most one callback, is free to reuse once that
-        // callback has read the outcome (callbacks read it before running any user code), so
-        // it is the spare at once: the fire its callback starts takes it back.
-        if isKnownUniquelyReferenced(&fired) && fired.hasAtMostOneCallback { timer.setSpare(fired) }
+        Future.keepAsSpareIfFree(&fired)
         fired.complete(.success(()))
     }
 }

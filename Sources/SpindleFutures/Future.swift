@@ -75,9 +75,12 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// A pending future for an operation that completes it with a value (a next-turn deferral,
     /// a read): the loop's spare one (see ``keepAsSpareIfFree(_:)``) if it has one of this type,
     /// otherwise a new one.
-    @inlinable
-    static func makeSpareOrNew(loop: EventLoop, file: StaticString, line: UInt) -> Future<Value> {
-        guard let spare = loop.takeSpare(as: Future<Value>.self) else { return make(loop: loop, file: file, line: line) }
+    /// The loop comes lent, as to ``makeChained(loop:file:line:)``.
+    @inlinable @inline(__always)
+    static func makeSpareOrNew(loop: Unmanaged<EventLoop>, file: StaticString, line: UInt) -> Future<Value> {
+        guard let spare = loop._withUnsafeGuaranteedRef({ $0.takeSpare(as: Future<Value>.self) }) else {
+            return make(loop: loop.takeUnretainedValue(), file: file, line: line)
+        }
         spare.rearm(file: file, line: line)
         return spare
     }

@@ -5,10 +5,8 @@ extension EventLoop {
     ///
     /// Call it on the loop's thread; from another thread use ``post(_:)``.
     public func deferToNextTurn(_ work: @escaping () -> Void) {
-        preconditionOnLoopThread("EventLoop.deferToNextTurn()")
-        precondition(state != .closed, "deferToNextTurn on a closed EventLoop")
-        if nextTurn == nil { nextTurn = NextTurnQueue(loop: self) }
-        nextTurn!.append(work)
+        prepareDeferral()
+        nextTurn.unsafelyUnwrapped.append(work)
     }
 
     /// ``deferToNextTurn(_:)`` for a layer above that has an object to act on and a function
@@ -16,10 +14,16 @@ extension EventLoop {
     /// (+1: the function takes the reference over), with no closure to build or call through.
     /// (The futures layer completes `nextTurnFuture()`'s future this way.)
     package func deferToNextTurn(_ object: AnyObject, _ function: @convention(c) (UnsafeMutableRawPointer) -> Void) {
+        prepareDeferral()
+        nextTurn.unsafelyUnwrapped.append(object, function)
+    }
+
+    /// Checks that a deferral may be made here and now, and makes the queue on the first one.
+    @inline(__always)
+    private func prepareDeferral() {
         preconditionOnLoopThread("EventLoop.deferToNextTurn()")
         precondition(state != .closed, "deferToNextTurn on a closed EventLoop")
         if nextTurn == nil { nextTurn = NextTurnQueue(loop: self) }
-        nextTurn!.append(object, function)
     }
 }
 

@@ -67,8 +67,8 @@ public final class EventLoop: @unchecked Sendable {
     /// its succeeded `Future<Void>` here. Kept, like ``recycled``, only while the loop runs.
     @exclusivity(unchecked) @usableFromInline var shared = KeptObject()
     /// One completed object a layer above makes ready again for its next use: the futures
-    /// layer keeps the future of a next-turn deferral or of a read here once its callback has
-    /// read it, for the next deferral or read to reuse. Kept, like ``recycled``, only while the
+    /// layer keeps the future of a timer's fire, a next-turn deferral or a read here once its
+    /// callback has read it, for the next such operation to reuse. Kept, like ``recycled``, only while the
     /// loop runs.
     @exclusivity(unchecked) @usableFromInline var spare = KeptObject()
 

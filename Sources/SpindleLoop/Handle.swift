@@ -64,6 +64,10 @@ public class LoopHandle {
         }
     }
 
+    /// The loop, lent (no reference count change): it outlives its handles' operations.
+    @inlinable
+    package final var lentLoop: Unmanaged<EventLoop> { Unmanaged.passUnretained(loop) }
+
     /// Stops the process with a clear message when called from a thread that does not own the
     /// handle's loop (``EventLoop/preconditionOnLoopThread(_:)``, without a reference count
     /// change on the way).

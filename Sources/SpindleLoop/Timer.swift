@@ -22,16 +22,6 @@ public final class Timer: LoopHandle {
     /// The object kept by ``setPayload(_:)``, moved out (the timer no longer holds it).
     @inlinable package func takePayload() -> AnyObject? { payload.take() }
 
-    /// A second slot for the futures layer: the future of the last fire, kept for the next one
-    /// once nothing else holds it (a fire then allocates nothing).
-    @exclusivity(unchecked) @usableFromInline var spare: AnyObject?
-
-    /// Keeps `object` as the spare (see ``takeSpare()``).
-    @inlinable package func setSpare(_ object: __owned AnyObject?) { spare = object }
-
-    /// The object kept by ``setSpare(_:)``, moved out.
-    @inlinable package func takeSpare() -> AnyObject? { spare.take() }
-
     /// Creates a stopped timer that will call `callback` on the loop's thread each time it fires.
     /// Wraps uv_timer_init.
     public init(loop: EventLoop, _ callback: @escaping (Timer) -> Void) {
