@@ -52,27 +52,35 @@ extension Callbacks.StreamConnection {
 
 extension Callbacks.TCPConnection {
     /// Connects to `address`.
-    public static func connect(to address: SocketAddress, loop: EventLoop) -> Future<Callbacks.TCPConnection> {
-        loop.future { promise in connect(to: address, loop: loop) { promise.complete($0) } }
+    public static func connect(
+        to address: SocketAddress, loop: EventLoop, file: StaticString = #fileID, line: UInt = #line
+    ) -> Future<Callbacks.TCPConnection> {
+        loop.future(file: file, line: line) { promise in connect(to: address, loop: loop) { promise.complete($0) } }
     }
 }
 
 extension Callbacks.PipeConnection {
     /// Connects to the Unix-domain socket at `path`.
-    public static func connect(to path: String, loop: EventLoop) -> Future<Callbacks.PipeConnection> {
-        loop.future { promise in connect(to: path, loop: loop) { promise.complete($0) } }
+    public static func connect(
+        to path: String, loop: EventLoop, file: StaticString = #fileID, line: UInt = #line
+    ) -> Future<Callbacks.PipeConnection> {
+        loop.future(file: file, line: line) { promise in connect(to: path, loop: loop) { promise.complete($0) } }
     }
 }
 
 extension Callbacks.DatagramSocket {
     /// Receives the next datagram into `buffer`: its length and sender.
-    public func receive(into buffer: UnsafeMutableRawBufferPointer) -> Future<(count: Int, from: SocketAddress)> {
-        socket.loop.future { promise in receive(into: buffer) { promise.complete($0) } }
+    public func receive(
+        into buffer: UnsafeMutableRawBufferPointer, file: StaticString = #fileID, line: UInt = #line
+    ) -> Future<(count: Int, from: SocketAddress)> {
+        socket.loop.future(file: file, line: line) { promise in receive(into: buffer) { promise.complete($0) } }
     }
 
     /// Sends one datagram.
-    public func send(_ bytes: [UInt8], to address: SocketAddress) -> Future<Void> {
-        socket.loop.future { promise in send(bytes, to: address) { promise.complete($0) } }
+    public func send(
+        _ bytes: [UInt8], to address: SocketAddress, file: StaticString = #fileID, line: UInt = #line
+    ) -> Future<Void> {
+        socket.loop.future(file: file, line: line) { promise in send(bytes, to: address) { promise.complete($0) } }
     }
 }
 
@@ -102,8 +110,8 @@ extension EventLoop {
     }
 
     /// Resolves `host` to its addresses (with `port`).
-    public func resolve(_ host: String, port: Int) -> Future<[SocketAddress]> {
-        future { promise in Resolver.resolve(host, port: port, on: self) { promise.complete($0) } }
+    public func resolve(_ host: String, port: Int, file: StaticString = #fileID, line: UInt = #line) -> Future<[SocketAddress]> {
+        future(file: file, line: line) { promise in Resolver.resolve(host, port: port, on: self) { promise.complete($0) } }
     }
 }
 
@@ -139,40 +147,50 @@ extension SpindleLoop.Timer {
 
 extension FileSystem {
     /// Opens `path` (`flags` as for open(2)); the descriptor.
-    public static func open(_ path: String, flags: Int32, mode: Int32 = 0o644, on loop: EventLoop) -> Future<Int32> {
-        loop.future { promise in open(path, flags: flags, mode: mode, on: loop) { promise.complete($0) } }
+    public static func open(
+        _ path: String, flags: Int32, mode: Int32 = 0o644, on loop: EventLoop, file: StaticString = #fileID, line: UInt = #line
+    ) -> Future<Int32> {
+        loop.future(file: file, line: line) { promise in open(path, flags: flags, mode: mode, on: loop) { promise.complete($0) } }
     }
 
     /// Reads up to `buffer.count` bytes at `offset` (-1: the current position); the count.
     public static func read(
-        _ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64 = -1, on loop: EventLoop
+        _ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64 = -1, on loop: EventLoop,
+        file: StaticString = #fileID, line: UInt = #line
     ) -> Future<Int> {
-        loop.future { promise in read(fd, into: buffer, at: offset, on: loop) { promise.complete($0) } }
+        loop.future(file: file, line: line) { promise in read(fd, into: buffer, at: offset, on: loop) { promise.complete($0) } }
     }
 
     /// Writes `bytes` at `offset` (-1: the current position); the count written.
     public static func write(
-        _ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64 = -1, on loop: EventLoop
+        _ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64 = -1, on loop: EventLoop,
+        file: StaticString = #fileID, line: UInt = #line
     ) -> Future<Int> {
-        loop.future { promise in write(fd, bytes, at: offset, on: loop) { promise.complete($0) } }
+        loop.future(file: file, line: line) { promise in write(fd, bytes, at: offset, on: loop) { promise.complete($0) } }
+    }
+
+    /// Flushes `fd`'s data and metadata to the device.
+    public static func fsync(_ fd: Int32, on loop: EventLoop, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+        loop.future(file: file, line: line) { promise in fsync(fd, on: loop) { promise.complete($0) } }
     }
 
     /// Closes `fd`.
-    public static func close(_ fd: Int32, on loop: EventLoop) -> Future<Void> {
-        loop.future { promise in close(fd, on: loop) { promise.complete($0) } }
+    public static func close(_ fd: Int32, on loop: EventLoop, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+        loop.future(file: file, line: line) { promise in close(fd, on: loop) { promise.complete($0) } }
     }
 
     /// The status of `path`.
-    public static func stat(_ path: String, on loop: EventLoop) -> Future<Status> {
-        loop.future { promise in stat(path, on: loop) { promise.complete($0) } }
+    public static func stat(_ path: String, on loop: EventLoop, file: StaticString = #fileID, line: UInt = #line) -> Future<Status> {
+        loop.future(file: file, line: line) { promise in stat(path, on: loop) { promise.complete($0) } }
     }
 }
 
 extension EventLoop {
-    /// A future completed by what `start` does with its promise.
+    /// A future completed by what `start` does with its promise, made at `file`:`line` (the
+    /// adapter's caller: a dropped promise names the caller's line, not the adapter's).
     @inlinable
     func future<Value>(
-        file: StaticString = #fileID, line: UInt = #line, _ start: (Promise<Value>) -> Void
+        file: StaticString, line: UInt, _ start: (Promise<Value>) -> Void
     ) -> Future<Value> {
         let promise = makePromise(of: Value.self, file: file, line: line)
         start(promise)

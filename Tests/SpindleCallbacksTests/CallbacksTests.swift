@@ -220,4 +220,93 @@ struct CallbacksTests {
         }
         #expect(log.value == ["hello from client true"])
     }
+
+    @Test("a Unix-domain socket: a callback server echoes a client's message; connecting to a missing path is ENOENT")
+    func pipes() throws {
+        let log = Box<[String]>([])
+        let path = "/tmp/spindle-callbacks-\(getpid()).sock"
+        unlink(path)
+        try withLoop { loop in
+            var listener: Callbacks.PipeListener!
+            listener = try Callbacks.PipeListener(path: path, loop: loop) { result in
+                echo(try result.get(), buffer: .allocate(byteCount: 64, alignment: 1))
+                listener.close()
+            }
+            Callbacks.PipeConnection.connect(to: path, loop: loop) { result in
+                let client = try result.get()
+                let reply = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
+                client.write(Array("over a pipe".utf8)) { error in if let error { throw error } }
+                client.read(into: reply) { result in
+                    let count = try result.get()
+                    log.value.append("echoed: \(String(decoding: reply[..<count], as: UTF8.self))")
+                    reply.deallocate()
+                    client.close()
+                }
+            }
+            Callbacks.PipeConnection.connect(to: path + ".missing", loop: loop) { result in
+                if case .failure(let error) = result { log.value.append("missing: \(error.name)") }
+            }
+        }
+        #expect(log.value.sorted() == ["echoed: over a pipe", "missing: ENOENT"])
+        #expect(access(path, F_OK) != 0, "closing the listener removes its socket file")
+    }
+
+    @Test("files through completions: write, read back, stat, fsync and close; opening a missing file is ENOENT")
+    func files() throws {
+        let log = Box<[String]>([])
+        let path = "/tmp/spindle-callbacks-\(getpid()).txt"
+        defer { unlink(path) }
+        try withLoop { loop in
+            let text = UnsafeMutableRawBufferPointer.allocate(byteCount: 16, alignment: 1)
+            text.copyBytes(from: "sixteen bytes ok".utf8)
+            let readBack = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
+            FileSystem.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC, on: loop) { result in
+                let fd = try! result.get()
+                FileSystem.write(fd, UnsafeRawBufferPointer(text), on: loop) { written in
+                    log.value.append("wrote \((try? written.get()) ?? -1)")
+                    FileSystem.fsync(fd, on: loop) { synced in
+                        log.value.append("fsync \((try? synced.get()) != nil)")
+                        FileSystem.close(fd, on: loop) { _ in
+                            FileSystem.stat(path, on: loop) { status in
+                                let status = try! status.get()
+                                log.value.append("stat \(status.size) regular \(status.isRegularFile)")
+                                FileSystem.open(path, flags: O_RDONLY, on: loop) { result in
+                                    let fd = try! result.get()
+                                    // At offset 8: the second half.
+                                    FileSystem.read(fd, into: readBack, at: 8, on: loop) { count in
+                                        let count = (try? count.get()) ?? 0
+                                        log.value.append("read \(String(decoding: readBack[..<count], as: UTF8.self))")
+                                        FileSystem.close(fd, on: loop) { _ in
+                                            text.deallocate()
+                                            readBack.deallocate()
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            FileSystem.open(path + ".missing", flags: O_RDONLY, on: loop) { result in
+                if case .failure(let error) = result { log.value.append("missing: \(error.name)") }
+            }
+        }
+        #expect(log.value.sorted() == ["fsync true", "missing: ENOENT", "read bytes ok", "stat 16 regular true", "wrote 16"])
+    }
+
+    @Test("name resolution through a completion: localhost is a loopback address; an unknown host names its error")
+    func resolution() throws {
+        let log = Box<[String]>([])
+        try withLoop { loop in
+            Resolver.resolve("localhost", port: 8080, on: loop) { result in
+                let addresses = (try? result.get()) ?? []
+                let loopback = addresses.contains { $0.ip == "127.0.0.1" || $0.ip == "::1" }
+                log.value.append("localhost: loopback \(loopback), port \(addresses.allSatisfy { $0.port == 8080 })")
+            }
+            Resolver.resolve("no-such-host.invalid", port: 80, on: loop) { result in
+                if case .failure(let error) = result { log.value.append("unknown: \(error.name.hasPrefix("EAI_"))") }
+            }
+        }
+        #expect(log.value.sorted() == ["localhost: loopback true, port true", "unknown: true"])
+    }
 }

@@ -376,6 +376,88 @@ struct FutureTests {
         #expect(log.value.contains("file: written through futures"))
     }
 
+    @Test("the other I/O adapters: a pipe connection, a shutdown, datagrams, name resolution, a file's stat and fsync")
+    func otherAdapters() throws {
+        let log = Box<[String]>([])
+        let socketPath = "/tmp/spindle-futures-\(getpid()).sock"
+        let filePath = "/tmp/spindle-futures-\(getpid())-stat.txt"
+        unlink(socketPath)
+        defer { unlink(filePath) }
+        try withLoop { loop in
+            // A pipe server that reads until the client shuts its side down, then answers with
+            // the byte count.
+            var listener: Callbacks.PipeListener!
+            listener = try Callbacks.PipeListener(path: socketPath, loop: loop) { result in
+                let connection = try result.get()
+                listener.close()
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
+                func drain(_ total: Int) -> Future<Int> {
+                    connection.read(into: buffer).flatMap { count in count == 0 ? loop.makeSucceededFuture(total) : drain(total + count) }
+                }
+                drain(0).flatMap { total in connection.write(Array("\(total) bytes".utf8)) }.whenComplete { _ in
+                    buffer.deallocate()
+                    connection.close()
+                }
+            }
+            let reply = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
+            Callbacks.PipeConnection.connect(to: socketPath, loop: loop)
+                .flatMap { client in client.write(Array("eleven byte".utf8)).flatMap { client.shutdown() }.map { client } }
+                .flatMap { client in client.read(into: reply).map { (client, $0) } }
+                .whenComplete { outcome in
+                    switch outcome {
+                    case .success(let (client, count)):
+                        log.value.append("pipe: \(String(decoding: reply[..<count], as: UTF8.self))")
+                        client.close()
+                    case .failure(let error): log.value.append("pipe failed: \(error)")
+                    }
+                    reply.deallocate()
+                }
+            Callbacks.PipeConnection.connect(to: socketPath + ".missing", loop: loop).whenFailure { error in
+                log.value.append("missing pipe: \((error as? UVError)?.name ?? "\(error)")")
+            }
+
+            let server = try Callbacks.DatagramSocket(address: SocketAddress(ip: "127.0.0.1", port: 0), loop: loop)
+            let client = try Callbacks.DatagramSocket(address: SocketAddress(ip: "127.0.0.1", port: 0), loop: loop)
+            let datagram = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
+            let clientPort = try client.localAddress.port
+            server.receive(into: datagram).and(client.send(Array("datagram".utf8), to: try server.localAddress))
+                .whenComplete { outcome in
+                    if case .success(let ((count, sender), _)) = outcome {
+                        log.value.append("udp: \(String(decoding: datagram[..<count], as: UTF8.self)) from client \(sender.port == clientPort)")
+                    }
+                    datagram.deallocate()
+                    server.close()
+                    client.close()
+                }
+
+            loop.resolve("localhost", port: 443).whenSuccess { addresses in
+                log.value.append("localhost: \(addresses.contains { $0.ip == "127.0.0.1" || $0.ip == "::1" }) \(addresses.allSatisfy { $0.port == 443 })")
+            }
+
+            let text = UnsafeMutableRawBufferPointer.allocate(byteCount: 5, alignment: 1)
+            text.copyBytes(from: "five!".utf8)
+            FileSystem.open(filePath, flags: O_WRONLY | O_CREAT | O_TRUNC, on: loop)
+                .flatMap { fd in
+                    FileSystem.write(fd, UnsafeRawBufferPointer(text), on: loop)
+                        .flatMap { _ in FileSystem.fsync(fd, on: loop) }
+                        .flatMap { FileSystem.close(fd, on: loop) }
+                }
+                .flatMap { FileSystem.stat(filePath, on: loop) }
+                .whenComplete { outcome in
+                    text.deallocate()
+                    switch outcome {
+                    case .success(let status): log.value.append("stat: \(status.size) bytes, regular \(status.isRegularFile)")
+                    case .failure(let error): log.value.append("file failed: \(error)")
+                    }
+                }
+        }
+        #expect(
+            log.value.sorted() == [
+                "localhost: true true", "missing pipe: ENOENT", "pipe: 11 bytes", "stat: 5 bytes, regular true",
+                "udp: datagram from client true",
+            ])
+    }
+
     /// The operations whose future is handed out again once only the loop holds it.
     enum ReusingOperation: String, CaseIterable, CustomTestStringConvertible {
         case timerFire = "a timer's fire"
