@@ -58,6 +58,11 @@ struct Peer: Sendable {
             })
     }
 
+    /// The fanout variants the peers run, for `list`.
+    static var variantsRun: String {
+        FanoutWorkload.variants.filter { variant in all.contains { $0.variants.contains(variant) } }.joined(separator: " and ")
+    }
+
     static let ops = String(FanoutWorkload.ops)
     static let steps = String(FanoutWorkload.steps)
 

@@ -35,6 +35,10 @@ struct List: ParsableCommand {
                 print("  pitfall gallery (timer variant): \(FanoutWorkload.pitfalls.joined(separator: ", "))")
             }
         }
+        print("peers (run beside the fanout executors on \(Peer.variantsRun)):")
+        for peer in Peer.all {
+            print("  \(peer.name): \(peer.version() ?? "not installed (\(peer.install); or make bench-peers)")")
+        }
         print("instruction counts: \(Instructions.available ? "valgrind found" : "valgrind not installed (apt-get install -y valgrind)")")
     }
 }
