@@ -1,3 +1,4 @@
+import Glibc
 import SpindleCallbacks
 import SpindleLoop
 
@@ -123,13 +124,33 @@ extension SpindleLoop.Timer {
     /// fire that its caller dropped (it is held only by the timer) and that has at most one
     /// callback is kept by the loop when it fires and handed out again, pending, by the next
     /// fire (as ``SpindleLoop/EventLoop/nextTurnFuture(file:line:)`` and a read reuse theirs).
+    ///
+    /// A fire that cannot happen any more fails its future with `ECANCELED`, saying why: the
+    /// timer was stopped or closed, its callback was replaced (``SpindleLoop/Timer/setCallback(_:)``),
+    /// or `fire(after:)` was called again before it fired (the timer then fires once, for the
+    /// new future).
     public func fire(after delay: Duration, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
         // The future waits in the timer's payload and the callback captures nothing.
+        if hasCallback(tag: Self.fireTag) {
+            if let earlier = takePayload() { Self.cancelFire(earlier, "fire(after:) was called again before the timer fired") }
+        } else {
+            setCallback(Self.fireCallback, tag: Self.fireTag)
+            setPayloadCanceller { payload, reason in
+                let future = Unmanaged<AnyObject>.fromOpaque(payload).takeRetainedValue()
+                SpindleLoop.Timer.cancelFire(future, PayloadCancelReason(rawValue: reason)?.description ?? "the timer was stopped")
+            }
+        }
         let future = Future<Void>.makeSpareOrNew(loop: lentLoop, file: file, line: line)
         setPayload(future)
-        if !hasCallback(tag: Self.fireTag) { setCallback(Self.fireCallback, tag: Self.fireTag) }
         start(after: delay)
         return future
+    }
+
+    /// Fails the pending future of a fire that will not happen, saying why.
+    static func cancelFire(_ payload: AnyObject, _ reason: String) {
+        let future = unsafeDowncast(payload, to: Future<Void>.self)
+        guard !future.isComplete else { return }
+        future.complete(.failure(UVError(code: -ECANCELED, operation: "Timer.fire(after:): \(reason)")))
     }
 
     /// Names ``fireCallback`` on a timer (see `hasCallback(tag:)`).

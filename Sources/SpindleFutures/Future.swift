@@ -287,6 +287,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         var target = state.pointee.firstTarget.take()
         let rest = state.pointee.moreCallbacks.take()
         first.run(self, &target, first.payload)
+        // A flatMap's callback has moved its target out: a release of the nil left would still
+        // be a call.
+        if target != nil { target = nil }
         if let rest {
             for (callback, target) in rest {
                 var target = target
@@ -322,11 +325,11 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
                 // The forward slot moves, rather than being copied: no reference count of the
                 // future further up changes, so it stays out of the cache until the chain
                 // ends. `target` now reads and observes through this future (same outcome).
-                state.pointee.forward = targetState.pointee.forward.take()
+                state.pointee.forward.fill(with: targetState.pointee.forward.take())
                 targetState.pointee.state = .linked
                 targetState.pointee.forward = self
             } else {
-                state.pointee.forward = target
+                state.pointee.forward.fill(with: target)
             }
         } else {
             state.pointee.add(target: target, payload: FutureState.Words()) { source, target, _ in
@@ -588,7 +591,7 @@ public struct FutureState {
         let callback = Callback(run: run, payload: payload)
         if _fastPath(firstCallback == nil) {
             firstCallback = callback
-            firstTarget = target
+            firstTarget.fill(with: target)
         } else {
             addAnother(callback, target: target)
         }

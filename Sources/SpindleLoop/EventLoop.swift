@@ -184,7 +184,7 @@ public final class EventLoop: @unchecked Sendable {
     /// runs; otherwise lets it go. Call it on the loop's thread.
     @inlinable
     package func keepRecycled(_ object: __owned AnyObject) {
-        if isRunning { recycled.object = object }
+        if isRunning { recycled.object.fill(with: object) }
     }
 
     /// The object kept by ``keepRecycled(_:)``, moved out, if it is exactly of class `T`.
@@ -196,7 +196,7 @@ public final class EventLoop: @unchecked Sendable {
     /// otherwise lets it go. Call it on the loop's thread.
     @inlinable
     package func keepSpare(_ object: __owned AnyObject) {
-        if isRunning { spare.object = object }
+        if isRunning { spare.object.fill(with: object) }
     }
 
     /// The object kept by ``keepSpare(_:)``, moved out, if it is exactly of class `T`. Call it
@@ -382,6 +382,21 @@ private let describeOpenHandle: @convention(c) (UnsafeMutablePointer<uv_handle_t
         list.pointee.append("\(object.handleDescription) handle not closed")
     } else {
         list.pointee.append("\(String(cString: uv_handle_type_name(handle.pointee.type))) handle not closed")
+    }
+}
+
+extension Optional where Wrapped == AnyObject {
+    /// Stores `object` in this slot. Assigning would release the old value even when there is
+    /// none, and a release of nil is still a call: a slot on a hot path that is usually empty
+    /// when filled (a future's first callback target, its forward, the loop's spare) is
+    /// initialised instead when it is empty.
+    @inlinable @inline(__always)
+    package mutating func fill(with object: __owned AnyObject?) {
+        if self == nil {
+            withUnsafeMutablePointer(to: &self) { $0.initialize(to: object) }
+        } else {
+            self = object
+        }
     }
 }
 

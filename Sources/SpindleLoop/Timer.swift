@@ -13,14 +13,57 @@ public final class Timer: LoopHandle {
     /// An object for the callback to find on the timer (the futures layer keeps the pending
     /// future here, so that a non-capturing callback serves every fire without an allocation).
     @exclusivity(unchecked) @usableFromInline var payload: AnyObject?
+    /// What the layer that set the payload does with it when the timer is stopped or closed,
+    /// or its callback replaced, before the callback could take it (see ``cancelPayload(_:)``).
+    @exclusivity(unchecked) private var payloadCanceller: PayloadCanceller?
+
+    /// Gets the payload, retained, and why it will never reach the timer's callback
+    /// (a ``PayloadCancelReason`` raw value).
+    package typealias PayloadCanceller = @convention(c) (_ payload: UnsafeMutableRawPointer, _ reason: Int32) -> Void
+
+    /// Why a timer's payload will never reach its callback.
+    package enum PayloadCancelReason: Int32 {
+        case stopped, closed, callbackReplaced
+
+        /// "the timer was stopped", ...
+        package var description: String {
+            switch self {
+            case .stopped: "the timer was stopped"
+            case .closed: "the timer was closed"
+            case .callbackReplaced: "the timer's callback was replaced"
+            }
+        }
+    }
 
     /// Keeps `object` on the timer for its callback (see ``takePayload()``). A method, not the
     /// property itself: another module's access to the property would pay a dynamic
     /// exclusivity check.
-    @inlinable package func setPayload(_ object: __owned AnyObject?) { payload = object }
+    @inlinable package func setPayload(_ object: __owned AnyObject?) { payload.fill(with: object) }
 
     /// The object kept by ``setPayload(_:)``, moved out (the timer no longer holds it).
     @inlinable package func takePayload() -> AnyObject? { payload.take() }
+
+    /// Sets what happens to a payload that will never reach the callback: `canceller` gets it
+    /// when the timer is stopped or closed, or its callback replaced, while one is kept.
+    package func setPayloadCanceller(_ canceller: PayloadCanceller?) { payloadCanceller = canceller }
+
+    /// Hands a kept payload to its canceller (see ``setPayloadCanceller(_:)``), or lets it go.
+    private func cancelPayload(_ reason: PayloadCancelReason) {
+        Self.cancel(takePayloadToCancel(), reason)
+    }
+
+    /// Moves a kept payload out, with its canceller, for ``cancel(_:_:)`` to run later: stop
+    /// and close run it once done with the timer (the canceller runs the layer's code, which
+    /// may start the timer again, and their release of the active retain may free it).
+    private func takePayloadToCancel() -> (object: AnyObject, canceller: PayloadCanceller?)? {
+        guard let object = payload.take() else { return nil }
+        return (object, payloadCanceller)
+    }
+
+    private static func cancel(_ taken: (object: AnyObject, canceller: PayloadCanceller?)?, _ reason: PayloadCancelReason) {
+        guard let (object, canceller) = taken, let canceller else { return }
+        canceller(Unmanaged.passRetained(object).toOpaque(), reason.rawValue)
+    }
 
     /// Creates a stopped timer that will call `callback` on the loop's thread each time it fires.
     /// Wraps uv_timer_init.
@@ -65,12 +108,15 @@ public final class Timer: LoopHandle {
         guard isActive else { return }
         isActive = false
         uv_timer_stop(timerHandle)
+        let payload = takePayloadToCancel()
         releaseActiveRetain()
+        Self.cancel(payload, .stopped)
     }
 
     /// Replaces the callback (for pooled timers that serve many waiters).
     public func setCallback(_ callback: @escaping (Timer) -> Void) {
         self.callback = callback
+        if callbackTag != 0 { cancelPayload(.callbackReplaced) }
         callbackTag = 0
     }
 
@@ -83,6 +129,7 @@ public final class Timer: LoopHandle {
     /// and skips setting it again.
     package func setCallback(_ callback: @escaping (Timer) -> Void, tag: Int) {
         self.callback = callback
+        if callbackTag != tag { cancelPayload(.callbackReplaced) }
         callbackTag = tag
     }
 
@@ -91,7 +138,9 @@ public final class Timer: LoopHandle {
 
     public override func close() {
         isActive = false
+        let payload = isClosed ? nil : takePayloadToCancel()
         super.close()
+        Self.cancel(payload, .closed)
     }
 
     fileprivate func fire() {

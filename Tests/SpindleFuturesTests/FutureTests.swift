@@ -612,6 +612,53 @@ struct FutureTests {
         #expect(log.value == ["fire 1", "own callback", "fire 2"])
     }
 
+    @Test("a fire that can no longer happen fails with ECANCELED, saying why: stopped, closed, callback replaced, fired again")
+    func cancelledFires() throws {
+        let log = Box<[String]>([])
+        func record(_ name: String) -> (Result<Void, any Error>) -> Void {
+            { outcome in
+                switch outcome {
+                case .success: log.value.append("\(name): fired")
+                case .failure(let error): log.value.append("\(name): \(error)")
+                }
+            }
+        }
+        try withLoop { loop in
+            let stopped = SpindleLoop.Timer(loop: loop) { _ in }
+            stopped.fire(after: .seconds(60)).whenComplete(record("stopped"))
+            stopped.stop()
+            stopped.close()
+
+            let closed = SpindleLoop.Timer(loop: loop) { _ in }
+            closed.fire(after: .seconds(60)).whenComplete(record("closed"))
+            closed.close()
+
+            let replaced = SpindleLoop.Timer(loop: loop) { _ in }
+            replaced.fire(after: .seconds(60)).whenComplete(record("replaced"))
+            replaced.setCallback { timer in
+                log.value.append("replaced: own callback")
+                timer.close()
+            }
+            replaced.start(after: .milliseconds(1))
+
+            // Fired again before it fired: the first fails, the timer fires once, for the second.
+            let again = SpindleLoop.Timer(loop: loop) { _ in }
+            again.fire(after: .seconds(60)).whenComplete(record("first"))
+            again.fire(after: .milliseconds(1)).whenComplete { outcome in
+                record("second")(outcome)
+                again.close()
+            }
+        }
+        #expect(
+            log.value == [
+                "stopped: Timer.fire(after:): the timer was stopped: ECANCELED: operation canceled",
+                "closed: Timer.fire(after:): the timer was closed: ECANCELED: operation canceled",
+                "replaced: Timer.fire(after:): the timer's callback was replaced: ECANCELED: operation canceled",
+                "first: Timer.fire(after:): fire(after:) was called again before the timer fired: ECANCELED: operation canceled",
+                "replaced: own callback", "second: fired",
+            ])
+    }
+
     @Test("a refused connection fails the future with the UVError")
     func refused() throws {
         let message = Box("")
