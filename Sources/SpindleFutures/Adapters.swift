@@ -126,7 +126,7 @@ extension SpindleLoop.Timer {
     /// fire (as ``SpindleLoop/EventLoop/nextTurnFuture(file:line:)`` and a read reuse theirs).
     ///
     /// A fire that cannot happen any more fails its future with `ECANCELED`, saying why: the
-    /// timer was stopped or closed, its callback was replaced (``SpindleLoop/Timer/setCallback(_:)``),
+    /// timer was stopped or closed, its callback was replaced (`setCallback(_:)`),
     /// or `fire(after:)` was called again before it fired (the timer then fires once, for the
     /// new future).
     public func fire(after delay: Duration, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
