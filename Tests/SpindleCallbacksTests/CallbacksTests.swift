@@ -201,7 +201,7 @@ struct CallbacksTests {
         #expect(intact.value)
     }
 
-    @Test("datagrams: send, and receive with the sender's address")
+    @Test("datagrams: send, and receive with the sender's address; a receive outstanding at close is ECANCELED")
     func datagrams() throws {
         let log = Box<[String]>([])
         try withLoop { loop in
@@ -217,8 +217,16 @@ struct CallbacksTests {
                 client.close()
             }
             client.send(Array("hello".utf8), to: try server.localAddress) { error in #expect(error == nil) }
+            // A receive still outstanding when its socket closes completes, with ECANCELED.
+            let idle = try Callbacks.DatagramSocket(address: loopback, loop: loop)
+            let idleBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 1)
+            idle.receive(into: idleBuffer) { result in
+                if case .failure(let error) = result { log.value.append("closed while receiving: \(error.name)") }
+                idleBuffer.deallocate()
+            }
+            loop.deferToNextTurn { idle.close() }
         }
-        #expect(log.value == ["hello from client true"])
+        #expect(log.value.sorted() == ["closed while receiving: ECANCELED", "hello from client true"])
     }
 
     @Test("a Unix-domain socket: a callback server echoes a client's message; connecting to a missing path is ENOENT")
