@@ -135,10 +135,7 @@ extension SpindleLoop.Timer {
             if let earlier = takePayload() { Self.cancelFire(earlier, "fire(after:) was called again before the timer fired") }
         } else {
             setCallback(Self.fireCallback, tag: Self.fireTag)
-            setPayloadCanceller { payload, reason in
-                let future = Unmanaged<AnyObject>.fromOpaque(payload).takeRetainedValue()
-                SpindleLoop.Timer.cancelFire(future, PayloadCancelReason(rawValue: reason)?.description ?? "the timer was stopped")
-            }
+            setPayloadCanceller { payload, reason in SpindleLoop.Timer.cancelFire(payload, reason.description) }
         }
         let future = Future<Void>.makeSpareOrNew(loop: lentLoop, file: file, line: line)
         setPayload(future)

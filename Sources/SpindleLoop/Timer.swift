@@ -14,15 +14,14 @@ public final class Timer: LoopHandle {
     /// future here, so that a non-capturing callback serves every fire without an allocation).
     @exclusivity(unchecked) @usableFromInline var payload: AnyObject?
     /// What the layer that set the payload does with it when the timer is stopped or closed,
-    /// or its callback replaced, before the callback could take it (see ``cancelPayload(_:)``).
+    /// or its callback replaced, before the callback could take it (see ``setPayloadCanceller(_:)``).
     @exclusivity(unchecked) private var payloadCanceller: PayloadCanceller?
 
-    /// Gets the payload, retained, and why it will never reach the timer's callback
-    /// (a ``PayloadCancelReason`` raw value).
-    package typealias PayloadCanceller = @convention(c) (_ payload: UnsafeMutableRawPointer, _ reason: Int32) -> Void
+    /// Gets the payload and why it will never reach the timer's callback.
+    package typealias PayloadCanceller = (_ payload: AnyObject, _ reason: PayloadCancelReason) -> Void
 
     /// Why a timer's payload will never reach its callback.
-    package enum PayloadCancelReason: Int32 {
+    package enum PayloadCancelReason {
         case stopped, closed, callbackReplaced
 
         /// "the timer was stopped", ...
@@ -45,24 +44,17 @@ public final class Timer: LoopHandle {
 
     /// Sets what happens to a payload that will never reach the callback: `canceller` gets it
     /// when the timer is stopped or closed, or its callback replaced, while one is kept.
-    package func setPayloadCanceller(_ canceller: PayloadCanceller?) { payloadCanceller = canceller }
+    package func setPayloadCanceller(_ canceller: @escaping PayloadCanceller) { payloadCanceller = canceller }
 
-    /// Hands a kept payload to its canceller (see ``setPayloadCanceller(_:)``), or lets it go.
-    private func cancelPayload(_ reason: PayloadCancelReason) {
-        Self.cancel(takePayloadToCancel(), reason)
-    }
-
-    /// Moves a kept payload out, with its canceller, for ``cancel(_:_:)`` to run later: stop
-    /// and close run it once done with the timer (the canceller runs the layer's code, which
-    /// may start the timer again, and their release of the active retain may free it).
+    /// A kept payload, moved out, with its canceller, to be run with ``cancel(_:_:)``. Stop and
+    /// close run it once done with the timer: the canceller runs the layer's code, which may
+    /// start the timer again, and their release of the active retain may free it.
     private func takePayloadToCancel() -> (object: AnyObject, canceller: PayloadCanceller?)? {
-        guard let object = payload.take() else { return nil }
-        return (object, payloadCanceller)
+        payload.take().map { ($0, payloadCanceller) }
     }
 
     private static func cancel(_ taken: (object: AnyObject, canceller: PayloadCanceller?)?, _ reason: PayloadCancelReason) {
-        guard let (object, canceller) = taken, let canceller else { return }
-        canceller(Unmanaged.passRetained(object).toOpaque(), reason.rawValue)
+        if let (object, canceller) = taken { canceller?(object, reason) }
     }
 
     /// Creates a stopped timer that will call `callback` on the loop's thread each time it fires.
@@ -108,15 +100,16 @@ public final class Timer: LoopHandle {
         guard isActive else { return }
         isActive = false
         uv_timer_stop(timerHandle)
-        let payload = takePayloadToCancel()
+        guard payload != nil else { return releaseActiveRetain() }
+        let taken = takePayloadToCancel()
         releaseActiveRetain()
-        Self.cancel(payload, .stopped)
+        Self.cancel(taken, .stopped)
     }
 
     /// Replaces the callback (for pooled timers that serve many waiters).
     public func setCallback(_ callback: @escaping (Timer) -> Void) {
         self.callback = callback
-        if callbackTag != 0 { cancelPayload(.callbackReplaced) }
+        if callbackTag != 0 { Self.cancel(takePayloadToCancel(), .callbackReplaced) }
         callbackTag = 0
     }
 
@@ -129,7 +122,7 @@ public final class Timer: LoopHandle {
     /// and skips setting it again.
     package func setCallback(_ callback: @escaping (Timer) -> Void, tag: Int) {
         self.callback = callback
-        if callbackTag != tag { cancelPayload(.callbackReplaced) }
+        if callbackTag != tag { Self.cancel(takePayloadToCancel(), .callbackReplaced) }
         callbackTag = tag
     }
 
@@ -138,9 +131,10 @@ public final class Timer: LoopHandle {
 
     public override func close() {
         isActive = false
-        let payload = isClosed ? nil : takePayloadToCancel()
+        guard payload != nil, !isClosed else { return super.close() }
+        let taken = takePayloadToCancel()
         super.close()
-        Self.cancel(payload, .closed)
+        Self.cancel(taken, .closed)
     }
 
     fileprivate func fire() {
