@@ -15,9 +15,10 @@ import Spindle
 ///   hops to the loop through its wakeup (``/SpindleLoop/EventLoop/post(_:)``). Observing a
 ///   future or chaining onto one still pending (`whenComplete`, `map`, `flatMap`,
 ///   `flatMapError`) from another thread stops the process, saying so.
-/// - A recursive flatMap loop (`step(n) = op().flatMap { step(n - 1) }`) keeps two futures
-///   alive whatever its depth, and while the loop runs it reuses the one a step has finished
-///   with instead of allocating the next step's.
+/// - A recursive flatMap loop (`step(n) = op().flatMap { step(n - 1) }`) keeps one chained
+///   future alive whatever its depth (the last step's, which takes over the callbacks of the
+///   levels above it), and while the loop runs it reuses the one a step has finished with
+///   instead of allocating the next step's.
 /// - A callback added to a completed future runs at once; one added before completion runs when
 ///   the promise completes (nested inside the completing call).
 /// - A fiber can wait for a future with ``wait()``: the fiber parks, the thread does not.
@@ -102,24 +103,34 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         unsafeDowncast(slot.unsafelyUnwrapped, to: Future<Value>.self)
     }
 
-    /// Runs `body` with the future a callback completes, lent from its slot: read from the
-    /// slot as a reference, it would be retained and released around the call.
+    /// Hands the job of the future in `slot` (moved out), which a flatMap's or flatMapError's
+    /// callback completes, to `next`, the future its closure returned; gives the loop the one
+    /// of the two whose part is over, for the next ``makeChained(loop:file:line:)``.
+    ///
+    /// When nothing else holds the target and `next` is pending with no callback and no
+    /// forward of its own, `next` takes over the target's callbacks and forward, and the
+    /// target is recycled at once: a recursive flatMap loop (`step(n) = op().flatMap {
+    /// step(n - 1) }`) then keeps one future alive whatever its depth, the one its last step
+    /// made. Otherwise `next` cascades to the target (see ``cascade(to:)``), and a target that
+    /// became a link no one else holds is recycled.
     @inlinable
-    static func withTarget<R>(_ slot: inout AnyObject?, _ body: (Future<Value>) -> R) -> R {
-        withUnsafeBytes(of: &slot) { $0.load(as: Unmanaged<Future<Value>>.self) }._withUnsafeGuaranteedRef(body)
-    }
-
-    /// Gives the future in `slot` (moved out) to its loop for reuse by the next
-    /// ``makeChained(loop:file:line:)`` if its part is over: nothing else holds it, and it is a
-    /// link (see ``cascade(to:)``), so it holds no value, no error and no callback. Otherwise
-    /// only lets it go. Called by a flatMap's callback with the future it has just cascaded to.
-    @inlinable
-    static func recycle(_ slot: inout AnyObject?) {
-        var future = unsafeDowncast(slot.take().unsafelyUnwrapped, to: Future<Value>.self)
-        let state = future.core
-        guard state.pointee.state == .linked, isKnownUniquelyReferenced(&future) else { return }
-        state.pointee.forward = nil
-        FutureState.lentLoop(state)._withUnsafeGuaranteedRef { $0.keepRecycled(future) }
+    static func hand(_ slot: inout AnyObject?, to next: Future<Value>) {
+        // The target stays in its slot until the loop takes it: moved out into a variable, it
+        // would be retained for the closure that reaches the loop, and released after.
+        let target = withUnsafeBytes(of: &slot) { $0.load(as: Unmanaged<Future<Value>>.self) }
+        let targetState = target._withUnsafeGuaranteedRef { $0.core }, nextState = next.core
+        if isKnownUniquelyReferenced(&slot), targetState.pointee.state == .pending, FutureState.isBare(nextState) {
+            nextState.pointee.takeCallbacks(from: targetState)
+            // Its job done, the target is no longer pending (if the loop does not take it, it
+            // goes with its slot, and a pending future reports itself dropped). It is a link
+            // that no one can follow: nothing else holds it.
+            targetState.pointee.state = .linked
+        } else {
+            target._withUnsafeGuaranteedRef { next.cascade(to: $0) }
+            guard targetState.pointee.state == .linked, isKnownUniquelyReferenced(&slot) else { return }
+            targetState.pointee.forward = nil
+        }
+        FutureState.lentLoop(targetState)._withUnsafeGuaranteedRef { $0.keepRecycled(from: &slot) }
     }
 
     @inlinable
@@ -306,9 +317,11 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// made it), which hands its job to this future. When `target` has no callbacks and already
     /// forwards to a future further up, this one takes over that forward and `target` becomes a
     /// link to this one (it reads and observes through it: the outcome is the same). A
-    /// recursive flatMap loop (`step(n) = op().flatMap { step(n-1) }`) then keeps two futures
-    /// alive whatever its depth, not one per step, and its last step completes the top future
-    /// at once instead of walking back down the whole chain.
+    /// recursive flatMap loop whose levels someone holds (`step(n) = op().flatMap {
+    /// step(n-1) }`) then keeps the held levels and two futures alive whatever its depth, not
+    /// one per step, and its last step completes the top future at once instead of walking
+    /// back down the whole chain. (A level no one holds is not cascaded to: see
+    /// ``hand(_:to:)``.)
     @inlinable
     func cascade(to target: Future<Value>) {
         switch core.pointee.state {
@@ -382,8 +395,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             switch Self.completed(source) {
             case .success(let value):
                 let next = payload.as(Step<Value, NewValue>.self).run(value)
-                Future<NewValue>.withTarget(&chained) { next.cascade(to: $0) }
-                Future<NewValue>.recycle(&chained)
+                Future<NewValue>.hand(&chained, to: next)
             case .failure(let error): Future<NewValue>.target(chained).complete(.failure(error))
             }
         }
@@ -410,8 +422,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             switch Self.completed(source) {
             case .success:
                 let next = payload.as(VoidStep<NewValue>.self).run()
-                Future<NewValue>.withTarget(&chained) { next.cascade(to: $0) }
-                Future<NewValue>.recycle(&chained)
+                Future<NewValue>.hand(&chained, to: next)
             case .failure(let error): Future<NewValue>.target(chained).complete(.failure(error))
             }
         }
@@ -434,8 +445,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             case .success(let value): Self.target(recovered).complete(.success(value))
             case .failure(let error):
                 let next = payload.as(Step<any Error, Value>.self).run(error)
-                Self.withTarget(&recovered) { next.cascade(to: $0) }
-                Self.recycle(&recovered)
+                Self.hand(&recovered, to: next)
             }
         }
         return recovered
@@ -595,6 +605,25 @@ public struct FutureState {
         } else {
             addAnother(callback, target: target)
         }
+    }
+
+    /// Whether this is a pending future with no callback and no forward: one that can take
+    /// over another's (see ``takeCallbacks(from:)``).
+    /// Takes the header's address: a property read through `pointee` would copy the header.
+    @inlinable @inline(__always)
+    static func isBare(_ state: UnsafeMutablePointer<FutureState>) -> Bool {
+        state.pointee.state == .pending && state.pointee.firstCallback == nil && state.pointee.forward == nil
+    }
+
+    /// Moves the callbacks and the forward of the pending future whose header `other` is into
+    /// this bare one (see ``isBare``): they run when this one completes, in their order.
+    /// `other` is left bare, as a new future.
+    @inlinable @inline(__always)
+    mutating func takeCallbacks(from other: UnsafeMutablePointer<FutureState>) {
+        firstCallback = other.pointee.firstCallback.take()
+        firstTarget.fill(with: other.pointee.firstTarget.take())
+        moreCallbacks = other.pointee.moreCallbacks.take()
+        forward.fill(with: other.pointee.forward.take())
     }
 
     @usableFromInline

@@ -180,14 +180,14 @@ public final class EventLoop: @unchecked Sendable {
         spare.object = nil
     }
 
-    /// Keeps `object` for ``takeRecycled(as:)`` (replacing any kept before) while the loop
-    /// runs; otherwise lets it go. Call it on the loop's thread.
+    /// Moves the object in `slot` to where ``takeRecycled(as:)`` finds it (replacing any kept
+    /// before) while the loop runs; otherwise leaves it in `slot`. Call it on the loop's thread.
     @inlinable
-    package func keepRecycled(_ object: __owned AnyObject) {
-        if isRunning { recycled.object.fill(with: object) }
+    package func keepRecycled(from slot: inout AnyObject?) {
+        if isRunning { recycled.object.fill(with: slot.take()) }
     }
 
-    /// The object kept by ``keepRecycled(_:)``, moved out, if it is exactly of class `T`.
+    /// The object kept by ``keepRecycled(from:)``, moved out, if it is exactly of class `T`.
     /// Call it on the loop's thread.
     @inlinable
     package func takeRecycled<T: AnyObject>(as _: T.Type) -> T? { recycled.take(as: T.self) }
