@@ -17,7 +17,7 @@ extension Callbacks.StreamConnection {
         read(into: buffer, holding: future) { slot, result in
             var future = unsafeDowncast(slot.take().unsafelyUnwrapped, to: Future<Int>.self)
             if case .success = result { Future.keepAsSpareIfFree(&future) }
-            future.complete(result.mapError { $0 as any Error })
+            future.completeOnLoopThread(result.mapError { $0 as any Error })
         }
         return future
     }
@@ -105,7 +105,7 @@ extension EventLoop {
         deferToNextTurn(future) { raw in
             var future = Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue()
             Future.keepAsSpareIfFree(&future)
-            future.complete(.success(()))
+            future.completeOnLoopThread(.success(()))
         }
         return future
     }
@@ -159,7 +159,7 @@ extension SpindleLoop.Timer {
         // Moved out of the slot: this reference keeps the future alive while it completes.
         guard var fired = timer.takePayload().map({ unsafeDowncast($0, to: Future<Void>.self) }) else { return }
         Future.keepAsSpareIfFree(&fired)
-        fired.complete(.success(()))
+        fired.completeOnLoopThread(.success(()))
     }
 }
 

@@ -159,7 +159,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     }
 
     /// The outcome of `source`, a completed future of this type (the argument callbacks get).
-    @inlinable
+    @inlinable @inline(__always)
     static func completed(_ source: AnyObject) -> Result<Value, any Error> {
         let future = unsafeDowncast(source, to: Future<Value>.self)
         // Callbacks run on the future that completed, never a link: read its slots directly.
@@ -266,6 +266,13 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     @inlinable
     func complete(_ outcome: Result<Value, any Error>) {
         guard loop.isOnLoopThread else { return completeFromAnotherThread(outcome) }
+        completeOnLoopThread(outcome)
+    }
+
+    /// ``complete(_:)`` where the caller runs on the loop's thread for certain: in a libuv
+    /// callback (a timer's fire, a next turn, a read) or in a future's callback.
+    @inlinable
+    func completeOnLoopThread(_ outcome: Result<Value, any Error>) {
         // A chain of flatMaps forwards each future's outcome to the next one up: that walk is a
         // loop here, not recursion, so a chain of a million steps cannot overflow the stack.
         // This future is the caller's to keep alive; each one further up is held by the slot it
@@ -327,7 +334,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         switch core.pointee.state {
         case .pending: break
         case .linked: return root.cascade(to: target)  // the root is never linked
-        case .succeeded, .failed: return target.complete(result.unsafelyUnwrapped)
+        case .succeeded, .failed: return target.completeOnLoopThread(result.unsafelyUnwrapped)
         }
         let state = core
         if state.pointee.forward == nil && state.pointee.firstCallback == nil {
@@ -346,7 +353,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             }
         } else {
             state.pointee.add(target: target, payload: FutureState.Words()) { source, target, _ in
-                Self.target(target).complete(Self.completed(source))
+                Self.target(target).completeOnLoopThread(Self.completed(source))
             }
         }
     }
@@ -374,7 +381,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         let next = Future<NewValue>.makeChained(loop: lentLoop, file: file, line: line)
         rootCore.pointee.add(target: next, payload: FutureState.Words(Transform(run: consume transform))) { source, next, payload in
             let transform = payload.as(Transform<Value, NewValue>.self).run
-            Future<NewValue>.target(next).complete(Result { try transform(Self.completed(source).get()) })
+            Future<NewValue>.target(next).completeOnLoopThread(Result { try transform(Self.completed(source).get()) })
         }
         return next
     }
@@ -396,7 +403,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             case .success(let value):
                 let next = payload.as(Step<Value, NewValue>.self).run(value)
                 Future<NewValue>.hand(&chained, to: next)
-            case .failure(let error): Future<NewValue>.target(chained).complete(.failure(error))
+            case .failure(let error): Future<NewValue>.target(chained).completeOnLoopThread(.failure(error))
             }
         }
         return chained
@@ -423,7 +430,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             case .success:
                 let next = payload.as(VoidStep<NewValue>.self).run()
                 Future<NewValue>.hand(&chained, to: next)
-            case .failure(let error): Future<NewValue>.target(chained).complete(.failure(error))
+            case .failure(let error): Future<NewValue>.target(chained).completeOnLoopThread(.failure(error))
             }
         }
         return chained
@@ -442,7 +449,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         let recovered = Future<Value>.makeChained(loop: lentLoop, file: file, line: line)
         rootCore.pointee.add(target: recovered, payload: FutureState.Words(Step(run: consume recover))) { source, recovered, payload in
             switch Self.completed(source) {
-            case .success(let value): Self.target(recovered).complete(.success(value))
+            case .success(let value): Self.target(recovered).completeOnLoopThread(.success(value))
             case .failure(let error):
                 let next = payload.as(Step<any Error, Value>.self).run(error)
                 Self.hand(&recovered, to: next)
@@ -622,7 +629,8 @@ public struct FutureState {
     mutating func takeCallbacks(from other: UnsafeMutablePointer<FutureState>) {
         firstCallback = other.pointee.firstCallback.take()
         firstTarget.fill(with: other.pointee.firstTarget.take())
-        moreCallbacks = other.pointee.moreCallbacks.take()
+        // This one's own slot is empty (see ``isBare(_:)``): assigning it would release the nil.
+        if other.pointee.moreCallbacks != nil { moreCallbacks = other.pointee.moreCallbacks.take() }
         forward.fill(with: other.pointee.forward.take())
     }
 
