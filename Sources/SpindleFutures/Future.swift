@@ -428,7 +428,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         rootCore.pointee.add(target: chained, payload: FutureState.Words(VoidStep(run: consume next))) { source, chained, payload in
             switch Self.completed(source) {
             case .success:
-                let next = payload.as(VoidStep<NewValue>.self).run()
+                let next = payload.runVoidStep(of: NewValue.self)
                 Future<NewValue>.hand(&chained, to: next)
             case .failure(let error): Future<NewValue>.target(chained).completeOnLoopThread(.failure(error))
             }
@@ -584,17 +584,25 @@ public struct FutureState {
     /// that does it is an allocation. Callers hand their `__owned` closure in with `consume`:
     /// a copy would retain its context and release the original (about 45 instructions a step
     /// of a flatMap chain).
+    ///
+    /// The two words are typed as a closure returning an object: a ``VoidStep``'s closure
+    /// (`() -> Future<Output>`, a class returned directly) has exactly that calling convention,
+    /// so a flatMap's callback calls it in place with ``runVoidStep()``, and its context is not
+    /// retained and released around the call as a closure read back with ``as(_:)`` is.
     @usableFromInline struct Words {
-        @usableFromInline let function: UnsafeRawPointer?
-        @usableFromInline let context: AnyObject?
+        @usableFromInline let closure: () -> AnyObject
 
-        @inlinable init() { (function, context) = (nil, nil) }
+        @inlinable init() { closure = { preconditionFailure("a future's callback ran a closure it does not have") } }
 
         @inlinable init<Closure>(_ closure: Closure) {
             self = unsafeBitCast(closure, to: Words.self)
         }
 
         @inlinable func `as`<Closure>(_: Closure.Type) -> Closure { unsafeBitCast(self, to: Closure.self) }
+
+        /// Runs the ``VoidStep`` these words were made from; the future it returned.
+        @inlinable @inline(__always)
+        func runVoidStep<Output>(of _: Output.Type) -> Future<Output> { unsafeDowncast(closure(), to: Future<Output>.self) }
     }
 
     /// Adds a callback (`run`, with the future it completes and its closure). The first goes
