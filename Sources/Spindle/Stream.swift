@@ -75,7 +75,16 @@ public class StreamConnection {
         guard bytes.count > 0 else { return }
         let written = try stream.tryWrite(bytes)
         if written == bytes.count { return }
-        let rest = UnsafeRawBufferPointer(rebasing: bytes[written...])
+        try writeQueued(UnsafeRawBufferPointer(rebasing: bytes[written...]))
+    }
+
+    /// What the kernel did not take at once, written through a libuv request while the fiber
+    /// waits. Out of line: inlined, its request (a `uv_write_t`, about 200 bytes) widened the
+    /// frame of every `write`, and the frames below it (`tryWrite`, libuv's and libc's) then
+    /// landed on stack lines apart from those a read uses: a connection's fiber touched more
+    /// lines a round trip.
+    @inline(never)
+    final func writeQueued(_ rest: UnsafeRawBufferPointer) throws {
         try Fiber.awaitRequest(uv_write_t(), "uv_write") { request in
             stream.start(rest, request: request) { Fiber.requestFinished($0.map(UnsafeMutableRawPointer.init), $1) }
         }
