@@ -9,15 +9,14 @@ extension Callbacks.StreamConnection {
     /// Reads what is available into `buffer` (which must stay valid until the future
     /// completes): the byte count, 0 at end of stream.
     ///
-    /// Allocates nothing while the loop runs, once a read has succeeded: the future of a read
-    /// that its caller dropped, with at most one callback, is kept by the loop when the read
-    /// completes and handed out again, pending, by the next read (of any connection).
+    /// Allocates nothing while the loop runs, once reads have succeeded: the future of a read
+    /// that its caller dropped is kept by the loop after the read's callbacks have run, and
+    /// handed out again, pending, by a later read (of any connection).
     public func read(into buffer: UnsafeMutableRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Int> {
         let future = Future<Int>.makeSpareOrNew(loop: stream.lentLoop, file: file, line: line)
         read(into: buffer, holding: future) { slot, result in
-            var future = unsafeDowncast(slot.take().unsafelyUnwrapped, to: Future<Int>.self)
-            if case .success = result { Future.keepAsSpareIfFree(&future) }
-            future.completeOnLoopThread(result.mapError { $0 as any Error })
+            var future = slot.take()
+            Future<Int>.completeAndKeep(&future, result.mapError { $0 as any Error })
         }
         return future
     }
@@ -93,19 +92,18 @@ extension EventLoop {
 
     /// A future that succeeds at the end of the next loop iteration (``/SpindleLoop/EventLoop/deferToNextTurn(_:)``).
     ///
-    /// Allocates nothing while the loop runs, once a deferral has completed: the future of a
-    /// deferral that its caller dropped (it is held only by the loop) and that has at most one
-    /// callback is kept by the loop when it completes and handed out again, pending, by the
-    /// next `nextTurnFuture()` (as ``SpindleLoop/Timer/fire(after:file:line:)`` reuses its own).
+    /// Allocates nothing while the loop runs, once deferrals have completed: the future of a
+    /// deferral that its caller dropped (it is held only by the loop) is kept by the loop after
+    /// its callbacks have run, and handed out again, pending, by a later `nextTurnFuture()` (as
+    /// ``SpindleLoop/Timer/fire(after:file:line:)`` reuses its own).
     public func nextTurnFuture(file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
         // The loop holds the future itself until the turn and calls a C function with it: no
         // closure to call through (64 instructions a step less than `{ promise.succeed(()) }`,
         // which Swift already made without an allocation, the future being its one capture).
         let future = Future<Void>.makeSpareOrNew(loop: Unmanaged.passUnretained(self), file: file, line: line)
         deferToNextTurn(future) { raw in
-            var future = Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue()
-            Future.keepAsSpareIfFree(&future)
-            future.completeOnLoopThread(.success(()))
+            var future: AnyObject? = Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue()
+            Future<Void>.completeAndKeep(&future, .success(()))
         }
         return future
     }
@@ -120,10 +118,10 @@ extension SpindleLoop.Timer {
     /// Starts this timer once (replacing its callback) and returns a future that succeeds when
     /// it fires: a repeated delay on one handle, without a new timer each time.
     ///
-    /// A fire allocates nothing while the loop runs, once a fire has completed: the future of a
-    /// fire that its caller dropped (it is held only by the timer) and that has at most one
-    /// callback is kept by the loop when it fires and handed out again, pending, by the next
-    /// fire (as ``SpindleLoop/EventLoop/nextTurnFuture(file:line:)`` and a read reuse theirs).
+    /// A fire allocates nothing while the loop runs, once fires have completed: the future of a
+    /// fire that its caller dropped (it is held only by the timer) is kept by the loop after its
+    /// callbacks have run, and handed out again, pending, by a later fire (as
+    /// ``SpindleLoop/EventLoop/nextTurnFuture(file:line:)`` and a read reuse theirs).
     ///
     /// A fire that cannot happen any more fails its future with `ECANCELED`, saying why: the
     /// timer was stopped or closed, its callback was replaced (`setCallback(_:)`),
@@ -157,9 +155,9 @@ extension SpindleLoop.Timer {
     /// finds in the timer's payload. Set once, not on every fire.
     static func fireCallback(_ timer: SpindleLoop.Timer) {
         // Moved out of the slot: this reference keeps the future alive while it completes.
-        guard var fired = timer.takePayload().map({ unsafeDowncast($0, to: Future<Void>.self) }) else { return }
-        Future.keepAsSpareIfFree(&fired)
-        fired.completeOnLoopThread(.success(()))
+        var fired = timer.takePayload()
+        guard fired != nil else { return }
+        Future<Void>.completeAndKeep(&fired, .success(()))
     }
 }
 

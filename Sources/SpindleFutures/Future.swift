@@ -74,7 +74,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     }
 
     /// A pending future for an operation that completes it with a value (a next-turn deferral,
-    /// a read): the loop's spare one (see ``keepAsSpareIfFree(_:)``) if it has one of this type,
+    /// a read): the loop's spare one (see ``completeAndKeep(_:_:)``) if it has one of this type,
     /// otherwise a new one.
     /// The loop comes lent, as to ``makeChained(loop:file:line:)``.
     @inlinable @inline(__always)
@@ -86,15 +86,24 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         return spare
     }
 
-    /// Gives the loop `future`, about to succeed, as its spare if no one else holds it and it
-    /// has at most one callback: that callback reads the value before it runs any user code,
-    /// so the next ``makeSpareOrNew(loop:file:line:)`` (which the callback itself may call) can
-    /// have it at once. Its caller still holds it and completes it. Only for a trivial value
-    /// (``rearm(file:line:)``), and only when it will succeed.
+    /// Completes the future in `slot` (an operation's own reference to it, moved out of the
+    /// operation) with `outcome`, then gives it to the loop as its spare if it succeeded and no
+    /// one else holds it: its callbacks have run and let it go, so the next
+    /// ``makeSpareOrNew(loop:file:line:)`` can hand it out again, pending. Otherwise leaves it
+    /// in `slot`. Only for a trivial value (``rearm(file:line:)``).
+    ///
+    /// Kept after the completion, not before: a future handed out again while it was still
+    /// completing had to be retained for the loop while its completer held it too, and
+    /// released after.
     @inlinable
-    static func keepAsSpareIfFree(_ future: inout Future<Value>) {
-        guard isKnownUniquelyReferenced(&future) && future.hasAtMostOneCallback else { return }
-        future.lentLoop._withUnsafeGuaranteedRef { $0.keepSpare(future) }
+    static func completeAndKeep(_ slot: inout AnyObject?, _ outcome: Result<Value, any Error>) {
+        // Lent from the slot, which holds it while it completes.
+        let future = withUnsafeBytes(of: &slot) { $0.load(as: Unmanaged<Future<Value>>.self) }
+        future._withUnsafeGuaranteedRef { $0.completeOnLoopThread(outcome) }
+        guard _isPOD(Value.self), isKnownUniquelyReferenced(&slot) else { return }
+        let state = future._withUnsafeGuaranteedRef { $0.core }
+        guard state.pointee.state == .succeeded else { return }
+        FutureState.lentLoop(state)._withUnsafeGuaranteedRef { $0.keepSpare(from: &slot) }
     }
 
     /// The future a callback completes (its `target`), as this type.
@@ -190,8 +199,6 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         return current
     }
 
-    /// Whether at most one callback waits for this future.
-    @inlinable var hasAtMostOneCallback: Bool { core.pointee.moreCallbacks == nil }
 
     /// Makes a completed future pending again, as if just made at `file`:`line`. Only for a
     /// succeeded future of a trivial value that nothing else references and whose callbacks

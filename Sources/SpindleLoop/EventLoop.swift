@@ -192,14 +192,14 @@ public final class EventLoop: @unchecked Sendable {
     @inlinable
     package func takeRecycled<T: AnyObject>(as _: T.Type) -> T? { recycled.take(as: T.self) }
 
-    /// Keeps `object` for ``takeSpare(as:)`` (replacing any kept before) while the loop runs;
-    /// otherwise lets it go. Call it on the loop's thread.
+    /// Moves the object in `slot` to where ``takeSpare(as:)`` finds it (replacing any kept
+    /// before) while the loop runs; otherwise leaves it in `slot`. Call it on the loop's thread.
     @inlinable
-    package func keepSpare(_ object: __owned AnyObject) {
-        if isRunning { spare.object.fill(with: object) }
+    package func keepSpare(from slot: inout AnyObject?) {
+        if isRunning { spare.object.fill(with: slot.take()) }
     }
 
-    /// The object kept by ``keepSpare(_:)``, moved out, if it is exactly of class `T`. Call it
+    /// The object kept by ``keepSpare(from:)``, moved out, if it is exactly of class `T`. Call it
     /// on the loop's thread.
     @inlinable
     package func takeSpare<T: AnyObject>(as _: T.Type) -> T? { spare.take(as: T.self) }

@@ -467,9 +467,22 @@ struct FutureTests {
         var testDescription: String { rawValue }
     }
 
+    /// A future kept from malloc: an unowned reference keeps a freed object's memory, so an
+    /// identity seen twice is a future handed out again, not a reused address.
+    struct Pinned<Value> { unowned let future: Future<Value> }
+
+    /// Operations each started from the callback of the one before, with their futures dropped:
+    /// two futures take turns (the one whose callbacks have run is handed to the operation
+    /// after next), never a new one each time.
+    static func expectAlternating(_ ids: [ObjectIdentifier], sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(Set(ids).count == 2, "the dropped futures were not reused: \(ids)", sourceLocation: sourceLocation)
+        #expect(ids.indices.dropFirst(2).allSatisfy { ids[$0] == ids[$0 - 2] }, "\(ids)", sourceLocation: sourceLocation)
+    }
+
     @Test("a future is handed out again once only the loop holds it, never one still seen", arguments: ReusingOperation.allCases)
     func operationReusesItsFuture(_ operation: ReusingOperation) throws {
         let ids = Box<[ObjectIdentifier]>([])
+        let pinned = Box<[Pinned<Void>]>([])
         let held = Box<[Future<Void>]>([])
         let log = Box<[String]>([])
         try withLoop { loop in
@@ -480,12 +493,14 @@ struct FutureTests {
                 case .nextTurn: loop.nextTurnFuture()
                 }
             }
-            // Dropped by the caller, one callback: the next operation (started from that
-            // callback, while the first future is still alive) gets the same object back, pending.
+            // Dropped by the caller: the loop keeps it once its callbacks have run, and an
+            // operation started after that gets it back, pending. The next operation starts
+            // from its callback, so steps alternate between two futures.
             func step(_ remaining: Int) -> Future<Void> {
                 guard remaining > 0 else { return loop.makeSucceededFuture(()) }
                 let future = start()
                 ids.value.append(ObjectIdentifier(future))
+                pinned.value.append(Pinned(future: future))
                 #expect(!future.isComplete)
                 return future.flatMap { step(remaining - 1) }
             }
@@ -514,9 +529,7 @@ struct FutureTests {
             }
         }
         #expect(ids.value.count == 4)
-        // Each operation starts while the future before is still alive (its callback starts
-        // it), so a new object could not share its address: equal neighbours are one future.
-        #expect(zip(ids.value, ids.value.dropFirst()).allSatisfy(==), "the dropped futures were not reused: \(ids.value)")
+        Self.expectAlternating(ids.value)
         #expect(Set(held.value.map(ObjectIdentifier.init)).count == 3)
         #expect(held.value.allSatisfy { if case .success? = $0.result { true } else { false } })
         #expect(log.value == ["dropped: done", "held: done", "second callback: success()", "after"])
@@ -525,6 +538,7 @@ struct FutureTests {
     @Test("a read's future is handed out again once only the loop holds it, never a held or failed one; an immediate write comes back succeeded")
     func readReusesItsFuture() throws {
         let ids = Box<[ObjectIdentifier]>([])
+        let pinned = Box<[Pinned<Int>]>([])
         let bytes = Box<[UInt8]>([])
         let held = Box<[Future<Int>]>([])
         let log = Box<[String]>([])
@@ -539,12 +553,13 @@ struct FutureTests {
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)
             let source = UnsafeMutableRawBufferPointer.allocate(byteCount: 6, alignment: 1)
             source.copyBytes(from: [1, 2, 3, 4, 5, 6])
-            // Dropped by the caller, one callback: each read (started from the callback of the
-            // one before, while that future is still alive) gets the same object back.
+            // Dropped by the caller: kept by the loop once its callbacks have run, and handed
+            // to the read after next (each read starts from the callback of the one before).
             func step(_ remaining: Int) -> Future<Int> {
                 guard remaining > 0 else { return loop.makeSucceededFuture(0) }
                 let read = a.read(into: buffer)
                 ids.value.append(ObjectIdentifier(read))
+                pinned.value.append(Pinned(future: read))
                 #expect(!read.isComplete)
                 return read.flatMap { count in
                     bytes.value.append(contentsOf: buffer[..<count])
@@ -583,7 +598,7 @@ struct FutureTests {
             }
         }
         #expect(ids.value.count == 3)
-        #expect(zip(ids.value, ids.value.dropFirst()).allSatisfy(==), "the dropped futures were not reused: \(ids.value)")
+        Self.expectAlternating(ids.value)
         #expect(bytes.value == [1, 2, 3, 4, 5])
         #expect(held.value.count == 2 && held.value[0] !== held.value[1])
         #expect(held.value.map { try? $0.result?.get() } == [1, 1])
