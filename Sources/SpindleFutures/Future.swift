@@ -112,9 +112,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         unsafeDowncast(slot.unsafelyUnwrapped, to: Future<Value>.self)
     }
 
-    /// Hands the job of the future in `slot` (moved out), which a flatMap's or flatMapError's
-    /// callback completes, to `next`, the future its closure returned; gives the loop the one
-    /// of the two whose part is over, for the next ``makeChained(loop:file:line:)``.
+    /// Hands the job of the future in `slot`, which a flatMap's or flatMapError's callback
+    /// completes, to `next`, the future its closure returned; moves the target out of `slot` to
+    /// the loop, for the next ``makeChained(loop:file:line:)``, once its part is over.
     ///
     /// When nothing else holds the target and `next` is pending with no callback and no
     /// forward of its own, `next` takes over the target's callbacks and forward, and the
@@ -198,7 +198,6 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         }
         return current
     }
-
 
     /// Makes a completed future pending again, as if just made at `file`:`line`. Only for a
     /// succeeded future of a trivial value that nothing else references and whose callbacks
@@ -594,7 +593,7 @@ public struct FutureState {
     ///
     /// The two words are typed as a closure returning an object: a ``VoidStep``'s closure
     /// (`() -> Future<Output>`, a class returned directly) has exactly that calling convention,
-    /// so a flatMap's callback calls it in place with ``runVoidStep()``, and its context is not
+    /// so a flatMap's callback calls it in place with ``runVoidStep(of:)``, and its context is not
     /// retained and released around the call as a closure read back with ``as(_:)`` is.
     @usableFromInline struct Words {
         @usableFromInline let closure: () -> AnyObject
@@ -609,7 +608,9 @@ public struct FutureState {
 
         /// Runs the ``VoidStep`` these words were made from; the future it returned.
         @inlinable @inline(__always)
-        func runVoidStep<Output>(of _: Output.Type) -> Future<Output> { unsafeDowncast(closure(), to: Future<Output>.self) }
+        func runVoidStep<Output>(of _: Output.Type) -> Future<Output> {
+            unsafeDowncast(closure(), to: Future<Output>.self)
+        }
     }
 
     /// Adds a callback (`run`, with the future it completes and its closure). The first goes
@@ -629,16 +630,16 @@ public struct FutureState {
         }
     }
 
-    /// Whether this is a pending future with no callback and no forward: one that can take
-    /// over another's (see ``takeCallbacks(from:)``).
-    /// Takes the header's address: a property read through `pointee` would copy the header.
+    /// Whether the future whose header `state` points to is pending with no callback and no
+    /// forward: one that can take over another's (see ``takeCallbacks(from:)``). Takes the
+    /// header's address: a property read through `pointee` would copy the whole header.
     @inlinable @inline(__always)
     static func isBare(_ state: UnsafeMutablePointer<FutureState>) -> Bool {
         state.pointee.state == .pending && state.pointee.firstCallback == nil && state.pointee.forward == nil
     }
 
     /// Moves the callbacks and the forward of the pending future whose header `other` is into
-    /// this bare one (see ``isBare``): they run when this one completes, in their order.
+    /// this bare one (see ``isBare(_:)``): they run when this one completes, in their order.
     /// `other` is left bare, as a new future.
     @inlinable @inline(__always)
     mutating func takeCallbacks(from other: UnsafeMutablePointer<FutureState>) {
