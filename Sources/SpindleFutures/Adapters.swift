@@ -17,6 +17,7 @@ extension Callbacks.StreamConnection {
         read(into: buffer, holding: future) { slot, result in
             var future = slot.take()
             Future<Int>.completeAndKeep(&future, result.mapError { $0 as any Error })
+            if future != nil { future = nil }  // usually kept: a release of the nil left is still a call
         }
         return future
     }
@@ -104,6 +105,7 @@ extension EventLoop {
         deferToNextTurn(future) { raw in
             var future: AnyObject? = Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue()
             Future<Void>.completeAndKeep(&future, .success(()))
+            if future != nil { future = nil }  // usually kept: a release of the nil left is still a call
         }
         return future
     }
@@ -158,6 +160,7 @@ extension SpindleLoop.Timer {
         var fired = timer.takePayload()
         guard fired != nil else { return }
         Future<Void>.completeAndKeep(&fired, .success(()))
+        if fired != nil { fired = nil }  // usually kept: a release of the nil left is still a call
     }
 }
 
