@@ -19,6 +19,9 @@ import Spindle
 ///   future alive whatever its depth (the last step's, which takes over the callbacks of the
 ///   levels above it), and while the loop runs it reuses the one a step has finished with
 ///   instead of allocating the next step's.
+/// - A `flatMap` or `flatMapError` closure may return a future of another loop: the chained
+///   future still completes on its own loop's thread (the other future is observed on its
+///   loop's thread, and its outcome hops back through the wakeup).
 /// - A callback added to a completed future runs at once; one added before completion runs when
 ///   the promise completes (nested inside the completing call).
 /// - A fiber can wait for a future with ``wait()``: the fiber parks, the thread does not.
@@ -128,6 +131,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         // would be retained for the closure that reaches the loop, and released after.
         let target = withUnsafeBytes(of: &slot) { $0.load(as: Unmanaged<Future<Value>>.self) }
         let targetState = target._withUnsafeGuaranteedRef { $0.core }, nextState = next.core
+        if _slowPath(FutureState.lentLoop(nextState).toOpaque() != FutureState.lentLoop(targetState).toOpaque()) {
+            return handAcrossLoops(target: unsafeDowncast(slot.take().unsafelyUnwrapped, to: Future<Value>.self), next: next)
+        }
         if isKnownUniquelyReferenced(&slot), targetState.pointee.state == .pending, FutureState.isBare(nextState) {
             nextState.pointee.takeCallbacks(from: targetState)
             // Its job done, the target is no longer pending (if the loop does not take it, it
@@ -140,6 +146,18 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             targetState.pointee.forward = nil
         }
         FutureState.lentLoop(targetState)._withUnsafeGuaranteedRef { $0.keepRecycled(from: &slot) }
+    }
+
+    /// `hand(_:to:)` for a `next` of another loop (a flatMap's closure returned a future of
+    /// another loop): observed on its own loop's thread, it completes `target` on this one's
+    /// (``complete(_:)`` hops there). Neither future's state is touched from the wrong thread.
+    @usableFromInline
+    static func handAcrossLoops(target: Future<Value>, next: Future<Value>) {
+        let transfer = UncheckedTransfer((target, next))
+        next.loop.post {
+            let (target, next) = transfer.value
+            next.whenComplete { target.complete($0) }
+        }
     }
 
     @inlinable

@@ -286,6 +286,39 @@ struct FutureTests {
         #expect(log.value == ["and 1 x", "all [0, 1, 2, 3, 4]", "fold 110", "all failed 2"])
     }
 
+    @Test("a flatMap whose closure returns a pending future of another loop completes on its own loop's thread")
+    func flatMapAcrossLoops() throws {
+        let seen = Box<(value: Int?, onOwnThread: Bool)>((nil, false))
+        let otherLoop = Box<EventLoop?>(nil)
+        let otherReady = DispatchSemaphore(value: 0)
+        let otherKeepAlive = Box<SpindleLoop.Timer?>(nil)
+        let other = Thread {
+            try! LoopThread.withLoop(name: "other-loop") { loop in
+                otherLoop.value = loop
+                otherKeepAlive.value = loop.schedule(after: .seconds(30)) {}
+                otherReady.signal()
+                try loop.run()
+            }
+        }
+        other.start()
+        otherReady.wait()
+        try withLoop { loop in
+            let otherPromise = otherLoop.value!.makePromise(of: Int.self)
+            let start = loop.makePromise(of: Void.self)
+            let keepAlive = Box<SpindleLoop.Timer?>(loop.schedule(after: .seconds(30)) {})
+            let chained = start.futureResult.flatMap { otherPromise.futureResult }
+            chained.whenSuccess { seen.value = ($0, loop.isOnLoopThread) }
+            // Through post: on the wrong thread, closing the timer would stop the process.
+            chained.whenComplete { _ in loop.post { keepAlive.value?.close() } }
+            start.succeed(())  // the flatMap's closure runs now; the other loop's future is pending
+            otherLoop.value!.post { otherPromise.succeed(7) }
+        }
+        otherLoop.value!.post { otherKeepAlive.value?.close() }
+        while !other.isFinished { usleep(1_000) }
+        #expect(seen.value.value == 7)
+        #expect(seen.value.onOwnThread, "the chained future's callback ran on the other loop's thread")
+    }
+
     @Test("a promise completed on another thread runs its callbacks on the loop's thread")
     func crossThread() throws {
         let onLoopThread = Box<Bool?>(nil)
