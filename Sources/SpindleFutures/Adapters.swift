@@ -15,9 +15,7 @@ extension Callbacks.StreamConnection {
     public func read(into buffer: UnsafeMutableRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Int> {
         let future = Future<Int>.makeSpareOrNew(loop: stream.lentLoop, file: file, line: line)
         read(into: buffer, holding: future) { slot, result in
-            var future = slot.take()
-            Future<Int>.completeAndKeep(&future, result.mapError { $0 as any Error })
-            if future != nil { future = nil }  // usually kept: a release of the nil left is still a call
+            Future<Int>.completeAndKeep(slot.take().unsafelyUnwrapped, result.mapError { $0 as any Error })
         }
         return future
     }
@@ -103,9 +101,7 @@ extension EventLoop {
         // which Swift already made without an allocation, the future being its one capture).
         let future = Future<Void>.makeSpareOrNew(loop: Unmanaged.passUnretained(self), file: file, line: line)
         deferToNextTurn(future) { raw in
-            var future: AnyObject? = Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue()
-            Future<Void>.completeAndKeep(&future, .success(()))
-            if future != nil { future = nil }  // usually kept: a release of the nil left is still a call
+            Future<Void>.completeAndKeep(Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue(), .success(()))
         }
         return future
     }
@@ -157,10 +153,8 @@ extension SpindleLoop.Timer {
     /// finds in the timer's payload. Set once, not on every fire.
     static func fireCallback(_ timer: SpindleLoop.Timer) {
         // Moved out of the slot: this reference keeps the future alive while it completes.
-        var fired = timer.takePayload()
-        guard fired != nil else { return }
-        Future<Void>.completeAndKeep(&fired, .success(()))
-        if fired != nil { fired = nil }  // usually kept: a release of the nil left is still a call
+        guard let fired = timer.takePayload() else { return }
+        Future<Void>.completeAndKeep(fired, .success(()))
     }
 }
 

@@ -89,24 +89,29 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         return spare
     }
 
-    /// Completes the future in `slot` (an operation's own reference to it, moved out of the
-    /// operation) with `outcome`, then gives it to the loop as its spare if it succeeded and no
-    /// one else holds it: its callbacks have run and let it go, so the next
-    /// ``makeSpareOrNew(loop:file:line:)`` can hand it out again, pending. Otherwise leaves it
-    /// in `slot`. Only for a trivial value (``rearm(file:line:)``).
+    /// Completes `future` (an operation's own reference to it, moved out of the operation)
+    /// with `outcome`, then gives it to the loop as its spare if it succeeded and no one else
+    /// holds it: its callbacks have run and let it go, so the next
+    /// ``makeSpareOrNew(loop:file:line:)`` can hand it out again, pending. Otherwise lets it
+    /// go. Only for a trivial value (``rearm(file:line:)``).
     ///
     /// Kept after the completion, not before: a future handed out again while it was still
     /// completing had to be retained for the loop while its completer held it too, and
     /// released after.
     @inlinable
-    static func completeAndKeep(_ slot: inout AnyObject?, _ outcome: Result<Value, any Error>) {
+    static func completeAndKeep(_ future: __owned AnyObject, _ outcome: Result<Value, any Error>) {
+        var slot: AnyObject? = consume future
         // Lent from the slot, which holds it while it completes.
-        let future = withUnsafeBytes(of: &slot) { $0.load(as: Unmanaged<Future<Value>>.self) }
-        future._withUnsafeGuaranteedRef { $0.completeOnLoopThread(outcome) }
-        guard _isPOD(Value.self), isKnownUniquelyReferenced(&slot) else { return }
-        let state = future._withUnsafeGuaranteedRef { $0.core }
-        guard state.pointee.state == .succeeded else { return }
-        FutureState.lentLoop(state)._withUnsafeGuaranteedRef { $0.keepSpare(from: &slot) }
+        let lent = withUnsafeBytes(of: &slot) { $0.load(as: Unmanaged<Future<Value>>.self) }
+        lent._withUnsafeGuaranteedRef { $0.completeOnLoopThread(outcome) }
+        if _isPOD(Value.self), isKnownUniquelyReferenced(&slot) {
+            let state = lent._withUnsafeGuaranteedRef { $0.core }
+            if state.pointee.state == .succeeded {
+                FutureState.lentLoop(state)._withUnsafeGuaranteedRef { $0.keepSpare(from: &slot) }
+            }
+        }
+        // Usually kept: a release of the nil left would still be a call.
+        if slot != nil { slot = nil }
     }
 
     /// The future a callback completes (its `target`), as this type.

@@ -68,8 +68,8 @@ public final class EventLoop: @unchecked Sendable {
     @exclusivity(unchecked) @usableFromInline var shared = KeptObject()
     /// One completed object a layer above makes ready again for its next use: the futures
     /// layer keeps the future of a timer's fire, a next-turn deferral or a read here once its
-    /// callback has read it, for the next such operation to reuse. Kept, like ``recycled``, only while the
-    /// loop runs.
+    /// callbacks have run, for the next such operation to reuse. Kept, like ``recycled``, only
+    /// while the loop runs.
     @exclusivity(unchecked) @usableFromInline var spare = KeptObject()
 
     /// Creates a loop owned by the calling thread. Wraps uv_loop_init.
