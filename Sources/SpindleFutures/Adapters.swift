@@ -125,13 +125,15 @@ extension SpindleLoop.Timer {
     /// timer was stopped or closed, its callback was replaced (`setCallback(_:)`),
     /// or `fire(after:)` was called again before it fired (the timer then fires once, for the
     /// new future).
+    @inlinable @inline(__always)
     public func fire(after delay: Duration, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
-        // The future waits in the timer's payload and the callback captures nothing.
-        if hasCallback(tag: Self.fireTag) {
+        // The future waits in the timer's payload and the callback captures nothing. Inlined
+        // into the caller (where the origin is a constant); the first fire sets the callback
+        // out of line.
+        if _fastPath(hasCallback(tag: Self.fireTag)) {
             if let earlier = takePayload() { Self.cancelFire(earlier, "fire(after:) was called again before the timer fired") }
         } else {
-            setCallback(Self.fireCallback, tag: Self.fireTag)
-            setPayloadCanceller { payload, reason in SpindleLoop.Timer.cancelFire(payload, reason.description) }
+            setFireCallback()
         }
         let future = Future<Void>.makeSpareOrNew(loop: lentLoop, file: file, line: line)
         setPayload(future)
@@ -139,7 +141,15 @@ extension SpindleLoop.Timer {
         return future
     }
 
+    /// Sets ``fireCallback`` as the callback, and a canceller that fails a fire's future.
+    @usableFromInline
+    func setFireCallback() {
+        setCallback(Self.fireCallback, tag: Self.fireTag)
+        setPayloadCanceller { payload, reason in SpindleLoop.Timer.cancelFire(payload, reason.description) }
+    }
+
     /// Fails the pending future of a fire that will not happen, saying why.
+    @usableFromInline
     static func cancelFire(_ payload: AnyObject, _ reason: String) {
         let future = unsafeDowncast(payload, to: Future<Void>.self)
         guard !future.isComplete else { return }
@@ -147,7 +157,7 @@ extension SpindleLoop.Timer {
     }
 
     /// Names ``fireCallback`` on a timer (see `hasCallback(tag:)`).
-    static var fireTag: Int { 1 }
+    @inlinable static var fireTag: Int { 1 }
 
     /// The callback of a timer started by ``fire(after:file:line:)``: completes the future it
     /// finds in the timer's payload. Set once, not on every fire.

@@ -58,15 +58,17 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     }
 
     /// A pending future for a flatMap or flatMapError to return: the loop's recycled one (see
-    /// ``recycle(_:)``) if it has one of this type, otherwise a new one. On the loop's thread.
+    /// ``hand(_:to:)``) if it has one of this type, otherwise a new one. On the loop's thread.
     ///
     /// The loop comes lent (see ``lentLoop``): only a new future takes a reference to it.
-    @inlinable
+    @inlinable @inline(__always)
     static func makeChained(loop: Unmanaged<EventLoop>, file: StaticString, line: UInt) -> Future<Value> {
-        let recycled = loop._withUnsafeGuaranteedRef { loop in
-            loop.preconditionOnLoopThread("chaining a pending Future (map, flatMap, flatMapError)")
-            return loop.takeRecycled(as: Future<Value>.self)
+        // Always inlined, with the check and the take lent the loop one at a time: one closure
+        // doing both was called, not inlined, and the call cost a timer step ~26 instructions.
+        loop._withUnsafeGuaranteedRef {
+            $0.preconditionOnLoopThread("chaining a pending Future (map, flatMap, flatMapError)")
         }
+        let recycled = loop._withUnsafeGuaranteedRef { $0.takeRecycled(as: Future<Value>.self) }
         guard let spare = recycled else {
             return make(loop: loop.takeUnretainedValue(), file: file, line: line)
         }
@@ -195,11 +197,14 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     static func completed(_ source: AnyObject) -> Result<Value, any Error> {
         let future = unsafeDowncast(source, to: Future<Value>.self)
         // Callbacks run on the future that completed, never a link: read its slots directly.
-        switch future.core.pointee.state {
-        case .succeeded: return .success(future.withUnsafeMutablePointerToElements { $0.pointee })
+        // Success first, by a test rather than a switch's jump table.
+        let state = future.core.pointee.state
+        if _fastPath(state == .succeeded) { return .success(future.withUnsafeMutablePointerToElements { $0.pointee }) }
+        switch state {
         case .failed: return .failure(future.core.pointee.error.unsafelyUnwrapped)
         case .linked: return future.result.unsafelyUnwrapped
         case .pending: preconditionFailure("a Future's callback ran before the future completed")
+        case .succeeded: preconditionFailure("unreachable: a success is read above")
         }
     }
 
