@@ -97,6 +97,7 @@ extension Callbacks {
         /// to `completion` in a slot it may move it out of (so the completion holds the only
         /// reference, if no one else does). The futures layer completes a read's future this
         /// way, and reuses the future once nothing else holds it.
+        @usableFromInline
         package final func read(
             into buffer: UnsafeMutableRawBufferPointer, holding object: __owned AnyObject,
             _ completion: @escaping (inout AnyObject?, Result<Int, UVError>) -> Void

@@ -12,7 +12,9 @@ extension Callbacks.StreamConnection {
     /// Allocates nothing while the loop runs, once reads have succeeded: the future of a read
     /// that its caller dropped is kept by the loop after the read's callbacks have run, and
     /// handed out again, pending, by a later read (of any connection).
+    @inlinable @inline(__always)
     public func read(into buffer: UnsafeMutableRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Int> {
+        // Inlined into the caller, as `Timer.fire(after:)` is.
         let future = Future<Int>.makeSpareOrNew(loop: stream.lentLoop, file: file, line: line)
         read(into: buffer, holding: future) { slot, result in
             Future<Int>.completeAndKeep(slot.take().unsafelyUnwrapped, result.mapError { $0 as any Error })
@@ -95,8 +97,9 @@ extension EventLoop {
     /// deferral that its caller dropped (it is held only by the loop) is kept by the loop after
     /// its callbacks have run, and handed out again, pending, by a later `nextTurnFuture()` (as
     /// ``SpindleLoop/Timer/fire(after:file:line:)`` reuses its own).
+    @inlinable @inline(__always)
     public func nextTurnFuture(file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
-        // The loop holds the future itself until the turn and calls a C function with it: no
+        // Inlined into the caller, as `fire(after:)` is. The loop holds the future itself until the turn and calls a C function with it: no
         // closure to call through (64 instructions a step less than `{ promise.succeed(()) }`,
         // which Swift already made without an allocation, the future being its one capture).
         let future = Future<Void>.makeSpareOrNew(loop: Unmanaged.passUnretained(self), file: file, line: line)

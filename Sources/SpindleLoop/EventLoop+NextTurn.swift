@@ -13,6 +13,7 @@ extension EventLoop {
     /// that captures nothing: the loop keeps `object` (retained) and calls `function` with it
     /// (+1: the function takes the reference over), with no closure to build or call through.
     /// (The futures layer completes `nextTurnFuture()`'s future this way.)
+    @usableFromInline
     package func deferToNextTurn(_ object: AnyObject, _ function: @convention(c) (UnsafeMutableRawPointer) -> Void) {
         prepareDeferral()
         nextTurn.unsafelyUnwrapped.append(object, function)
