@@ -99,9 +99,10 @@ extension EventLoop {
     /// ``SpindleLoop/Timer/fire(after:file:line:)`` reuses its own).
     @inlinable @inline(__always)
     public func nextTurnFuture(file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
-        // Inlined into the caller, as `fire(after:)` is. The loop holds the future itself until the turn and calls a C function with it: no
-        // closure to call through (64 instructions a step less than `{ promise.succeed(()) }`,
-        // which Swift already made without an allocation, the future being its one capture).
+        // Inlined into the caller, as `fire(after:)` is. The loop holds the future itself until
+        // the turn and calls a C function with it: no closure to call through (64 instructions a
+        // step less than `{ promise.succeed(()) }`, which Swift already made without an
+        // allocation, the future being its one capture).
         let future = Future<Void>.makeSpareOrNew(loop: Unmanaged.passUnretained(self), file: file, line: line)
         deferToNextTurn(future) { raw in
             Future<Void>.completeAndKeep(Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue(), .success(()))
