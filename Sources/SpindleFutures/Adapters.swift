@@ -14,7 +14,9 @@ extension Callbacks.StreamConnection {
     /// handed out again, pending, by a later read (of any connection).
     @inlinable @inline(__always)
     public func read(into buffer: UnsafeMutableRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Int> {
-        // Inlined into the caller, as `Timer.fire(after:)` is.
+        // Inlined into the caller, as `Timer.fire(after:)` is. The thread is checked before
+        // the loop's spare future is taken.
+        stream.preconditionOnLoopThread("StreamConnection.read(into:)")
         let future = Future<Int>.makeSpareOrNew(loop: stream.lentLoop, file: file, line: line)
         read(into: buffer, holding: future) { slot, result in
             Future<Int>.completeAndKeep(slot.take().unsafelyUnwrapped, result.mapError { $0 as any Error })
@@ -102,7 +104,9 @@ extension EventLoop {
         // Inlined into the caller, as `fire(after:)` is. The loop holds the future itself until
         // the turn and calls a C function with it: no closure to call through (64 instructions a
         // step less than `{ promise.succeed(()) }`, which Swift already made without an
-        // allocation, the future being its one capture).
+        // allocation, the future being its one capture). The thread is checked before the
+        // loop's spare future is taken.
+        preconditionOnLoopThread("EventLoop.nextTurnFuture()")
         let future = Future<Void>.makeSpareOrNew(loop: Unmanaged.passUnretained(self), file: file, line: line)
         deferToNextTurn(future) { raw in
             Future<Void>.completeAndKeep(Unmanaged<Future<Void>>.fromOpaque(raw).takeRetainedValue(), .success(()))
@@ -133,7 +137,9 @@ extension SpindleLoop.Timer {
     public func fire(after delay: Duration, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
         // The future waits in the timer's payload and the callback captures nothing. Inlined
         // into the caller (where the origin is a constant); the first fire sets the callback
-        // out of line.
+        // out of line. The thread is checked before the timer's payload or the loop's spare
+        // future is touched.
+        preconditionOnLoopThread("Timer.fire(after:)")
         if _fastPath(hasCallback(tag: Self.fireTag)) {
             if let earlier = takePayload() { Self.cancelFire(earlier, "fire(after:) was called again before the timer fired") }
         } else {

@@ -801,6 +801,36 @@ struct FutureTests {
         #expect(text.contains("\"intruder\""))
     }
 
+    @Test("a timer's fire, a next turn or a read started from another thread stops the process, naming it")
+    func reusingOperationsFromAnotherThread() async {
+        // Each takes the loop's spare future first: the check comes before that, not after.
+        let fire = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let loop = EventLoop()
+            let timer = Box(SpindleLoop.Timer(loop: loop) { _ in })
+            _ = try? LoopThread.run(name: "intruder") { _ = timer.value.fire(after: .zero) }
+        }
+        let nextTurn = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let loop = EventLoop()
+            _ = try? LoopThread.run(name: "intruder") { _ = loop.nextTurnFuture() }
+        }
+        let read = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let loop = EventLoop()
+            var fds: [Int32] = [0, 0]
+            _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds)
+            let connection = Box(try! Callbacks.PipeConnection(adopting: fds[0], loop: loop))
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)
+            _ = try? LoopThread.run(name: "intruder") { _ = connection.value.read(into: buffer) }
+        }
+        let named = [
+            (fire, "Timer.fire(after:)"), (nextTurn, "EventLoop.nextTurnFuture()"),
+            (read, "StreamConnection.read(into:)"),
+        ]
+        for (result, operation) in named {
+            let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+            #expect(text.contains("EventLoop used from the wrong thread: \(operation)"), "\(text)")
+        }
+    }
+
     @Test("completing a promise twice stops the process, saying so")
     func completedTwice() async {
         await #expect(processExitsWith: .failure) {
