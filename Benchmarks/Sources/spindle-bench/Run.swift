@@ -22,6 +22,13 @@ struct Run: ParsableCommand {
     @Option(help: "Timed trials per row.")
     var trials: Int = 7
 
+    @Option(
+        help: ArgumentHelp(
+            "Trials per echo row (default: 3, or 5 with --all, and no more than --trials).",
+            discussion: "Each is a server and a load generator for about a second. The p99 at 1,000 connections "
+                + "moves by a third from one trial to the next on a shared host: more trials give a steadier median."))
+    var echoTrials: Int?
+
     @Option(help: "Output format: table, json, csv, markdown.")
     var format: Format = .table
 
@@ -33,6 +40,13 @@ struct Run: ParsableCommand {
 
     @Flag(help: "Run every executor of the slow workloads too (echo: swift-async-global, threads).")
     var all = false
+
+    func validate() throws {
+        guard trials >= 1 else { throw ValidationError("--trials must be at least 1 (it was \(trials))") }
+        if let echoTrials, echoTrials < 1 {
+            throw ValidationError("--echo-trials must be at least 1 (it was \(echoTrials))")
+        }
+    }
 
     func run() throws {
         let chosen = workloads.isEmpty ? SpindleBench.workloads.map(\.name) : workloads
@@ -354,7 +368,7 @@ struct Run: ParsableCommand {
         // Each trial is a server process and a load-generator process for 0.2 s of warm-up and
         // 0.7 s of measurement, so fewer trials than the in-process workloads (3; 5 with --all):
         // a median of three, as the spread of two trials on this shared VM reached ±10%.
-        let echoTrials = max(1, min(trials, all ? 5 : 3))
+        let echoTrials = self.echoTrials ?? min(trials, all ? 5 : 3)
         let (warmupMs, durationMs) = (200, 700)
         for variant in EchoWorkload.variants where !Self.interrupted {
             let executors = EchoWorkload.executors.filter {
@@ -364,6 +378,7 @@ struct Run: ParsableCommand {
             var serverCPU: [String: [Double]] = [:]
             var percentiles: [String: [Double: [Double]]] = [:]
             var loadBatch: [String: [Double]] = [:]
+            var ramp: [String: [Double]] = [:]
             for trial in 0..<echoTrials {
                 for executor in executors {
                     if Self.interrupted { return rows }
@@ -373,6 +388,7 @@ struct Run: ParsableCommand {
                     throughput[executor, default: []].append(outcome.requestsPerSecond)
                     serverCPU[executor, default: []].append(outcome.serverCPUPerRequest * 1e9)
                     loadBatch[executor, default: []].append(outcome.loadBatch)
+                    ramp[executor, default: []].append(outcome.rampSeconds * 1e3)
                     for percentile in [50.0, 99.0, 99.9] {
                         percentiles[executor, default: [:]][percentile, default: []]
                             .append(Double(outcome.latency.valueAtPercentile(percentile)) / 1e3)
@@ -394,12 +410,15 @@ struct Run: ParsableCommand {
             }
             for executor in executors {
                 let note = "\(EchoWorkload.messageSize)-byte ping-pong, C load generator in its own process, "
-                    + "\(durationMs) ms after \(warmupMs) ms warm-up per trial; every byte checked"
+                    + "\(durationMs) ms after \(warmupMs) ms warm-up per trial, both once every connection has had its "
+                    + "first echo (ramp_ms: how long that took); every byte checked"
                 let stats = Stats(throughput[executor]!)
+                var perOp = ["ramp_ms": Stats(ramp[executor]!).median]
+                perOp["allocs"] = allocations[executor]
                 rows.append(BenchResult(
                     workload: "echo", variant: variant, executor: executor, metric: "requests/s", unit: "req/s",
                     median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
-                    per_op: allocations[executor].map { ["allocs": $0] }, note: note))
+                    per_op: perOp, note: note))
                 let cpu = Stats(serverCPU[executor]!)
                 rows.append(BenchResult(
                     workload: "echo", variant: variant, executor: executor, metric: "server-cpu", unit: "ns",

@@ -4,12 +4,19 @@
 // differ per connection and per round, so a lost, stale, reordered or foreign byte shows.
 //
 // Usage: spindle-echo-load --port P [--connections N] [--size BYTES] [--warmup-ms W]
-//                          [--duration-ms D] [--samples FILE]
-// After W ms of warm-up it counts the round trips completed in the next D ms and records each
-// one's latency (ns, uint64) into FILE. Prints one line:
-//   connections=N size=S requests=R rounds=A window_ns=T turns=U mismatches=0 errors=0
+//                          [--duration-ms D] [--samples FILE] [--ramp-timeout-ms M]
+// Once every connection has had its first echo, so that all N are being served, and after W ms
+// of warm-up from then, it counts the round trips completed in the next D ms and records each
+// one's latency (ns, uint64) into FILE. A server that takes its connections slowly (SwiftNIO
+// accepts four a loop turn by default) would otherwise be measured on the few it has taken,
+// their rounds short, while the requests of the rest wait in its accept queue uncounted. Prints
+// one line:
+//   connections=N size=S requests=R rounds=A window_ns=T turns=U ramp_ns=P measured=C
+//   mismatches=0 errors=0
 // (rounds: every round trip, warm-up included; turns: this program's loop turns that finished
-// at least one of the R round trips) and exits 1 if any byte was wrong or any connection failed.
+// at least one of the R round trips; ramp_ns: from the first requests to the last connection's
+// first echo; measured: connections with a round trip in the window) and exits 1 if any byte
+// was wrong, any connection failed, or some connection had no echo within M ms (30,000).
 //
 // R/U, echoes finished per turn, says which side holds the queue of a closed loop like this
 // one. Near 1: this program takes each echo as it comes, and the requests wait in the server.
@@ -33,6 +40,7 @@ typedef struct {
     uint64_t sent_at;
     size_t received;
     int done;
+    int measured;
     unsigned char *out;
     unsigned char *in;
 } connection_t;
@@ -41,7 +49,12 @@ static uv_loop_t *loop;
 static size_t size = 64;
 static uint32_t connections = 64, connected = 0, finished = 0;
 static uint64_t warmup_ns = 500000000ull, duration_ns = 2000000000ull;
-static uint64_t measure_from, measure_until;
+// The window opens once every connection has had its first echo (or failed): until then
+// nothing is counted and nothing ends.
+static uint64_t measure_from = UINT64_MAX, measure_until = UINT64_MAX;
+static uint64_t rounds_started_at, ramp_ns, ramp_timeout_ns = 30000000000ull;
+static uint32_t awaiting_first_echo, measured_connections;
+static uv_timer_t ramp_timer;
 static uint64_t requests, rounds, mismatches, errors;
 static uint64_t turns, requests_at_last_turn;
 static uv_check_t turn_check;
@@ -61,11 +74,35 @@ static unsigned char pattern(uint32_t id, uint64_t round, size_t i) {
 
 static void on_closed(uv_handle_t *handle) { (void)handle; }
 
+static void open_window(void) {
+    uint64_t now = now_ns();
+    ramp_ns = now - rounds_started_at;
+    measure_from = now + warmup_ns;
+    measure_until = measure_from + duration_ns;
+    uv_close((uv_handle_t *)&ramp_timer, NULL);
+}
+
+// A connection has had its first echo, or will never have one.
+static void answered_or_gone(void) {
+    if (awaiting_first_echo > 0 && --awaiting_first_echo == 0) open_window();
+}
+
 static void finish(connection_t *c) {
     if (c->done) return;
     c->done = 1;
     finished++;
+    if (c->round == 0) answered_or_gone();
     uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_ramp_timeout(uv_timer_t *timer) {
+    (void)timer;
+    if (awaiting_first_echo == 0) return;
+    fprintf(stderr, "spindle-echo-load: %u of %u connections had no echo within %llu ms of the first requests "
+        "(the server has not accepted them, or does not answer them)\n", awaiting_first_echo, connections,
+        (unsigned long long)(ramp_timeout_ns / 1000000ull));
+    errors++;
+    for (uint32_t i = 0; i < connections; i++) finish(&all[i]);
 }
 
 static void fail(connection_t *c, const char *what, int status) {
@@ -135,6 +172,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     }
     if (c->sent_at >= measure_from && now <= measure_until) {
         requests++;
+        if (!c->measured) {
+            c->measured = 1;
+            measured_connections++;
+        }
         if (sample_count == sample_capacity) {
             sample_capacity = sample_capacity ? sample_capacity * 2 : 1 << 16;
             samples = realloc(samples, sample_capacity * sizeof *samples);
@@ -142,6 +183,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         }
         samples[sample_count++] = now - c->sent_at;
     }
+    if (c->round == 0) answered_or_gone();
     c->round++;
     rounds++;
     if (now >= measure_until) {
@@ -152,9 +194,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 }
 
 static void start_rounds(void) {
-    uint64_t start = now_ns();
-    measure_from = start + warmup_ns;
-    measure_until = measure_from + duration_ns;
+    rounds_started_at = now_ns();
+    awaiting_first_echo = connections - finished;  // less those that failed to connect
+    if (awaiting_first_echo == 0) return;
+    uv_timer_init(loop, &ramp_timer);
+    uv_timer_start(&ramp_timer, on_ramp_timeout, ramp_timeout_ns / 1000000ull, 0);
     for (uint32_t i = 0; i < connections; i++) {
         if (all[i].done) continue;
         uv_read_start((uv_stream_t *)&all[i].tcp, on_alloc, on_read);
@@ -183,13 +227,14 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--warmup-ms") == 0) warmup_ns = (uint64_t)atoll(argv[i + 1]) * 1000000ull;
         else if (strcmp(argv[i], "--duration-ms") == 0) duration_ns = (uint64_t)atoll(argv[i + 1]) * 1000000ull;
         else if (strcmp(argv[i], "--samples") == 0) samples_path = argv[i + 1];
+        else if (strcmp(argv[i], "--ramp-timeout-ms") == 0) ramp_timeout_ns = (uint64_t)atoll(argv[i + 1]) * 1000000ull;
         else {
             fprintf(stderr, "spindle-echo-load: unknown option %s\n", argv[i]);
             return 2;
         }
     }
     if (port <= 0 || connections == 0 || size == 0) {
-        fprintf(stderr, "usage: spindle-echo-load --port P [--connections N] [--size BYTES] [--warmup-ms W] [--duration-ms D] [--samples FILE]\n");
+        fprintf(stderr, "usage: spindle-echo-load --port P [--connections N] [--size BYTES] [--warmup-ms W] [--duration-ms D] [--samples FILE] [--ramp-timeout-ms M]\n");
         return 2;
     }
     loop = uv_default_loop();
@@ -224,9 +269,9 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
-    printf("connections=%u size=%zu requests=%llu rounds=%llu window_ns=%llu turns=%llu mismatches=%llu errors=%llu\n", connections,
-        size, (unsigned long long)requests, (unsigned long long)rounds, (unsigned long long)duration_ns,
-        (unsigned long long)turns,
+    printf("connections=%u size=%zu requests=%llu rounds=%llu window_ns=%llu turns=%llu ramp_ns=%llu measured=%u "
+        "mismatches=%llu errors=%llu\n", connections, size, (unsigned long long)requests, (unsigned long long)rounds,
+        (unsigned long long)duration_ns, (unsigned long long)turns, (unsigned long long)ramp_ns, measured_connections,
         (unsigned long long)mismatches, (unsigned long long)errors);
     return mismatches == 0 && errors == 0 ? 0 : 1;
 }

@@ -47,6 +47,9 @@ package enum EchoWorkload {
         /// generator is the slower side and reads a whole round of echoes each turn, and the few
         /// that land just after its poll wait a second turn.
         package var loadBatch: Double
+        /// From the load generator's first requests to the last connection's first echo: how long
+        /// the server took to take on every connection. The warm-up and the window come after it.
+        package var rampSeconds: Double
     }
 
     // MARK: Servers
@@ -304,9 +307,18 @@ package enum EchoWorkload {
         serverStopped = true
         let serverCPU = childrenCPUSeconds() - cpuBefore
         guard let requests = fields["requests"], let window = fields["window_ns"], let rounds = fields["rounds"], requests > 0,
-            let turns = fields["turns"], turns > 0, fields["mismatches"] == 0, fields["errors"] == 0
+            let turns = fields["turns"], turns > 0, fields["mismatches"] == 0, fields["errors"] == 0,
+            let ramp = fields["ramp_ns"], let measured = fields["measured"]
         else {
             throw BenchError.incorrect("echo \(variant) on \(executor): unexpected load generator summary: \(summary)")
+        }
+        // A connection with no round trip in the window had its request waiting all through it,
+        // a latency no sample shows.
+        let expected = try connections(variant)
+        guard Int(measured) == expected else {
+            throw BenchError.incorrect(
+                "echo \(variant) on \(executor): \(expected - Int(measured)) of \(expected) connections had no round trip "
+                    + "in the \(durationMs) ms window: the server left them waiting")
         }
         let data = try Data(contentsOf: URL(fileURLWithPath: samplesPath))
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
@@ -321,7 +333,7 @@ package enum EchoWorkload {
             serverCPUPerRequest: serverCPU / rounds, rounds: Int(rounds),
             serverMallocs: server.remainingOutput().split(separator: "\n").first { $0.hasPrefix("mallocs ") }
                 .flatMap { Int($0.dropFirst("mallocs ".count)) },
-            loadBatch: requests / turns)
+            loadBatch: requests / turns, rampSeconds: ramp / 1e9)
     }
 
     static func childrenCPUSeconds() -> Double {
