@@ -24,6 +24,7 @@
 // slower side, and each turn reads a whole round of echoes. Then an echo that lands just after
 // the turn's epoll_wait waits for that whole turn and is read in the next, so the last few of
 // each round take two turns (p99 near twice p50), whatever the server.
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,21 +218,38 @@ static void on_connect(uv_connect_t *req, int status) {
     if (++connected == connections) start_rounds();
 }
 
+// A whole number from `min` to `max`, or the program stops naming the option and the value.
+static long long number(const char *option, const char *text, long long min, long long max) {
+    char *end = NULL;
+    errno = 0;
+    long long value = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || value < min || value > max) {
+        fprintf(stderr, "spindle-echo-load: %s must be a whole number from %lld to %lld (it was '%s')\n", option, min, max, text);
+        exit(2);
+    }
+    return value;
+}
+
 int main(int argc, char **argv) {
     int port = 0;
     const char *samples_path = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--port") == 0) port = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--connections") == 0) connections = (uint32_t)atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--size") == 0) size = (size_t)atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--warmup-ms") == 0) warmup_ns = (uint64_t)atoll(argv[i + 1]) * 1000000ull;
-        else if (strcmp(argv[i], "--duration-ms") == 0) duration_ns = (uint64_t)atoll(argv[i + 1]) * 1000000ull;
+        const long long day_ms = 86400000ll;
+        if (strcmp(argv[i], "--port") == 0) port = (int)number(argv[i], argv[i + 1], 1, 65535);
+        else if (strcmp(argv[i], "--connections") == 0) connections = (uint32_t)number(argv[i], argv[i + 1], 1, 1000000);
+        else if (strcmp(argv[i], "--size") == 0) size = (size_t)number(argv[i], argv[i + 1], 1, 1 << 24);
+        else if (strcmp(argv[i], "--warmup-ms") == 0) warmup_ns = (uint64_t)number(argv[i], argv[i + 1], 0, day_ms) * 1000000ull;
+        else if (strcmp(argv[i], "--duration-ms") == 0) duration_ns = (uint64_t)number(argv[i], argv[i + 1], 1, day_ms) * 1000000ull;
         else if (strcmp(argv[i], "--samples") == 0) samples_path = argv[i + 1];
-        else if (strcmp(argv[i], "--ramp-timeout-ms") == 0) ramp_timeout_ns = (uint64_t)atoll(argv[i + 1]) * 1000000ull;
+        else if (strcmp(argv[i], "--ramp-timeout-ms") == 0) ramp_timeout_ns = (uint64_t)number(argv[i], argv[i + 1], 1, day_ms) * 1000000ull;
         else {
             fprintf(stderr, "spindle-echo-load: unknown option %s\n", argv[i]);
             return 2;
         }
+    }
+    if (argc % 2 == 0) {
+        fprintf(stderr, "spindle-echo-load: %s needs a value\n", argv[argc - 1]);
+        return 2;
     }
     if (port <= 0 || connections == 0 || size == 0) {
         fprintf(stderr, "usage: spindle-echo-load --port P [--connections N] [--size BYTES] [--warmup-ms W] [--duration-ms D] [--samples FILE] [--ramp-timeout-ms M]\n");
