@@ -157,6 +157,16 @@ package func runTool(
         errors: String(decoding: errors.data, as: UTF8.self))
 }
 
+/// The `key=number` pairs of a tool's one-line summary (other words are skipped).
+package func keyValues(_ text: String) -> [String: Double] {
+    Dictionary(
+        text.split(whereSeparator: \.isWhitespace).compactMap { pair -> (String, Double)? in
+            let parts = pair.split(separator: "=")
+            guard parts.count == 2, let value = Double(parts[1]) else { return nil }
+            return (String(parts[0]), value)
+        }, uniquingKeysWith: { $1 })
+}
+
 /// Runs a tool found on PATH and returns its standard output (empty when it cannot run).
 package func shell(_ tool: String, _ arguments: [String]) -> String {
     guard let path = which(tool), let run = try? runTool(URL(fileURLWithPath: path), arguments) else { return "" }

@@ -46,7 +46,7 @@ enum Instructions {
 
     /// Valgrind 3.19 cannot read the DWARF 5 that Swift 6's clang emits, so callgrind runs a copy
     /// of this executable with the debug sections stripped (made once per run, in /tmp).
-    private static let countableExecutable = countable(CommandLine.arguments[0], tag: "self")
+    private static let countableExecutable = countable(Run.executable.path, tag: "self")
 
     /// A copy of `path` with its debug sections stripped, removed at exit; `path` itself when
     /// strip is missing or fails.
@@ -138,8 +138,7 @@ enum AllocationCounts {
     /// (mallocs for one run of `size`, mallocs for one run of `2 * size`), or nil when the helper
     /// is missing or cannot count.
     static func measure(workload: String, variant: String, executor: String, size: UInt64) -> (Int64, Int64)? {
-        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        let helper = exe.deletingLastPathComponent().appendingPathComponent("spindle-bench-allocs").path
+        let helper = Run.tools.appendingPathComponent("spindle-bench-allocs").path
         guard FileManager.default.isExecutableFile(atPath: helper) else { return nil }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: helper)

@@ -112,9 +112,7 @@ struct Peer: Sendable {
 
 extension Run {
     /// Where the build products are (this executable's directory).
-    static var tools: URL {
-        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-    }
+    static var tools: URL { executable.deletingLastPathComponent() }
 
     /// The Benchmarks package: Benchmarks/.build/<triple>/release/spindle-bench, three levels up
     /// (or Benchmarks/ under the working directory when run from elsewhere).

@@ -89,6 +89,10 @@ struct Run: ParsableCommand {
 
     /// Whether Ctrl-C was pressed: every workload stops at the end of its current variant.
     static var interrupted: Bool { cb_interrupted() != 0 }
+    /// This program, found through /proc/self/exe: `CommandLine.arguments[0]` is only a name
+    /// when it was run through PATH, and the tools beside it were then looked for in the
+    /// working directory.
+    static let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
 
     // MARK: switch
 
@@ -364,7 +368,7 @@ struct Run: ParsableCommand {
 
     func runEcho(only: Set<String>?) throws -> [BenchResult] {
         var rows: [BenchResult] = []
-        let tools = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let tools = Self.tools
         // Each trial is a server process and a load-generator process for 0.2 s of warm-up and
         // 0.7 s of measurement, so fewer trials than the in-process workloads (3; 5 with --all):
         // a median of three, as the spread of two trials on this shared VM reached ±10%.

@@ -295,11 +295,7 @@ package enum EchoWorkload {
         guard load.status == 0 else {
             throw BenchError.incorrect("echo \(variant) on \(executor): the load generator failed: \(summary)\(load.errors)")
         }
-        let fields = Dictionary(uniqueKeysWithValues: summary.split(whereSeparator: \.isWhitespace).compactMap { pair -> (String, Double)? in
-            let parts = pair.split(separator: "=")
-            guard parts.count == 2, let value = Double(parts[1]) else { return nil }
-            return (String(parts[0]), value)
-        })
+        let fields = keyValues(summary)
         // The server's CPU time: what RUSAGE_CHILDREN gains when it is reaped (the load
         // generator was reaped already).
         let cpuBefore = childrenCPUSeconds()
