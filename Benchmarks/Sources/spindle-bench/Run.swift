@@ -370,8 +370,10 @@ struct Run: ParsableCommand {
         var rows: [BenchResult] = []
         let tools = Self.tools
         // Each trial is a server process and a load-generator process for 0.2 s of warm-up and
-        // 0.7 s of measurement, so fewer trials than the in-process workloads (3; 5 with --all):
-        // a median of three, as the spread of two trials on this shared VM reached ±10%.
+        // 0.7 s of measurement, after the ramp that gives every connection its first echo (15 to
+        // 20 ms for the libuv servers, 0.6 to 0.9 s for SwiftNIO's 1,000), so fewer trials than
+        // the in-process workloads (3; 5 with --all): a median of three, as the spread of two
+        // trials on this shared VM reached ±10%.
         let echoTrials = self.echoTrials ?? min(trials, all ? 5 : 3)
         let (warmupMs, durationMs) = (200, 700)
         for variant in EchoWorkload.variants where !Self.interrupted {
