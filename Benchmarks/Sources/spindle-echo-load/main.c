@@ -54,7 +54,7 @@ static uint64_t warmup_ns = 500000000ull, duration_ns = 2000000000ull;
 // nothing is counted and nothing ends.
 static uint64_t measure_from = UINT64_MAX, measure_until = UINT64_MAX;
 static uint64_t rounds_started_at, ramp_ns, ramp_timeout_ns = 30000000000ull;
-static uint32_t awaiting_first_echo, measured_connections;
+static uint32_t awaiting_first_echo;
 static uv_timer_t ramp_timer;
 static uint64_t requests, rounds, mismatches, errors;
 static uint64_t turns, requests_at_last_turn;
@@ -173,10 +173,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     }
     if (c->sent_at >= measure_from && now <= measure_until) {
         requests++;
-        if (!c->measured) {
-            c->measured = 1;
-            measured_connections++;
-        }
+        c->measured = 1;
         if (sample_count == sample_capacity) {
             sample_capacity = sample_capacity ? sample_capacity * 2 : 1 << 16;
             samples = realloc(samples, sample_capacity * sizeof *samples);
@@ -287,6 +284,8 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
+    uint32_t measured_connections = 0;
+    for (uint32_t i = 0; i < connections; i++) measured_connections += (uint32_t)all[i].measured;
     printf("connections=%u size=%zu requests=%llu rounds=%llu window_ns=%llu turns=%llu ramp_ns=%llu measured=%u "
         "mismatches=%llu errors=%llu\n", connections, size, (unsigned long long)requests, (unsigned long long)rounds,
         (unsigned long long)duration_ns, (unsigned long long)turns, (unsigned long long)ramp_ns, measured_connections,
