@@ -131,12 +131,15 @@ public enum Fiber {
     public static func sleep(for duration: Duration) throws {
         let fiber = runningFiber("Fiber.sleep(for:)")
         try checkInterruption(fiber)
-        let scheduler = Scheduler.of(fiber.pointee.sched)
         // A bare libuv timer whose data is this fiber, fired into a C callback: no Swift object,
-        // no closure and no reference counting between the sleep and the wake.
-        let timer = scheduler.startSleepTimer(for: fiber, milliseconds: Timer.milliseconds(duration))
+        // no closure and no reference counting between the sleep and the wake. The scheduler is
+        // lent to each call (held across the park, it was retained and released every sleep).
+        let scheduler = Scheduler.lent(fiber.pointee.sched.unsafelyUnwrapped)
+        let timer = scheduler._withUnsafeGuaranteedRef {
+            $0.startSleepTimer(for: fiber, milliseconds: Timer.milliseconds(duration))
+        }
         let reason = park(fiber, .sleep, detail: 0, cancellable: true)
-        scheduler.finishSleepTimer(timer, fired: reason == .ready)
+        scheduler._withUnsafeGuaranteedRef { $0.finishSleepTimer(timer, fired: reason == .ready) }
         try throwIfInterrupted(reason)
     }
 

@@ -156,6 +156,14 @@ public final class Scheduler: EventLoopAttachment {
         Unmanaged<Scheduler>.fromOpaque(core.pointee.owner).takeUnretainedValue()
     }
 
+    /// The scheduler of `core`, lent (no reference count change): its loop holds it for as long
+    /// as any of its fibers lives. For a fiber's own use across a park, where a reference taken
+    /// by ``of(_:)-(UnsafeMutablePointer<spindle_sched_t>)`` is retained and released around it.
+    @inline(__always)
+    static func lent(_ core: UnsafeMutablePointer<spindle_sched_t>) -> Unmanaged<Scheduler> {
+        Unmanaged<Scheduler>.fromOpaque(core.pointee.owner)
+    }
+
     // MARK: Spawning
 
     @inlinable
