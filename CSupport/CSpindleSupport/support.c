@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CSpindleSupport.h"
+#include <sched.h>
 
 #include <errno.h>
 #include <link.h>
@@ -121,6 +122,39 @@ int spindle_running_on_valgrind(void) {
 #else
     return 0;
 #endif
+}
+
+__thread void *spindle_tls_current_loop;
+
+int spindle_usable_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    int count = CPU_COUNT(&set);
+    return count > 0 ? count : 1;
+}
+
+int spindle_current_cpu(void) { return sched_getcpu(); }
+
+int spindle_current_thread_cpu_count(void) {
+    cpu_set_t set;
+    if (pthread_getaffinity_np(pthread_self(), sizeof set, &set) != 0) return -1;
+    return CPU_COUNT(&set);
+}
+
+int spindle_pin_current_thread(int index) {
+    cpu_set_t allowed, one;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return errno;
+    int count = CPU_COUNT(&allowed);
+    if (count <= 0) return EINVAL;
+    int wanted = index % count, seen = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &allowed)) continue;
+        if (seen++ != wanted) continue;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        return pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+    }
+    return EINVAL;
 }
 
 int spindle_thread_name(uint64_t thread, char *buf, size_t len) {

@@ -183,11 +183,19 @@ public final class Channel<Element> {
             if owner == nil {
                 owner = scheduler
             } else {
-                fatalError("\(what): this channel belongs to another loop's fibers; fibers never migrate, so "
-                    + "channels connect fibers of one loop (use loop.post to cross threads)")
+                wrongLoop(what, owner: owner.unsafelyUnwrapped, caller: scheduler.unsafelyUnwrapped)
             }
         }
         return me
+    }
+
+    @inline(never) @usableFromInline
+    func wrongLoop(
+        _ what: StaticString, owner: UnsafeMutablePointer<spindle_sched_t>, caller: UnsafeMutablePointer<spindle_sched_t>
+    ) -> Never {
+        fatalError("\(what): this channel belongs to the fibers of \(Scheduler.of(owner).loop), but it was used "
+            + "from a fiber of \(Scheduler.of(caller).loop); fibers never migrate, so a Channel connects fibers "
+            + "of one loop (between loops, use a CrossLoopChannel)")
     }
 
     /// Where a waiting fiber keeps the value it sends or receives (on its own stack).

@@ -66,6 +66,12 @@ extension Fiber {
         case async
         /// Anything else: a park by code outside Spindle (``Fiber/park(_:detail:cancellable:)``).
         case other
+        /// A call to another loop (`EventLoop.call`): its answer. The detail is that loop's id.
+        case crossLoopCall
+        /// A ``CrossLoopChannel`` send: room in the channel, or its close.
+        case crossLoopSend
+        /// A ``CrossLoopChannel`` receive: a value, or the channel's close.
+        case crossLoopReceive
 
         public var description: String {
             switch self {
@@ -88,6 +94,9 @@ extension Fiber {
             case .future: return "future"
             case .async: return "async task"
             case .other: return "other"
+            case .crossLoopCall: return "cross-loop call"
+            case .crossLoopSend: return "cross-loop channel send"
+            case .crossLoopReceive: return "cross-loop channel receive"
             }
         }
     }

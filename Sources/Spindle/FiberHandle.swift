@@ -213,8 +213,9 @@ public struct FiberHandle<T> {
                 + "after loop.run() returns")
         }
         if let target = task.fiber, target.pointee.sched != me.pointee.sched {
-            fatalError("FiberHandle.join(): fiber #\(task.id) belongs to another loop; fibers never migrate, "
-                + "so join it from a fiber of its own loop")
+            fatalError("FiberHandle.join(): fiber #\(task.id) belongs to \(Scheduler.of(target.pointee.sched).loop), "
+                + "but the joining fiber runs on \(Scheduler.of(me.pointee.sched).loop); fibers never migrate, so "
+                + "join it from a fiber of its own loop (from another loop, use loop.call { } or a CrossLoopChannel)")
         }
         precondition(task.fiber != me, "FiberHandle.join(): fiber #\(task.id) joined itself")
         try Fiber.checkInterruption(me)

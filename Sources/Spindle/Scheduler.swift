@@ -384,6 +384,24 @@ public final class Scheduler: EventLoopAttachment {
         writeEnvironmentTrace()
     }
 
+    /// Cancels every live fiber not cancelled yet (see ``FiberHandle/cancel()``): each one's
+    /// current or next blocking call throws `CancellationError`. Cooperative, as every
+    /// cancellation is: nothing is unwound by force. Returns how many fibers it cancelled. Call
+    /// it on the loop's thread.
+    @discardableResult
+    public func cancelAll() -> Int {
+        loop.preconditionOnLoopThread("Scheduler.cancelAll()")
+        var count = 0
+        for fiber in liveFibers() where fiber.pointee.cancelled == 0 {
+            FiberRef(fiber).cancel()
+            count += 1
+        }
+        return count
+    }
+
+    /// The live fibers, described (name, id, state or park reason), oldest first.
+    public var liveFiberDescriptions: [String] { liveFibers().map(Self.describe) }
+
     func liveFibers() -> [UnsafeMutablePointer<spindle_fiber_t>] {
         var result: [UnsafeMutablePointer<spindle_fiber_t>] = []
         var cursor = core.pointee.all_head

@@ -1,3 +1,4 @@
+import Glibc
 import Spindle
 @_exported import SpindleCallbacks
 @_exported import SpindleLoop
@@ -520,13 +521,24 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
 
     // MARK: Fibers
 
-    /// Waits for the outcome in the running fiber (parking the fiber, not the thread) and
-    /// returns the value or throws the error. Cancellable: a cancelled fiber throws
-    /// `CancellationError` (the future itself carries on).
+    /// Waits for the outcome and returns the value or throws the error.
+    ///
+    /// - In a fiber of the future's loop, it parks the fiber, not the thread. Cancellable: a
+    ///   cancelled fiber throws `CancellationError` (the future itself carries on).
+    /// - On a thread that runs no loop (the main thread, a plain thread), it blocks the thread
+    ///   until the loop completes the future, as SwiftNIO's `wait()` does; the loop must be
+    ///   running (a `LoopGroup`'s loops always are). Throws `LoopError.closed` if the loop is
+    ///   closed.
+    /// - On a loop's thread outside a fiber, it would block that loop: it stops the process,
+    ///   saying so.
     public func wait() throws -> Value {
+        if !Fiber.isInFiber, !loop.isOnLoopThread { return try waitBlockingThread() }
         if let outcome = result { return try outcome.get() }
         let me = Fiber.current
-        precondition(me.loop === loop, "Future.wait(): the future belongs to another loop than the waiting fiber's")
+        if me.loop !== loop {
+            fatalError("Future.wait(): the future belongs to \(loop), but the waiting fiber runs on \(me.loop); "
+                + "wait for it from a fiber of its own loop, or get it there with loop.submit { }")
+        }
         try Fiber.checkCancellation()
         whenComplete { [unowned(unsafe) self] _ in if me.isParked(waitingFor: self) { me.wake(.ready) } }
         while !isComplete {
@@ -535,6 +547,26 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             if reason == .timedOut { throw FiberTimeoutError() }
         }
         return try result.unsafelyUnwrapped.get()
+    }
+
+    /// ``wait()`` on a thread outside every loop: blocks it on a semaphore that a callback on
+    /// the future's loop posts.
+    private func waitBlockingThread() throws -> Value {
+        if let current = EventLoop.current {
+            fatalError("Future.wait() called on \(current)'s thread outside a fiber: it would block that loop; "
+                + "wait in a fiber, or chain with whenComplete")
+        }
+        let waiter = BlockedThread<Value>()
+        let future = UncheckedTransfer(self)
+        let queued = loop.tryPost {
+            future.value.whenComplete { outcome in
+                waiter.outcome = outcome
+                sem_post(&waiter.semaphore)
+            }
+        }
+        if !queued { throw LoopError.closed }
+        while sem_wait(&waiter.semaphore) != 0 {}
+        return try waiter.outcome.unsafelyUnwrapped.get()
     }
 
     deinit {
@@ -819,6 +851,15 @@ extension EventLoop {
         }
         return promise.futureResult
     }
+}
+
+/// A thread blocked in `Future.wait()` and the outcome its loop hands it (the semaphore's post
+/// and wait order the write and the read).
+final class BlockedThread<Value>: @unchecked Sendable {
+    var semaphore = sem_t()
+    var outcome: Result<Value, any Error>?
+    init() { sem_init(&semaphore, 0, 0) }
+    deinit { sem_destroy(&semaphore) }
 }
 
 /// Carries a non-Sendable value to the loop's thread, where it is used alone.

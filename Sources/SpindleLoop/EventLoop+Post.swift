@@ -1,4 +1,6 @@
 import CLibUV
+import CSpindleSupport
+import Glibc
 import Synchronization
 
 extension EventLoop {
@@ -8,7 +10,26 @@ extension EventLoop {
     /// (`uv_async_send` coalesces); the loop drains the whole queue, in the order each producer
     /// posted. Work posted after ``close()`` is dropped with a warning on stderr.
     public func post(_ work: @escaping @Sendable () -> Void) {
+        if !inbox.push(work) { spindleWarning("work posted to a closed EventLoop (\(self)) was dropped") }
+    }
+
+    /// ``post(_:)`` that says whether the work was queued: false, queueing nothing and saying
+    /// nothing, once the loop has begun to close. For callers that answer the refusal
+    /// themselves (failing a future, throwing).
+    package func tryPost(_ work: @escaping @Sendable () -> Void) -> Bool {
         inbox.push(work)
+    }
+
+    /// Queues `work` for the loop's thread without allocating: its `run` is called there, with
+    /// `closed` 0, during a later iteration. Safe from any thread; the node must stay put until
+    /// then. Returns false, queueing nothing, once the loop has begun to close; a node queued
+    /// before that is run during ``close()`` with `closed` 1, so none is ever lost.
+    ///
+    /// Remote nodes and ``post(_:)`` closures share the loop's one wakeup: many posts from many
+    /// threads cost one `uv_async_send` each and one drain on the loop.
+    @discardableResult
+    package func post(remote work: UnsafeMutablePointer<spindle_remote_work_t>) -> Bool {
+        inbox.push(remote: work)
     }
 }
 
@@ -22,10 +43,20 @@ final class PostedWork {
 
 /// The MPSC queue behind ``EventLoop/post(_:)``: producers push onto an atomic stack; the loop
 /// takes the whole stack with one exchange and runs it oldest first.
+///
+/// Closing: a producer counts itself in (`posters`) before it looks at the closed flag and out
+/// after its `uv_async_send`; ``closeHandle()`` sets the flag, then waits for the producers
+/// already inside to leave before it closes the wakeup handle, so no signal reaches a closed
+/// handle. The remote stack is sealed with ``sealed`` at close: a push after that fails instead
+/// of leaving a node nobody will run.
 final class PostInbox: @unchecked Sendable {
     private let head = Atomic<UInt>(0)
+    private let remoteHead = Atomic<UInt>(0)
     private let closedFlag = Atomic<Bool>(false)
+    private let posters = Atomic<Int>(0)
     private var wakeup: Wakeup!
+    /// The remote stack's head once the loop closes: no node has this address.
+    private static let sealed: UInt = 1
 
     init(loop: EventLoop) {
         wakeup = nil
@@ -39,11 +70,11 @@ final class PostInbox: @unchecked Sendable {
         set { wakeup.keepsLoopAlive = newValue }
     }
 
-    func push(_ work: @escaping @Sendable () -> Void) {
-        if closedFlag.load(ordering: .acquiring) {
-            spindleWarning("work posted to a closed EventLoop was dropped")
-            return
-        }
+    /// Queues `work`; false once the loop has begun to close.
+    func push(_ work: @escaping @Sendable () -> Void) -> Bool {
+        posters.add(1, ordering: .sequentiallyConsistent)
+        defer { posters.subtract(1, ordering: .releasing) }
+        if closedFlag.load(ordering: .sequentiallyConsistent) { return false }
         let node = Unmanaged.passRetained(PostedWork(work))
         let raw = UInt(bitPattern: node.toOpaque())
         var old = head.load(ordering: .relaxed)
@@ -55,10 +86,30 @@ final class PostInbox: @unchecked Sendable {
             old = current
         }
         wakeup.signal()
+        return true
+    }
+
+    func push(remote work: UnsafeMutablePointer<spindle_remote_work_t>) -> Bool {
+        posters.add(1, ordering: .sequentiallyConsistent)
+        defer { posters.subtract(1, ordering: .releasing) }
+        let raw = UInt(bitPattern: work)
+        var old = remoteHead.load(ordering: .relaxed)
+        while true {
+            if old == Self.sealed { return false }
+            work.pointee.next = UnsafeMutablePointer(bitPattern: old)
+            let (exchanged, current) = remoteHead.compareExchange(
+                expected: old, desired: raw, successOrdering: .releasing, failureOrdering: .relaxed)
+            if exchanged { break }
+            old = current
+        }
+        // Pushed before the seal: close() runs it. The handle is open while we are counted in.
+        if !closedFlag.load(ordering: .sequentiallyConsistent) { wakeup.signal() }
+        return true
     }
 
     /// Runs everything posted so far, oldest first.
-    func drain() {
+    func drain(closed: Bool = false) {
+        drainRemote(taking: closed ? Self.sealed : 0)
         let taken = head.exchange(0, ordering: .acquiring)
         guard taken != 0 else { return }
         // Every node was pushed retained; take each one back, then run them oldest first.
@@ -72,11 +123,33 @@ final class PostInbox: @unchecked Sendable {
         for item in items.reversed() { item.work() }
     }
 
+    /// Takes the remote stack (leaving `replacement`: 0, or ``sealed`` at close) and runs its
+    /// nodes oldest first. Reversed in place through their own links: nothing is allocated.
+    private func drainRemote(taking replacement: UInt) {
+        let taken = remoteHead.exchange(replacement, ordering: .acquiring)
+        guard taken != 0, taken != Self.sealed else { return }
+        var newest = UnsafeMutablePointer<spindle_remote_work_t>(bitPattern: taken)
+        var oldest: UnsafeMutablePointer<spindle_remote_work_t>? = nil
+        while let node = newest {
+            newest = node.pointee.next
+            node.pointee.next = oldest
+            oldest = node
+        }
+        let closed: Int32 = replacement == Self.sealed ? 1 : 0
+        while let node = oldest {
+            oldest = node.pointee.next  // read first: `run` may let the node go
+            node.pointee.run(node, closed)
+        }
+    }
+
     func closeHandle() {
-        closedFlag.store(true, ordering: .releasing)
+        closedFlag.store(true, ordering: .sequentiallyConsistent)
+        // A producer counted in before the flag was set may still signal: let it finish.
+        while posters.load(ordering: .sequentiallyConsistent) != 0 { sched_yield() }
         wakeup.close()
     }
 
     /// Work that raced with close: run it, so nothing posted before close is silently lost.
-    func drainAfterClose() { drain() }
+    /// Remote nodes run with `closed` set, and the remote stack is sealed.
+    func drainAfterClose() { drain(closed: true) }
 }

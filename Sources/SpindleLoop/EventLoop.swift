@@ -1,6 +1,7 @@
 import CLibUV
 import CSpindleSupport
 import Glibc
+import Synchronization
 
 /// Something that lives on an ``EventLoop`` and takes part in its checks: the fiber scheduler,
 /// tracers. The loop asks attachments what they still hold when it runs out of work or closes.
@@ -29,7 +30,7 @@ public protocol EventLoopAttachment: AnyObject {
 /// ```
 ///
 /// Wraps uv_loop_t.
-public final class EventLoop: @unchecked Sendable {
+public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
     /// Where the loop is in its life.
     @usableFromInline enum State {
         case open
@@ -50,6 +51,14 @@ public final class EventLoop: @unchecked Sendable {
     @usableFromInline let owner: pthread_t
     @exclusivity(unchecked) @usableFromInline var state: State = .open
     @exclusivity(unchecked) private var stopRequested = false
+    /// Whether ``run(_:)`` runs ``RunMode/untilStopped`` (the wakeup then keeps the loop alive).
+    @exclusivity(unchecked) private var keptAliveByRun = false {
+        didSet { updateWakeupRef() }
+    }
+    /// Waits for another thread's answer under way on this loop (``beginRemoteWait()``).
+    @exclusivity(unchecked) private var remoteWaits = 0
+    /// The loop that was current on this thread when this one began running (usually none).
+    @exclusivity(unchecked) private var outerLoop: UnsafeMutableRawPointer?
     @exclusivity(unchecked) private var attachments: [ObjectIdentifier: EventLoopAttachment] = [:]
     @exclusivity(unchecked) private var attachmentOrder: [ObjectIdentifier] = []
     // One-entry cache in front of the dictionary: nearly every lookup is the fiber scheduler.
@@ -72,12 +81,22 @@ public final class EventLoop: @unchecked Sendable {
     /// while the loop runs.
     @exclusivity(unchecked) @usableFromInline var spare = KeptObject()
 
+    /// The loop's number, unique in the process (1 for the first loop made).
+    public let id: UInt64
+    /// The loop's name, if it was given one (a `LoopGroup` names its loops); messages
+    /// about the loop show it.
+    public let name: String?
+
     /// Creates a loop owned by the calling thread. Wraps uv_loop_init.
     ///
     /// The first loop of the process sets SIGPIPE to be ignored, unless the program installed a
     /// handler of its own: a write to a peer that has gone then fails with `EPIPE`, which the
     /// writer sees as an error, instead of the signal killing the process.
-    public init() {
+    ///
+    /// - Parameter name: how messages about the loop name it (see ``description``).
+    public init(name: String? = nil) {
+        id = Self.lastID.add(1, ordering: .relaxed).newValue
+        self.name = name
         Self.ignoreSIGPIPE
         uv = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
         UVError.mustSucceed(uv_loop_init(uv), "uv_loop_init")
@@ -117,11 +136,17 @@ public final class EventLoop: @unchecked Sendable {
 
     @inline(never) @usableFromInline
     func wrongThread(_ what: String) -> Never {
+        let here = Self.current.map { "\($0)'s thread " } ?? "thread "
         fatalError(
-            "EventLoop used from the wrong thread: \(what) on thread \(Self.threadName(pthread_self())), "
-                + "but this loop belongs to thread \(Self.threadName(owner)); "
+            "EventLoop used from the wrong thread: \(what) on \(here)\(Self.threadName(pthread_self())), "
+                + "but this loop (\(self)) belongs to thread \(Self.threadName(owner)); "
                 + "use loop.post { } to reach it from another thread")
     }
+
+    /// `loop #3`, or `loop #3 "name"` for a named loop: how messages name the loop.
+    public var description: String { name.map { "loop #\(id) \"\($0)\"" } ?? "loop #\(id)" }
+
+    private static let lastID = Atomic<UInt64>(0)
 
     static func threadName(_ thread: pthread_t) -> String {
         var buffer = [CChar](repeating: 0, count: 32)
@@ -132,7 +157,18 @@ public final class EventLoop: @unchecked Sendable {
         return "0x\(String(UInt(thread), radix: 16))"
     }
 
+    /// The loop running on the calling thread: the one whose ``run(_:)`` or
+    /// ``runOnce(blocking:)`` is under way here (so inside a fiber, the fiber's loop), or nil.
+    public static var current: EventLoop? {
+        guard let raw = spindle_current_loop() else { return nil }
+        return Unmanaged<EventLoop>.fromOpaque(raw).takeUnretainedValue()
+    }
+
     // MARK: Running
+
+    /// Whether ``close()`` has begun tearing the loop down (its attachments are closed; work
+    /// posted before the close still runs, and must not start new work).
+    @exclusivity(unchecked) public private(set) var isClosing = false
 
     /// Whether ``close()`` has completed.
     public var isClosed: Bool { state == .closed }
@@ -147,8 +183,8 @@ public final class EventLoop: @unchecked Sendable {
         try beginRunning("EventLoop.run()")
         stopRequested = false
         defer { endRunning() }
-        if mode == .untilStopped { inbox.keepsLoopAlive = true }
-        defer { if mode == .untilStopped { inbox.keepsLoopAlive = false } }
+        if mode == .untilStopped { keptAliveByRun = true }
+        defer { if mode == .untilStopped { keptAliveByRun = false } }
         let started = Self.monotonicNanoseconds()
         defer { runningNanoseconds &+= Self.monotonicNanoseconds() &- started }
         while true {
@@ -171,9 +207,13 @@ public final class EventLoop: @unchecked Sendable {
         case .running: throw LoopError.alreadyRunning
         case .open: state = .running
         }
+        outerLoop = spindle_current_loop()
+        spindle_set_current_loop(Unmanaged.passUnretained(self).toOpaque())
     }
 
     private func endRunning() {
+        spindle_set_current_loop(outerLoop)
+        outerLoop = nil
         state = .open
         recycled.object = nil
         shared.object = nil
@@ -228,6 +268,25 @@ public final class EventLoop: @unchecked Sendable {
         let started = Self.monotonicNanoseconds()
         defer { runningNanoseconds &+= Self.monotonicNanoseconds() &- started }
         return uv_run(uv, blocking ? UV_RUN_ONCE : UV_RUN_NOWAIT) != 0
+    }
+
+    /// Marks the start of a wait for work another thread will post here (a fiber waiting for a
+    /// cross-loop reply or message): until the matching ``endRemoteWait()``, the loop's wakeup
+    /// keeps ``run(_:)`` from returning for lack of work, as an active handle would. Call both on
+    /// the loop's thread.
+    package func beginRemoteWait() {
+        remoteWaits += 1
+        if remoteWaits == 1 { updateWakeupRef() }
+    }
+
+    /// Ends a wait begun with ``beginRemoteWait()``.
+    package func endRemoteWait() {
+        remoteWaits -= 1
+        if remoteWaits == 0 { updateWakeupRef() }
+    }
+
+    private func updateWakeupRef() {
+        if state != .closed { inbox.keepsLoopAlive = keptAliveByRun || remoteWaits > 0 }
     }
 
     /// Nanoseconds spent inside ``run(_:)`` and ``runOnce(blocking:)`` so far.
@@ -322,6 +381,21 @@ public final class EventLoop: @unchecked Sendable {
         return found
     }
 
+    /// Closes every handle still open on this loop that belongs to its user (listeners,
+    /// connections, timers, watchers); the loop's own machinery and its attachments' stay.
+    /// Their close callbacks run on the loop's next turn. For a shutdown that must not leave
+    /// handles behind once the fibers that used them are gone. Returns how many it closed.
+    @discardableResult
+    public func closeOpenHandles() -> Int {
+        preconditionOnLoopThread("EventLoop.closeOpenHandles()")
+        var open: [LoopHandle] = []
+        withUnsafeMutablePointer(to: &open) { list in
+            uv_walk(uv, collectOpenHandle, UnsafeMutableRawPointer(list))
+        }
+        for handle in open { handle.close() }
+        return open.count
+    }
+
     /// Closes the loop and frees it.
     ///
     /// Refuses, throwing ``LoopError/stillOpen(_:)``, while anything is still open: a handle the
@@ -336,11 +410,12 @@ public final class EventLoop: @unchecked Sendable {
         }
         let open = openItems()
         if !open.isEmpty { throw LoopError.stillOpen(open) }
+        isClosing = true
         for attachment in attachmentsInOrder { attachment.loopWillClose() }
         nextTurn?.closeHandles()
         inbox.closeHandle()
         // Let the close callbacks run, then free.
-        state = .running
+        try beginRunning("EventLoop.close()")
         uv_run(uv, UV_RUN_DEFAULT)
         endRunning()
         inbox.drainAfterClose()
@@ -367,6 +442,17 @@ public final class EventLoop: @unchecked Sendable {
             }
         }
     }
+}
+
+/// uv_walk callback that collects the user's open handles as objects.
+private let collectOpenHandle: @convention(c) (UnsafeMutablePointer<uv_handle_t>?, UnsafeMutableRawPointer?) -> Void = {
+    handle, context in
+    guard let handle, let context, uv_is_closing(handle) == 0, let data = handle.pointee.data,
+        data != EventLoop.rawMachineryMarker
+    else { return }
+    let object = Unmanaged<LoopHandle>.fromOpaque(data).takeUnretainedValue()
+    if object.isLoopMachinery { return }
+    context.assumingMemoryBound(to: [LoopHandle].self).pointee.append(object)
 }
 
 /// uv_walk callback that lists open, non-internal handles.

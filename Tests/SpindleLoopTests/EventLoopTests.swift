@@ -191,3 +191,51 @@ struct EventLoopTests {
         try loop.close()
     }
 }
+
+@Suite("EventLoop identity and handles")
+struct EventLoopIdentityTests {
+    @Test("EventLoop.current is the loop running on this thread, and only while it runs")
+    func currentLoop() throws {
+        #expect(EventLoop.current == nil)
+        let seen = try withLoop { loop -> [Bool] in
+            var seen: [Bool] = [EventLoop.current == nil]
+            loop.schedule(after: .zero) {
+                seen.append(EventLoop.current === loop)
+                // A second loop run inside the first's callback is current while it runs.
+                let inner = EventLoop(name: "inner")
+                inner.schedule(after: .zero) { seen.append(EventLoop.current === inner) }
+                try? inner.run()
+                try? inner.close()
+                seen.append(EventLoop.current === loop)
+            }
+            try loop.run()
+            seen.append(EventLoop.current == nil)
+            return seen
+        }
+        #expect(seen == [true, true, true, true, true])
+    }
+
+    @Test("loops have distinct ids; a named loop says its name")
+    func names() throws {
+        let (a, b) = (EventLoop(), EventLoop(name: "shard"))
+        #expect(a.id != b.id)
+        #expect("\(b)" == "loop #\(b.id) \"shard\"")
+        #expect("\(a)" == "loop #\(a.id)")
+        try a.close()
+        try b.close()
+    }
+
+    @Test("closeOpenHandles closes the user's handles, so the loop can close")
+    func closeOpenHandles() throws {
+        try withLoop { loop in
+            let timer = Timer(loop: loop) { _ in }
+            timer.start(after: .seconds(3600))
+            let watcher = LoopWatcher(loop: loop, kind: .check)
+            watcher.start {}
+            #expect(throws: LoopError.self) { try loop.close() }
+            #expect(loop.closeOpenHandles() == 2)
+            #expect(timer.isClosed && watcher.isClosed)
+            try loop.run()
+        }
+    }
+}

@@ -51,7 +51,7 @@ struct FiberMisuseTests {
         #expect(text.contains("FiberHandle.join() called outside a fiber while fiber #1 is still created"))
     }
 
-    @Test("join from another loop's fiber says fibers never migrate")
+    @Test("join from another loop's fiber names both loops and says fibers never migrate")
     func joinFromAnotherLoop() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             final class Slot: @unchecked Sendable { var handle: FiberHandle<Int>? }
@@ -71,7 +71,7 @@ struct FiberMisuseTests {
             }
         }
         let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
-        #expect(text.contains("belongs to another loop; fibers never migrate"))
+        #expect(text.contains("fiber #1 belongs to loop #1, but the joining fiber runs on loop #2; fibers never migrate"))
     }
 
     @Test("waking a fiber that is not parked names it and its state")

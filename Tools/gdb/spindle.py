@@ -25,7 +25,7 @@ STATES = {0: "created", 1: "runnable", 2: "running", 3: "parked", 4: "finished"}
 PARK_REASONS = [
     None, "sleep", "join", "read", "write", "connect", "accept", "file", "resolve", "signal",
     "channelSend", "channelReceive", "select", "mutex", "semaphore", "event", "waitGroup",
-    "future", "async", "other",
+    "future", "async", "other", "crossLoopCall", "crossLoopSend", "crossLoopReceive",
 ]
 SAVED = [("r12", 0x08), ("r13", 0x10), ("r14", 0x18), ("r15", 0x20), ("rbx", 0x28), ("rbp", 0x30)]
 

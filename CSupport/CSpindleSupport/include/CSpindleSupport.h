@@ -264,6 +264,91 @@ static inline void spindle_trace_record_at_previous(spindle_sched_t *sched, uint
     __builtin_nontemporal_store(((uint64_t)detail << 32) | kind, (uint64_t *)&event->kind);
 }
 
+// MARK: - A bounded multi-producer, multi-consumer ring (CrossLoopChannel)
+
+/// The indices of a bounded MPMC queue (Dmitry Vyukov's): each slot has a sequence number that
+/// says whose turn it is, so a producer and a consumer meet only at the slot, with one
+/// compare-and-swap each and no lock. The values live in the caller's memory, slot by slot.
+/// Producers' and consumers' positions are 64 bytes apart, on cache lines of their own (padding,
+/// not _Alignas: Swift does not import over-aligned C types).
+typedef struct spindle_ring {
+    intptr_t enqueue_position;
+    char padding1[64 - sizeof(intptr_t)];
+    intptr_t dequeue_position;
+    char padding2[64 - sizeof(intptr_t)];
+    intptr_t *sequences;  // one per slot
+    intptr_t mask;        // slots - 1 (slots: a power of two, at least 2)
+} spindle_ring_t;
+
+/// Sets up `ring` over `sequences` (`slots` of them, a power of two, at least 2).
+static inline void spindle_ring_init(spindle_ring_t *ring, intptr_t *sequences, intptr_t slots) {
+    ring->enqueue_position = 0;
+    ring->dequeue_position = 0;
+    ring->sequences = sequences;
+    ring->mask = slots - 1;
+    for (intptr_t i = 0; i < slots; i++) __atomic_store_n(&sequences[i], i, __ATOMIC_RELAXED);
+}
+
+/// Claims the next slot to write, or returns -1 when the ring is full. Write the value to
+/// slot `position & mask`, then call spindle_ring_publish_enqueue.
+static inline intptr_t spindle_ring_claim_enqueue(spindle_ring_t *ring) {
+    intptr_t position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_RELAXED);
+    for (;;) {
+        intptr_t sequence = __atomic_load_n(&ring->sequences[position & ring->mask], __ATOMIC_ACQUIRE);
+        intptr_t difference = sequence - position;
+        if (difference == 0) {
+            if (__atomic_compare_exchange_n(&ring->enqueue_position, &position, position + 1, 1,
+                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                return position;
+        } else if (difference < 0) {
+            return -1;
+        } else {
+            position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_RELAXED);
+        }
+    }
+}
+
+static inline void spindle_ring_publish_enqueue(spindle_ring_t *ring, intptr_t position) {
+    __atomic_store_n(&ring->sequences[position & ring->mask], position + 1, __ATOMIC_RELEASE);
+}
+
+/// Claims the next slot to read, or returns -1 when the ring is empty. Take the value from
+/// slot `position & mask`, then call spindle_ring_publish_dequeue.
+static inline intptr_t spindle_ring_claim_dequeue(spindle_ring_t *ring) {
+    intptr_t position = __atomic_load_n(&ring->dequeue_position, __ATOMIC_RELAXED);
+    for (;;) {
+        intptr_t sequence = __atomic_load_n(&ring->sequences[position & ring->mask], __ATOMIC_ACQUIRE);
+        intptr_t difference = sequence - (position + 1);
+        if (difference == 0) {
+            if (__atomic_compare_exchange_n(&ring->dequeue_position, &position, position + 1, 1,
+                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                return position;
+        } else if (difference < 0) {
+            return -1;
+        } else {
+            position = __atomic_load_n(&ring->dequeue_position, __ATOMIC_RELAXED);
+        }
+    }
+}
+
+static inline void spindle_ring_publish_dequeue(spindle_ring_t *ring, intptr_t position) {
+    __atomic_store_n(&ring->sequences[position & ring->mask], position + ring->mask + 1, __ATOMIC_RELEASE);
+}
+
+/// Whether a value is ready to be read now / a slot is free to be written now (a snapshot).
+static inline int spindle_ring_has_value(spindle_ring_t *ring) {
+    intptr_t position = __atomic_load_n(&ring->dequeue_position, __ATOMIC_SEQ_CST);
+    return __atomic_load_n(&ring->sequences[position & ring->mask], __ATOMIC_SEQ_CST) == position + 1;
+}
+
+static inline int spindle_ring_has_room(spindle_ring_t *ring) {
+    intptr_t position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_SEQ_CST);
+    return __atomic_load_n(&ring->sequences[position & ring->mask], __ATOMIC_SEQ_CST) == position;
+}
+
+/// A full barrier: a store before it is seen by other threads before any load after it.
+static inline void spindle_full_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
 // MARK: - Debugger registry
 
 /// The first of the process's live schedulers (through registry_next); gdb starts here.
@@ -288,6 +373,31 @@ int spindle_running_on_valgrind(void);
 void spindle_valgrind_make_defined(const void *address, size_t length);
 
 // MARK: - Threads
+
+/// The EventLoop (an unretained Swift object) running on this thread, or NULL.
+extern __thread void *spindle_tls_current_loop;
+static inline void *spindle_current_loop(void) { return spindle_tls_current_loop; }
+static inline void spindle_set_current_loop(void *loop) { spindle_tls_current_loop = loop; }
+
+/// How many CPUs this process may run on (its affinity mask; at least 1).
+int spindle_usable_cpu_count(void);
+/// Pins the calling thread to the `index`-th CPU of the process's affinity mask (wrapping);
+/// returns 0 or an errno value.
+int spindle_pin_current_thread(int index);
+/// The CPU the calling thread runs on now (sched_getcpu), or -1.
+int spindle_current_cpu(void);
+/// How many CPUs the calling thread may run on (its own affinity mask).
+int spindle_current_thread_cpu_count(void);
+
+/// Work posted to another thread's loop without allocating: the node lives in its poster's
+/// memory until `run` is called, on the loop's thread, with `closed` non-zero when the loop
+/// closed before it could run it normally. The inbox links nodes through `next`.
+typedef struct spindle_remote_work spindle_remote_work_t;
+struct spindle_remote_work {
+    spindle_remote_work_t *next;
+    void (*run)(spindle_remote_work_t *work, int closed);
+    void *context;
+};
 
 /// Copies the name of `thread` (a pthread_t) into `buf`; returns 0 or an errno value.
 int spindle_thread_name(uint64_t thread, char *buf, size_t len);
