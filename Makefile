@@ -123,12 +123,14 @@ asan: deps-test
 	$(SWIFT) test --skip-build $(ASAN_FLAGS) --disable-xctest
 
 # The whole suite under ThreadSanitizer, with the fiber switch annotations compiled in; any
-# report fails the run (TSan's exit code).
+# report fails the run (TSan's exit code). Tools/tsan/suppressions.txt says why each of its
+# (few, narrow) entries is not a race.
 TSAN_FLAGS := --sanitize=thread -Xswiftc -DSPINDLE_SANITIZERS --scratch-path .build-tsan
 tsan: deps-test
 	@bash Tools/build/forget-stale-modules.sh .build-tsan --library-sources
 	$(SWIFT) build --build-tests $(TSAN_FLAGS)
-	TSAN_OPTIONS="exitcode=66 $(TSAN_OPTIONS)" $(SWIFT) test --skip-build $(TSAN_FLAGS) --disable-xctest
+	TSAN_OPTIONS="exitcode=66 suppressions=$(CURDIR)/Tools/tsan/suppressions.txt $(TSAN_OPTIONS)" \
+		$(SWIFT) test --skip-build $(TSAN_FLAGS) --disable-xctest
 
 clean:
 	rm -rf .build .build-asan .build-tsan Benchmarks/.build Benchmarks/.build-notrace $(BENCH_OUT)

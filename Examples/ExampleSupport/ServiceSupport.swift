@@ -16,69 +16,78 @@ public func complain(_ service: String, _ line: String) {
     text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
 
-/// The `--host` and `--port` flags of a service; exits 2 with usage on anything else.
-public func parseServiceArguments(_ service: String, defaultPort: Int) -> (host: String, port: Int) {
+/// What a service's command line asks for.
+public struct ServiceOptions {
+    public var host = "127.0.0.1"
+    public var port: Int
+    /// Loops (one per thread): `--loops N`, default one per CPU this process may use.
+    public var loops = LoopGroup.defaultLoopCount
+    /// `--acceptor`: one listener hands connections to the loops; default one listener a loop.
+    public var spreading = ConnectionSpreading.reusePort
+}
+
+/// The `--host`, `--port`, `--loops` and `--acceptor` flags of a service; exits 2 with usage
+/// on anything else.
+public func parseServiceArguments(_ service: String, defaultPort: Int) -> ServiceOptions {
     func usage(_ problem: String) -> Never {
-        complain(service, "\(problem)\nusage: \(service) [--host ADDRESS] [--port PORT]")
+        complain(service, "\(problem)\nusage: \(service) [--host ADDRESS] [--port PORT] [--loops N] [--acceptor]")
         exit(2)
     }
-    var host = "127.0.0.1"
-    var port = defaultPort
+    var options = ServiceOptions(port: defaultPort)
     var arguments = CommandLine.arguments.dropFirst()
     while let flag = arguments.popFirst() {
         switch flag {
         case "--host":
             guard let value = arguments.popFirst() else { usage("--host needs an address") }
-            host = value
+            options.host = value
         case "--port":
             guard let value = arguments.popFirst(), let number = Int(value), (0...65535).contains(number) else {
                 usage("--port needs a number from 0 to 65535")
             }
-            port = number
+            options.port = number
+        case "--loops":
+            guard let value = arguments.popFirst(), let number = Int(value), (1...1024).contains(number) else {
+                usage("--loops needs a number from 1 to 1024")
+            }
+            options.loops = number
+        case "--acceptor":
+            options.spreading = .acceptor
         case "-h", "--help":
             usage("options")
         default:
             usage("unknown argument \(flag)")
         }
     }
-    return (host, port)
+    return options
 }
 
-/// Runs a TCP service on one loop: listens on host:port, prints where, hands each connection
-/// to `handle` in its own fiber, and on SIGINT or SIGTERM stops accepting, closes every open
-/// connection and returns.
+/// Runs a TCP service on a loop group: listens on host:port with every loop, prints where,
+/// hands each connection to `handle` in its own fiber, and on SIGINT or SIGTERM shuts the
+/// group down (every connection's fiber is cancelled and its connection closed) and returns.
 public func runService(
-    _ service: String, host: String, port: Int, handle: @escaping (TCPConnection) -> Void
+    _ service: String, _ options: ServiceOptions, handle: @escaping @Sendable (TCPConnection) -> Void
 ) throws {
-    let loop = EventLoop()
-    var connections: [ObjectIdentifier: TCPConnection] = [:]
-    loop.spawn(name: "acceptor") {
-        let listener: TCPListener
-        do {
-            listener = try TCPListener(address: SocketAddress(ip: host, port: port))
-        } catch {
-            complain(service, "cannot listen on \(host):\(port): \(error)")
-            exit(1)
-        }
-        say("\(service) listening on \(try listener.localAddress)")
-        Fiber.spawnDetached(name: "signals") {
-            guard let signal = try? Fiber.waitForSignal([SIGINT, SIGTERM]) else { return }
-            say("\(service) stopping on signal \(signal) with \(connections.count) connection(s) open")
-            listener.close()
-            for connection in connections.values { connection.close() }
-        }
-        while let connection = try? listener.accept() {
-            connections[ObjectIdentifier(connection)] = connection
-            Fiber.spawnDetached(name: "connection") {
-                defer {
-                    connections[ObjectIdentifier(connection)] = nil
-                    connection.close()
-                }
-                try? connection.setNoDelay(true)
-                handle(connection)
-            }
-        }
+    // The loops' threads inherit this mask: the signals wait for sigwait on this thread.
+    var signals = sigset_t()
+    sigemptyset(&signals)
+    sigaddset(&signals, SIGINT)
+    sigaddset(&signals, SIGTERM)
+    pthread_sigmask(SIG_BLOCK, &signals, nil)
+    let group = LoopGroup(loops: options.loops, name: service)
+    let tcp: TCPService
+    do {
+        let address = try SocketAddress(ip: options.host, port: options.port)
+        tcp = try group.serveTCP(on: address, spreading: options.spreading, handle)
+    } catch {
+        complain(service, "cannot listen on \(options.host):\(options.port): \(error)")
+        exit(1)
     }
-    try loop.run()
-    try loop.close()
+    say("\(service) listening on \(tcp.address)")
+    say("\(service) runs \(options.loops) loop(s); connections spread by \(options.spreading)")
+    var signal: Int32 = 0
+    while sigwait(&signals, &signal) != 0 {}
+    say(
+        "\(service) stopping on signal \(signal) with \(tcp.openConnections) connection(s) open; "
+            + "connections per loop: \(tcp.connectionsPerLoop.map(String.init).joined(separator: " "))")
+    try group.shutdown(within: .seconds(10))
 }

@@ -1,11 +1,13 @@
 // spindle-http: a minimal HTTP/1.1 server on fibers, one fiber per connection.
 //
-//   spindle-http [--host 127.0.0.1] [--port 8080]
+//   spindle-http [--host 127.0.0.1] [--port 8080] [--loops N] [--acceptor]
 //
 // `GET /` answers 200 with a short body; other paths 404; a malformed request gets 400 and the
 // connection is closed. Connections are kept alive (HTTP/1.1 default, or HTTP/1.0 with
 // `Connection: keep-alive`) and requests on one connection are answered in order. Stops cleanly
-// on SIGINT or SIGTERM.
+// on SIGINT or SIGTERM. It runs N loops (default: one per CPU), each on its own thread with its
+// own listener on the port (SO_REUSEPORT), or with --acceptor one listener that hands
+// connections to the loops in turn.
 import ExampleSupport
 import Glibc
 import Spindle
@@ -43,7 +45,7 @@ func response(_ status: String, _ body: String, keepAlive: Bool) -> String {
         + "Connection: \(keepAlive ? "keep-alive" : "close")\r\n\r\n\(body)"
 }
 
-func serve(_ connection: TCPConnection) {
+@Sendable func serve(_ connection: TCPConnection) {
     var pending: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 16 * 1024)
     while true {
@@ -73,7 +75,8 @@ func serve(_ connection: TCPConnection) {
             bodyLeft -= used
             pending += buffer[used..<n]
         }
-        let reply = request.method == "GET" && request.path == "/"
+        let reply =
+            request.method == "GET" && request.path == "/"
             ? response("200 OK", "Hello from Spindle fibers\n", keepAlive: request.keepAlive)
             : response("404 Not Found", "no such path: \(request.path)\n", keepAlive: request.keepAlive)
         guard (try? connection.write(reply)) != nil, request.keepAlive else { return }
@@ -83,15 +86,16 @@ func serve(_ connection: TCPConnection) {
 /// The index of the "\r\n\r\n" that ends a request head.
 func findHeadEnd(_ bytes: [UInt8]) -> Int? {
     guard bytes.count >= 4 else { return nil }
-    for i in 0...(bytes.count - 4) where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
+    for i in 0...(bytes.count - 4)
+    where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
         return i
     }
     return nil
 }
 
-let (host, port) = parseServiceArguments("spindle-http", defaultPort: 8080)
+let options = parseServiceArguments("spindle-http", defaultPort: 8080)
 do {
-    try runService("spindle-http", host: host, port: port, handle: serve)
+    try runService("spindle-http", options, handle: serve)
 } catch {
     complain("spindle-http", "\(error)")
     exit(1)

@@ -150,8 +150,9 @@ public final class LoopGroup: @unchecked Sendable {
     /// come back to the loop at all. Such a loop keeps running; calling `shutdown` again waits
     /// for it once more. Returns at once once the group has stopped.
     ///
-    /// Call it from a thread outside the group (the main thread, a signal handler's thread):
-    /// from one of the group's loops it would wait for itself, and stops the process saying so.
+    /// Call it from a thread outside the group (the main thread, a signal handler's thread), one
+    /// thread at a time: from one of the group's loops it would wait for itself, and stops the
+    /// process saying so.
     public func shutdown(deadline: ContinuousClock.Instant) throws {
         if let current = EventLoop.current, loops.contains(where: { $0 === current }) {
             fatalError(
@@ -178,6 +179,10 @@ public final class LoopGroup: @unchecked Sendable {
             }
             return members.map(\.outcome)
         }
+        // A loop that stopped, or gave up for good, has ended its thread (or is ending it).
+        for (member, outcome) in zip(members, outcomes) where outcome == .stopped || outcome.isAbandoned {
+            member.thread.join()
+        }
         var stuck: [StuckLoop] = []
         for (member, outcome) in zip(members, outcomes) {
             switch outcome {
@@ -195,11 +200,7 @@ public final class LoopGroup: @unchecked Sendable {
             }
         }
         if !stuck.isEmpty { throw ShutdownError(stuck: stuck) }
-        let joinNow = gate.locked {
-            defer { finished = true }
-            return !finished
-        }
-        if joinNow { for member in members { member.thread.join() } }
+        gate.locked { finished = true }
     }
 
     deinit {
@@ -223,6 +224,7 @@ extension LoopGroup {
             case abandoned([String])
 
             var isStuck: Bool { if case .stuck = self { true } else { false } }
+            var isAbandoned: Bool { if case .abandoned = self { true } else { false } }
         }
 
         let index: Int
@@ -280,6 +282,9 @@ extension LoopGroup {
             }
             let alarm = Timer(loop: loop) { _ in
                 let holders = holders(of: loop, scheduler)
+                spindleWarning(
+                    "\(loop) did not stop by its shutdown deadline; held by: \(holders.joined(separator: "; "))",
+                    kind: .loopDidNotStop, loop: "\(loop)")
                 gate.locked { member.outcome = .stuck(holders) }
                 gate.broadcast()
             }

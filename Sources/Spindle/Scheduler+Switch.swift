@@ -23,7 +23,14 @@ extension Scheduler {
         let core = self.core
         core.pointee.turns &+= 1
         let drainStarted = spindle_trace_clock()
-        defer { core.pointee.drain_ticks &+= spindle_trace_clock() &- drainStarted }
+        defer {
+            let ticks = spindle_trace_clock() &- drainStarted
+            core.pointee.drain_ticks &+= ticks
+            // A tick lasts at most a nanosecond (the TSC runs at 1 GHz or more; elsewhere the
+            // clock counts nanoseconds): a turn of fewer ticks than the threshold's nanoseconds
+            // was not slow, and only the others are looked at closely.
+            if _slowPath(ticks >= slowTurnTicks) { turnMayHaveBeenSlow(ticks: ticks) }
+        }
         spindle_trace_record(core, UInt32(SPINDLE_TRACE_TURN), 0, 0)
         core.pointee.draining = 1
         let accessHead = core.pointee.exclusivity_head.unsafelyUnwrapped

@@ -41,6 +41,47 @@ public final class Scheduler: EventLoopAttachment {
     /// over more switches; smaller ones bound I/O latency behind busy fibers.
     @exclusivity(unchecked) public var resumesPerTurn = 1024
 
+    /// A turn of this loop's fibers (one drain of the run queue) that takes longer than this is
+    /// reported as a warning (`SpindleDiagnostics`, kind `slowTurn`), at most once a second: the
+    /// loop's I/O and timers waited that long, because a fiber computed or blocked the thread
+    /// without parking or yielding. Nil: never reported. Counted in ``slowTurns``.
+    public var slowTurnThreshold: Duration? = .milliseconds(100) {
+        didSet { slowTurnTicks = slowTurnThreshold.map { UInt64($0 / .nanoseconds(1)) } ?? .max }
+    }
+    /// ``slowTurnThreshold`` in nanoseconds, as the drain compares it with ticks.
+    @exclusivity(unchecked) var slowTurnTicks: UInt64 = 100_000_000
+    /// Turns longer than ``slowTurnThreshold`` so far.
+    @exclusivity(unchecked) public private(set) var slowTurns: UInt64 = 0
+    /// When the last slow-turn warning went out (monotonic ns), and how many were held back since.
+    @exclusivity(unchecked) private var lastSlowTurnWarning: UInt64 = 0
+    @exclusivity(unchecked) private var slowTurnsUnreported: UInt64 = 0
+
+    /// A drain took at least ``slowTurnTicks`` ticks: converts them to nanoseconds and, past
+    /// the threshold, counts and reports the turn.
+    @inline(never)
+    func turnMayHaveBeenSlow(ticks: UInt64) {
+        let (ticksNow, nsNow) = (spindle_trace_clock(), spindle_monotonic_ns())
+        let elapsedTicks = ticksNow &- core.pointee.clock_ticks0
+        let rate =
+            elapsedTicks > 0 && nsNow > core.pointee.clock_ns0
+            ? Double(nsNow - core.pointee.clock_ns0) / Double(elapsedTicks) : 1
+        let nanoseconds = UInt64(Double(ticks) * rate)
+        guard nanoseconds >= slowTurnTicks else { return }
+        slowTurns &+= 1
+        if nsNow &- lastSlowTurnWarning < 1_000_000_000, lastSlowTurnWarning != 0 {
+            slowTurnsUnreported &+= 1
+            return
+        }
+        let held = slowTurnsUnreported > 0 ? " (\(slowTurnsUnreported) more since the last warning)" : ""
+        lastSlowTurnWarning = nsNow
+        slowTurnsUnreported = 0
+        spindleWarning(
+            "\(loop): its fibers held the thread for \(nanoseconds / 1_000_000) ms in one turn without parking or "
+                + "yielding, so its I/O and timers waited that long\(held); a fiber computes or blocks the thread "
+                + "(trace it with SPINDLE_TRACE to see which)",
+            kind: .slowTurn, loop: "\(loop)")
+    }
+
     /// Whether fiber switches find the Swift runtime's exclusivity access set with one load
     /// (true when calibration found it on this thread), or call the runtime on every switch.
     public var usesExclusivityFastPath: Bool {

@@ -397,9 +397,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     }
 
     @usableFromInline
-    func completeFromAnotherThread(_ outcome: Result<Value, any Error>) {
+    func completeFromAnotherThread(_ outcome: Result<Value, any Error>, loop: EventLoop? = nil) {
         let transfer = UncheckedTransfer((self, outcome))
-        loop.post {
+        (loop ?? self.loop).post {
             let (future, outcome) = transfer.value
             future.complete(outcome)
         }
@@ -780,21 +780,34 @@ public struct FutureState {
 public struct Promise<Value>: @unchecked Sendable {
     /// The future this promise completes.
     public let futureResult: Future<Value>
+    /// The future's loop, kept here so that a completion from another thread picks its way
+    /// (complete here, or hop to the loop) without reading the future, which the loop's thread
+    /// may be changing meanwhile. Unretained: the future holds the loop.
+    @usableFromInline unowned(unsafe) let loop: EventLoop
 
-    @usableFromInline init(_ future: Future<Value>) { futureResult = future }
+    @usableFromInline init(_ future: Future<Value>, loop: EventLoop) {
+        futureResult = future
+        self.loop = loop
+    }
 
     /// Completes the future with `value`.
-    @inlinable public func succeed(_ value: Value) { futureResult.complete(.success(value)) }
+    @inlinable public func succeed(_ value: Value) { complete(.success(value)) }
 
     /// Completes the future with `error`.
-    @inlinable public func fail(_ error: any Error) { futureResult.complete(.failure(error)) }
+    @inlinable public func fail(_ error: any Error) { complete(.failure(error)) }
 
     /// Completes the future with `outcome`.
-    @inlinable public func complete(_ outcome: Result<Value, any Error>) { futureResult.complete(outcome) }
+    @inlinable public func complete(_ outcome: Result<Value, any Error>) {
+        if loop.isOnLoopThread {
+            futureResult.completeOnLoopThread(outcome)
+        } else {
+            futureResult.completeFromAnotherThread(outcome, loop: loop)
+        }
+    }
 
     /// Completes the future with a UVError-or-value result, as the callback layer delivers them.
     @inlinable public func complete<Failure: Error>(_ outcome: Result<Value, Failure>) {
-        futureResult.complete(outcome.mapError { $0 as any Error })
+        complete(outcome.mapError { $0 as any Error })
     }
 }
 
@@ -805,7 +818,7 @@ extension EventLoop {
     public func makePromise<Value>(
         of type: Value.Type = Value.self, file: StaticString = #fileID, line: UInt = #line
     ) -> Promise<Value> {
-        Promise(Future.make(loop: self, file: file, line: line))
+        Promise(Future.make(loop: self, file: file, line: line), loop: self)
     }
 
     /// A future that has already succeeded with `value`.

@@ -71,6 +71,18 @@ public final class TCPSocket: StreamSocket {
         try accept(into: TCPSocket(loop: loop))
     }
 
+    /// A new descriptor for this socket's connection (close-on-exec), for handing it to
+    /// another loop, which adopts it with ``init(loop:adopting:)``; the caller then closes this
+    /// handle. Wraps uv_fileno and fcntl(F_DUPFD_CLOEXEC).
+    public func duplicateDescriptor() throws(UVError) -> Int32 {
+        preconditionOnLoopThread("TCPSocket.duplicateDescriptor")
+        var fd: uv_os_fd_t = -1
+        try UVError.check(uv_fileno(handle, &fd), "uv_fileno")
+        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        if copy < 0 { throw UVError(code: -errno, operation: "fcntl(F_DUPFD_CLOEXEC)") }
+        return copy
+    }
+
     // MARK: Client side
 
     /// Connects to `address`; `completion` gets nil or the error (`ECONNREFUSED`, ...).

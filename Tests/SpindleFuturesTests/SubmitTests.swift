@@ -11,7 +11,7 @@ struct SubmitTests {
     func submitFromAnotherLoop() throws {
         let group = LoopGroup(loops: 2, name: "submit")
         let (first, second) = (group.loops[0], group.loops[1])
-        let seen = Mutex<[String]>([])
+        let seen = Locked<[String]>([])
         group.spawn(on: first) {
             let future = second.submit { () -> UInt64 in
                 try Fiber.sleep(for: .milliseconds(1))  // a fiber there: it may block

@@ -26,6 +26,23 @@ struct HTTPServiceTests {
         #expect(server.wait() == 0)
     }
 
+    @Test("with --loops 2, curl's connections land on both loops", arguments: [[], ["--acceptor"]])
+    func twoLoops(_ spreading: [String]) throws {
+        let (server, port) = try ServiceProcess.start("spindle-http", ["--loops", "2"] + spreading)
+        // Each curl run is a new connection (a new source port, so a new reuseport hash).
+        for _ in 0..<24 {
+            let result = try Self.curl(["-s", "http://127.0.0.1:\(port)/"])
+            #expect(result.status == 0)
+            #expect(result.output == "Hello from Spindle fibers\n")
+        }
+        kill(server.pid, SIGTERM)
+        #expect(server.wait() == 0)
+        let rest = ServiceProcess.readAll(server.stdoutFD)
+        let perLoop = EchoServiceTests.connectionsPerLoop(rest)
+        #expect(perLoop.count == 2 && perLoop.reduce(0, +) == 24)
+        #expect(perLoop.allSatisfy { $0 > 0 }, "\(rest)")
+    }
+
     @Test("a malformed request gets 400 and the connection is closed")
     func malformed() throws {
         let (server, port) = try ServiceProcess.start("spindle-http")
@@ -43,7 +60,8 @@ struct HTTPServiceTests {
     func pipelined() throws {
         let (server, port) = try ServiceProcess.start("spindle-http")
         let fd = try ServiceProcess.connect(port: port)
-        let requests = "POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+        let requests =
+            "POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
             + "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
             + "GET /b HTTP/1.1\r\nConnection: close\r\n\r\n"
         try ServiceProcess.send(fd, Array(requests.utf8))

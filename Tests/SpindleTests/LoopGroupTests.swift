@@ -40,7 +40,7 @@ struct LoopGroupTests {
         #expect(placements == (0..<300).map { group.loop(for: "user-\($0)").id })
         #expect(Set(placements).count == 3)
         // Inside each loop's fibers, EventLoop.current is that loop, on a thread of its own.
-        let seen = Mutex<[UInt64: (current: UInt64?, onThread: Bool)]>([:])
+        let seen = Locked<[UInt64: (current: UInt64?, onThread: Bool)]>([:])
         group.spawnOnEach(name: "where-am-i") { loop in
             let current = EventLoop.current?.id
             seen.withLock { $0[loop.id] = (current, loop.isOnLoopThread) }
@@ -57,7 +57,7 @@ struct LoopGroupTests {
     func pinning() throws {
         let group = LoopGroup(loops: 2, pinning: true, name: "pinned")
         defer { try? group.shutdown() }
-        let cpus = Mutex<[Int: (cpu: Int32, allowed: Int32)]>([:])
+        let cpus = Locked<[Int: (cpu: Int32, allowed: Int32)]>([:])
         for (index, loop) in group.loops.enumerated() {
             group.spawn(on: loop) {
                 cpus.withLock { $0[index] = (spindle_current_cpu(), spindle_current_thread_cpu_count()) }
@@ -73,8 +73,8 @@ struct LoopGroupTests {
     func shutdownWithBlockedFibers() throws {
         let group = LoopGroup(loops: 2, name: "blocked")
         let channel = CrossLoopChannel<Int>(capacity: 4)
-        let ports = Mutex<[Int]>([])
-        let endings = Mutex<[String]>([])
+        let ports = Locked<[Int]>([])
+        let endings = Locked<[String]>([])
         @Sendable func ended(_ what: String, _ error: (any Error)?) {
             let how: String
             switch error {
@@ -188,7 +188,9 @@ struct LoopGroupTests {
 
     @Test("a fiber parked on something nothing can deliver is named at shutdown")
     func deadlockedFiberIsNamed() async {
-        let result = await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {
+        let result = await #expect(
+            processExitsWith: .success, observing: [\.standardOutputContent, \.standardErrorContent]
+        ) {
             let group = LoopGroup(loops: 1, name: "deadlocked")
             group.spawn(name: "forgotten") { Fiber.park(.event) }
             var text: String
@@ -203,7 +205,8 @@ struct LoopGroupTests {
             _exit(0)
         }
         let text = String(decoding: result?.standardOutputContent ?? [], as: UTF8.self)
-        #expect(text.contains("did not stop:\n  - fiber \"forgotten\" (#1) parked on event"), "\(text)")
+        let errors = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("did not stop:\n  - fiber \"forgotten\" (#1) parked on event"), "\(text)\n\(errors)")
     }
 }
 

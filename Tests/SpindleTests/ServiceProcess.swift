@@ -19,12 +19,13 @@ final class ServiceProcess {
             .appendingPathComponent(name).path
     }
 
-    /// Starts `name --host 127.0.0.1 --port 0` and returns it with the port from its first line
-    /// ("NAME listening on 127.0.0.1:PORT").
-    static func start(_ name: String) throws -> (ServiceProcess, Int) {
-        let child = try ServiceProcess(path(of: name), ["--host", "127.0.0.1", "--port", "0"])
+    /// Starts `name --host 127.0.0.1 --port 0` (then `extra`) and returns it with the port from
+    /// its first line ("NAME listening on 127.0.0.1:PORT").
+    static func start(_ name: String, _ extra: [String] = []) throws -> (ServiceProcess, Int) {
+        let child = try ServiceProcess(path(of: name), ["--host", "127.0.0.1", "--port", "0"] + extra)
         let line = child.readLine()
-        guard line.hasPrefix("\(name) listening on 127.0.0.1:"), let port = line.split(separator: ":").last.flatMap({ Int($0) })
+        guard line.hasPrefix("\(name) listening on 127.0.0.1:"),
+            let port = line.split(separator: ":").last.flatMap({ Int($0) })
         else { throw Failure(description: "\(name) printed \"\(line)\"") }
         return (child, port)
     }
@@ -84,7 +85,9 @@ final class ServiceProcess {
         let status = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
         close(out[1])
         close(err[1])
-        guard status == 0 else { throw Failure(description: "posix_spawn \(path): \(String(cString: strerror(status)))") }
+        guard status == 0 else {
+            throw Failure(description: "posix_spawn \(path): \(String(cString: strerror(status)))")
+        }
         self.pid = pid
         stdoutFD = out[0]
         stderrFD = err[0]
@@ -146,7 +149,9 @@ final class ServiceProcess {
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let status = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard status == 0 else { throw Failure(description: "connect: \(String(cString: strerror(errno)))") }
         return fd
