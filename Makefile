@@ -1,7 +1,9 @@
 # Spindle — the two commands are `make test` and `make bench`; both install what they need.
 #
 #   make test        build (debug) and run every test, then check the API documentation
-#                    (make docs: every public symbol documented, every symbol link resolved)
+#                    (make docs: every public symbol documented, every symbol link resolved), then
+#                    show that the core products build without the integrations' packages
+#                    (Tools/build/check-core-dependencies.sh, in .build-core)
 #   make docs        the DocC documentation of every module, checked, in .build/docs/combined
 #   make bench       the benchmark report: table on stdout, bench-results/{report.md,results.json,chart.svg}
 #   make bench-all   the same with every executor of every workload
@@ -72,6 +74,8 @@ test: deps-test
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	SWIFT=$(SWIFT) bash Tools/docs/build-docs.sh --quiet
+	@bash Tools/build/forget-stale-modules.sh .build-core --library-sources
+	SWIFT=$(SWIFT) bash Tools/build/check-core-dependencies.sh
 
 docs: deps-test
 	SWIFT=$(SWIFT) bash Tools/docs/build-docs.sh
@@ -133,7 +137,7 @@ tsan: deps-test
 		$(SWIFT) test --skip-build $(TSAN_FLAGS) --disable-xctest
 
 clean:
-	rm -rf .build .build-asan .build-tsan Benchmarks/.build Benchmarks/.build-notrace $(BENCH_OUT)
+	rm -rf .build .build-asan .build-tsan .build-core Benchmarks/.build Benchmarks/.build-notrace $(BENCH_OUT)
 
 valgrind: deps-test
 	$(call ensure_packages,valgrind binutils)

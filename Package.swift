@@ -14,9 +14,22 @@ let package = Package(
         .library(name: "SpindleFutures", targets: ["SpindleFutures"]),
         .library(name: "SpindleAsync", targets: ["SpindleAsync"]),
         .library(name: "SpindleTrace", targets: ["SpindleTrace"]),
+        // Opt-in integrations with the Swift server ecosystem, each a product of its own: a
+        // service that links only the products above builds none of their dependencies.
+        .library(name: "SpindleLogging", targets: ["SpindleLogging"]),
+        .library(name: "SpindleMetrics", targets: ["SpindleMetrics"]),
+        .library(name: "SpindleServiceLifecycle", targets: ["SpindleServiceLifecycle"]),
         .executable(name: "spindle-echo", targets: ["spindle-echo"]),
         .executable(name: "spindle-http", targets: ["spindle-http"]),
         .executable(name: "spindle-doctor", targets: ["spindle-doctor"]),
+    ],
+    dependencies: [
+        // Only for the integration products (SpindleLogging, SpindleMetrics,
+        // SpindleServiceLifecycle); Tools/build/check-core-dependencies.sh proves that the core
+        // products reach none of them.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(
@@ -58,6 +71,24 @@ let package = Package(
         .target(
             name: "SpindleTrace",
             dependencies: ["Spindle", "SpindleLoop"]
+        ),
+        // swift-log: the runtime's warnings (slow turns, loops that could not stop) as log records.
+        .target(
+            name: "SpindleLogging",
+            dependencies: ["SpindleLoop", .product(name: "Logging", package: "swift-log")]
+        ),
+        // swift-metrics: each loop's scheduler counters and its lag, for any metrics backend.
+        .target(
+            name: "SpindleMetrics",
+            dependencies: ["Spindle", "SpindleLoop", .product(name: "CoreMetrics", package: "swift-metrics")]
+        ),
+        // swift-service-lifecycle: a LoopGroup as a Service, shut down gracefully on SIGTERM.
+        .target(
+            name: "SpindleServiceLifecycle",
+            dependencies: [
+                "Spindle", "SpindleLoop",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         // Example services: real programs on fibers, run by the tests as separate processes.
         .target(
@@ -118,6 +149,16 @@ let package = Package(
         .testTarget(
             name: "SpindleTraceTests",
             dependencies: ["SpindleTrace", "Spindle", "SpindleLoop", "SpindleTestSupport"]
+        ),
+        .testTarget(
+            name: "SpindleIntegrationTests",
+            dependencies: [
+                "SpindleLogging", "SpindleMetrics", "SpindleServiceLifecycle", "Spindle", "SpindleLoop",
+                "SpindleTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         .testTarget(
             name: "SpindleTests",

@@ -51,3 +51,14 @@ public struct SeededGenerator: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+/// Runs `body` alone among the tests that set the process's warning handler
+/// (`SpindleDiagnostics.setWarningHandler`, which `SpindleLogging.bootstrap` also sets): the
+/// handler is one per process, and tests run in parallel.
+public func withWarningHandlerExclusively<T>(_ body: () throws -> T) rethrows -> T {
+    pthread_mutex_lock(&warningHandlerLock)
+    defer { pthread_mutex_unlock(&warningHandlerLock) }
+    return try body()
+}
+
+nonisolated(unsafe) private var warningHandlerLock = pthread_mutex_t()

@@ -7,6 +7,10 @@ import Testing
 struct DiagnosticsTests {
     @Test("a turn in which a fiber holds the thread past the threshold is counted and reported once")
     func slowTurn() throws {
+        try withWarningHandlerExclusively { try checkSlowTurn() }
+    }
+
+    func checkSlowTurn() throws {
         let received = Locked<[SpindleDiagnostics.Warning]>([])
         SpindleDiagnostics.setWarningHandler { warning in received.withLock { $0.append(warning) } }
         defer { SpindleDiagnostics.setWarningHandler(nil) }

@@ -30,7 +30,8 @@ docc="$(dirname "$(command -v "${SWIFT:-swift}")")/docc"
 source_graphs=$(sed -n 's/^Files written to //p' "$out/dump.log")
 
 # In dependency order: each module links against the archives of the modules it imports.
-modules=(SpindleLoop Spindle SpindleCallbacks SpindleFutures SpindleAsync SpindleTrace)
+modules=(SpindleLoop Spindle SpindleCallbacks SpindleFutures SpindleAsync SpindleTrace SpindleLogging SpindleMetrics
+    SpindleServiceLifecycle)
 declare -A deps=(
     [SpindleLoop]=""
     [Spindle]="SpindleLoop"
@@ -38,6 +39,9 @@ declare -A deps=(
     [SpindleFutures]="SpindleLoop Spindle SpindleCallbacks"
     [SpindleAsync]="SpindleLoop Spindle"
     [SpindleTrace]="SpindleLoop Spindle"
+    [SpindleLogging]="SpindleLoop"
+    [SpindleMetrics]="SpindleLoop Spindle"
+    [SpindleServiceLifecycle]="SpindleLoop Spindle"
 )
 problems=0
 for module in "${modules[@]}"; do
