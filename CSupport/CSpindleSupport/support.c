@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -131,6 +132,25 @@ int spindle_usable_cpu_count(void) {
     if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
     int count = CPU_COUNT(&set);
     return count > 0 ? count : 1;
+}
+
+// MARK: Asymmetric fences
+
+int spindle_asymmetric_fences_enabled = 0;
+static pthread_once_t asymmetric_fences_once = PTHREAD_ONCE_INIT;
+
+static void asymmetric_fences_register(void) {
+    // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (16) and MEMBARRIER_CMD_PRIVATE_EXPEDITED (8),
+    // Linux 4.14+; spelt out so that older headers build.
+    if (spindle_running_on_valgrind()) return;  // Valgrind does not implement it
+    if (syscall(SYS_membarrier, 16, 0, 0) == 0) spindle_asymmetric_fences_enabled = 1;
+}
+
+void spindle_asymmetric_fences_setup(void) { pthread_once(&asymmetric_fences_once, asymmetric_fences_register); }
+
+void spindle_heavy_fence(void) {
+    if (spindle_asymmetric_fences_enabled && syscall(SYS_membarrier, 8, 0, 0) == 0) return;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 int spindle_current_cpu(void) { return sched_getcpu(); }

@@ -30,13 +30,16 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
     /// How many values the channel holds without a receiver: the capacity asked for, rounded
     /// up to a power of two (at least 2).
     public let capacity: Int
-    private let ring = UnsafeMutablePointer<spindle_ring_t>.allocate(capacity: 1)
-    private let sequences: UnsafeMutablePointer<Int>
-    private let values: UnsafeMutablePointer<Element?>
-    private let closedFlag = Atomic<Bool>(false)
+    @usableFromInline let ring = UnsafeMutablePointer<spindle_ring_t>.allocate(capacity: 1)
+    /// The ring's slots: each a sequence number (the C ring's) and the value after it.
+    @usableFromInline let cells: UnsafeMutablePointer<Cell>
+    /// Where a cell's value starts (worked out once: a key path's offset is a runtime call in
+    /// an unoptimised build).
+    @usableFromInline let valueOffset = MemoryLayout<Cell>.offset(of: \Cell.value)!
+    @usableFromInline let closedFlag = Atomic<Bool>(false)
     /// Waiters registered under `waiters`' lock; the counts let the fast path skip the lock.
-    private let receiversWaiting = Atomic<Int>(0)
-    private let sendersWaiting = Atomic<Int>(0)
+    @usableFromInline let receiversWaiting = Atomic<Int>(0)
+    @usableFromInline let sendersWaiting = Atomic<Int>(0)
     /// Guards `waiters` (a pthread mutex: only fibers about to park and their wakers take it).
     private let lock = Gate()
     private var waiters = Waiters()
@@ -47,21 +50,20 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
         var slots = 2
         while slots < capacity { slots *= 2 }
         self.capacity = slots
-        sequences = .allocate(capacity: slots)
-        values = .allocate(capacity: slots)
-        values.initialize(repeating: nil, count: slots)
-        spindle_ring_init(ring, sequences, slots)
+        cells = .allocate(capacity: slots)
+        cells.initialize(repeating: Cell(sequence: 0, value: nil), count: slots)
+        spindle_ring_init(ring, cells, MemoryLayout<Cell>.stride, slots)
+        spindle_asymmetric_fences_setup()
     }
 
     deinit {
-        values.deinitialize(count: capacity)
-        values.deallocate()
-        sequences.deallocate()
+        cells.deinitialize(count: capacity)
+        cells.deallocate()
         ring.deallocate()
     }
 
     /// Whether ``close()`` has been called.
-    public var isClosed: Bool { closedFlag.load(ordering: .acquiring) }
+    @inlinable public var isClosed: Bool { closedFlag.load(ordering: .acquiring) }
 
     // MARK: Sending
 
@@ -70,6 +72,7 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
     /// Throws ``ChannelClosedError`` if the channel is or becomes closed before the value is
     /// queued, `CancellationError` if the fiber is cancelled while it waits, and
     /// ``FiberTimeoutError`` if an enclosing timeout expires. Call it from a fiber.
+    @inlinable
     public func send(_ value: Element) throws {
         let me = Fiber.runningFiber("CrossLoopChannel.send")
         try Fiber.checkInterruption(me)
@@ -81,8 +84,38 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
         }
     }
 
+    /// Sends the values of `values` in order, parking while the channel is full. A run of free
+    /// slots is claimed with one compare-and-swap and a waiting receiver woken once per run, so a
+    /// batch costs little more than its copies.
+    ///
+    /// Throws as ``send(_:)`` does; the values before the one that could not be sent were sent.
+    @inlinable
+    public func send(contentsOf values: some Collection<Element>) throws {
+        let me = Fiber.runningFiber("CrossLoopChannel.send(contentsOf:)")
+        try Fiber.checkInterruption(me)
+        var next = values.startIndex
+        while next != values.endIndex {
+            if closedFlag.load(ordering: .acquiring) { throw ChannelClosedError() }
+            var claimed = 0
+            let first = spindle_ring_claim_enqueue_many(
+                ring, values.distance(from: next, to: values.endIndex), &claimed)
+            if first < 0 {
+                try wait(me, asSender: true)
+                continue
+            }
+            for position in first..<(first + claimed) {
+                valueSlot(position).pointee = values[next]
+                values.formIndex(after: &next)
+                spindle_ring_publish_enqueue(ring, position)
+            }
+            spindle_light_fence()
+            if receiversWaiting.load(ordering: .relaxed) > 0 { wakeOne(receivers: true) }
+        }
+    }
+
     /// Queues `value` if there is room now and the channel is open; never waits. Safe from any
     /// thread, inside a fiber or not. Returns false (keeping nothing) when full or closed.
+    @inlinable
     public func trySend(_ value: Element) -> Bool {
         if closedFlag.load(ordering: .acquiring) { return false }
         var value = Optional(value)
@@ -90,12 +123,13 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
     }
 
     /// Puts the value in the ring if there is room, then wakes a waiting receiver if any.
-    private func enqueue(_ value: inout Element?) -> Bool {
+    @inlinable
+    func enqueue(_ value: inout Element?) -> Bool {
         let position = spindle_ring_claim_enqueue(ring)
         if position < 0 { return false }
-        (values + (position & (capacity - 1))).pointee = value.take()
+        valueSlot(position).pointee = value.take()
         spindle_ring_publish_enqueue(ring, position)
-        spindle_full_fence()  // the value is visible before we look for waiters (see wait)
+        spindle_light_fence()  // the value is visible before we look for waiters (see wait)
         if receiversWaiting.load(ordering: .relaxed) > 0 { wakeOne(receivers: true) }
         return true
     }
@@ -107,6 +141,7 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
     ///
     /// Throws `CancellationError` if the fiber is cancelled while it waits, and
     /// ``FiberTimeoutError`` if an enclosing timeout expires. Call it from a fiber.
+    @inlinable
     public func receive() throws -> Element? {
         let me = Fiber.runningFiber("CrossLoopChannel.receive")
         try Fiber.checkInterruption(me)
@@ -117,18 +152,73 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
         }
     }
 
+    /// Appends up to `maxCount` values to `buffer`, parking while there is none; returns how
+    /// many it appended, 0 once the channel is closed and drained. The values ready are claimed
+    /// with one compare-and-swap and a waiting sender woken once.
+    ///
+    /// Throws as ``receive()`` does.
+    @inlinable
+    public func receive(upTo maxCount: Int, into buffer: inout [Element]) throws -> Int {
+        precondition(maxCount >= 1, "CrossLoopChannel.receive(upTo:into:) needs a count of at least 1")
+        let me = Fiber.runningFiber("CrossLoopChannel.receive(upTo:into:)")
+        try Fiber.checkInterruption(me)
+        while true {
+            let taken = dequeue(upTo: maxCount, into: &buffer)
+            if taken > 0 { return taken }
+            if closedFlag.load(ordering: .acquiring) { return dequeue(upTo: maxCount, into: &buffer) }
+            try wait(me, asSender: false)
+        }
+    }
+
+    /// Takes up to `maxCount` ready values into `buffer`, then wakes a waiting sender if any.
+    @inlinable
+    func dequeue(upTo maxCount: Int, into buffer: inout [Element]) -> Int {
+        var claimed = 0
+        let first = spindle_ring_claim_dequeue_many(ring, maxCount, &claimed)
+        if first < 0 { return 0 }
+        buffer.reserveCapacity(buffer.count + claimed)
+        for position in first..<(first + claimed) {
+            buffer.append(valueSlot(position).pointee.take().unsafelyUnwrapped)
+            spindle_ring_publish_dequeue(ring, position)
+        }
+        spindle_light_fence()
+        if sendersWaiting.load(ordering: .relaxed) > 0 { wakeOne(receivers: false) }
+        return claimed
+    }
+
     /// Takes a value if one is ready now; never waits. Safe from any thread.
+    @inlinable
     public func tryReceive() -> Element? { dequeue() }
 
     /// Takes a value from the ring if there is one, then wakes a waiting sender if any.
-    private func dequeue() -> Element? {
+    @inlinable
+    func dequeue() -> Element? {
         let position = spindle_ring_claim_dequeue(ring)
         if position < 0 { return nil }
-        let value = (values + (position & (capacity - 1))).pointee.take()
+        let value = valueSlot(position).pointee.take()
         spindle_ring_publish_dequeue(ring, position)
-        spindle_full_fence()
+        spindle_light_fence()
         if sendersWaiting.load(ordering: .relaxed) > 0 { wakeOne(receivers: false) }
         return value
+    }
+
+    /// One slot: the ring's sequence number (read and written only by the C ring, atomically),
+    /// then the value, in one cache line.
+    @usableFromInline struct Cell {
+        @usableFromInline var sequence: Int
+        @usableFromInline var value: Element?
+        @inlinable init(sequence: Int, value: Element?) {
+            self.sequence = sequence
+            self.value = value
+        }
+    }
+
+    /// The value of the cell at `position`, reached by its address alone (the sequence beside
+    /// it belongs to the other threads' atomics).
+    @inlinable @inline(__always)
+    func valueSlot(_ position: Int) -> UnsafeMutablePointer<Element?> {
+        (UnsafeMutableRawPointer(cells + (position & (capacity - 1))) + valueOffset)
+            .assumingMemoryBound(to: Element?.self)
     }
 
     // MARK: Closing
@@ -154,7 +244,18 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
     /// Parks `me` until a counterpart (or close) wakes it, unless the ring changed or the
     /// channel closed while it registered. Throws an interruption; after one, a wake that was
     /// already meant for `me` is passed on to the next waiter.
-    private func wait(_ me: UnsafeMutablePointer<spindle_fiber_t>, asSender: Bool) throws {
+    @usableFromInline
+    func wait(_ me: UnsafeMutablePointer<spindle_fiber_t>, asSender: Bool) throws {
+        // The other side is often a few messages behind or ahead, not gone: look again for a
+        // moment (a few hundred nanoseconds of pause instructions, no system call) before the
+        // registration, whose heavy fence is a system call.
+        for _ in 0..<Self.spinsBeforeWaiting {
+            spindle_spin_pause()
+            let ready =
+                closedFlag.load(ordering: .relaxed)
+                || (asSender ? spindle_ring_has_room(ring) : spindle_ring_has_value(ring)) != 0
+            if ready { return }
+        }
         let loop = Scheduler.of(me.pointee.sched).loop
         var node = CrossLoopWaiter(fiber: FiberRef(me), loop: loop)
         try withUnsafeMutablePointer(to: &node) { node in
@@ -163,7 +264,9 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
                 if asSender { waiters.senders.append(node) } else { waiters.receivers.append(node) }
                 countWaiting(asSender: asSender, 1)
             }
-            spindle_full_fence()  // registered before we look again (see enqueue and dequeue)
+            // Registered before we look again: with the light fences of enqueue and dequeue,
+            // either their side sees this waiter or this side sees their change.
+            spindle_heavy_fence()
             let ready =
                 closedFlag.load(ordering: .sequentiallyConsistent)
                 || (asSender ? spindle_ring_has_room(ring) : spindle_ring_has_value(ring)) != 0
@@ -196,8 +299,12 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
         }
     }
 
+    /// How many times ``wait(_:asSender:)`` looks again before it registers the fiber.
+    @usableFromInline static var spinsBeforeWaiting: Int { 64 }
+
     /// Wakes the longest-waiting receiver (or sender).
-    private func wakeOne(receivers: Bool) {
+    @usableFromInline
+    func wakeOne(receivers: Bool) {
         let node = lock.locked { () -> UnsafeMutablePointer<CrossLoopWaiter>? in
             guard let node = receivers ? waiters.receivers.claimFirst() : waiters.senders.claimFirst() else {
                 return nil
@@ -226,11 +333,12 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
 extension CrossLoopChannel: Sequence {
     /// Receives until the channel is closed and drained, or the fiber is interrupted.
     public struct Iterator: IteratorProtocol {
-        let channel: CrossLoopChannel
-        public mutating func next() -> Element? { (try? channel.receive()) ?? nil }
+        @usableFromInline let channel: CrossLoopChannel
+        @inlinable init(channel: CrossLoopChannel) { self.channel = channel }
+        @inlinable public mutating func next() -> Element? { (try? channel.receive()) ?? nil }
     }
 
-    public func makeIterator() -> Iterator { Iterator(channel: self) }
+    @inlinable public func makeIterator() -> Iterator { Iterator(channel: self) }
 }
 
 // MARK: - Waiters

@@ -94,6 +94,57 @@ struct CrossLoopTests {
         #expect(tally.outOfOrder == 0)
     }
 
+    @Test("batches sent with send(contentsOf:) arrive whole and in order through receive(upTo:into:)")
+    func batches() throws {
+        let group = LoopGroup(loops: 3, name: "batches")
+        let channel = CrossLoopChannel<Int>(capacity: 64)
+        let total = Self.messages / 10
+        let received = Locked<[[Int]]>([])
+        let sendersLeft = Atomic<Int>(2)
+        // Two senders of odd-sized batches (larger than the ring, too) and two receivers.
+        for sender in 0..<2 {
+            group.spawn(on: group.loops[sender]) {
+                var next = 0
+                var size = 1
+                while next < total {
+                    let batch = (next..<min(next + size, total)).map { $0 * 2 + sender }
+                    do { try channel.send(contentsOf: batch) } catch { Issue.record("send: \(error)") }
+                    next += batch.count
+                    size = size % 150 + 7
+                }
+                // The last sender closes: the receivers drain what is buffered, then see the end.
+                if sendersLeft.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { channel.close() }
+            }
+        }
+        for receiver in 0..<2 {
+            group.spawn(on: group.loops[1 + receiver]) {
+                var mine: [Int] = []
+                var buffer: [Int] = []
+                while true {
+                    buffer.removeAll(keepingCapacity: true)
+                    guard let count = try? channel.receive(upTo: 1 + receiver * 40, into: &buffer), count > 0 else {
+                        break
+                    }
+                    #expect(buffer.count == count)
+                    mine += buffer
+                }
+                received.withLock { $0.append(mine) }
+            }
+        }
+        waitUntil("both receivers saw the close") { received.withLock { $0.count } == 2 }
+        let lists = received.withLock { $0 }
+        let all = lists.flatMap { $0 }
+        #expect(all.count == 2 * total)
+        #expect(Set(all).count == 2 * total)
+        for list in lists {
+            for sender in 0..<2 {
+                let fromSender = list.filter { $0 % 2 == sender }
+                #expect(fromSender == fromSender.sorted(), "values of sender \(sender) out of order")
+            }
+        }
+        try group.shutdown(within: .seconds(30))
+    }
+
     @Test("close wakes senders and receivers parked on both loops; buffered values stay receivable")
     func closeWithParkedFibers() throws {
         let group = LoopGroup(loops: 2, name: "close")

@@ -268,33 +268,40 @@ static inline void spindle_trace_record_at_previous(spindle_sched_t *sched, uint
 
 /// The indices of a bounded MPMC queue (Dmitry Vyukov's): each slot has a sequence number that
 /// says whose turn it is, so a producer and a consumer meet only at the slot, with one
-/// compare-and-swap each and no lock. The values live in the caller's memory, slot by slot.
-/// Producers' and consumers' positions are 64 bytes apart, on cache lines of their own (padding,
-/// not _Alignas: Swift does not import over-aligned C types).
+/// compare-and-swap each and no lock. A slot is a cell of the caller's memory (`stride` bytes)
+/// whose first word is its sequence number and whose value follows it, so a message moves
+/// between cores in one cache line. Producers' and consumers' positions are 64 bytes apart, on
+/// lines of their own (padding, not _Alignas: Swift does not import over-aligned C types).
 typedef struct spindle_ring {
     intptr_t enqueue_position;
     char padding1[64 - sizeof(intptr_t)];
     intptr_t dequeue_position;
     char padding2[64 - sizeof(intptr_t)];
-    intptr_t *sequences;  // one per slot
-    intptr_t mask;        // slots - 1 (slots: a power of two, at least 2)
+    char *cells;      // slots * stride bytes; each cell starts with its intptr_t sequence
+    intptr_t stride;  // bytes per cell
+    intptr_t mask;    // slots - 1 (slots: a power of two, at least 2)
 } spindle_ring_t;
 
-/// Sets up `ring` over `sequences` (`slots` of them, a power of two, at least 2).
-static inline void spindle_ring_init(spindle_ring_t *ring, intptr_t *sequences, intptr_t slots) {
-    ring->enqueue_position = 0;
-    ring->dequeue_position = 0;
-    ring->sequences = sequences;
-    ring->mask = slots - 1;
-    for (intptr_t i = 0; i < slots; i++) __atomic_store_n(&sequences[i], i, __ATOMIC_RELAXED);
+static inline intptr_t *spindle_ring_sequence(spindle_ring_t *ring, intptr_t position) {
+    return (intptr_t *)(ring->cells + (position & ring->mask) * ring->stride);
 }
 
-/// Claims the next slot to write, or returns -1 when the ring is full. Write the value to
-/// slot `position & mask`, then call spindle_ring_publish_enqueue.
+/// Sets up `ring` over `cells` (`slots` cells of `stride` bytes, a power of two, at least 2).
+static inline void spindle_ring_init(spindle_ring_t *ring, void *cells, intptr_t stride, intptr_t slots) {
+    ring->enqueue_position = 0;
+    ring->dequeue_position = 0;
+    ring->cells = (char *)cells;
+    ring->stride = stride;
+    ring->mask = slots - 1;
+    for (intptr_t i = 0; i < slots; i++) __atomic_store_n(spindle_ring_sequence(ring, i), i, __ATOMIC_RELAXED);
+}
+
+/// Claims the next slot to write, or returns -1 when the ring is full. Write the value into
+/// cell `position & mask`, then call spindle_ring_publish_enqueue.
 static inline intptr_t spindle_ring_claim_enqueue(spindle_ring_t *ring) {
     intptr_t position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_RELAXED);
     for (;;) {
-        intptr_t sequence = __atomic_load_n(&ring->sequences[position & ring->mask], __ATOMIC_ACQUIRE);
+        intptr_t sequence = __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_ACQUIRE);
         intptr_t difference = sequence - position;
         if (difference == 0) {
             if (__atomic_compare_exchange_n(&ring->enqueue_position, &position, position + 1, 1,
@@ -309,15 +316,15 @@ static inline intptr_t spindle_ring_claim_enqueue(spindle_ring_t *ring) {
 }
 
 static inline void spindle_ring_publish_enqueue(spindle_ring_t *ring, intptr_t position) {
-    __atomic_store_n(&ring->sequences[position & ring->mask], position + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(spindle_ring_sequence(ring, position), position + 1, __ATOMIC_RELEASE);
 }
 
 /// Claims the next slot to read, or returns -1 when the ring is empty. Take the value from
-/// slot `position & mask`, then call spindle_ring_publish_dequeue.
+/// cell `position & mask`, then call spindle_ring_publish_dequeue.
 static inline intptr_t spindle_ring_claim_dequeue(spindle_ring_t *ring) {
     intptr_t position = __atomic_load_n(&ring->dequeue_position, __ATOMIC_RELAXED);
     for (;;) {
-        intptr_t sequence = __atomic_load_n(&ring->sequences[position & ring->mask], __ATOMIC_ACQUIRE);
+        intptr_t sequence = __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_ACQUIRE);
         intptr_t difference = sequence - (position + 1);
         if (difference == 0) {
             if (__atomic_compare_exchange_n(&ring->dequeue_position, &position, position + 1, 1,
@@ -332,22 +339,99 @@ static inline intptr_t spindle_ring_claim_dequeue(spindle_ring_t *ring) {
 }
 
 static inline void spindle_ring_publish_dequeue(spindle_ring_t *ring, intptr_t position) {
-    __atomic_store_n(&ring->sequences[position & ring->mask], position + ring->mask + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(spindle_ring_sequence(ring, position), position + ring->mask + 1, __ATOMIC_RELEASE);
+}
+
+/// Claims up to `wanted` consecutive slots to write (those free now, from the next one on) with
+/// one compare-and-swap: returns the first position and sets `claimed`, or returns -1 when the
+/// next slot is not free. A free slot stays free until its producer publishes it, so a run seen
+/// free is still free when the swap succeeds. Publish each with spindle_ring_publish_enqueue.
+static inline intptr_t spindle_ring_claim_enqueue_many(spindle_ring_t *ring, intptr_t wanted, intptr_t *claimed) {
+    intptr_t position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_RELAXED);
+    for (;;) {
+        intptr_t count = 0;
+        while (count < wanted && count <= ring->mask &&
+               __atomic_load_n(spindle_ring_sequence(ring, position + count), __ATOMIC_ACQUIRE) == position + count)
+            count++;
+        if (count == 0) {
+            intptr_t sequence = __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_ACQUIRE);
+            if (sequence - position < 0) return -1;  // full
+            position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_RELAXED);  // another producer took it
+            continue;
+        }
+        if (__atomic_compare_exchange_n(&ring->enqueue_position, &position, position + count, 1,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            *claimed = count;
+            return position;
+        }
+    }
+}
+
+/// Claims up to `wanted` consecutive slots ready to read, as spindle_ring_claim_enqueue_many does
+/// for writing; -1 when the next slot holds no value. Publish each with
+/// spindle_ring_publish_dequeue.
+static inline intptr_t spindle_ring_claim_dequeue_many(spindle_ring_t *ring, intptr_t wanted, intptr_t *claimed) {
+    intptr_t position = __atomic_load_n(&ring->dequeue_position, __ATOMIC_RELAXED);
+    for (;;) {
+        intptr_t count = 0;
+        while (count < wanted && count <= ring->mask &&
+               __atomic_load_n(spindle_ring_sequence(ring, position + count), __ATOMIC_ACQUIRE) == position + count + 1)
+            count++;
+        if (count == 0) {
+            intptr_t sequence = __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_ACQUIRE);
+            if (sequence - (position + 1) < 0) return -1;  // empty
+            position = __atomic_load_n(&ring->dequeue_position, __ATOMIC_RELAXED);
+            continue;
+        }
+        if (__atomic_compare_exchange_n(&ring->dequeue_position, &position, position + count, 1,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            *claimed = count;
+            return position;
+        }
+    }
 }
 
 /// Whether a value is ready to be read now / a slot is free to be written now (a snapshot).
 static inline int spindle_ring_has_value(spindle_ring_t *ring) {
     intptr_t position = __atomic_load_n(&ring->dequeue_position, __ATOMIC_SEQ_CST);
-    return __atomic_load_n(&ring->sequences[position & ring->mask], __ATOMIC_SEQ_CST) == position + 1;
+    return __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_SEQ_CST) == position + 1;
 }
 
 static inline int spindle_ring_has_room(spindle_ring_t *ring) {
     intptr_t position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_SEQ_CST);
-    return __atomic_load_n(&ring->sequences[position & ring->mask], __ATOMIC_SEQ_CST) == position;
+    return __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_SEQ_CST) == position;
+}
+
+/// Tells the CPU the caller is spinning (x86 `pause`, arm64 `yield`): it slows the loop and
+/// frees the core's resources for its sibling thread.
+static inline void spindle_spin_pause(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
 }
 
 /// A full barrier: a store before it is seen by other threads before any load after it.
 static inline void spindle_full_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+/// Asymmetric fences for a Dekker-style handshake whose two sides run at very different rates
+/// (a channel's every send and receive, against a fiber about to park): the frequent side calls
+/// spindle_light_fence between its store and its load, the rare side spindle_heavy_fence. With
+/// membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) registered, the light fence is only a compiler
+/// barrier and the heavy one makes every running thread of the process execute a full barrier;
+/// where membarrier is not available (an old kernel, a sandbox, Valgrind), both are full fences.
+/// Call spindle_asymmetric_fences_setup once before either (it is idempotent and thread-safe).
+extern int spindle_asymmetric_fences_enabled;
+void spindle_asymmetric_fences_setup(void);
+void spindle_heavy_fence(void);
+static inline void spindle_light_fence(void) {
+    if (__builtin_expect(spindle_asymmetric_fences_enabled, 1)) {
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    } else {
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    }
+}
 
 // MARK: - Debugger registry
 
