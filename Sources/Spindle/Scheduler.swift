@@ -163,6 +163,7 @@ public final class Scheduler: EventLoopAttachment {
         }
         #endif
         core.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
+        core.pointee.posted_flag = loop.postedFlag
         spindle_sched_register(core)
         startTracingFromEnvironment()
         drainWatcher = LoopWatcher(loop: loop, kind: .check)

@@ -31,6 +31,10 @@ extension EventLoop {
     package func post(remote work: UnsafeMutablePointer<spindle_remote_work_t>) -> Bool {
         inbox.push(remote: work)
     }
+
+    /// Set while work posted from another thread waits for the loop (a hint, relaxed): the fiber
+    /// scheduler looks at it between fibers to end a busy turn early.
+    package var postedFlag: UnsafePointer<Int32> { UnsafePointer(inbox.postedFlag) }
 }
 
 /// One posted closure, linked into the inbox's Treiber stack.
@@ -54,6 +58,13 @@ final class PostInbox: @unchecked Sendable {
     private let remoteHead = Atomic<UInt>(0)
     private let closedFlag = Atomic<Bool>(false)
     private let posters = Atomic<Int>(0)
+    /// Set by every push, cleared by the drain: a hint a busy loop's scheduler reads between
+    /// fibers, to end its turn early and let the loop run what was posted.
+    let postedFlag: UnsafeMutablePointer<Int32> = {
+        let flag = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        flag.initialize(to: 0)
+        return flag
+    }()
     private var wakeup: Wakeup!
     /// The remote stack's head once the loop closes: no node has this address.
     private static let sealed: UInt = 1
@@ -85,6 +96,7 @@ final class PostInbox: @unchecked Sendable {
             if exchanged { break }
             old = current
         }
+        spindle_flag_set(postedFlag)
         wakeup.signal()
         return true
     }
@@ -103,12 +115,14 @@ final class PostInbox: @unchecked Sendable {
             old = current
         }
         // Pushed before the seal: close() runs it. The handle is open while we are counted in.
+        spindle_flag_set(postedFlag)
         if !closedFlag.load(ordering: .sequentiallyConsistent) { wakeup.signal() }
         return true
     }
 
     /// Runs everything posted so far, oldest first.
     func drain(closed: Bool = false) {
+        spindle_flag_clear(postedFlag)
         drainRemote(taking: closed ? Self.sealed : 0)
         let taken = head.exchange(0, ordering: .acquiring)
         guard taken != 0 else { return }
@@ -148,6 +162,8 @@ final class PostInbox: @unchecked Sendable {
         while posters.load(ordering: .sequentiallyConsistent) != 0 { sched_yield() }
         wakeup.close()
     }
+
+    deinit { postedFlag.deallocate() }
 
     /// Work that raced with close: run it, so nothing posted before close is silently lost.
     /// Remote nodes run with `closed` set, and the remote stack is sealed.

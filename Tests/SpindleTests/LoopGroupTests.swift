@@ -225,3 +225,38 @@ func connectBlocking(port: Int) throws -> Int32 {
     if status != 0 { throw UVError(code: -errno, operation: "connect") }
     return fd
 }
+
+@Suite("A busy loop answers other threads")
+struct BusyLoopTests {
+    @Test("work posted to a loop whose fiber never parks runs within 64 of its resumes, not a whole turn")
+    func postedWorkEndsABusyTurn() throws {
+        let group = LoopGroup(loops: 1, name: "busy")
+        let loop = group.loops[0]
+        let yields = Atomic<Int>(0)
+        let posted = Atomic<Bool>(false)
+        let seenPostedAt = Atomic<Int>(-1)
+        let ranAt = Atomic<Int>(-1)
+        let stop = Atomic<Bool>(false)
+        group.spawn(on: loop, name: "busy") {
+            while !stop.load(ordering: .relaxed) {
+                let count = yields.add(1, ordering: .relaxed).newValue
+                if posted.load(ordering: .acquiring), seenPostedAt.load(ordering: .relaxed) < 0 {
+                    seenPostedAt.store(count, ordering: .relaxed)
+                }
+                Fiber.yield()
+            }
+        }
+        waitUntil("the busy fiber runs") { yields.load(ordering: .relaxed) > 10_000 }
+        loop.post { ranAt.store(yields.load(ordering: .relaxed), ordering: .relaxed) }
+        posted.store(true, ordering: .releasing)
+        waitUntil("the posted work ran") { ranAt.load(ordering: .relaxed) >= 0 }
+        stop.store(true, ordering: .relaxed)
+        try group.shutdown(within: .seconds(30))
+        // The busy fiber saw the post in one of its slices; the drain then ended its run of 64
+        // resumes and the loop ran the post (scheduler.resumesPerTurn is 1,024).
+        let seen = seenPostedAt.load(ordering: .relaxed)
+        let ran = ranAt.load(ordering: .relaxed)
+        #expect(seen >= 0)
+        #expect(ran - seen <= 66, "the post ran \(ran - seen) yields after the busy fiber saw it")
+    }
+}

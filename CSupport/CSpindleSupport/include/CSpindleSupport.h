@@ -115,6 +115,9 @@ struct spindle_sched {
     const void *main_stack_bottom;
     size_t main_stack_size;
     void *main_tsan_fiber;
+    // The loop's "work was posted from another thread" flag (EventLoop.postedFlag), looked at
+    // every 64 resumes of a drain so that a loop kept busy by its fibers still answers soon.
+    const int *posted_flag;
     // The trace ring buffer while tracing is on, else NULL (one predictable branch per hook).
     struct spindle_trace *trace;
     // Every live scheduler of the process, for debuggers (Tools/gdb/spindle.py walks it).
@@ -401,6 +404,11 @@ static inline int spindle_ring_has_room(spindle_ring_t *ring) {
     intptr_t position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_SEQ_CST);
     return __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_SEQ_CST) == position;
 }
+
+/// Whether the flag at `flag` is set (a relaxed load: a hint, rechecked by whoever acts on it).
+static inline int spindle_flag_is_set(const int *flag) { return __atomic_load_n(flag, __ATOMIC_RELAXED); }
+static inline void spindle_flag_set(int *flag) { __atomic_store_n(flag, 1, __ATOMIC_RELAXED); }
+static inline void spindle_flag_clear(int *flag) { __atomic_store_n(flag, 0, __ATOMIC_RELAXED); }
 
 /// Tells the CPU the caller is spinning (x86 `pause`, arm64 `yield`): it slows the loop and
 /// frees the core's resources for its sibling thread.
