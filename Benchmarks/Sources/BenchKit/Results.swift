@@ -178,7 +178,8 @@ package func shell(_ tool: String, _ arguments: [String]) -> String {
 package func attachRatios(_ results: inout [BenchResult], baselines: [String: String]) {
     for index in results.indices {
         let row = results[index]
-        guard let baseline = baselines[row.workload] else { continue }
+        // A workload's variants may each have their own baseline ("workload/variant").
+        guard let baseline = baselines["\(row.workload)/\(row.variant)"] ?? baselines[row.workload] else { continue }
         guard let base = results.first(where: {
             $0.workload == row.workload && $0.variant == row.variant && $0.metric == row.metric
                 && $0.phase == row.phase && $0.executor == baseline

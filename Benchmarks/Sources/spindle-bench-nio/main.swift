@@ -2,7 +2,7 @@
 // NIO's echo server for the echo workload. A process of its own, run by spindle-bench.
 //
 //   spindle-bench-nio fanout yield|timer OPS STEPS TRIALS   one JSON line per trial: {"ms": …, "completed": …}
-//   spindle-bench-nio serve-echo                            prints "listening on 127.0.0.1:PORT"; SIGTERM stops it
+//   spindle-bench-nio serve-echo [--threads N]              prints "listening on 127.0.0.1:PORT"; SIGTERM stops it
 import Foundation
 import NIOCore
 import NIOPosix
@@ -43,7 +43,7 @@ func fanout(variant: String, ops: Int, steps: Int, trials: Int) throws {
     }
 }
 
-/// NIO's echo server: one event loop, a handler that writes back what it reads.
+/// NIO's echo server: a handler that writes back what it reads, on `threads` event loops.
 final class EchoHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -52,7 +52,7 @@ final class EchoHandler: ChannelInboundHandler, Sendable {
     func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
 }
 
-func serveEcho() throws {
+func serveEcho(threads: Int) throws {
     // SIGTERM and SIGINT are blocked before any thread exists (threads inherit the mask) and
     // taken with sigwait below. A dispatch signal source over SIG_IGN never fired here: the
     // server outlived every SIGTERM and spindle-bench killed it after its 5 s grace period.
@@ -61,7 +61,7 @@ func serveEcho() throws {
     sigaddset(&stopSignals, SIGTERM)
     sigaddset(&stopSignals, SIGINT)
     pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
     let bootstrap = ServerBootstrap(group: group)
         .serverChannelOption(.backlog, value: 4096)
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -84,7 +84,15 @@ case "fanout":
     else { fail("usage: spindle-bench-nio fanout yield|timer OPS STEPS TRIALS") }
     try fanout(variant: rest[0], ops: ops, steps: steps, trials: trials)
 case "serve-echo":
-    try serveEcho()
+    let rest = Array(arguments.dropFirst())
+    var threads = 1
+    if !rest.isEmpty {
+        guard rest.count == 2, rest[0] == "--threads", let count = Int(rest[1]), count >= 1 else {
+            fail("usage: spindle-bench-nio serve-echo [--threads N]")
+        }
+        threads = count
+    }
+    try serveEcho(threads: threads)
 default:
-    fail("usage: spindle-bench-nio fanout yield|timer OPS STEPS TRIALS | serve-echo")
+    fail("usage: spindle-bench-nio fanout yield|timer OPS STEPS TRIALS | serve-echo [--threads N]")
 }

@@ -69,6 +69,7 @@ struct Run: ParsableCommand {
                     results += peers.rows
                     skipped += peers.skipped
                 case ChannelWorkload.name: results += try runChannel(loop: loop, only: only)
+                case CrossLoopWorkload.name: results += try runCrossLoop(only: only)
                 case SpawnWorkload.name: results += try runSpawn(loop: loop, only: only)
                 case EchoWorkload.name: results += try runEcho(only: only)
                 case ScaleWorkload.name: results += try runScale(loop: loop, only: only)
@@ -81,7 +82,10 @@ struct Run: ParsableCommand {
         }
         if Self.interrupted { progress("interrupted: reporting the \(results.count) rows that finished") }
         try? loop.close()
-        attachRatios(&results, baselines: Dictionary(uniqueKeysWithValues: SpindleBench.workloads.filter { !$0.baseline.isEmpty }.map { ($0.name, $0.baseline) }))
+        var baselines = Dictionary(
+            uniqueKeysWithValues: SpindleBench.workloads.filter { !$0.baseline.isEmpty }.map { ($0.name, $0.baseline) })
+        for (variant, baseline) in CrossLoopWorkload.baselines { baselines["\(CrossLoopWorkload.name)/\(variant)"] = baseline }
+        attachRatios(&results, baselines: baselines)
         let report = Report(machine: MachineInfo.current(), results: results, skipped: skipped.isEmpty ? nil : skipped)
         try emit(report)
         if Self.interrupted { throw ExitCode(130) }  // what a shell expects of a Ctrl-C'd command
@@ -274,6 +278,47 @@ struct Run: ParsableCommand {
         }
     }
 
+    // MARK: crossloop
+
+    func runCrossLoop(only: Set<String>?) throws -> [BenchResult] {
+        var rows: [BenchResult] = []
+        let state = CrossLoopWorkload.State()
+        for variant in CrossLoopWorkload.variants where !Self.interrupted {
+            let executors = CrossLoopWorkload.executors(variant).filter { only?.contains($0) ?? true }
+            for executor in executors { _ = try CrossLoopWorkload.run(executor, variant: variant, state: state) }
+            // Interleaved trials, as for switch: drift hits the floor and the fibers alike.
+            var samples: [String: [Double]] = [:]
+            for trial in 0..<trials {
+                if Self.interrupted { return rows }
+                progress("crossloop \(variant): trial \(trial + 1)/\(trials) (\(executors.joined(separator: ", ")))")
+                for executor in executors {
+                    samples[executor, default: []].append(try CrossLoopWorkload.run(executor, variant: variant, state: state))
+                }
+            }
+            // Parks per operation of one more run: how often a side waited for the other's wake-up.
+            var parksPerOp: [String: Double] = [:]
+            for executor in executors where executor.hasPrefix("fibers") {
+                let before = try CrossLoopWorkload.parks(state)
+                _ = try CrossLoopWorkload.run(executor, variant: variant, state: state)
+                let parks = try CrossLoopWorkload.parks(state) - before
+                let operations = variant == "channel" ? CrossLoopWorkload.messages : CrossLoopWorkload.callRounds
+                parksPerOp[executor] = Double(parks) / Double(operations)
+            }
+            for executor in executors {
+                let stats = Stats(samples[executor]!)
+                let what = variant == "channel"
+                    ? "per message, \(CrossLoopWorkload.messages) messages through \(CrossLoopWorkload.capacity) slots, "
+                        + "two pinned threads"
+                    : "per round trip, \(CrossLoopWorkload.callRounds) calls, two pinned threads"
+                rows.append(BenchResult(
+                    workload: CrossLoopWorkload.name, variant: variant, executor: executor, metric: "time", unit: "ns",
+                    median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
+                    per_op: parksPerOp[executor].map { ["parks": $0] }, note: what))
+            }
+        }
+        return rows
+    }
+
     // MARK: channel
 
     func runChannel(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
@@ -382,6 +427,7 @@ struct Run: ParsableCommand {
             }
             var throughput: [String: [Double]] = [:]
             var serverCPU: [String: [Double]] = [:]
+            var loadCPU: [String: [Double]] = [:]
             var percentiles: [String: [Double: [Double]]] = [:]
             var loadBatch: [String: [Double]] = [:]
             var ramp: [String: [Double]] = [:]
@@ -393,6 +439,7 @@ struct Run: ParsableCommand {
                         executor, variant: variant, warmupMs: warmupMs, durationMs: durationMs, tools: tools)
                     throughput[executor, default: []].append(outcome.requestsPerSecond)
                     serverCPU[executor, default: []].append(outcome.serverCPUPerRequest * 1e9)
+                    loadCPU[executor, default: []].append(outcome.loadCPUPerRequest * 1e9)
                     loadBatch[executor, default: []].append(outcome.loadBatch)
                     ramp[executor, default: []].append(outcome.rampSeconds * 1e3)
                     for percentile in [50.0, 99.0, 99.9] {
@@ -404,7 +451,10 @@ struct Run: ParsableCommand {
             // Steady-state allocations per round trip of the Swift servers: two runs of different
             // length through the malloc interposer, so what is made per connection cancels out.
             var allocations: [String: Double] = [:]
-            for executor in executors where executor != EchoWorkload.baseline && !EchoWorkload.peers.contains(executor) {
+            for executor in executors
+            where executor != EchoWorkload.baseline && !EchoWorkload.peers.contains(executor)
+                && EchoWorkload.sameCodeAs[executor] == nil
+            {
                 progress("echo \(variant): \(executor) allocations (two counted runs)")
                 let short = try EchoWorkload.run(
                     executor, variant: variant, warmupMs: warmupMs, durationMs: 100, tools: tools, countingAllocations: true)
@@ -430,6 +480,12 @@ struct Run: ParsableCommand {
                     workload: "echo", variant: variant, executor: executor, metric: "server-cpu", unit: "ns",
                     median: cpu.median, min: cpu.min, max: cpu.max, trials: cpu.count,
                     note: "the server process's user + system CPU time per round trip (rusage), warm-up included"))
+                // On two cores the load generator competes with a server of two loops: its share.
+                let load = Stats(loadCPU[executor]!)
+                rows.append(BenchResult(
+                    workload: "echo", variant: variant, executor: executor, metric: "client-cpu", unit: "ns",
+                    median: load.median, min: load.min, max: load.max, trials: load.count,
+                    note: "the load generator's user + system CPU time per round trip (rusage), warm-up included"))
                 for percentile in [50.0, 99.0, 99.9] {
                     let stats = Stats(percentiles[executor]![percentile]!)
                     // On the p99 row, what shapes it: how many echoes the load generator read

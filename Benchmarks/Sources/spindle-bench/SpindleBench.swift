@@ -17,6 +17,7 @@ struct SpindleBench: ParsableCommand {
         (FanoutWorkload.name, FanoutWorkload.variants, FanoutWorkload.executors, FanoutWorkload.baseline),
         (SpawnWorkload.name, SpawnWorkload.variants, SpawnWorkload.executors, ""),
         (ChannelWorkload.name, ChannelWorkload.variants, ChannelWorkload.executors, ""),
+        (CrossLoopWorkload.name, CrossLoopWorkload.variants, CrossLoopWorkload.executors, "per variant: its C floor"),
         (EchoWorkload.name, EchoWorkload.variants, EchoWorkload.executors, EchoWorkload.baseline),
         (ScaleWorkload.name, ScaleWorkload.variants, ScaleWorkload.executors, ""),
     ]

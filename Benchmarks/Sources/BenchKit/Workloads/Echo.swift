@@ -14,13 +14,19 @@ package enum EchoWorkload {
     package static let name = "echo"
     package static let variants = ["64-conn", "1000-conn"]
     package static let executors = [
-        "c-libuv", "fibers", "callbacks", "futures", "swift-async-loop", "swift-async-global", "threads", "swiftnio",
+        "c-libuv", "fibers", "fibers-2loops", "callbacks", "futures", "swift-async-loop", "swift-async-global", "threads",
+        "swiftnio", "swiftnio-2threads",
     ]
     package static let baseline = "c-libuv"
     /// What `make bench` runs (each echo trial is two processes for 0.9 s); `--all` adds the rest.
-    package static let headlineExecutors = ["c-libuv", "fibers", "callbacks", "futures", "swift-async-loop", "swiftnio"]
+    package static let headlineExecutors = [
+        "c-libuv", "fibers", "fibers-2loops", "callbacks", "futures", "swift-async-loop", "swiftnio", "swiftnio-2threads",
+    ]
     /// Servers that are other programs (peers): no allocation counting through the interposer.
-    package static let peers = ["swiftnio"]
+    package static let peers = ["swiftnio", "swiftnio-2threads"]
+    /// Servers whose allocations are those of another row's code (the fiber server on two loops
+    /// runs `fibers`' connection code): not counted again, to keep `make bench` short.
+    package static let sameCodeAs = ["fibers-2loops": "fibers"]
     package static let messageSize = 64
 
     package static func connections(_ variant: String) throws -> Int {
@@ -37,6 +43,8 @@ package enum EchoWorkload {
         package var requests: Int
         /// The server process's CPU time (user + system, from its rusage) per round trip it served.
         package var serverCPUPerRequest: Double
+        /// The load generator's CPU time per round trip: on two cores it competes with the server.
+        package var loadCPUPerRequest: Double
         /// Every round trip, warm-up included.
         package var rounds: Int
         /// The server's malloc calls over its whole life (only when counting allocations).
@@ -59,6 +67,7 @@ package enum EchoWorkload {
     package static func serve(_ executor: String, port: Int) throws {
         switch executor {
         case "fibers": try serveFibers(port: port)
+        case "fibers-2loops": try serveFibersOnLoops(2, port: port)
         case "callbacks", "futures": try serveClosures(futures: executor == "futures", port: port)
         case "swift-async-loop", "swift-async-global": try serveAsync(onLoop: executor == "swift-async-loop", port: port)
         case "threads": try serveThreads(port: port)
@@ -82,6 +91,23 @@ package enum EchoWorkload {
         }
         try loop.run()
         try loop.close()
+    }
+
+    /// The fiber server on a LoopGroup: one listener per loop (SO_REUSEPORT), each connection a
+    /// fiber of the loop the kernel gave it to; stops on a signal.
+    static func serveFibersOnLoops(_ loops: Int, port: Int) throws {
+        // Before the loops' threads exist, so they inherit the mask: sigwait takes the signals here.
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGTERM)
+        sigaddset(&stopSignals, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+        let group = LoopGroup(loops: loops, pinning: false, name: "echo")
+        let service = try group.serveTCP(on: SocketAddress(ip: "127.0.0.1", port: port), backlog: 4096) { echo($0) }
+        announce(service.address.port)
+        var received: Int32 = 0
+        sigwait(&stopSignals, &received)
+        try group.shutdown(within: .seconds(5))
     }
 
     static func echo(_ connection: TCPConnection) {
@@ -286,11 +312,13 @@ package enum EchoWorkload {
         let samplesPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("spindle-echo-\(getpid())-\(executor).samples").path
         defer { unlink(samplesPath) }
+        let loadCPUBefore = childrenCPUSeconds()
         let load = try runTool(tools.appendingPathComponent("spindle-echo-load"), [
             "--port", String(server.port), "--connections", String(try connections(variant)),
             "--size", String(messageSize), "--warmup-ms", String(warmupMs), "--duration-ms", String(durationMs),
             "--samples", samplesPath,
         ])
+        let loadCPU = childrenCPUSeconds() - loadCPUBefore
         let summary = load.output
         guard load.status == 0 else {
             throw BenchError.incorrect("echo \(variant) on \(executor): the load generator failed: \(summary)\(load.errors)")
@@ -326,7 +354,7 @@ package enum EchoWorkload {
         }
         return Outcome(
             requestsPerSecond: requests / (window / 1e9), latency: histogram, requests: Int(requests),
-            serverCPUPerRequest: serverCPU / rounds, rounds: Int(rounds),
+            serverCPUPerRequest: serverCPU / rounds, loadCPUPerRequest: loadCPU / rounds, rounds: Int(rounds),
             serverMallocs: server.remainingOutput().split(separator: "\n").first { $0.hasPrefix("mallocs ") }
                 .flatMap { Int($0.dropFirst("mallocs ".count)) },
             loadBatch: requests / turns, rampSeconds: ramp / 1e9)
@@ -378,10 +406,11 @@ package enum EchoWorkload {
         } else if executor == baseline {
             process.executableURL = tools.appendingPathComponent("spindle-echo-c")
             process.arguments = ["--port", "0"]
-        } else if executor == "swiftnio" {
-            // SwiftNIO's own echo server (ServerBootstrap, one event loop) from the nio peer.
+        } else if executor == "swiftnio" || executor == "swiftnio-2threads" {
+            // SwiftNIO's own echo server (ServerBootstrap on a MultiThreadedEventLoopGroup of one
+            // or two event loops) from the nio peer.
             process.executableURL = tools.appendingPathComponent("spindle-bench-nio")
-            process.arguments = ["serve-echo"]
+            process.arguments = ["serve-echo", "--threads", executor == "swiftnio" ? "1" : "2"]
         } else {
             process.executableURL = tools.appendingPathComponent("spindle-bench")
             process.arguments = ["serve-echo", "--executor", executor, "--port", "0"]

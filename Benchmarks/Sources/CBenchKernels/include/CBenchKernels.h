@@ -51,6 +51,17 @@ uint64_t cb_timer_fanout(cb_timer_kind kind, cb_stack_pool *pool, uint32_t ops, 
 /// fires and waits for it to come back (mutex + condition variable each way).
 uint64_t cb_thread_handoff_timer_fanout(uint32_t ops, uint32_t steps, cb_counts *counts);
 
+/// The `crossloop` channel floor: one producer thread and one consumer thread, pinned to two
+/// CPUs, pass `messages` integers through a single-producer single-consumer ring of `capacity`
+/// slots (a power of two), spinning (with sched_yield) when it is full or empty. Nanoseconds per
+/// message, or -1 if the consumer's sum is wrong.
+double cb_spsc_ring_ns_per_message(uint64_t messages, uint32_t capacity);
+
+/// The `crossloop` call floor: two libuv loops on two pinned threads wake each other with
+/// uv_async_send, `rounds` round trips. With `busy`, the answering loop spins (an active idle
+/// handle) instead of blocking in epoll. Nanoseconds per round trip, or -1 on a miscount.
+double cb_async_pingpong_ns_per_round(uint64_t rounds, int busy);
+
 /// Ctrl-C: the first SIGINT only sets a flag (the run stops at the next row and reports what
 /// finished); a second one ends the process as usual.
 void cb_install_interrupt_handler(void);
