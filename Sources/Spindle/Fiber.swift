@@ -258,16 +258,26 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
     func badWake() -> Never {
         if fiber.pointee.id != id { fatalError("FiberRef.wake(): fiber #\(id) has already finished") }
         let core = fiber.pointee.sched!
-        if pthread_self() != pthread_t(core.pointee.owner_thread) {
-            fatalError("FiberRef.wake() for fiber #\(id) called from the wrong thread: fibers are woken on "
-                + "their loop's thread (use loop.post { } to get there)")
-        }
+        if pthread_self() != pthread_t(core.pointee.owner_thread) { usedFromAnotherThread("FiberRef.wake()") }
         fatalError("FiberRef.wake(): \(Scheduler.describe(fiber)) is not parked")
+    }
+
+    /// Stops the process: `what` was called for this fiber on a thread that is not its loop's.
+    @inline(never)
+    func usedFromAnotherThread(_ what: String) -> Never {
+        let owner = Scheduler.of(fiber.pointee.sched.unsafelyUnwrapped).loop
+        let here = EventLoop.current.map { "\($0)'s thread" } ?? "a thread that runs no loop"
+        fatalError("\(what) for fiber #\(id) of \(owner) called from \(here): a fiber is woken and cancelled "
+            + "on its own loop's thread; get there with loop.post { } (or loop.call { } from a fiber)")
     }
 
     /// Marks the fiber cancelled and interrupts its wait if that wait is cancellable: its
     /// current or next blocking call throws `CancellationError`. See ``FiberHandle/cancel()``.
+    /// Call it on the fiber's loop's thread; from another it stops the process, naming both.
     public func cancel() {
+        if _slowPath(pthread_self() != pthread_t(fiber.pointee.sched.unsafelyUnwrapped.pointee.owner_thread)) {
+            usedFromAnotherThread("cancel()")
+        }
         guard fiber.pointee.id == id, fiber.pointee.state != UInt8(SPINDLE_FIBER_FINISHED) else { return }
         fiber.pointee.cancelled = 1
         if isParked, fiber.pointee.park_cancellable != 0 { wake(.cancelled) }

@@ -74,6 +74,22 @@ struct FiberMisuseTests {
         #expect(text.contains("fiber #1 belongs to loop #1, but the joining fiber runs on loop #2; fibers never migrate"))
     }
 
+    @Test("cancelling a fiber from another loop's fiber names both loops")
+    func cancelFromAnotherLoop() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let group = LoopGroup(loops: 2, name: "pair")
+            final class Slot: @unchecked Sendable { var handle: FiberHandle<Void>? }
+            let slot = Slot()
+            group.loops[0].post {
+                slot.handle = group.loops[0].spawn(name: "sleeper") { try? Fiber.sleep(for: .seconds(3600)) }
+                group.spawn(on: group.loops[1], name: "intruder") { slot.handle!.cancel() }
+            }
+            while true { sleep(1) }
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("cancel() for fiber #1 of loop #1 \"pair-0\" called from loop #2 \"pair-1\"'s thread"), "\(text)")
+    }
+
     @Test("waking a fiber that is not parked names it and its state")
     func badWake() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
