@@ -32,10 +32,12 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
     public let capacity: Int
     @usableFromInline let ring = UnsafeMutablePointer<spindle_ring_t>.allocate(capacity: 1)
     /// The ring's slots: each a sequence number (the C ring's) and the value after it.
-    @usableFromInline let cells: UnsafeMutablePointer<Cell>
-    /// Where a cell's value starts (worked out once: a key path's offset is a runtime call in
-    /// an unoptimised build).
-    @usableFromInline let valueOffset = MemoryLayout<Cell>.offset(of: \Cell.value)!
+    @usableFromInline let cells: UnsafeMutableRawPointer
+    /// Bytes per cell: the sequence number, then the value (initialised only while the cell
+    /// holds one), padded to the value's alignment.
+    @usableFromInline let cellStride: Int
+    /// Where a cell's value starts, after its sequence number.
+    @usableFromInline let valueOffset: Int
     @usableFromInline let closedFlag = Atomic<Bool>(false)
     /// Waiters registered under `waiters`' lock; the counts let the fast path skip the lock.
     @usableFromInline let receiversWaiting = Atomic<Int>(0)
@@ -50,14 +52,27 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
         var slots = 2
         while slots < capacity { slots *= 2 }
         self.capacity = slots
-        cells = .allocate(capacity: slots)
-        cells.initialize(repeating: Cell(sequence: 0, value: nil), count: slots)
-        spindle_ring_init(ring, cells, MemoryLayout<Cell>.stride, slots)
+        // A cell is the ring's sequence number then the value: no optional's tag byte, so an Int
+        // message makes a 16-byte cell, four to a cache line.
+        let alignment = Swift.max(MemoryLayout<Int>.alignment, MemoryLayout<Element>.alignment)
+        func roundUp(_ value: Int, _ to: Int) -> Int { (value + to - 1) / to * to }
+        valueOffset = roundUp(MemoryLayout<Int>.size, MemoryLayout<Element>.alignment)
+        cellStride = roundUp(valueOffset + MemoryLayout<Element>.size, alignment)
+        cells = .allocate(byteCount: slots * cellStride, alignment: alignment)
+        for slot in 0..<slots { (cells + slot * cellStride + valueOffset).bindMemory(to: Element.self, capacity: 1) }
+        spindle_ring_init(ring, cells, cellStride, slots)
         spindle_asymmetric_fences_setup()
     }
 
     deinit {
-        cells.deinitialize(count: capacity)
+        // Values still queued: those published and not taken (nothing else runs now).
+        var position = ring.pointee.dequeue_position
+        while position != ring.pointee.enqueue_position {
+            if spindle_ring_sequence(ring, position).pointee == position + 1 {
+                valueSlot(position).deinitialize(count: 1)
+            }
+            position += 1
+        }
         cells.deallocate()
         ring.deallocate()
     }
@@ -104,7 +119,7 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
                 continue
             }
             for position in first..<(first + claimed) {
-                valueSlot(position).pointee = values[next]
+                valueSlot(position).initialize(to: values[next])
                 values.formIndex(after: &next)
                 spindle_ring_publish_enqueue(ring, position)
             }
@@ -127,7 +142,7 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
     func enqueue(_ value: inout Element?) -> Bool {
         let position = spindle_ring_claim_enqueue(ring)
         if position < 0 { return false }
-        valueSlot(position).pointee = value.take()
+        valueSlot(position).initialize(to: value.take().unsafelyUnwrapped)
         spindle_ring_publish_enqueue(ring, position)
         spindle_light_fence()  // the value is visible before we look for waiters (see wait)
         if receiversWaiting.load(ordering: .relaxed) > 0 { wakeOne(receivers: true) }
@@ -178,7 +193,7 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
         if first < 0 { return 0 }
         buffer.reserveCapacity(buffer.count + claimed)
         for position in first..<(first + claimed) {
-            buffer.append(valueSlot(position).pointee.take().unsafelyUnwrapped)
+            buffer.append(valueSlot(position).move())
             spindle_ring_publish_dequeue(ring, position)
         }
         spindle_light_fence()
@@ -195,30 +210,18 @@ public final class CrossLoopChannel<Element: Sendable>: @unchecked Sendable {
     func dequeue() -> Element? {
         let position = spindle_ring_claim_dequeue(ring)
         if position < 0 { return nil }
-        let value = valueSlot(position).pointee.take()
+        let value = valueSlot(position).move()
         spindle_ring_publish_dequeue(ring, position)
         spindle_light_fence()
         if sendersWaiting.load(ordering: .relaxed) > 0 { wakeOne(receivers: false) }
         return value
     }
 
-    /// One slot: the ring's sequence number (read and written only by the C ring, atomically),
-    /// then the value, in one cache line.
-    @usableFromInline struct Cell {
-        @usableFromInline var sequence: Int
-        @usableFromInline var value: Element?
-        @inlinable init(sequence: Int, value: Element?) {
-            self.sequence = sequence
-            self.value = value
-        }
-    }
-
     /// The value of the cell at `position`, reached by its address alone (the sequence beside
     /// it belongs to the other threads' atomics).
     @inlinable @inline(__always)
-    func valueSlot(_ position: Int) -> UnsafeMutablePointer<Element?> {
-        (UnsafeMutableRawPointer(cells + (position & (capacity - 1))) + valueOffset)
-            .assumingMemoryBound(to: Element?.self)
+    func valueSlot(_ position: Int) -> UnsafeMutablePointer<Element> {
+        (cells + (position & (capacity - 1)) &* cellStride + valueOffset).assumingMemoryBound(to: Element.self)
     }
 
     // MARK: Closing

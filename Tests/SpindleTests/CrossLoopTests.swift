@@ -145,6 +145,26 @@ struct CrossLoopTests {
         try group.shutdown(within: .seconds(30))
     }
 
+    @Test("values still queued when a channel is dropped are released, each once")
+    func droppedChannelReleasesItsValues() {
+        final class Token: @unchecked Sendable {
+            let counter: DeinitCounter
+            init(_ counter: DeinitCounter) { self.counter = counter }
+            deinit { counter.count += 1 }
+        }
+        let counter = DeinitCounter()
+        do {
+            let channel = CrossLoopChannel<Token>(capacity: 4)
+            for _ in 0..<4 { #expect(channel.trySend(Token(counter))) }
+            #expect(!channel.trySend(Token(counter)))  // full: the refused token goes at once
+            #expect(counter.count == 1)
+            _ = channel.tryReceive()  // taken and dropped
+            #expect(counter.count == 2)
+            #expect(channel.trySend(Token(counter)))  // the ring wraps
+        }
+        #expect(counter.count == 6)
+    }
+
     @Test("close wakes senders and receivers parked on both loops; buffered values stay receivable")
     func closeWithParkedFibers() throws {
         let group = LoopGroup(loops: 2, name: "close")
