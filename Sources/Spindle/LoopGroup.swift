@@ -47,9 +47,10 @@ public final class LoopGroup: @unchecked Sendable {
         precondition(count >= 1, "LoopGroup needs at least one loop (got \(count))")
         let members = (0..<count).map { Member(index: $0) }
         let gate = self.gate
+        let firstID = EventLoop.reserveIDs(count)  // loop i is number firstID + i
         for member in members {
             member.thread = LoopThread(name: "\(name)-\(member.index)") {
-                let loop = EventLoop(name: "\(name)-\(member.index)")
+                let loop = EventLoop(name: "\(name)-\(member.index)", reservedID: firstID + UInt64(member.index))
                 if pinning {
                     let status = spindle_pin_current_thread(Int32(member.index))
                     if status != 0 {

@@ -94,8 +94,14 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
     /// writer sees as an error, instead of the signal killing the process.
     ///
     /// - Parameter name: how messages about the loop name it (see ``description``).
-    public init(name: String? = nil) {
-        id = Self.lastID.add(1, ordering: .relaxed).newValue
+    public convenience init(name: String? = nil) {
+        self.init(name: name, reservedID: Self.reserveIDs(1))
+    }
+
+    /// A loop numbered `reservedID`, a number ``reserveIDs(_:)`` handed out: a group numbers its
+    /// loops in order although their threads start in any order.
+    package init(name: String?, reservedID: UInt64) {
+        id = reservedID
         self.name = name
         Self.ignoreSIGPIPE
         uv = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
@@ -147,6 +153,11 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
     public var description: String { name.map { "loop #\(id) \"\($0)\"" } ?? "loop #\(id)" }
 
     private static let lastID = Atomic<UInt64>(0)
+
+    /// Reserves `count` consecutive loop numbers and returns the first.
+    package static func reserveIDs(_ count: Int) -> UInt64 {
+        lastID.add(UInt64(count), ordering: .relaxed).newValue - UInt64(count) + 1
+    }
 
     static func threadName(_ thread: pthread_t) -> String {
         var buffer = [CChar](repeating: 0, count: 32)
