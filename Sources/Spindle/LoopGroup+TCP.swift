@@ -131,7 +131,8 @@ private final class Handoff<Value>: @unchecked Sendable {
 
 /// The listeners' side of a ``TCPService``: accepting, spreading, and running the handler.
 private final class TCPServer: @unchecked Sendable {
-    unowned let group: LoopGroup
+    /// Held: the listeners' fibers keep the group (and so its loops) alive while they accept.
+    let group: LoopGroup
     let spreading: ConnectionSpreading
     let connectionName: String
     let handler: @Sendable (TCPConnection) -> Void
