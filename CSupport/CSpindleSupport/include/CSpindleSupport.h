@@ -299,99 +299,63 @@ static inline void spindle_ring_init(spindle_ring_t *ring, void *cells, intptr_t
     for (intptr_t i = 0; i < slots; i++) __atomic_store_n(spindle_ring_sequence(ring, i), i, __ATOMIC_RELAXED);
 }
 
-/// Claims the next slot to write, or returns -1 when the ring is full. Write the value into
-/// cell `position & mask`, then call spindle_ring_publish_enqueue.
-static inline intptr_t spindle_ring_claim_enqueue(spindle_ring_t *ring) {
-    intptr_t position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_RELAXED);
+/// Claims up to `wanted` consecutive slots from `*cursor` on (the ring's enqueue or dequeue
+/// position) whose sequence numbers say they are ready for this side: `position + ready`
+/// (ready 0: free to write; 1: holding a value to read). One compare-and-swap claims the run:
+/// returns its first position and sets `claimed`, or returns -1 when the next slot is not ready
+/// (the ring is full, or empty). A slot seen ready stays so until its claimer publishes it, so
+/// a run seen ready is still ready when the swap succeeds.
+static inline intptr_t spindle_ring_claim_run(spindle_ring_t *ring, intptr_t *cursor, intptr_t ready,
+                                              intptr_t wanted, intptr_t *claimed) {
+    intptr_t position = __atomic_load_n(cursor, __ATOMIC_RELAXED);
     for (;;) {
-        intptr_t sequence = __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_ACQUIRE);
-        intptr_t difference = sequence - position;
-        if (difference == 0) {
-            if (__atomic_compare_exchange_n(&ring->enqueue_position, &position, position + 1, 1,
-                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-                return position;
-        } else if (difference < 0) {
-            return -1;
-        } else {
-            position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_RELAXED);
+        intptr_t count = 0;
+        while (count < wanted && count <= ring->mask &&
+               __atomic_load_n(spindle_ring_sequence(ring, position + count), __ATOMIC_ACQUIRE) == position + count + ready)
+            count++;
+        if (count == 0) {
+            intptr_t sequence = __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_ACQUIRE);
+            if (sequence - (position + ready) < 0) return -1;  // not ready: full, or empty
+            position = __atomic_load_n(cursor, __ATOMIC_RELAXED);  // another claimer took it
+            continue;
+        }
+        if (__atomic_compare_exchange_n(cursor, &position, position + count, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            *claimed = count;
+            return position;
         }
     }
+}
+
+/// Claims up to `wanted` slots to write: write each value into its cell, then publish it with
+/// spindle_ring_publish_enqueue. -1 when the ring is full.
+static inline intptr_t spindle_ring_claim_enqueue_many(spindle_ring_t *ring, intptr_t wanted, intptr_t *claimed) {
+    return spindle_ring_claim_run(ring, &ring->enqueue_position, 0, wanted, claimed);
+}
+
+/// Claims up to `wanted` slots to read: take each value from its cell, then publish it with
+/// spindle_ring_publish_dequeue. -1 when the ring is empty.
+static inline intptr_t spindle_ring_claim_dequeue_many(spindle_ring_t *ring, intptr_t wanted, intptr_t *claimed) {
+    return spindle_ring_claim_run(ring, &ring->dequeue_position, 1, wanted, claimed);
+}
+
+/// Claims the next slot to write, or returns -1 when the ring is full.
+static inline intptr_t spindle_ring_claim_enqueue(spindle_ring_t *ring) {
+    intptr_t claimed;
+    return spindle_ring_claim_run(ring, &ring->enqueue_position, 0, 1, &claimed);
+}
+
+/// Claims the next slot to read, or returns -1 when the ring is empty.
+static inline intptr_t spindle_ring_claim_dequeue(spindle_ring_t *ring) {
+    intptr_t claimed;
+    return spindle_ring_claim_run(ring, &ring->dequeue_position, 1, 1, &claimed);
 }
 
 static inline void spindle_ring_publish_enqueue(spindle_ring_t *ring, intptr_t position) {
     __atomic_store_n(spindle_ring_sequence(ring, position), position + 1, __ATOMIC_RELEASE);
 }
 
-/// Claims the next slot to read, or returns -1 when the ring is empty. Take the value from
-/// cell `position & mask`, then call spindle_ring_publish_dequeue.
-static inline intptr_t spindle_ring_claim_dequeue(spindle_ring_t *ring) {
-    intptr_t position = __atomic_load_n(&ring->dequeue_position, __ATOMIC_RELAXED);
-    for (;;) {
-        intptr_t sequence = __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_ACQUIRE);
-        intptr_t difference = sequence - (position + 1);
-        if (difference == 0) {
-            if (__atomic_compare_exchange_n(&ring->dequeue_position, &position, position + 1, 1,
-                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-                return position;
-        } else if (difference < 0) {
-            return -1;
-        } else {
-            position = __atomic_load_n(&ring->dequeue_position, __ATOMIC_RELAXED);
-        }
-    }
-}
-
 static inline void spindle_ring_publish_dequeue(spindle_ring_t *ring, intptr_t position) {
     __atomic_store_n(spindle_ring_sequence(ring, position), position + ring->mask + 1, __ATOMIC_RELEASE);
-}
-
-/// Claims up to `wanted` consecutive slots to write (those free now, from the next one on) with
-/// one compare-and-swap: returns the first position and sets `claimed`, or returns -1 when the
-/// next slot is not free. A free slot stays free until its producer publishes it, so a run seen
-/// free is still free when the swap succeeds. Publish each with spindle_ring_publish_enqueue.
-static inline intptr_t spindle_ring_claim_enqueue_many(spindle_ring_t *ring, intptr_t wanted, intptr_t *claimed) {
-    intptr_t position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_RELAXED);
-    for (;;) {
-        intptr_t count = 0;
-        while (count < wanted && count <= ring->mask &&
-               __atomic_load_n(spindle_ring_sequence(ring, position + count), __ATOMIC_ACQUIRE) == position + count)
-            count++;
-        if (count == 0) {
-            intptr_t sequence = __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_ACQUIRE);
-            if (sequence - position < 0) return -1;  // full
-            position = __atomic_load_n(&ring->enqueue_position, __ATOMIC_RELAXED);  // another producer took it
-            continue;
-        }
-        if (__atomic_compare_exchange_n(&ring->enqueue_position, &position, position + count, 1,
-                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-            *claimed = count;
-            return position;
-        }
-    }
-}
-
-/// Claims up to `wanted` consecutive slots ready to read, as spindle_ring_claim_enqueue_many does
-/// for writing; -1 when the next slot holds no value. Publish each with
-/// spindle_ring_publish_dequeue.
-static inline intptr_t spindle_ring_claim_dequeue_many(spindle_ring_t *ring, intptr_t wanted, intptr_t *claimed) {
-    intptr_t position = __atomic_load_n(&ring->dequeue_position, __ATOMIC_RELAXED);
-    for (;;) {
-        intptr_t count = 0;
-        while (count < wanted && count <= ring->mask &&
-               __atomic_load_n(spindle_ring_sequence(ring, position + count), __ATOMIC_ACQUIRE) == position + count + 1)
-            count++;
-        if (count == 0) {
-            intptr_t sequence = __atomic_load_n(spindle_ring_sequence(ring, position), __ATOMIC_ACQUIRE);
-            if (sequence - (position + 1) < 0) return -1;  // empty
-            position = __atomic_load_n(&ring->dequeue_position, __ATOMIC_RELAXED);
-            continue;
-        }
-        if (__atomic_compare_exchange_n(&ring->dequeue_position, &position, position + count, 1,
-                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-            *claimed = count;
-            return position;
-        }
-    }
 }
 
 /// Whether a value is ready to be read now / a slot is free to be written now (a snapshot).
