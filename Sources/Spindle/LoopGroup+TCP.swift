@@ -160,7 +160,7 @@ private final class TCPServer: @unchecked Sendable {
                     connection = try listener.accept()
                 } catch is CancellationError {
                     return
-                } catch let error as UVError where error.code == -ECANCELED {
+                } catch let error as UVError where error == .cancelled {
                     return
                 } catch {
                     spindleWarning("TCPService on \(loop): accept failed, listener stopped: \(error)")

@@ -23,4 +23,27 @@ struct UVErrorTests {
         #expect(UVError(code: UV_EOF.rawValue) == UVError(code: UV_EOF.rawValue, operation: "uv_read_start"))
         #expect(UVError(code: UV_EOF.rawValue) != UVError(code: UV_ECANCELED.rawValue))
     }
+
+    @Test("named codes carry libuv's names, and match a thrown error whatever its operation")
+    func namedCodes() {
+        let named: [(UVError, String)] = [
+            (.endOfFile, "EOF"), (.cancelled, "ECANCELED"), (.connectionRefused, "ECONNREFUSED"),
+            (.connectionReset, "ECONNRESET"), (.connectionAborted, "ECONNABORTED"), (.notConnected, "ENOTCONN"),
+            (.brokenPipe, "EPIPE"), (.timedOut, "ETIMEDOUT"), (.addressInUse, "EADDRINUSE"),
+            (.addressNotAvailable, "EADDRNOTAVAIL"), (.hostUnreachable, "EHOSTUNREACH"),
+            (.networkUnreachable, "ENETUNREACH"), (.unknownHost, "EAI_NONAME"), (.noSuchFile, "ENOENT"),
+            (.fileExists, "EEXIST"), (.permissionDenied, "EACCES"), (.invalidArgument, "EINVAL"),
+            (.tryAgain, "EAGAIN"), (.badFileDescriptor, "EBADF"), (.tooManyOpenFiles, "EMFILE"),
+            (.noSpace, "ENOSPC"), (.busy, "EBUSY"), (.messageTooLong, "EMSGSIZE"),
+        ]
+        for (error, name) in named { #expect(error.name == name) }
+        #expect(Set(named.map(\.0.code)).count == named.count)
+        let thrown: any Error = UVError(code: UV_ECONNREFUSED.rawValue, operation: "uv_tcp_connect")
+        if let error = thrown as? UVError {
+            #expect(error == .connectionRefused)
+            #expect(error != .connectionReset)
+        } else {
+            Issue.record("not a UVError")
+        }
+    }
 }

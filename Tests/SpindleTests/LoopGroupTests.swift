@@ -81,7 +81,7 @@ struct LoopGroupTests {
             switch error {
             case nil: how = "returned"
             case is CancellationError: how = "cancelled"
-            case let error as UVError where error.code == -ECANCELED: how = "ECANCELED"
+            case let error as UVError where error == .cancelled: how = "ECANCELED"
             case let error?: how = "\(error)"
             }
             endings.withLock { $0.append("\(what): \(how)") }
