@@ -10,16 +10,6 @@ import SpindleServiceLifecycle
 import SpindleTestSupport
 import Testing
 
-/// Waits, without asserting anything about time, until `condition` holds; gives up after a
-/// minute so that a broken build fails instead of hanging.
-func eventually(_ what: String, _ condition: () -> Bool) {
-    for _ in 0..<60_000 {
-        if condition() { return }
-        usleep(1_000)
-    }
-    Issue.record("gave up waiting until \(what)")
-}
-
 /// A swift-log handler that keeps what it is given.
 struct CapturingLogHandler: LogHandler {
     let records: Locked<[(level: Logger.Level, message: String, metadata: Logger.Metadata)]>
@@ -71,11 +61,11 @@ struct IntegrationTests {
         }
         for loop in group.loops {
             let dimensions = [("loop", loop.name!)]
-            eventually("the spawns of \(loop) are counted") {
+            waitUntil("the spawns of \(loop) are counted") {
                 metrics.counters(label: "spindle_fiber_spawns_total", dimensions: dimensions)
                     .reduce(0) { $0 + $1.totalValue } >= 10
             }
-            eventually("the yields of \(loop) are counted") {
+            waitUntil("the yields of \(loop) are counted") {
                 metrics.counters(label: "spindle_fiber_yields_total", dimensions: dimensions)
                     .reduce(0) { $0 + $1.totalValue } >= 1_000
             }

@@ -1,4 +1,5 @@
 import Glibc
+import Testing
 import SpindleLoop
 
 /// Runs `body` alone among the callers of this function (in sanitizer builds; at once
@@ -62,3 +63,14 @@ public func withWarningHandlerExclusively<T>(_ body: () throws -> T) rethrows ->
 }
 
 nonisolated(unsafe) private var warningHandlerLock = pthread_mutex_t()
+
+/// Waits, without asserting anything about time, until `condition` (read on the caller's
+/// thread) holds; gives up after a minute, recording an issue, so that a broken build fails
+/// instead of hanging.
+public func waitUntil(_ what: String, _ condition: () -> Bool) {
+    for _ in 0..<60_000 {
+        if condition() { return }
+        usleep(1_000)
+    }
+    Issue.record("gave up waiting until \(what)")
+}

@@ -5,16 +5,6 @@ import SpindleLoop
 import Synchronization
 import Testing
 
-/// Waits (without asserting anything about time) until `condition`, read on the test's thread,
-/// holds; gives up after a minute so that a broken build fails instead of hanging.
-func waitUntil(_ what: String, _ condition: () -> Bool) {
-    for _ in 0..<60_000 {
-        if condition() { return }
-        usleep(1_000)
-    }
-    Issue.record("gave up waiting until \(what)")
-}
-
 /// The number of parked fibers on `loop`, asked on its thread.
 func parkedFibers(on loop: EventLoop) -> Int {
     let answer = Atomic<Int>(-1)
@@ -123,7 +113,7 @@ struct LoopGroupTests {
         }
         waitUntil("both listeners are up") { ports.withLock { $0.count } == 2 }
         var clients: [Int32] = []
-        for port in ports.withLock({ $0 }) { clients.append(try connectBlocking(port: port)) }
+        for port in ports.withLock({ $0 }) { clients.append(try ServiceProcess.connect(port: port)) }
         // Every loop: listener (accept), reader, sleeper, receiver, caller, and the fiber of the
         // other loop's call: six parked fibers.
         waitUntil("every fiber is parked") { group.loops.allSatisfy { parkedFibers(on: $0) == 6 } }
@@ -209,22 +199,6 @@ struct LoopGroupTests {
         let errors = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
         #expect(text.contains("did not stop:\n  - fiber \"forgotten\" (#1) parked on event"), "\(text)\n\(errors)")
     }
-}
-
-/// A blocking TCP connect to 127.0.0.1:port from the test's thread.
-func connectBlocking(port: Int) throws -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = UInt16(port).bigEndian
-    address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-    let status = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
-    }
-    if status != 0 { throw UVError(code: -errno, operation: "connect") }
-    return fd
 }
 
 @Suite("A busy loop answers other threads")

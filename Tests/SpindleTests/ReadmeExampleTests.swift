@@ -51,7 +51,7 @@ struct ReadmeGroupExampleTests {
         print("echo on", service.address, "with", group.loops.count, "loop(s)")
         // ... until the service is told to stop (SIGTERM: see SpindleServiceLifecycle), then:
 
-        let clients = try (0..<8).map { _ in try connectBlocking(port: service.address.port) }
+        let clients = try (0..<8).map { _ in try ServiceProcess.connect(port: service.address.port) }
         for fd in clients {
             var message: [UInt8] = Array("ping".utf8)
             #expect(write(fd, &message, 4) == 4)
