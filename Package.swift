@@ -53,7 +53,7 @@ let package = Package(
         ),
         .target(
             name: "Spindle",
-            dependencies: ["SpindleLoop", "CLibUV", "CBoostContext", "CSpindleSupport"]
+            dependencies: ["SpindleLoop", "CBoostContext", "CSpindleSupport"]
         ),
         .target(
             name: "SpindleCallbacks",
@@ -136,11 +136,11 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleCallbacksTests",
-            dependencies: ["SpindleCallbacks", "SpindleTestSupport", "CLibUV"]
+            dependencies: ["SpindleCallbacks", "SpindleTestSupport"]
         ),
         .testTarget(
             name: "SpindleFuturesTests",
-            dependencies: ["SpindleFutures", "Spindle", "SpindleTestSupport", "CLibUV"]
+            dependencies: ["SpindleFutures", "Spindle", "SpindleTestSupport"]
         ),
         .testTarget(
             name: "SpindleAsyncTests",

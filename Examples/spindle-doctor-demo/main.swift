@@ -28,7 +28,7 @@ for index in 0..<operations {
             if busy {
                 // The mistake: poll for the timer's callback instead of waiting for it.
                 var fired = false
-                let timer = SpindleLoop.Timer(loop: loop) { timer in
+                let timer = LoopTimer(loop: loop) { timer in
                     fired = true
                     timer.close()
                 }

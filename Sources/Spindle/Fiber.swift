@@ -39,8 +39,9 @@ public enum Fiber {
 
     @inline(never) @usableFromInline
     static func notInFiber(_ what: StaticString) -> Never {
-        fatalError("\(what) called outside a fiber: no fiber is running on this thread "
-            + "(spawn one with loop.spawn { } and call it from there)")
+        fatalError(
+            "\(what) called outside a fiber: no fiber is running on this thread "
+                + "(spawn one with loop.spawn { } and call it from there)")
     }
 
     // MARK: Spawning
@@ -136,7 +137,7 @@ public enum Fiber {
         // lent to each call (held across the park, it was retained and released every sleep).
         let scheduler = Scheduler.lent(fiber.pointee.sched.unsafelyUnwrapped)
         let timer = scheduler._withUnsafeGuaranteedRef {
-            $0.startSleepTimer(for: fiber, milliseconds: Timer.milliseconds(duration))
+            $0.startSleepTimer(for: fiber, milliseconds: LoopTimer.milliseconds(duration))
         }
         let reason = park(fiber, .sleep, detail: 0, cancellable: true)
         scheduler._withUnsafeGuaranteedRef { $0.finishSleepTimer(timer, fired: reason == .ready) }
@@ -267,8 +268,9 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
     func usedFromAnotherThread(_ what: String) -> Never {
         let owner = Scheduler.of(fiber.pointee.sched.unsafelyUnwrapped).loop
         let here = EventLoop.current.map { "\($0)'s thread" } ?? "a thread that runs no loop"
-        fatalError("\(what) for fiber #\(id) of \(owner) called from \(here): a fiber is woken and cancelled "
-            + "on its own loop's thread; get there with loop.post { } (or loop.call { } from a fiber)")
+        fatalError(
+            "\(what) for fiber #\(id) of \(owner) called from \(here): a fiber is woken and cancelled "
+                + "on its own loop's thread; get there with loop.post { } (or loop.call { } from a fiber)")
     }
 
     /// Marks the fiber cancelled and interrupts its wait if that wait is cancellable: its
@@ -344,11 +346,11 @@ final class PooledTimer {
         case deadline(FiberRef, depth: UInt8)
     }
 
-    let timer: Timer
+    let timer: LoopTimer
     var action: Action = .none
 
     init(loop: EventLoop) {
-        timer = Timer(loop: loop) { _ in }
+        timer = LoopTimer(loop: loop) { _ in }
         timer.isLoopMachinery = true
         timer.setCallback { [unowned self] _ in self.fire() }
     }

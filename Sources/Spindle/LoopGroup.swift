@@ -237,7 +237,7 @@ extension LoopGroup {
         /// Loop-thread only: when the loop must have stopped (set by the posted shutdown).
         var deadline: ContinuousClock.Instant?
         /// Loop-thread only: rings at the deadline while the loop stops.
-        var alarm: Timer?
+        var alarm: LoopTimer?
 
         init(index: Int) { self.index = index }
 
@@ -281,7 +281,7 @@ extension LoopGroup {
                     sweeper.stop()
                 }
             }
-            let alarm = Timer(loop: loop) { _ in
+            let alarm = LoopTimer(loop: loop) { _ in
                 let holders = holders(of: loop, scheduler)
                 spindleWarning(
                     "\(loop) did not stop by its shutdown deadline; held by: \(holders.joined(separator: "; "))",

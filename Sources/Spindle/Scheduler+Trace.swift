@@ -5,9 +5,10 @@ import SpindleLoop
 // The trace recorder's storage and its Chrome/Perfetto JSON export. The hooks: the drain reads
 // "tracing?" once per loop turn and records each resume and each switch-out (yield, park or
 // finish, from the state the fiber left) behind a test of that register; spawn and wake each
-// have one C inline call (spindle_trace_record: a load and a not-taken branch when off). SpindleTrace is the public face; the
+// have one C inline call (spindle_trace_record: a load and a not-taken branch when off). The
 // SPINDLE_TRACE environment variable turns tracing on for every loop from its start and writes
-// the file when the loop closes.
+// the file when the loop closes. Why the recorder is here and its reader in SpindleTrace:
+// docs/layout.md, "Why the layers are cut where they are".
 
 extension Scheduler {
     /// Whether this scheduler records trace events.
@@ -27,9 +28,10 @@ extension Scheduler {
         while size < max(capacity, 2) { size <<= 1 }
         let trace = UnsafeMutablePointer<spindle_trace>.allocate(capacity: 1)
         let events = UnsafeMutablePointer<spindle_trace_event_t>.allocate(capacity: size)
-        trace.initialize(to: spindle_trace(
-            events: events, mask: UInt64(size - 1), count: 0, start_ticks: spindle_trace_clock(),
-            start_ns: spindle_monotonic_ns()))
+        trace.initialize(
+            to: spindle_trace(
+                events: events, mask: UInt64(size - 1), count: 0, start_ticks: spindle_trace_clock(),
+                start_ns: spindle_monotonic_ns()))
         traceNames = [:]
         for fiber in liveFibers() { traceNames[fiber.pointee.id] = Self.name(of: fiber) }
         core.pointee.trace = trace
@@ -71,7 +73,9 @@ extension Scheduler {
     /// fiber's running slices on the loop thread's track, ended by a yield, a park (with its
     /// reason) or its finish; spawns, wakes, I/O completions and loop turns as instants.
     package func writeTrace(to path: String) throws(UVError) {
-        guard let file = fopen(path, "w") else { throw UVError(code: -errno, operation: "opening the trace file \(path)") }
+        guard let file = fopen(path, "w") else {
+            throw UVError(code: -errno, operation: "opening the trace file \(path)")
+        }
         defer { fclose(file) }
         let (events, dropped) = traceEvents()
         // Names as the fibers were spawned (finished fibers are gone from the live list).
@@ -84,9 +88,11 @@ extension Scheduler {
         let pid = getpid()
         let tid = Int(core.pointee.owner_thread % 1_000_000_007)
         var open: UInt64? = nil  // the fiber whose slice is open
-        fputs("{\"displayTimeUnit\":\"ns\",\"otherData\":{\"droppedEvents\":\(dropped),\"spindle\":\(traceSummary())},"
-            + "\"traceEvents\":[\n", file)
-        fputs("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":\(pid),\"tid\":\(tid),\"args\":{\"name\":\"loop\"}}", file)
+        fputs(
+            "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"droppedEvents\":\(dropped),\"spindle\":\(traceSummary())},"
+                + "\"traceEvents\":[\n", file)
+        fputs(
+            "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":\(pid),\"tid\":\(tid),\"args\":{\"name\":\"loop\"}}", file)
         for event in events {
             let ts = microseconds(event.ticks)
             var line: String?
@@ -97,18 +103,23 @@ extension Scheduler {
             case Int32(SPINDLE_TRACE_YIELD), Int32(SPINDLE_TRACE_PARK), Int32(SPINDLE_TRACE_FINISH):
                 guard open == event.fiber else { continue }  // its start was overwritten
                 open = nil
-                let end = event.kind == UInt32(SPINDLE_TRACE_YIELD) ? "yield"
-                    : event.kind == UInt32(SPINDLE_TRACE_FINISH) ? "finish"
-                    : "park: \(Fiber.ParkReason(rawValue: UInt8(truncatingIfNeeded: event.detail))?.description ?? "?")"
+                let end =
+                    event.kind == UInt32(SPINDLE_TRACE_YIELD)
+                    ? "yield"
+                    : event.kind == UInt32(SPINDLE_TRACE_FINISH)
+                        ? "finish"
+                        : "park: \(Fiber.ParkReason(rawValue: UInt8(truncatingIfNeeded: event.detail))?.description ?? "?")"
                 line = "{\"ph\":\"E\",\"ts\":\(ts),\"pid\":\(pid),\"tid\":\(tid),\"args\":{\"end\":\"\(end)\"}}"
             case Int32(SPINDLE_TRACE_SPAWN), Int32(SPINDLE_TRACE_WAKE):
                 let what = event.kind == UInt32(SPINDLE_TRACE_SPAWN) ? "spawn" : "wake"
-                line = "{\"name\":\"\(what) \(label(event.fiber))\",\"ph\":\"i\",\"s\":\"t\",\"ts\":\(ts),\"pid\":\(pid),\"tid\":\(tid)}"
+                line =
+                    "{\"name\":\"\(what) \(label(event.fiber))\",\"ph\":\"i\",\"s\":\"t\",\"ts\":\(ts),\"pid\":\(pid),\"tid\":\(tid)}"
             case Int32(SPINDLE_TRACE_TURN):
                 line = "{\"name\":\"loop turn\",\"ph\":\"i\",\"s\":\"t\",\"ts\":\(ts),\"pid\":\(pid),\"tid\":\(tid)}"
             case Int32(SPINDLE_TRACE_IO):
                 let then = event.detail == 1 ? "runs it at once" : "queues it"
-                line = "{\"name\":\"I/O completion for \(label(event.fiber))\",\"ph\":\"i\",\"s\":\"t\",\"ts\":\(ts),"
+                line =
+                    "{\"name\":\"I/O completion for \(label(event.fiber))\",\"ph\":\"i\",\"s\":\"t\",\"ts\":\(ts),"
                     + "\"pid\":\(pid),\"tid\":\(tid),\"args\":{\"then\":\"\(then)\"}}"
             default:
                 continue
@@ -145,7 +156,9 @@ extension Scheduler {
                 ("systemMicroseconds", "\(microseconds(usage.ru_stime))"), ("minorFaults", "\(usage.ru_minflt)"),
                 ("threadSwitches", "\(usage.ru_nvcsw + usage.ru_nivcsw)"), ("preemptions", "\(usage.ru_nivcsw)"),
             ]
-            if let syscalls = Self.readWriteSyscalls(of: "/proc/thread-self/io") { fields.append(("ioSyscalls", "\(syscalls)")) }
+            if let syscalls = Self.readWriteSyscalls(of: "/proc/thread-self/io") {
+                fields.append(("ioSyscalls", "\(syscalls)"))
+            }
         }
         if let mark = stackHighWater {
             fields += [

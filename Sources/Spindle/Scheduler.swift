@@ -21,7 +21,7 @@ public final class Scheduler: EventLoopAttachment {
     @exclusivity(unchecked) var idleWatcher: LoopWatcher!
     @exclusivity(unchecked) var pooledTimers: [PooledTimer] = []
     /// Bare timer handles for sleeping fibers (see ``Fiber/sleep(for:)``), closed with the loop.
-    @exclusivity(unchecked) var sleepTimers: [UnsafeMutableRawPointer] = []
+    @exclusivity(unchecked) var sleepTimers: [RawTimer] = []
     /// Finished bodies nobody else references, ready for reuse.
     @exclusivity(unchecked) private var freeBodies: [FiberBody] = []
     /// Finished bodies whose handles were still alive when their fibers were reclaimed, kept
@@ -132,7 +132,8 @@ public final class Scheduler: EventLoopAttachment {
     /// How deep `fiber`'s painted stack has gone so far, against its size.
     func highWater(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> StackHighWater {
         let size = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
-        return StackHighWater(usedBytes: stacks.usedBytes(of: fiber), stackBytes: size, fiber: Self.describeShort(fiber))
+        return StackHighWater(
+            usedBytes: stacks.usedBytes(of: fiber), stackBytes: size, fiber: Self.describeShort(fiber))
     }
 
     static func describeShort(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) -> String {
@@ -157,9 +158,10 @@ public final class Scheduler: EventLoopAttachment {
         core.pointee.exclusivity_head = spindle_exclusivity_head_location()
         #if !SPINDLE_SANITIZERS
         if core.pointee.annotate != 0 {
-            fatalError("Spindle's C support was built with a sanitizer but its Swift code was not told: "
-                + "build with -Xswiftc -DSPINDLE_SANITIZERS (as `make asan` and `make tsan` do) so fiber "
-                + "switches are annotated for the sanitizer")
+            fatalError(
+                "Spindle's C support was built with a sanitizer but its Swift code was not told: "
+                    + "build with -Xswiftc -DSPINDLE_SANITIZERS (as `make asan` and `make tsan` do) so fiber "
+                    + "switches are annotated for the sanitizer")
         }
         #endif
         core.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
@@ -263,7 +265,9 @@ public final class Scheduler: EventLoopAttachment {
     }
 
     @inline(__always)
-    private func startFiber(name: String?, stackSize: Int?, body: UnsafeMutableRawPointer?) -> UnsafeMutablePointer<spindle_fiber_t> {
+    private func startFiber(name: String?, stackSize: Int?, body: UnsafeMutableRawPointer?) -> UnsafeMutablePointer<
+        spindle_fiber_t
+    > {
         if _slowPath(pthread_self() != pthread_t(core.pointee.owner_thread)) {
             loop.preconditionOnLoopThread("spawning a fiber")
         }
@@ -338,7 +342,8 @@ public final class Scheduler: EventLoopAttachment {
     }
 
     @inlinable @inline(__always)
-    static func enqueue(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, on core: UnsafeMutablePointer<spindle_sched_t>) {
+    static func enqueue(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, on core: UnsafeMutablePointer<spindle_sched_t>)
+    {
         requeue(fiber, on: core)
         core.pointee.enqueued &+= 1
     }
@@ -346,8 +351,13 @@ public final class Scheduler: EventLoopAttachment {
     /// Appends to the run queue without counting: for a fiber that was just taken off the queue
     /// (a yield, which the yield counter already counts).
     @inlinable @inline(__always)
-    static func requeue(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, on core: UnsafeMutablePointer<spindle_sched_t>) {
-        if core.pointee.run_head == nil { core.pointee.run_head = fiber } else { core.pointee.run_tail.unsafelyUnwrapped.pointee.next = fiber }
+    static func requeue(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, on core: UnsafeMutablePointer<spindle_sched_t>)
+    {
+        if core.pointee.run_head == nil {
+            core.pointee.run_head = fiber
+        } else {
+            core.pointee.run_tail.unsafelyUnwrapped.pointee.next = fiber
+        }
         core.pointee.run_tail = fiber
     }
 
@@ -365,8 +375,11 @@ public final class Scheduler: EventLoopAttachment {
     /// Gives a finished fiber's stack back to the pool. Runs on the loop side, never on the
     /// fiber's own stack.
     func reclaim(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
-        if let prev = fiber.pointee.all_prev { prev.pointee.all_next = fiber.pointee.all_next }
-        else { core.pointee.all_head = fiber.pointee.all_next }
+        if let prev = fiber.pointee.all_prev {
+            prev.pointee.all_next = fiber.pointee.all_next
+        } else {
+            core.pointee.all_head = fiber.pointee.all_next
+        }
         fiber.pointee.all_next?.pointee.all_prev = fiber.pointee.all_prev
         fiber.pointee.all_next = nil
         fiber.pointee.all_prev = nil
@@ -470,100 +483,6 @@ public final class Scheduler: EventLoopAttachment {
             text += " of fiber #\(fiber.pointee.park_detail)"
         }
         return text
-    }
-
-    // MARK: Counters
-
-    /// Always-on counters of this scheduler (plain integers; reading them costs nothing).
-    public var counters: Counters { Counters(core.pointee) }
-
-    /// A snapshot of the scheduler's always-on counters.
-    public struct Counters: Sendable, Equatable {
-        /// Fibers spawned (joinable and detached).
-        public var spawns: UInt64
-        /// Resumes of a fiber from the loop side (each is followed by one switch back), counted
-        /// as the yields, parks and finishes that end them.
-        public var switches: UInt64
-        /// Slices ended by ``Fiber/yield()``: the fiber went to the back of the run queue.
-        public var yields: UInt64
-        /// Slices ended by a park: the fiber waits (sleep, I/O, join, channel, lock, …) off the
-        /// run queue until something wakes it. ``parksByReason`` breaks them down.
-        public var parks: UInt64
-        /// Parked fibers made runnable again (by a timer, an I/O completion, another fiber, a
-        /// cancellation or a deadline).
-        public var wakes: UInt64
-        /// Fibers whose body returned or threw.
-        public var finishes: UInt64
-        /// Spawns that mapped a fresh stack (the pool had none of that size): a page fault for
-        /// each page the fiber touches.
-        public var stacksCold: UInt64
-        /// Spawns that took a stack from the pool: one a finished fiber gave back, or one
-        /// ``StackPool/prefault(count:stackSize:touching:)`` mapped and touched in advance.
-        public var stacksPooled: UInt64
-        /// The most fibers that were runnable at once.
-        public var runQueueHighWater: UInt64
-        /// Loop iterations (each runs the scheduler's drain once).
-        public var loopTurns: UInt64
-        /// Wakes by an I/O completion (a read, a receive) that ran their fiber at once, from
-        /// the completion's callback, instead of queueing it for the next drain.
-        public var completionResumes: UInt64
-        /// Body objects allocated for joinable fibers (`loop.spawn`, which returns a handle):
-        /// the rest of those spawns reused a finished body, one whose handles were gone.
-        public var bodiesMade: UInt64
-        /// Parks by what the fiber waited for (reasons that never occurred are absent). Built
-        /// when asked: reading the counters allocates nothing.
-        public var parksByReason: [Fiber.ParkReason: UInt64] {
-            var byReason: [Fiber.ParkReason: UInt64] = [:]
-            withUnsafeBytes(of: parkCounts.counts) { raw in
-                for (index, count) in raw.bindMemory(to: UInt64.self).enumerated() where count > 0 {
-                    if let reason = Fiber.ParkReason(rawValue: UInt8(index)) { byReason[reason] = count }
-                }
-            }
-            return byReason
-        }
-        let parkCounts: ParkCounts
-
-        /// The C array of park counts by reason, compared as bytes.
-        struct ParkCounts: Sendable, Equatable {
-            let counts: (
-                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64
-            )
-            static func == (a: ParkCounts, b: ParkCounts) -> Bool {
-                withUnsafeBytes(of: a.counts) { x in withUnsafeBytes(of: b.counts) { y in x.elementsEqual(y) } }
-            }
-        }
-        /// Nanoseconds the loop side spent running fibers (each drain, timed with the CPU's
-        /// time-stamp counter: two readings a loop turn, none per switch).
-        public var fiberNanoseconds: UInt64
-        /// Fibers spawned and not yet finished.
-        public var live: UInt64
-        /// Fibers parked right now.
-        public var parked: UInt64
-
-        init(_ core: spindle_sched_t) {
-            spawns = core.spawns
-            // Every resume ends in exactly one yield, park or finish.
-            switches = core.yields &+ core.parks &+ core.finishes
-            yields = core.yields
-            parks = core.parks
-            wakes = core.wakes
-            finishes = core.finishes
-            stacksCold = core.stacks_cold
-            stacksPooled = core.stacks_pooled
-            runQueueHighWater = core.run_queue_high_water
-            loopTurns = core.turns
-            completionResumes = core.completion_resumes
-            bodiesMade = core.bodies_made
-            parkCounts = ParkCounts(counts: core.parks_by_reason)
-            let (ticksNow, nsNow) = (spindle_trace_clock(), spindle_monotonic_ns())
-            let ticks = ticksNow &- core.clock_ticks0
-            let rate = ticks > 0 && nsNow > core.clock_ns0 ? Double(nsNow - core.clock_ns0) / Double(ticks) : 1
-            fiberNanoseconds = UInt64(Double(core.drain_ticks) * rate)
-            live = core.live
-            parked = core.parked
-        }
     }
 
     deinit {

@@ -235,7 +235,9 @@ public final class StackPool {
         reserveDefault(mappedCount + count)
         let base = mmap(nil, total * count, PROT_READ | PROT_WRITE, flags, -1, 0)
         if base == MAP_FAILED {
-            Self.mappingFailed("mmap of \(count == 1 ? "a" : "\(count)") \(size / 1024) KiB fiber stack\(count == 1 ? "" : "s")", errno: errno)
+            Self.mappingFailed(
+                "mmap of \(count == 1 ? "a" : "\(count)") \(size / 1024) KiB fiber stack\(count == 1 ? "" : "s")",
+                errno: errno)
         }
         for index in 1..<count {
             give(carve(UnsafeMutableRawPointer(base!) + index * total, total: total, size: size, guardSize: 0))
@@ -244,7 +246,9 @@ public final class StackPool {
     }
 
     /// Sets up one stack of `total` bytes at `base`: guard page (if any), control block on top.
-    private func carve(_ base: UnsafeMutableRawPointer, total: Int, size: Int, guardSize: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
+    private func carve(_ base: UnsafeMutableRawPointer, total: Int, size: Int, guardSize: Int) -> UnsafeMutablePointer<
+        spindle_fiber_t
+    > {
         let mapping = base.assumingMemoryBound(to: CChar.self)
         if guardSize > 0, mprotect(base, guardSize, PROT_NONE) != 0 {
             let err = errno
@@ -256,8 +260,8 @@ public final class StackPool {
         // Cache colouring: successive stacks put their control block (and so their hottest
         // frames) at one of 16 offsets within the top page. At one fixed offset, thousands of
         // runnable fibers all map to the same few cache sets, and how badly they collide in
-        // the physically indexed caches changed from one process to the next (fanout timer:
-        // 15 or 37 ms for the same binary).
+        // the physically indexed caches changed from one process to the next (fanout timer
+        // took twice as long in some processes as in others, for the same binary).
         let colour = (mappedCount % 16) * 128
         let block = UnsafeMutableRawPointer(mapping + total - blockSize - colour)
         let fiber = block.bindMemory(to: spindle_fiber_t.self, capacity: 1)
@@ -298,7 +302,8 @@ public final class StackPool {
     private static func mappingFailed(_ what: String, errno err: Int32) -> Never {
         var hint = ""
         if err == ENOMEM {
-            hint = " (out of memory, or the process reached vm.max_map_count: each guarded stack is "
+            hint =
+                " (out of memory, or the process reached vm.max_map_count: each guarded stack is "
                 + "two mappings; raise it with `sysctl vm.max_map_count=...` or use smaller/fewer fibers)"
         }
         fatalError("spindle: \(what) failed: \(String(cString: strerror(err)))\(hint)")

@@ -1,4 +1,3 @@
-internal import CLibUV
 import CSpindleSupport
 import Glibc
 import SpindleLoop
@@ -79,14 +78,12 @@ public class StreamConnection {
     }
 
     /// What the kernel did not take at once, written through a libuv request while the fiber
-    /// waits. Out of line: inlined, its request (a `uv_write_t`, about 200 bytes) widened the
-    /// frame of every `write`, and the frames below it (`tryWrite`, libuv's and libc's) then
-    /// landed on stack lines apart from those a read uses: a connection's fiber touched more
-    /// lines a round trip.
+    /// waits. Out of line, so that `write`'s common path (the kernel takes every byte) keeps a
+    /// small frame: a wider one pushed the frames below it onto other stack lines.
     @inline(never)
     final func writeQueued(_ rest: UnsafeRawBufferPointer) throws {
-        try Fiber.awaitRequest(uv_write_t(), "uv_write") { request in
-            stream.start(rest, request: request) { Fiber.requestFinished($0.map(UnsafeMutableRawPointer.init), $1) }
+        try Fiber.awaitRequest("uv_write") { completion, inFlight in
+            stream.write(rest, completion: completion, inFlight: inFlight)
         }
     }
 
@@ -143,21 +140,19 @@ extension Fiber {
         var status: Int32 = 0
     }
 
-    /// Runs a libuv request whose memory is on the running fiber's stack (so nothing is
-    /// allocated) and parks until it completes; throws its error. `start` issues it with the
-    /// request, passing ``requestFinished(_:_:)`` as the callback, and returns libuv's status.
-    /// Not cancellable: the request and its bytes must stay put until libuv is done.
-    static func awaitRequest<Request>(
-        _ empty: Request, _ operation: @autoclosure () -> String, start: (UnsafeMutablePointer<Request>) -> Int32
+    /// Issues a libuv request and parks until it completes; throws its error. `issue` starts
+    /// it (through SpindleLoop, which keeps the request in its own frame on this fiber's stack,
+    /// so nothing is allocated) with the completion given, then calls the `inFlight` given with
+    /// libuv's status and returns its result. Not cancellable: the request and its bytes must
+    /// stay put until libuv is done.
+    static func awaitRequest(
+        _ operation: @autoclosure () -> String,
+        issue: (RawCompletion, _ inFlight: (Int32) -> Int32) -> Int32
     ) throws {
         let me = runningFiber("a blocking I/O call")
-        var request = empty
         var waiter = RequestWaiter(fiber: me)
         let status = withUnsafeMutablePointer(to: &waiter) { waiter in
-            withUnsafeMutablePointer(to: &request) { request in
-                UnsafeMutableRawPointer(request).assumingMemoryBound(to: uv_req_t.self).pointee.data =
-                    UnsafeMutableRawPointer(waiter)
-                let started = start(request)
+            issue(RawCompletion(context: UnsafeMutableRawPointer(waiter), callback: requestFinished)) { started in
                 if started < 0 { return started }
                 _ = park(me, .write, detail: 0, cancellable: false)
                 return waiter.pointee.status
@@ -165,16 +160,14 @@ extension Fiber {
         }
         if status < 0 { throw UVError(code: status, operation: operation()) }
     }
+}
 
-    /// The callback of a request started by ``awaitRequest(_:_:start:)``: records the status
-    /// and wakes the fiber.
-    @inline(__always)
-    static func requestFinished(_ request: UnsafeMutableRawPointer?, _ status: Int32) {
-        let waiter = request.unsafelyUnwrapped.assumingMemoryBound(to: uv_req_t.self).pointee.data.unsafelyUnwrapped
-            .assumingMemoryBound(to: RequestWaiter.self)
-        waiter.pointee.status = status
-        FiberRef(waiter.pointee.fiber).wake(.ready)
-    }
+/// The callback of a request issued by ``Fiber/awaitRequest(_:issue:)``: records the status
+/// and wakes the fiber.
+private let requestFinished: RawCompletion.Callback = { request, status in
+    let waiter = RawCompletion.context(of: request).assumingMemoryBound(to: Fiber.RequestWaiter.self)
+    waiter.pointee.status = status
+    FiberRef(waiter.pointee.fiber).wake(.ready)
 }
 
 /// The connections that arrived at a listening stream and the fibers waiting for them.

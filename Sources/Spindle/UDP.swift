@@ -1,4 +1,3 @@
-internal import CLibUV
 import CSpindleSupport
 import Glibc
 import SpindleLoop
@@ -30,8 +29,8 @@ public final class DatagramSocket {
     /// allocates; otherwise the fiber waits, with the send request on its own stack.
     public func send(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress) throws {
         if try socket.trySend(bytes, to: address) { return }
-        try Fiber.awaitRequest(uv_udp_send_t(), "uv_udp_send to \(address)") { request in
-            socket.start(bytes, to: address, request: request) { Fiber.requestFinished($0.map(UnsafeMutableRawPointer.init), $1) }
+        try Fiber.awaitRequest("uv_udp_send to \(address)") { completion, inFlight in
+            socket.send(bytes, to: address, completion: completion, inFlight: inFlight)
         }
     }
 

@@ -5,7 +5,7 @@
 /// on libuv, with Swift types.
 ///
 /// The loop layer already speaks callbacks for timers (``/SpindleLoop/EventLoop/schedule(after:_:)``,
-/// ``/SpindleLoop/Timer``), next-turn deferral (``/SpindleLoop/EventLoop/deferToNextTurn(_:)``),
+/// ``/SpindleLoop/LoopTimer``), next-turn deferral (``/SpindleLoop/EventLoop/deferToNextTurn(_:)``),
 /// files (``/SpindleLoop/FileSystem``) and name resolution (``/SpindleLoop/Resolver``); this module
 /// adds per-operation streams and datagrams: ``TCPListener``, ``TCPConnection``,
 /// ``PipeListener``, ``PipeConnection``, ``DatagramSocket``.

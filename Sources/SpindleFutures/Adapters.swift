@@ -13,8 +13,10 @@ extension Callbacks.StreamConnection {
     /// that its caller dropped is kept by the loop after the read's callbacks have run, and
     /// handed out again, pending, by a later read (of any connection).
     @inlinable @inline(__always)
-    public func read(into buffer: UnsafeMutableRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Int> {
-        // Inlined into the caller, as `Timer.fire(after:)` is. The thread is checked before
+    public func read(into buffer: UnsafeMutableRawBufferPointer, file: StaticString = #fileID, line: UInt = #line)
+        -> Future<Int>
+    {
+        // Inlined into the caller, as `LoopTimer.fire(after:)` is. The thread is checked before
         // the loop's spare future is taken.
         stream.preconditionOnLoopThread("StreamConnection.read(into:)")
         let future = Future<Int>.makeSpareOrNew(loop: stream.lentLoop, file: file, line: line)
@@ -30,7 +32,8 @@ extension Callbacks.StreamConnection {
     /// on the loop's thread while it runs, the loop's one succeeded `Future<Void>` (see
     /// ``SpindleLoop/EventLoop/makeSucceededFuture(_:file:line:)``), so such a write allocates
     /// nothing.
-    public func write(_ bytes: UnsafeRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+    public func write(_ bytes: UnsafeRawBufferPointer, file: StaticString = #fileID, line: UInt = #line) -> Future<Void>
+    {
         let written: Int
         do {
             written = try stream.tryWrite(bytes)
@@ -89,7 +92,8 @@ extension Callbacks.DatagramSocket {
 
 extension EventLoop {
     /// A future that succeeds after `delay` (a one-shot loop timer).
-    public func scheduleFuture(after delay: Duration, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+    public func scheduleFuture(after delay: Duration, file: StaticString = #fileID, line: UInt = #line) -> Future<Void>
+    {
         future(file: file, line: line) { promise in _ = schedule(after: delay) { promise.succeed(()) } }
     }
 
@@ -98,13 +102,13 @@ extension EventLoop {
     /// Allocates nothing while the loop runs, once deferrals have completed: the future of a
     /// deferral that its caller dropped (it is held only by the loop) is kept by the loop after
     /// its callbacks have run, and handed out again, pending, by a later `nextTurnFuture()` (as
-    /// ``SpindleLoop/Timer/fire(after:file:line:)`` reuses its own).
+    /// ``SpindleLoop/LoopTimer/fire(after:file:line:)`` reuses its own).
     @inlinable @inline(__always)
     public func nextTurnFuture(file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
         // Inlined into the caller, as `fire(after:)` is. The loop holds the future itself until
-        // the turn and calls a C function with it: no closure to call through (64 instructions a
-        // step less than `{ promise.succeed(()) }`, which Swift already made without an
-        // allocation, the future being its one capture). The thread is checked before the
+        // the turn and calls a C function with it: no closure to call through (cheaper than
+        // `{ promise.succeed(()) }`, which Swift already made without an allocation, the
+        // future being its one capture). The thread is checked before the
         // loop's spare future is taken.
         preconditionOnLoopThread("EventLoop.nextTurnFuture()")
         let future = Future<Void>.makeSpareOrNew(loop: Unmanaged.passUnretained(self), file: file, line: line)
@@ -115,12 +119,16 @@ extension EventLoop {
     }
 
     /// Resolves `host` to its addresses (with `port`).
-    public func resolve(_ host: String, port: Int, file: StaticString = #fileID, line: UInt = #line) -> Future<[SocketAddress]> {
-        future(file: file, line: line) { promise in Resolver.resolve(host, port: port, on: self) { promise.complete($0) } }
+    public func resolve(_ host: String, port: Int, file: StaticString = #fileID, line: UInt = #line) -> Future<
+        [SocketAddress]
+    > {
+        future(file: file, line: line) { promise in
+            Resolver.resolve(host, port: port, on: self) { promise.complete($0) }
+        }
     }
 }
 
-extension SpindleLoop.Timer {
+extension LoopTimer {
     /// Starts this timer once (replacing its callback) and returns a future that succeeds when
     /// it fires: a repeated delay on one handle, without a new timer each time.
     ///
@@ -139,9 +147,11 @@ extension SpindleLoop.Timer {
         // into the caller (where the origin is a constant); the first fire sets the callback
         // out of line. The thread is checked before the timer's payload or the loop's spare
         // future is touched.
-        preconditionOnLoopThread("Timer.fire(after:)")
+        preconditionOnLoopThread("LoopTimer.fire(after:)")
         if _fastPath(hasCallback(tag: Self.fireTag)) {
-            if let earlier = takePayload() { Self.cancelFire(earlier, "fire(after:) was called again before the timer fired") }
+            if let earlier = takePayload() {
+                Self.cancelFire(earlier, "fire(after:) was called again before the timer fired")
+            }
         } else {
             setFireCallback()
         }
@@ -155,7 +165,7 @@ extension SpindleLoop.Timer {
     @usableFromInline
     func setFireCallback() {
         setCallback(Self.fireCallback, tag: Self.fireTag)
-        setPayloadCanceller { payload, reason in SpindleLoop.Timer.cancelFire(payload, reason.description) }
+        setPayloadCanceller { payload, reason in LoopTimer.cancelFire(payload, reason.description) }
     }
 
     /// Fails the pending future of a fire that will not happen, saying why.
@@ -163,7 +173,7 @@ extension SpindleLoop.Timer {
     static func cancelFire(_ payload: AnyObject, _ reason: String) {
         let future = unsafeDowncast(payload, to: Future<Void>.self)
         guard !future.isComplete else { return }
-        future.complete(.failure(UVError(code: -ECANCELED, operation: "Timer.fire(after:): \(reason)")))
+        future.complete(.failure(UVError(code: -ECANCELED, operation: "LoopTimer.fire(after:): \(reason)")))
     }
 
     /// Names ``fireCallback`` on a timer (see `hasCallback(tag:)`).
@@ -171,7 +181,7 @@ extension SpindleLoop.Timer {
 
     /// The callback of a timer started by ``fire(after:file:line:)``: completes the future it
     /// finds in the timer's payload. Set once, not on every fire.
-    static func fireCallback(_ timer: SpindleLoop.Timer) {
+    static func fireCallback(_ timer: LoopTimer) {
         // Moved out of the slot: this reference keeps the future alive while it completes.
         guard let fired = timer.takePayload() else { return }
         Future<Void>.completeAndKeep(fired, .success(()))
@@ -181,9 +191,12 @@ extension SpindleLoop.Timer {
 extension FileSystem {
     /// Opens `path` (`flags` as for open(2)); the descriptor.
     public static func open(
-        _ path: String, flags: Int32, mode: Int32 = 0o644, on loop: EventLoop, file: StaticString = #fileID, line: UInt = #line
+        _ path: String, flags: Int32, mode: Int32 = 0o644, on loop: EventLoop, file: StaticString = #fileID,
+        line: UInt = #line
     ) -> Future<Int32> {
-        loop.future(file: file, line: line) { promise in open(path, flags: flags, mode: mode, on: loop) { promise.complete($0) } }
+        loop.future(file: file, line: line) { promise in
+            open(path, flags: flags, mode: mode, on: loop) { promise.complete($0) }
+        }
     }
 
     /// Reads up to `buffer.count` bytes at `offset` (-1: the current position); the count.
@@ -191,7 +204,9 @@ extension FileSystem {
         _ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64 = -1, on loop: EventLoop,
         file: StaticString = #fileID, line: UInt = #line
     ) -> Future<Int> {
-        loop.future(file: file, line: line) { promise in read(fd, into: buffer, at: offset, on: loop) { promise.complete($0) } }
+        loop.future(file: file, line: line) { promise in
+            read(fd, into: buffer, at: offset, on: loop) { promise.complete($0) }
+        }
     }
 
     /// Writes `bytes` at `offset` (-1: the current position); the count written.
@@ -199,21 +214,28 @@ extension FileSystem {
         _ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64 = -1, on loop: EventLoop,
         file: StaticString = #fileID, line: UInt = #line
     ) -> Future<Int> {
-        loop.future(file: file, line: line) { promise in write(fd, bytes, at: offset, on: loop) { promise.complete($0) } }
+        loop.future(file: file, line: line) { promise in write(fd, bytes, at: offset, on: loop) { promise.complete($0) }
+        }
     }
 
     /// Flushes `fd`'s data and metadata to the device.
-    public static func fsync(_ fd: Int32, on loop: EventLoop, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+    public static func fsync(_ fd: Int32, on loop: EventLoop, file: StaticString = #fileID, line: UInt = #line)
+        -> Future<Void>
+    {
         loop.future(file: file, line: line) { promise in fsync(fd, on: loop) { promise.complete($0) } }
     }
 
     /// Closes `fd`.
-    public static func close(_ fd: Int32, on loop: EventLoop, file: StaticString = #fileID, line: UInt = #line) -> Future<Void> {
+    public static func close(_ fd: Int32, on loop: EventLoop, file: StaticString = #fileID, line: UInt = #line)
+        -> Future<Void>
+    {
         loop.future(file: file, line: line) { promise in close(fd, on: loop) { promise.complete($0) } }
     }
 
     /// The status of `path`.
-    public static func stat(_ path: String, on loop: EventLoop, file: StaticString = #fileID, line: UInt = #line) -> Future<Status> {
+    public static func stat(_ path: String, on loop: EventLoop, file: StaticString = #fileID, line: UInt = #line)
+        -> Future<Status>
+    {
         loop.future(file: file, line: line) { promise in stat(path, on: loop) { promise.complete($0) } }
     }
 }

@@ -44,8 +44,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     var lentLoop: Unmanaged<EventLoop> { FutureState.lentLoop(core) }
 
     /// The header, reached through its address: the `header` property is a class's stored
-    /// property, and each access to it paid a dynamic exclusivity check (~200 instructions a
-    /// step of a future chain). Everything here runs on the loop's thread, one call at a time.
+    /// property, and each access to it paid a dynamic exclusivity check. Everything here runs on the loop's thread, one call at a time.
     @inlinable var core: UnsafeMutablePointer<FutureState> { withUnsafeMutablePointerToHeader { $0 } }
 
     @inlinable
@@ -65,7 +64,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     @inlinable @inline(__always)
     static func makeChained(loop: Unmanaged<EventLoop>, file: StaticString, line: UInt) -> Future<Value> {
         // Always inlined, with the check and the take lent the loop one at a time: one closure
-        // doing both was called, not inlined, and the call cost a timer step ~26 instructions.
+        // doing both was called, not inlined.
         loop._withUnsafeGuaranteedRef {
             $0.preconditionOnLoopThread("chaining a pending Future (map, flatMap, flatMapError)")
         }
@@ -140,7 +139,8 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         let target = withUnsafeBytes(of: &slot) { $0.load(as: Unmanaged<Future<Value>>.self) }
         let targetState = target._withUnsafeGuaranteedRef { $0.core }, nextState = next.core
         if _slowPath(FutureState.lentLoop(nextState).toOpaque() != FutureState.lentLoop(targetState).toOpaque()) {
-            return handAcrossLoops(target: unsafeDowncast(slot.take().unsafelyUnwrapped, to: Future<Value>.self), next: next)
+            return handAcrossLoops(
+                target: unsafeDowncast(slot.take().unsafelyUnwrapped, to: Future<Value>.self), next: next)
         }
         if isKnownUniquelyReferenced(&slot), targetState.pointee.state == .pending, FutureState.isBare(nextState) {
             nextState.pointee.takeCallbacks(from: targetState)
@@ -169,7 +169,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     }
 
     @inlinable
-    static func make(loop: EventLoop, outcome: Result<Value, any Error>, file: StaticString, line: UInt) -> Future<Value> {
+    static func make(loop: EventLoop, outcome: Result<Value, any Error>, file: StaticString, line: UInt) -> Future<
+        Value
+    > {
         let future = make(loop: loop, file: file, line: line)
         future.store(outcome)
         return future
@@ -234,8 +236,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     @inlinable
     func rearm(file: StaticString, line: UInt) {
         let state = core
-        assert(_isPOD(Value.self) && state.pointee.state == .succeeded && state.pointee.firstCallback == nil
-            && state.pointee.forward == nil && state.pointee.moreCallbacks == nil, "rearm of a future still in use")
+        assert(
+            _isPOD(Value.self) && state.pointee.state == .succeeded && state.pointee.firstCallback == nil
+                && state.pointee.forward == nil && state.pointee.moreCallbacks == nil, "rearm of a future still in use")
         state.pointee.state = .pending
         state.pointee.setOrigin(file: file, line: line)
     }
@@ -436,7 +439,8 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if _slowPath(core.pointee.state != .pending), isComplete {
             switch result.unsafelyUnwrapped {
             case .success(let value): return step.runStep(Step<Value, NewValue>.self, value)
-            case .failure(let error): return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
+            case .failure(let error):
+                return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
             }
         }
         let chained = Future<NewValue>.makeChained(loop: lentLoop, file: file, line: line)
@@ -460,14 +464,15 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         // closure literal it is given, rebuilds the closure in its natural calling convention
         // and wraps it in a thunk to the generic `(Value) -> …` one, an allocation a step. A
         // `() -> Future` closure has only the one convention.
-        // Always inlined, as the general flatMap: out of line, the call, its frame and the
-        // origin it then records by a call cost a timer step ~50 instructions (2,877 → 2,825).
+        // Always inlined, as the general flatMap: out of line, it paid the call, its frame and a
+        // call to record its origin.
         // The closure goes into its words before anything else: see `FutureState.Words`.
         let step = FutureState.Words(VoidStep(run: consume next))
         if _slowPath(core.pointee.state != .pending), isComplete {
             switch result.unsafelyUnwrapped {
             case .success: return step.runVoidStep(of: NewValue.self)
-            case .failure(let error): return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
+            case .failure(let error):
+                return Future<NewValue>.make(loop: loop, outcome: .failure(error), file: file, line: line)
             }
         }
         let chained = Future<NewValue>.makeChained(loop: lentLoop, file: file, line: line)
@@ -506,7 +511,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     }
 
     /// A future of both values, failing with the first error.
-    public func and<Other>(_ other: Future<Other>, file: StaticString = #fileID, line: UInt = #line) -> Future<(Value, Other)> {
+    public func and<Other>(_ other: Future<Other>, file: StaticString = #fileID, line: UInt = #line) -> Future<
+        (Value, Other)
+    > {
         flatMap(file: file, line: line) { mine in other.map { (mine, $0) } }
     }
 
@@ -536,8 +543,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if let outcome = result { return try outcome.get() }
         let me = Fiber.current
         if me.loop !== loop {
-            fatalError("Future.wait(): the future belongs to \(loop), but the waiting fiber runs on \(me.loop); "
-                + "wait for it from a fiber of its own loop, or get it there with loop.submit { }")
+            fatalError(
+                "Future.wait(): the future belongs to \(loop), but the waiting fiber runs on \(me.loop); "
+                    + "wait for it from a fiber of its own loop, or get it there with loop.submit { }")
         }
         try Fiber.checkCancellation()
         whenComplete { [unowned(unsafe) self] _ in if me.isParked(waitingFor: self) { me.wake(.ready) } }
@@ -553,8 +561,9 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// the future's loop posts.
     private func waitBlockingThread() throws -> Value {
         if let current = EventLoop.current {
-            fatalError("Future.wait() called on \(current)'s thread outside a fiber: it would block that loop; "
-                + "wait in a fiber, or chain with whenComplete")
+            fatalError(
+                "Future.wait() called on \(current)'s thread outside a fiber: it would block that loop; "
+                    + "wait in a fiber, or chain with whenComplete")
         }
         let waiter = BlockedThread<Value>()
         let future = UncheckedTransfer(self)
@@ -577,202 +586,6 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             _ = withUnsafeMutablePointerToElements { $0.deinitialize(count: 1) }
         }
         if core.pointee.state == .pending { core.pointee.reportDropped() }
-    }
-}
-
-/// A future's non-generic state (the header of its storage).
-public struct FutureState {
-    /// `linked`: this future's outcome will arrive in the future its `forward` slot holds
-    /// (see `Future.cascade(to:)`); it reads and observes through that one.
-    @usableFromInline enum State: UInt8 { case pending, succeeded, failed, linked }
-
-    // Laid out so that a whole future (object header, this, a Void or Int value) stays within
-    // 104-112 bytes, one 112- or 128-byte malloc chunk, with the fields a completion reads first.
-    @usableFromInline let loop: EventLoop
-    @usableFromInline var state = State.pending
-    /// Where the promise was made (`file` is a `StaticString`'s UTF-8, taken apart so that it
-    /// packs with `line` and `state`).
-    @usableFromInline var fileLength: UInt16 = 0
-    @usableFromInline var line: UInt32 = 0
-    @usableFromInline var firstCallback: Callback?
-    /// The future the first callback completes, if any (kept apart from the callback so that
-    /// it can be moved out and handed to it inout).
-    @usableFromInline var firstTarget: AnyObject?
-    /// The future (of the same value type) to complete after this one: see `cascade(to:)`.
-    @usableFromInline var forward: AnyObject?
-    @usableFromInline var error: (any Error)?
-    @usableFromInline var moreCallbacks: [(callback: Callback, target: AnyObject?)]?
-    @usableFromInline var file: UnsafeRawPointer
-
-    /// The loop of the future whose header `state` is, lent (see `Future.lentLoop`).
-    @inlinable
-    static func lentLoop(_ state: UnsafeMutablePointer<FutureState>) -> Unmanaged<EventLoop> {
-        UnsafeRawPointer(state).load(fromByteOffset: MemoryLayout<FutureState>.offset(of: \.loop)!, as: Unmanaged<EventLoop>.self)
-    }
-
-    @inlinable
-    init(loop: EventLoop, file: StaticString, line: UInt) {
-        self.loop = loop
-        self.file = UnsafeRawPointer(("?" as StaticString).utf8Start)
-        setOrigin(file: file, line: line)
-    }
-
-    /// Records where the promise was made.
-    @inlinable
-    mutating func setOrigin(file: StaticString, line: UInt) {
-        if file.hasPointerRepresentation {
-            self.file = UnsafeRawPointer(file.utf8Start)
-            fileLength = UInt16(truncatingIfNeeded: min(file.utf8CodeUnitCount, Int(UInt16.max)))
-        } else {
-            self.file = UnsafeRawPointer(("?" as StaticString).utf8Start)
-            fileLength = 1
-        }
-        self.line = UInt32(truncatingIfNeeded: line)
-    }
-
-    /// "file:line" where the promise was made.
-    var origin: String {
-        String(decoding: UnsafeRawBufferPointer(start: file, count: Int(fileLength)), as: UTF8.self) + ":\(line)"
-    }
-
-    /// A callback in a concrete struct: an Optional or Array of bare functions keeps them at
-    /// the generic abstraction, and converting each one in and out allocates a thunk.
-    ///
-    /// `run` captures nothing (where the types are known, it is a bare function): it gets the
-    /// completed future, the future it completes (`target`) and the closure that goes with it
-    /// (`payload`: a flatMap's next step, a map's transform, a whenComplete's callback). A
-    /// closure capturing those two would be one more object a callback.
-    @usableFromInline struct Callback {
-        @usableFromInline let run: (_ source: AnyObject, _ target: inout AnyObject?, _ payload: Words) -> Void
-        @usableFromInline let payload: Words
-
-        @inlinable
-        init(
-            run: __owned @escaping (_ source: AnyObject, _ target: inout AnyObject?, _ payload: Words) -> Void,
-            payload: __owned Words
-        ) {
-            (self.run, self.payload) = (run, payload)
-        }
-    }
-
-    /// A closure's two words (function and retained context), kept without its type: made
-    /// from and read back as exactly the same one-closure struct (``Step``, ``VoidStep``,
-    /// ``Transform``, ``Handler``). The struct keeps the closure at its declared abstraction;
-    /// a bare closure cast through a generic parameter would be re-abstracted, and the thunk
-    /// that does it is an allocation. Callers hand their `__owned` closure in with `consume`:
-    /// a copy would retain its context and release the original (about 45 instructions a step
-    /// of a flatMap chain).
-    ///
-    /// The two words are typed as a closure returning an object: a ``VoidStep``'s closure
-    /// (`() -> Future<Output>`, a class returned directly) has exactly that calling convention,
-    /// so a flatMap's callback calls it in place with ``runVoidStep(of:)``, and its context is not
-    /// retained and released around the call as a closure read back with ``as(_:)`` is.
-    @usableFromInline struct Words {
-        @usableFromInline let closure: () -> AnyObject
-
-        @inlinable init() { closure = { preconditionFailure("a future's callback ran a closure it does not have") } }
-
-        @inlinable init<Closure>(_ closure: Closure) {
-            self = unsafeBitCast(closure, to: Words.self)
-        }
-
-        @inlinable func `as`<Closure>(_: Closure.Type) -> Closure { unsafeBitCast(self, to: Closure.self) }
-
-        // A combinator wraps the closure it is given in words first, then runs it through them
-        // if its future has already completed, or keeps them. Run where it was given, the
-        // optimiser sees the closure literal run on one path and kept on the other: it then
-        // retains each of the literal's captures twice where the literal is made and releases
-        // them once on the way to keeping it (two calls a capture a step of a flatMap chain).
-        // The words hide the literal if they run it out of line (or, for a ``VoidStep``, as
-        // the closure type they hold).
-        //
-        // Each names the struct the words were made from: inferred from the argument, an
-        // `any Error` would be opened to its dynamic type, and the closure read back as one
-        // of another type.
-
-        /// Runs the `step` these words were made from with `input`; the future it returned.
-        @inlinable @inline(never)
-        func runStep<Input, Output>(_ step: Step<Input, Output>.Type, _ input: Input) -> Future<Output> {
-            self.as(step).run(input)
-        }
-
-        /// Runs the `transform` these words were made from on `outcome`'s value.
-        @inlinable @inline(never)
-        func runTransform<Input, Output>(
-            _ transform: Transform<Input, Output>.Type, _ outcome: Result<Input, any Error>
-        ) -> Result<Output, any Error> {
-            let transform = self.as(transform).run
-            return Result { try transform(outcome.get()) }
-        }
-
-        /// Runs the `handler` these words were made from with `input`.
-        @inlinable @inline(never)
-        func runHandler<Input>(_ handler: Handler<Input>.Type, _ input: Input) {
-            self.as(handler).run(input)
-        }
-
-        /// Runs the ``VoidStep`` these words were made from; the future it returned.
-        @inlinable @inline(__always)
-        func runVoidStep<Output>(of _: Output.Type) -> Future<Output> {
-            unsafeDowncast(closure(), to: Future<Output>.self)
-        }
-    }
-
-    /// Adds a callback (`run`, with the future it completes and its closure). The first goes
-    /// in the header, inline where it is added (the common case: one callback a future); the
-    /// others into an array, out of line.
-    @inlinable @inline(__always)
-    mutating func add(
-        target: __owned AnyObject?, payload: __owned Words,
-        _ run: __owned @escaping (_ source: AnyObject, _ target: inout AnyObject?, _ payload: Words) -> Void
-    ) {
-        let callback = Callback(run: run, payload: payload)
-        if _fastPath(firstCallback == nil) {
-            firstCallback = callback
-            firstTarget.fill(with: target)
-        } else {
-            addAnother(callback, target: target)
-        }
-    }
-
-    /// Whether the future whose header `state` points to is pending with no callback and no
-    /// forward: one that can take over another's (see ``takeCallbacks(from:)``). Takes the
-    /// header's address: a property read through `pointee` would copy the whole header.
-    @inlinable @inline(__always)
-    static func isBare(_ state: UnsafeMutablePointer<FutureState>) -> Bool {
-        state.pointee.state == .pending && state.pointee.firstCallback == nil && state.pointee.forward == nil
-    }
-
-    /// Moves the callbacks and the forward of the pending future whose header `other` is into
-    /// this bare one (see ``isBare(_:)``): they run when this one completes, in their order.
-    /// `other` is left bare, as a new future.
-    @inlinable @inline(__always)
-    mutating func takeCallbacks(from other: UnsafeMutablePointer<FutureState>) {
-        firstCallback = other.pointee.firstCallback.take()
-        firstTarget.fill(with: other.pointee.firstTarget.take())
-        // This one's own slot is empty (see ``isBare(_:)``): assigning it would release the nil.
-        if other.pointee.moreCallbacks != nil { moreCallbacks = other.pointee.moreCallbacks.take() }
-        forward.fill(with: other.pointee.forward.take())
-    }
-
-    @usableFromInline
-    mutating func addAnother(_ callback: __owned Callback, target: __owned AnyObject?) {
-        if moreCallbacks == nil {
-            moreCallbacks = [(callback, target)]
-        } else {
-            moreCallbacks!.append((callback, target))
-        }
-    }
-
-    @inline(never) @usableFromInline
-    func completedTwice() -> Never {
-        fatalError("a Promise was completed twice (made at \(origin))")
-    }
-
-    @usableFromInline
-    func reportDropped() {
-        spindleWarning("a Future was dropped before its Promise was completed (made at \(origin)); "
-            + "whatever waited for it will never run")
     }
 }
 
@@ -827,7 +640,9 @@ extension EventLoop {
     /// out again (as SwiftNIO's `makeSucceededVoidFuture()` is): a completed future never
     /// changes, so its identity is all that is shared.
     @inlinable
-    public func makeSucceededFuture<Value>(_ value: Value, file: StaticString = #fileID, line: UInt = #line) -> Future<Value> {
+    public func makeSucceededFuture<Value>(_ value: Value, file: StaticString = #fileID, line: UInt = #line) -> Future<
+        Value
+    > {
         let sharing = Value.self == Void.self && isOnLoopThread
         if sharing, let shared = sharedObject(as: Future<Value>.self) { return shared }
         let future = Future.make(loop: self, outcome: .success(value), file: file, line: line)
@@ -844,7 +659,9 @@ extension EventLoop {
     }
 
     /// A future of every value of `futures`, in their order; fails with the first error to arrive.
-    public func all<Value>(_ futures: [Future<Value>], file: StaticString = #fileID, line: UInt = #line) -> Future<[Value]> {
+    public func all<Value>(_ futures: [Future<Value>], file: StaticString = #fileID, line: UInt = #line) -> Future<
+        [Value]
+    > {
         let promise = makePromise(of: [Value].self, file: file, line: line)
         var values = [Value?](repeating: nil, count: futures.count)
         var remaining = futures.count

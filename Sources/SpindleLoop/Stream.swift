@@ -84,14 +84,17 @@ public class StreamSocket: LoopHandle {
         // handle is open, and a reading socket keeps itself alive (`retainWhileActive()`).
         // Retained, it cost a retain and a release in each callback, two pairs a read (124
         // instructions a fanout io step under callgrind).
-        let status = uv_read_start(stream, { handle, _, buf in
-            guard let data = handle?.pointee.data, let buf else { return }
-            let target = Unmanaged<StreamSocket>.fromOpaque(data)._withUnsafeGuaranteedRef { $0.readTarget }
-            buf.pointee = uv_buf_init(target.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(target.count))
-        }, { stream, nread, _ in
-            guard let data = stream?.pointee.data, nread != 0 else { return }  // 0: EAGAIN, nothing this time
-            Unmanaged<StreamSocket>.fromOpaque(data)._withUnsafeGuaranteedRef { $0.didRead(nread) }
-        })
+        let status = uv_read_start(
+            stream,
+            { handle, _, buf in
+                guard let data = handle?.pointee.data, let buf else { return }
+                let target = Unmanaged<StreamSocket>.fromOpaque(data)._withUnsafeGuaranteedRef { $0.readTarget }
+                buf.pointee = uv_buf_init(target.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(target.count))
+            },
+            { stream, nread, _ in
+                guard let data = stream?.pointee.data, nread != 0 else { return }  // 0: EAGAIN, nothing this time
+                Unmanaged<StreamSocket>.fromOpaque(data)._withUnsafeGuaranteedRef { $0.didRead(nread) }
+            })
         try UVError.check(status, "uv_read_start")
         isReading = true
         retainWhileActive()
@@ -150,27 +153,20 @@ public class StreamSocket: LoopHandle {
     public final func write(_ bytes: UnsafeRawBufferPointer, _ completion: @escaping (UVError?) -> Void) {
         preconditionOnLoopThread("write")
         let request = Request<uv_write_t>(completion)
-        let status = start(bytes, request: request.pointer) { req, status in
+        var buffer = uv_buf_init(
+            UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
+        let status = uv_write(request.pointer, stream, &buffer, 1) { req, status in
             Request<uv_write_t>.complete(req, status: status, operation: "uv_write")
         }
         if status < 0 { request.fail(status, operation: "uv_write") }
-    }
-
-    /// Starts a write with a request the caller owns (a fiber keeps it on its stack while it
-    /// waits): `request.data` is the caller's, `callback` runs when libuv is done. Returns
-    /// uv_write's status; on failure the callback never runs.
-    package final func start(
-        _ bytes: UnsafeRawBufferPointer, request: UnsafeMutablePointer<uv_write_t>, _ callback: uv_write_cb
-    ) -> Int32 {
-        var buffer = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
-        return uv_write(request, stream, &buffer, 1, callback)
     }
 
     /// Writes what the kernel takes right now, without queueing; returns the byte count (0 when
     /// the socket buffer is full or earlier writes are still queued). Wraps uv_try_write.
     public final func tryWrite(_ bytes: UnsafeRawBufferPointer) throws(UVError) -> Int {
         preconditionOnLoopThread("tryWrite")
-        var buffer = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
+        var buffer = uv_buf_init(
+            UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
         let written = uv_try_write(stream, &buffer, 1)
         if written == UV_EAGAIN.rawValue { return 0 }
         try UVError.check(written, "uv_try_write")
@@ -214,7 +210,9 @@ struct Request<R> {
     }
 
     init(_ completion: @escaping (UVError?) -> Void) {
-        guard let memory = calloc(1, MemoryLayout<R>.size) else { fatalError("out of memory allocating a libuv request") }
+        guard let memory = calloc(1, MemoryLayout<R>.size) else {
+            fatalError("out of memory allocating a libuv request")
+        }
         pointer = memory.bindMemory(to: R.self, capacity: 1)
         UnsafeMutableRawPointer(pointer).assumingMemoryBound(to: uv_req_t.self).pointee.data =
             Unmanaged.passRetained(Completion(completion)).toOpaque()

@@ -19,7 +19,8 @@ public final class UDPSocket: LoopHandle {
 
     /// Creates a socket bound to `address` (see ``bind(_:reuseAddress:)``); on failure the
     /// handle is closed and the error thrown.
-    public convenience init(loop: EventLoop, boundTo address: SocketAddress, reuseAddress: Bool = false) throws(UVError) {
+    public convenience init(loop: EventLoop, boundTo address: SocketAddress, reuseAddress: Bool = false) throws(UVError)
+    {
         self.init(loop: loop)
         do {
             try bind(address, reuseAddress: reuseAddress)
@@ -48,31 +49,27 @@ public final class UDPSocket: LoopHandle {
 
     /// Sends one datagram to `address`; the bytes must stay valid until `completion` runs.
     /// Wraps uv_udp_send.
-    public func send(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress, _ completion: @escaping (UVError?) -> Void) {
+    public func send(
+        _ bytes: UnsafeRawBufferPointer, to address: SocketAddress, _ completion: @escaping (UVError?) -> Void
+    ) {
         preconditionOnLoopThread("UDPSocket.send")
         let request = Request<uv_udp_send_t>(completion)
-        let status = start(bytes, to: address, request: request.pointer) { req, status in
-            Request<uv_udp_send_t>.complete(req, status: status, operation: "uv_udp_send")
+        var buffer = uv_buf_init(
+            UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
+        let status = address.withSockaddr {
+            uv_udp_send(request.pointer, udp, &buffer, 1, $0) { req, status in
+                Request<uv_udp_send_t>.complete(req, status: status, operation: "uv_udp_send")
+            }
         }
         if status < 0 { request.fail(status, operation: "uv_udp_send to \(address)") }
-    }
-
-    /// Starts a send with a request the caller owns (a fiber keeps it on its stack while it
-    /// waits): `request.data` is the caller's. Returns uv_udp_send's status; on failure the
-    /// callback never runs.
-    package func start(
-        _ bytes: UnsafeRawBufferPointer, to address: SocketAddress,
-        request: UnsafeMutablePointer<uv_udp_send_t>, _ callback: uv_udp_send_cb
-    ) -> Int32 {
-        var buffer = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
-        return address.withSockaddr { uv_udp_send(request, udp, &buffer, 1, $0, callback) }
     }
 
     /// Sends one datagram now if the kernel takes it; returns false when it would block (or
     /// earlier sends are still queued). Wraps uv_udp_try_send.
     public func trySend(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress) throws(UVError) -> Bool {
         preconditionOnLoopThread("UDPSocket.trySend")
-        var buffer = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
+        var buffer = uv_buf_init(
+            UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
         let status = address.withSockaddr { uv_udp_try_send(udp, &buffer, 1, $0) }
         if status == UV_EAGAIN.rawValue { return false }
         try UVError.check(status, "uv_udp_try_send to \(address)")
@@ -90,21 +87,24 @@ public final class UDPSocket: LoopHandle {
         preconditionOnLoopThread("UDPSocket.startReceiving")
         precondition(onReceive != nil, "UDPSocket.startReceiving() before setReceiveHandler")
         if isReceiving { return }
-        let status = uv_udp_recv_start(udp, { handle, _, buf in
-            guard let data = handle?.pointee.data, let buf else { return }
-            let socket = LoopHandle.object(data, as: UDPSocket.self)
-            let target = socket.receiveTarget
-            buf.pointee = uv_buf_init(target.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(target.count))
-        }, { handle, nread, _, address, _ in
-            guard let data = handle?.pointee.data else { return }
-            let socket = LoopHandle.object(data, as: UDPSocket.self)
-            if nread < 0 {
-                socket.onReceive?(.failure(UVError(code: Int32(nread), operation: "uv_udp_recv")))
-            } else if let address {
-                socket.onReceive?(.success((nread, SocketAddress(address))))
-            }
-            // nread == 0 with no address: nothing to read this time.
-        })
+        let status = uv_udp_recv_start(
+            udp,
+            { handle, _, buf in
+                guard let data = handle?.pointee.data, let buf else { return }
+                let socket = LoopHandle.object(data, as: UDPSocket.self)
+                let target = socket.receiveTarget
+                buf.pointee = uv_buf_init(target.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(target.count))
+            },
+            { handle, nread, _, address, _ in
+                guard let data = handle?.pointee.data else { return }
+                let socket = LoopHandle.object(data, as: UDPSocket.self)
+                if nread < 0 {
+                    socket.onReceive?(.failure(UVError(code: Int32(nread), operation: "uv_udp_recv")))
+                } else if let address {
+                    socket.onReceive?(.success((nread, SocketAddress(address))))
+                }
+                // nread == 0 with no address: nothing to read this time.
+            })
         try UVError.check(status, "uv_udp_recv_start")
         isReceiving = true
         retainWhileActive()

@@ -75,7 +75,7 @@ private struct FactoryBox: @unchecked Sendable {
 /// loop (it closes its timer when the loop closes).
 final class LoopReporter: EventLoopAttachment {
     private unowned(unsafe) let loop: EventLoop
-    private var timer: SpindleLoop.Timer?
+    private var timer: LoopTimer?
     private var interval: Duration = .seconds(1)
     private var expected: ContinuousClock.Instant = .now
     private var last: Scheduler.Counters?
@@ -106,7 +106,7 @@ final class LoopReporter: EventLoopAttachment {
 
     private func begin(every interval: Duration) {
         self.interval = interval
-        let timer = self.timer ?? SpindleLoop.Timer(loop: loop) { [unowned self] _ in record() }
+        let timer = self.timer ?? LoopTimer(loop: loop) { [unowned self] _ in record() }
         timer.isLoopMachinery = true
         timer.keepsLoopAlive = false
         self.timer = timer

@@ -162,7 +162,8 @@ public enum Doctor {
             let total = fibers + idle + callbacks
             guard total > .zero else { return "the loop has not run" }
             func share(_ part: Duration) -> String { "\(Int((part / total * 100).rounded()))%" }
-            return "\(share(fibers)) running fibers, \(share(callbacks)) in loop callbacks, \(share(idle)) idle in epoll"
+            return
+                "\(share(fibers)) running fibers, \(share(callbacks)) in loop callbacks, \(share(idle)) idle in epoll"
         }
     }
 
@@ -182,7 +183,10 @@ public enum Doctor {
             guard !findings.isEmpty else {
                 return "doctor: no pathology found over \(Int(evidence.operations)) operations (\(time))"
             }
-            return (["doctor: \(findings.count) finding\(findings.count == 1 ? "" : "s") over \(Int(evidence.operations)) operations (\(time))"]
+            return
+                ([
+                    "doctor: \(findings.count) finding\(findings.count == 1 ? "" : "s") over \(Int(evidence.operations)) operations (\(time))"
+                ]
                 + findings.map { "  - \($0)" }).joined(separator: "\n")
         }
     }
@@ -230,20 +234,24 @@ public enum Doctor {
         }
         evidence.concurrency = Double(now.counters.runQueueHighWater)
         evidence.stackHighWater = loop.scheduler.stackHighWater
-        if Trace.isRecording(loop) { measureSlices(of: loop, after: before?.monotonicNanoseconds ?? 0, into: &evidence) }
+        if Trace.isRecording(loop) {
+            measureSlices(of: loop, after: before?.monotonicNanoseconds ?? 0, into: &evidence)
+        }
         let fibers = now.counters.fiberNanoseconds &- (start?.fiberNanoseconds ?? 0)
         let running = now.runningNanoseconds &- (before?.runningNanoseconds ?? 0)
         let idle = now.idleNanoseconds &- (before?.idleNanoseconds ?? 0)
         let callbacks = running > fibers &+ idle ? running &- fibers &- idle : 0
         let time = TimeSplit(
-            fibers: .nanoseconds(Int64(fibers)), idle: .nanoseconds(Int64(idle)), callbacks: .nanoseconds(Int64(callbacks)))
+            fibers: .nanoseconds(Int64(fibers)), idle: .nanoseconds(Int64(idle)),
+            callbacks: .nanoseconds(Int64(callbacks)))
         return Report(evidence: evidence, findings: diagnose(evidence), time: time)
     }
 
     /// Slice lengths from the loop's trace (events after `start`): how many exceed `longSlice`,
     /// and the longest.
     static func measureSlices(of loop: EventLoop, after start: UInt64, into evidence: inout Evidence) {
-        let limit = UInt64(longSlice.components.seconds) * 1_000_000_000
+        let limit =
+            UInt64(longSlice.components.seconds) * 1_000_000_000
             + UInt64(longSlice.components.attoseconds / 1_000_000_000)
         var open: (fiber: UInt64, since: UInt64)?
         var count = 0
@@ -264,131 +272,19 @@ public enum Doctor {
         evidence.longestSliceSeconds = Double(longest.length) / 1e9
         if longest.fiber != 0 {
             let name = loop.scheduler.tracedName(of: longest.fiber)
-            evidence.longestSliceFiber = name.isEmpty ? "fiber #\(longest.fiber)" : "fiber \"\(name)\" (#\(longest.fiber))"
+            evidence.longestSliceFiber =
+                name.isEmpty ? "fiber #\(longest.fiber)" : "fiber \"\(name)\" (#\(longest.fiber))"
         }
     }
 
-    /// Applies every rule to `evidence`; the findings, most specific first.
+    /// Applies every rule of ``rules`` to `evidence`, in order; the findings, most specific
+    /// first.
     public static func diagnose(_ evidence: Evidence) -> [Finding] {
         var findings: [Finding] = []
-        let waits = evidence.waitsPerOperation
-        let switchesPerOp = evidence.per(evidence.switches)
-        func n(_ value: Double) -> String { figure(value) }
-
-        // Cold stacks: fibers start on freshly mapped stacks instead of pooled ones.
-        if let spawns = evidence.spawns, let cold = evidence.stacksCold, spawns > 0, cold / spawns >= 0.5,
-            evidence.operations >= 100 || spawns >= 100 || cold / spawns >= 0.99
-        {
-            let faults = evidence.per(evidence.minorFaults).map { ", \(n($0)) page faults per operation" } ?? ""
-            findings.append(Finding(
-                pathology: .coldStacks,
-                message: "\(Int((cold / spawns * 100).rounded()))% of fibers started on a freshly mapped stack "
-                    + "(\(n(cold / evidence.operations)) mmaps per operation\(faults)): stacks are mapped per fiber "
-                    + "instead of reused. Keep StackPool.maximumPooledPerSize above the number of live fibers and "
-                    + "prefault the pool at start-up."))
-        }
-
-        // Thread hand-offs: work moves between OS threads on every step.
-        let threadSwitchesPerOp = evidence.per(evidence.threadSwitches)
-        if let perOp = threadSwitchesPerOp, perOp >= max(1, (waits ?? 1) * 0.5) {
-            findings.append(Finding(
-                pathology: .threadHandoff,
-                message: "\(n(perOp)) OS thread context switches per operation (getrusage)"
-                    + (waits.map { ", \(n(perOp / $0)) per wait" } ?? "")
-                    + ": each step hands work to another thread and waits for it to come back. Run the "
-                    + "steps as fibers on the loop's own thread."))
-        }
-
-        // Task.yield() spinning: async code waits by yielding to the executor until a flag flips.
-        if let spins = evidence.per(evidence.taskYields), spins >= max(1, (waits ?? 1) * 0.5) {
-            findings.append(Finding(
-                pathology: .taskYieldSpin,
-                message: "\(n(spins)) Task.yield() calls per operation"
-                    + (waits.map { " for \(n($0)) waits" } ?? "")
-                    + ": each wait spins through the global executor (a job hop per spin) instead of "
-                    + "suspending on a continuation the event resumes."))
-        }
-
-        // Busy-yield polling: fibers yield to ask "ready yet?" instead of parking on the event.
-        if let yields = evidence.per(evidence.yields), let parks = evidence.per(evidence.parks) {
-            let polling: Bool
-            if let waits, waits > 0 {
-                polling = yields >= waits * 0.5 && parks < waits * 0.5
-            } else {
-                polling = evidence.yields ?? 0 >= 1_000 && yields >= 10 * max(parks, 0.1)
+        for rule in rules {
+            if let message = rule.find(evidence, findings) {
+                findings.append(Finding(pathology: rule.pathology, message: message))
             }
-            if polling {
-                findings.append(Finding(
-                    pathology: .busyYield,
-                    message: "\(n(yields)) yields and \(n(parks)) parks per operation"
-                        + (waits.map { " that waits \(n($0)) times" } ?? "")
-                        + ": fibers are resumed just to find their event has not happened and yield again. "
-                        + "Park on the timer, socket or channel (Fiber.sleep, read, receive) so the loop wakes "
-                        + "the fiber when it is ready."))
-            }
-        }
-
-        // A loop turn before every switch, while many operations are in flight (one connection
-        // waking its fiber from each turn is how a loop works; ten thousand of them each getting
-        // a turn of their own is not).
-        if let turns = evidence.loopTurns, let switches = evidence.switches, switches >= 1_000,
-            turns / (switches / 2) >= 0.5, evidence.concurrency ?? 0 >= 100
-        {
-            findings.append(Finding(
-                pathology: .loopTurnPerSwitch,
-                message: "\(n(turns / evidence.operations)) loop turns per operation for \(n(switches / evidence.operations)) "
-                    + "switches: the scheduler polls the kernel (a non-blocking epoll_wait) before every "
-                    + "switch. Run the loop only when no fiber is runnable."))
-        }
-
-        // A system call on every switch: kernel time nothing else explains.
-        if let user = evidence.userSeconds, let system = evidence.systemSeconds, user + system > 0,
-            let perOp = switchesPerOp, perOp >= 2
-        {
-            let share = system / (user + system)
-            // Page faults, reads and writes, and the pathologies found above all spend kernel time.
-            let explained = !findings.isEmpty || (evidence.per(evidence.minorFaults) ?? 0) >= 0.5
-                || (evidence.per(evidence.ioSyscalls) ?? 0) >= 0.1 * perOp
-            if share >= 0.10, !explained {
-                findings.append(Finding(
-                    pathology: .syscallPerSwitch,
-                    message: "\(Int((share * 100).rounded()))% of the CPU time is in the kernel with no page faults, "
-                        + "reads, writes, thread switches or loop turns to explain it, over \(n(perOp)) switches per operation: "
-                        + "the switch itself makes a system call (ucontext's swapcontext saves the signal mask "
-                        + "with rt_sigprocmask). Switch with fcontext (Boost.Context), as Spindle does."))
-            }
-        }
-
-        // Slices that block the loop.
-        if let long = evidence.longSlices, long > 0, let longest = evidence.longestSliceSeconds {
-            findings.append(Finding(
-                pathology: .longSlices,
-                message: "\(Int(long)) fiber slice\(long == 1 ? "" : "s") ran longer than 1 ms without yielding or "
-                    + "parking (the longest \(n(longest * 1_000)) ms, in \(evidence.longestSliceFiber ?? "a fiber")): "
-                    + "meanwhile the loop runs no timer, no I/O and no other fiber. Split the work with "
-                    + "Fiber.yield(), or move it off the loop (Fiber.awaitAsync, the file pool)."
-                    + (evidence.preemptions.map { preemptions in
-                        preemptions < long ? "" : " The OS preempted the loop's thread \(Int(preemptions)) "
-                            + "time\(preemptions == 1 ? "" : "s") over the run, and a slice it was preempted in counts "
-                            + "that wait too: if these slices do little work, the machine was busy, not the loop."
-                    } ?? "")))
-        }
-
-        // A stack near its limit (painting mode): one deeper call and the fiber overflows.
-        if let mark = evidence.stackHighWater, mark.fraction >= 0.75 {
-            findings.append(Finding(
-                pathology: .stackNearLimit,
-                message: "\(mark.fiber) used \(mark.usedBytes / 1024) KiB of its \(mark.stackBytes / 1024) KiB stack "
-                    + "(\(Int((mark.fraction * 100).rounded()))%): a deeper call or a larger local overflows it. Give it "
-                    + "a bigger stack (spawn(stackSize:)) or keep big buffers off the stack."))
-        }
-
-        // Switches far above what the waits need (two per wait, two to start and finish).
-        if let perOp = switchesPerOp, let waits, waits > 0, perOp > 4 * (2 * waits + 2) {
-            findings.append(Finding(
-                pathology: .excessSwitches,
-                message: "\(n(perOp)) switches per operation where its \(n(waits)) waits need about "
-                    + "\(n(2 * waits + 2)): something resumes fibers that have nothing to do."))
         }
         return findings
     }

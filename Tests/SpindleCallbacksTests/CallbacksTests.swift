@@ -1,4 +1,3 @@
-import CLibUV
 import Glibc
 import SpindleCallbacks
 import SpindleTestSupport
@@ -47,7 +46,9 @@ struct CallbacksTests {
                 func readRest() {
                     client.read(into: UnsafeMutableRawBufferPointer(rebasing: reply[got...])) { result in
                         let count = try result.get()
-                        guard count > 0 else { throw UVError(code: UV_EOF.rawValue, operation: "echo ended early") }
+                        guard count > 0 else {
+                            throw UVError(code: UVError.endOfFile.code, operation: "echo ended early")
+                        }
                         got += count
                         if got < 64 { return readRest() }
                         ok = ok && Array(reply) == message(round)
@@ -133,7 +134,9 @@ struct CallbacksTests {
         #expect(afterwards.value)
     }
 
-    @Test("a connection dropped with a read outstanding still delivers it; one dropped while idle is closed, not crashed into")
+    @Test(
+        "a connection dropped with a read outstanding still delivers it; one dropped while idle is closed, not crashed into"
+    )
     func droppedEarly() throws {
         let got = Box<Int?>(nil)
         let peerSaw = Box<Int?>(nil)
@@ -211,7 +214,8 @@ struct CallbacksTests {
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
             server.receive(into: buffer) { result in
                 let (count, sender) = try result.get()
-                log.value.append("\(String(decoding: buffer[..<count], as: UTF8.self)) from client \(sender.port == clientPort)")
+                log.value.append(
+                    "\(String(decoding: buffer[..<count], as: UTF8.self)) from client \(sender.port == clientPort)")
                 buffer.deallocate()
                 server.close()
                 client.close()
@@ -276,10 +280,14 @@ struct CallbacksTests {
                         log.value.append("fsync \((try? synced.get()) != nil)")
                         FileSystem.close(fd, on: loop) { _ in
                             FileSystem.stat(path, on: loop) { status in
-                                guard case .success(let status) = status else { return log.value.append("stat: \(status)") }
+                                guard case .success(let status) = status else {
+                                    return log.value.append("stat: \(status)")
+                                }
                                 log.value.append("stat \(status.size) regular \(status.isRegularFile)")
                                 FileSystem.open(path, flags: O_RDONLY, on: loop) { result in
-                                    guard case .success(let fd) = result else { return log.value.append("open for reading: \(result)") }
+                                    guard case .success(let fd) = result else {
+                                        return log.value.append("open for reading: \(result)")
+                                    }
                                     // At offset 8: the second half.
                                     FileSystem.read(fd, into: readBack, at: 8, on: loop) { count in
                                         let count = (try? count.get()) ?? 0
@@ -299,7 +307,10 @@ struct CallbacksTests {
                 if case .failure(let error) = result { log.value.append("missing: \(error.name)") }
             }
         }
-        #expect(log.value.sorted() == ["fsync true", "missing: ENOENT", "read bytes ok", "stat 16 regular true", "wrote 16"])
+        #expect(
+            log.value.sorted() == [
+                "fsync true", "missing: ENOENT", "read bytes ok", "stat 16 regular true", "wrote 16",
+            ])
     }
 
     @Test("name resolution through a completion: localhost is a loopback address; an unknown host names its error")

@@ -34,7 +34,7 @@ struct FutureModelTests {
     /// One graph, built while its loop runs (recycling and the shared future are active then).
     final class Graph {
         let loop: EventLoop
-        let timer: SpindleLoop.Timer
+        let timer: LoopTimer
         var random: SeededGenerator
         var nodes: [(future: Future<Int>, expected: Expected)] = []
         var pending: [(promise: Promise<Int>, outcome: Result<Int, Failure>)] = []
@@ -46,7 +46,7 @@ struct FutureModelTests {
 
         init(loop: EventLoop, seed: UInt64) {
             self.loop = loop
-            self.timer = SpindleLoop.Timer(loop: loop) { _ in }
+            self.timer = LoopTimer(loop: loop) { _ in }
             self.random = SeededGenerator(seed: seed)
         }
 
@@ -86,7 +86,7 @@ struct FutureModelTests {
         /// The same, built the way `fanout` builds it: each step's wait is made when the step
         /// before has finished (`step(n) = op().flatMap { step(n - 1) }`), so the chained
         /// futures come from the loop's recycled one. A timer chain has a timer of its own.
-        func lazyChain(_ depth: Int, timer: SpindleLoop.Timer?, to end: (future: Future<Int>, expected: Expected))
+        func lazyChain(_ depth: Int, timer: LoopTimer?, to end: (future: Future<Int>, expected: Expected))
             -> Future<Int>
         {
             if depth == 0 {
@@ -160,7 +160,7 @@ struct FutureModelTests {
                     switch Int.random(in: 0..<3, using: &random) {
                     case 0: add(chain(depth, to: end), end.expected)
                     case 1: add(lazyChain(depth, timer: nil, to: end), end.expected)
-                    default: add(lazyChain(depth, timer: SpindleLoop.Timer(loop: loop) { _ in }, to: end), end.expected)
+                    default: add(lazyChain(depth, timer: LoopTimer(loop: loop) { _ in }, to: end), end.expected)
                     }
                 case 6:
                     let other = anyNode()

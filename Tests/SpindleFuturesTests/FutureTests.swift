@@ -1,4 +1,3 @@
-import CLibUV
 import Foundation
 import Glibc
 import Spindle
@@ -54,9 +53,10 @@ struct FutureTests {
                 future.whenFailure { log.value.append("\(name): failure \(($0 as! Failure).code)") }
             }
         }
-        #expect(log.value == [
-            "pending ok: success 1", "pending failed: failure 2", "done ok: success 3", "done failed: failure 4",
-        ])
+        #expect(
+            log.value == [
+                "pending ok: success 1", "pending failed: failure 2", "done ok: success 3", "done failed: failure 4",
+            ])
     }
 
     @Test("a chain of 200,000 flatMaps completes without deep recursion, values and callbacks intact")
@@ -273,10 +273,14 @@ struct FutureTests {
             a.futureResult.and(b.futureResult).whenSuccess { log.value.append("and \($0.0) \($0.1)") }
             let parts = (0..<5).map { _ in loop.makePromise(of: Int.self) }
             loop.all(parts.map(\.futureResult)).whenSuccess { log.value.append("all \($0)") }
-            loop.makeSucceededFuture(100).fold(parts.map(\.futureResult)) { sum, next in loop.makeSucceededFuture(sum + next) }
-                .whenSuccess { log.value.append("fold \($0)") }
+            loop.makeSucceededFuture(100).fold(parts.map(\.futureResult)) { sum, next in
+                loop.makeSucceededFuture(sum + next)
+            }
+            .whenSuccess { log.value.append("fold \($0)") }
             let failing = [loop.makePromise(of: Int.self), loop.makePromise(of: Int.self)]
-            loop.all(failing.map(\.futureResult)).whenFailure { log.value.append("all failed \(($0 as! Failure).code)") }
+            loop.all(failing.map(\.futureResult)).whenFailure {
+                log.value.append("all failed \(($0 as! Failure).code)")
+            }
             b.succeed("x")
             a.succeed(1)
             for (index, part) in parts.enumerated().reversed() { part.succeed(index) }
@@ -291,7 +295,7 @@ struct FutureTests {
         let seen = Box<(value: Int?, onOwnThread: Bool)>((nil, false))
         let otherLoop = Box<EventLoop?>(nil)
         let otherReady = DispatchSemaphore(value: 0)
-        let otherKeepAlive = Box<SpindleLoop.Timer?>(nil)
+        let otherKeepAlive = Box<LoopTimer?>(nil)
         let other = Thread {
             try! LoopThread.withLoop(name: "other-loop") { loop in
                 otherLoop.value = loop
@@ -305,7 +309,7 @@ struct FutureTests {
         try withLoop { loop in
             let otherPromise = otherLoop.value!.makePromise(of: Int.self)
             let start = loop.makePromise(of: Void.self)
-            let keepAlive = Box<SpindleLoop.Timer?>(loop.schedule(after: .seconds(30)) {})
+            let keepAlive = Box<LoopTimer?>(loop.schedule(after: .seconds(30)) {})
             let chained = start.futureResult.flatMap { otherPromise.futureResult }
             chained.whenSuccess { seen.value = ($0, loop.isOnLoopThread) }
             // Through post: on the wrong thread, closing the timer would stop the process.
@@ -393,9 +397,17 @@ struct FutureTests {
             text.copyBytes(from: "written through futures".utf8)
             let readBack = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
             FileSystem.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC, on: loop)
-                .flatMap { fd in FileSystem.write(fd, UnsafeRawBufferPointer(text), on: loop).flatMap { _ in FileSystem.close(fd, on: loop) } }
+                .flatMap { fd in
+                    FileSystem.write(fd, UnsafeRawBufferPointer(text), on: loop).flatMap { _ in
+                        FileSystem.close(fd, on: loop)
+                    }
+                }
                 .flatMap { FileSystem.open(path, flags: O_RDONLY, on: loop) }
-                .flatMap { fd in FileSystem.read(fd, into: readBack, on: loop).flatMap { count in FileSystem.close(fd, on: loop).map { count } } }
+                .flatMap { fd in
+                    FileSystem.read(fd, into: readBack, on: loop).flatMap { count in
+                        FileSystem.close(fd, on: loop).map { count }
+                    }
+                }
                 .whenComplete { outcome in
                     let count = (try? outcome.get()) ?? 0
                     log.value.append("file: \(String(decoding: readBack[..<count], as: UTF8.self))")
@@ -424,7 +436,9 @@ struct FutureTests {
                 listener.close()
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
                 func drain(_ total: Int) -> Future<Int> {
-                    connection.read(into: buffer).flatMap { count in count == 0 ? loop.makeSucceededFuture(total) : drain(total + count) }
+                    connection.read(into: buffer).flatMap { count in
+                        count == 0 ? loop.makeSucceededFuture(total) : drain(total + count)
+                    }
                 }
                 drain(0).flatMap { total in connection.write(Array("\(total) bytes".utf8)) }.whenComplete { _ in
                     buffer.deallocate()
@@ -433,7 +447,9 @@ struct FutureTests {
             }
             let reply = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
             Callbacks.PipeConnection.connect(to: socketPath, loop: loop)
-                .flatMap { client in client.write(Array("eleven byte".utf8)).flatMap { client.shutdown() }.map { client } }
+                .flatMap { client in
+                    client.write(Array("eleven byte".utf8)).flatMap { client.shutdown() }.map { client }
+                }
                 .flatMap { client in client.read(into: reply).map { (client, $0) } }
                 .whenComplete { outcome in
                     switch outcome {
@@ -455,7 +471,9 @@ struct FutureTests {
             server.receive(into: datagram).and(client.send(Array("datagram".utf8), to: try server.localAddress))
                 .whenComplete { outcome in
                     if case .success(let ((count, sender), _)) = outcome {
-                        log.value.append("udp: \(String(decoding: datagram[..<count], as: UTF8.self)) from client \(sender.port == clientPort)")
+                        log.value.append(
+                            "udp: \(String(decoding: datagram[..<count], as: UTF8.self)) from client \(sender.port == clientPort)"
+                        )
                     }
                     datagram.deallocate()
                     server.close()
@@ -463,7 +481,9 @@ struct FutureTests {
                 }
 
             loop.resolve("localhost", port: 443).whenSuccess { addresses in
-                log.value.append("localhost: \(addresses.contains { $0.ip == "127.0.0.1" || $0.ip == "::1" }) \(addresses.allSatisfy { $0.port == 443 })")
+                log.value.append(
+                    "localhost: \(addresses.contains { $0.ip == "127.0.0.1" || $0.ip == "::1" }) \(addresses.allSatisfy { $0.port == 443 })"
+                )
             }
 
             let text = UnsafeMutableRawBufferPointer.allocate(byteCount: 5, alignment: 1)
@@ -478,7 +498,8 @@ struct FutureTests {
                 .whenComplete { outcome in
                     text.deallocate()
                     switch outcome {
-                    case .success(let status): log.value.append("stat: \(status.size) bytes, regular \(status.isRegularFile)")
+                    case .success(let status):
+                        log.value.append("stat: \(status.size) bytes, regular \(status.isRegularFile)")
                     case .failure(let error): log.value.append("file failed: \(error)")
                     }
                 }
@@ -510,14 +531,16 @@ struct FutureTests {
         #expect(alternating, "\(ids)", sourceLocation: sourceLocation)
     }
 
-    @Test("a future is handed out again once only the loop holds it, never one still seen", arguments: ReusingOperation.allCases)
+    @Test(
+        "a future is handed out again once only the loop holds it, never one still seen",
+        arguments: ReusingOperation.allCases)
     func operationReusesItsFuture(_ operation: ReusingOperation) throws {
         let ids = Box<[ObjectIdentifier]>([])
         let pinned = Box<[Pinned<Void>]>([])
         let held = Box<[Future<Void>]>([])
         let log = Box<[String]>([])
         try withLoop { loop in
-            let timer = SpindleLoop.Timer(loop: loop) { _ in }
+            let timer = LoopTimer(loop: loop) { _ in }
             func start() -> Future<Void> {
                 switch operation {
                 case .timerFire: timer.fire(after: .zero)
@@ -566,7 +589,9 @@ struct FutureTests {
         #expect(log.value == ["dropped: done", "held: done", "second callback: success()", "after"])
     }
 
-    @Test("a read's future is handed out again once only the loop holds it, never a held or failed one; an immediate write comes back succeeded")
+    @Test(
+        "a read's future is handed out again once only the loop holds it, never a held or failed one; an immediate write comes back succeeded"
+    )
     func readReusesItsFuture() throws {
         let ids = Box<[ObjectIdentifier]>([])
         let pinned = Box<[Pinned<Int>]>([])
@@ -577,7 +602,10 @@ struct FutureTests {
             func pair() throws -> (Callbacks.PipeConnection, Callbacks.PipeConnection) {
                 var fds: [Int32] = [0, 0]
                 _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
-                return (try Callbacks.PipeConnection(adopting: fds[0], loop: loop), try Callbacks.PipeConnection(adopting: fds[1], loop: loop))
+                return (
+                    try Callbacks.PipeConnection(adopting: fds[0], loop: loop),
+                    try Callbacks.PipeConnection(adopting: fds[1], loop: loop)
+                )
             }
             let (a, b) = try pair()
             let (c, d) = try pair()
@@ -641,7 +669,7 @@ struct FutureTests {
     func timerCallbackAfterFire() throws {
         let log = Box<[String]>([])
         try withLoop { loop in
-            let timer = SpindleLoop.Timer(loop: loop) { _ in log.value.append("init callback") }
+            let timer = LoopTimer(loop: loop) { _ in log.value.append("init callback") }
             timer.fire(after: .zero).whenSuccess {
                 log.value.append("fire 1")
                 timer.setCallback { timer in
@@ -660,7 +688,9 @@ struct FutureTests {
         #expect(log.value == ["fire 1", "own callback", "fire 2"])
     }
 
-    @Test("a fire that can no longer happen fails with ECANCELED, saying why: stopped, closed, callback replaced, fired again")
+    @Test(
+        "a fire that can no longer happen fails with ECANCELED, saying why: stopped, closed, callback replaced, fired again"
+    )
     func cancelledFires() throws {
         let log = Box<[String]>([])
         func record(_ name: String) -> (Result<Void, any Error>) -> Void {
@@ -672,16 +702,16 @@ struct FutureTests {
             }
         }
         try withLoop { loop in
-            let stopped = SpindleLoop.Timer(loop: loop) { _ in }
+            let stopped = LoopTimer(loop: loop) { _ in }
             stopped.fire(after: .seconds(60)).whenComplete(record("stopped"))
             stopped.stop()
             stopped.close()
 
-            let closed = SpindleLoop.Timer(loop: loop) { _ in }
+            let closed = LoopTimer(loop: loop) { _ in }
             closed.fire(after: .seconds(60)).whenComplete(record("closed"))
             closed.close()
 
-            let replaced = SpindleLoop.Timer(loop: loop) { _ in }
+            let replaced = LoopTimer(loop: loop) { _ in }
             replaced.fire(after: .seconds(60)).whenComplete(record("replaced"))
             replaced.setCallback { timer in
                 log.value.append("replaced: own callback")
@@ -690,7 +720,7 @@ struct FutureTests {
             replaced.start(after: .milliseconds(1))
 
             // Fired again before it fired: the first fails, the timer fires once, for the second.
-            let again = SpindleLoop.Timer(loop: loop) { _ in }
+            let again = LoopTimer(loop: loop) { _ in }
             again.fire(after: .seconds(60)).whenComplete(record("first"))
             again.fire(after: .milliseconds(1)).whenComplete { outcome in
                 record("second")(outcome)
@@ -699,10 +729,10 @@ struct FutureTests {
         }
         #expect(
             log.value == [
-                "stopped: Timer.fire(after:): the timer was stopped: ECANCELED: operation canceled",
-                "closed: Timer.fire(after:): the timer was closed: ECANCELED: operation canceled",
-                "replaced: Timer.fire(after:): the timer's callback was replaced: ECANCELED: operation canceled",
-                "first: Timer.fire(after:): fire(after:) was called again before the timer fired: ECANCELED: operation canceled",
+                "stopped: LoopTimer.fire(after:): the timer was stopped: ECANCELED: operation canceled",
+                "closed: LoopTimer.fire(after:): the timer was closed: ECANCELED: operation canceled",
+                "replaced: LoopTimer.fire(after:): the timer's callback was replaced: ECANCELED: operation canceled",
+                "first: LoopTimer.fire(after:): fire(after:) was called again before the timer fired: ECANCELED: operation canceled",
                 "replaced: own callback", "second: fired",
             ])
     }
@@ -730,10 +760,14 @@ struct FutureTests {
             exit(0)
         }
         let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
-        #expect(stderr.contains("a Future was dropped before its Promise was completed (made at SpindleFuturesTests/FutureTests.swift:"))
+        #expect(
+            stderr.contains(
+                "a Future was dropped before its Promise was completed (made at SpindleFuturesTests/FutureTests.swift:")
+        )
     }
 
-    @Test("recursive chains that complete report no dropped future, with the loop running or not; one really dropped is")
+    @Test(
+        "recursive chains that complete report no dropped future, with the loop running or not; one really dropped is")
     func completedChainsReportNothing() async {
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             try! LoopThread.withLoop { loop in
@@ -806,7 +840,7 @@ struct FutureTests {
         // Each takes the loop's spare future first: the check comes before that, not after.
         let fire = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let loop = EventLoop()
-            let timer = Box(SpindleLoop.Timer(loop: loop) { _ in })
+            let timer = Box(LoopTimer(loop: loop) { _ in })
             _ = try? LoopThread.run(name: "intruder") { _ = timer.value.fire(after: .zero) }
         }
         let nextTurn = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
@@ -822,7 +856,7 @@ struct FutureTests {
             _ = try? LoopThread.run(name: "intruder") { _ = connection.value.read(into: buffer) }
         }
         let named = [
-            (fire, "Timer.fire(after:)"), (nextTurn, "EventLoop.nextTurnFuture()"),
+            (fire, "LoopTimer.fire(after:)"), (nextTurn, "EventLoop.nextTurnFuture()"),
             (read, "StreamConnection.read(into:)"),
         ]
         for (result, operation) in named {

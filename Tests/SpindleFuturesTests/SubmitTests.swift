@@ -44,9 +44,15 @@ struct SubmitTests {
     @Test("submitting to a closed loop fails the future with LoopError.closed")
     func submitToClosedLoop() throws {
         let closed = try LoopThread.withLoop { loop in loop }
+        // From a running loop (whose future it is, so the outcome arrives on this thread): the
+        // closed loop's thread has exited, and this one must not pass for it.
         let outcome = try withRunningLoop { loop in
             let outcome = Box<String>("")
-            closed.submit { 1 }.whenComplete { outcome.value = "\($0)" }
+            loop.deferToNextTurn {
+                let future = closed.submit { 1 }
+                outcome.value = future.loop === loop ? "" : "the future belongs to \(future.loop), not \(loop)"
+                future.whenComplete { outcome.value += "\($0)" }
+            }
             return outcome
         }
         #expect(outcome.value == "failure(\(LoopError.closed))")

@@ -1,6 +1,6 @@
 import Glibc
-import Synchronization
 import SpindleLoop
+import Synchronization
 import Testing
 
 @Suite("EventLoop")
@@ -82,7 +82,7 @@ struct EventLoopTests {
     func closeNamesOpenHandles() throws {
         try LoopThread.run {
             let loop = EventLoop()
-            let timer = Timer(loop: loop) { _ in }
+            let timer = LoopTimer(loop: loop) { _ in }
             timer.start(after: .seconds(60), repeating: .seconds(60))
             #expect(throws: LoopError.stillOpen(["timer (repeating every 60000 ms) handle not closed"])) {
                 try loop.close()
@@ -100,7 +100,7 @@ struct EventLoopTests {
             LoopThread(name: "loop-\(index)") {
                 let loop = EventLoop()
                 var ticks = 0
-                let timer = Timer(loop: loop) { timer in
+                let timer = LoopTimer(loop: loop) { timer in
                     ticks += 1
                     if ticks == 10 { timer.close() }
                 }
@@ -228,7 +228,7 @@ struct EventLoopIdentityTests {
     @Test("closeOpenHandles closes the user's handles, so the loop can close")
     func closeOpenHandles() throws {
         try withLoop { loop in
-            let timer = Timer(loop: loop) { _ in }
+            let timer = LoopTimer(loop: loop) { _ in }
             timer.start(after: .seconds(3600))
             let watcher = LoopWatcher(loop: loop, kind: .check)
             watcher.start {}

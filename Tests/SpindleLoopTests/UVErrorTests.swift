@@ -1,4 +1,4 @@
-import CLibUV
+import Glibc
 import SpindleLoop
 import Testing
 
@@ -6,7 +6,7 @@ import Testing
 struct UVErrorTests {
     @Test("names itself the way libuv does")
     func describesItself() {
-        let refused = UVError(code: UV_ECONNREFUSED.rawValue)
+        let refused = UVError.connectionRefused
         #expect(refused.name == "ECONNREFUSED")
         #expect(refused.message == "connection refused")
         #expect(refused.description == "ECONNREFUSED: connection refused")
@@ -14,14 +14,14 @@ struct UVErrorTests {
 
     @Test("says which call failed when it knows")
     func namesTheOperation() {
-        let inUse = UVError(code: UV_EADDRINUSE.rawValue, operation: "uv_tcp_bind")
+        let inUse = UVError(code: UVError.addressInUse.code, operation: "uv_tcp_bind")
         #expect(inUse.description == "uv_tcp_bind: EADDRINUSE: address already in use")
     }
 
     @Test("equality is by code")
     func equality() {
-        #expect(UVError(code: UV_EOF.rawValue) == UVError(code: UV_EOF.rawValue, operation: "uv_read_start"))
-        #expect(UVError(code: UV_EOF.rawValue) != UVError(code: UV_ECANCELED.rawValue))
+        #expect(UVError.endOfFile == UVError(code: UVError.endOfFile.code, operation: "uv_read_start"))
+        #expect(UVError.endOfFile != UVError.cancelled)
     }
 
     @Test("named codes carry libuv's names, and match a thrown error whatever its operation")
@@ -38,7 +38,7 @@ struct UVErrorTests {
         ]
         for (error, name) in named { #expect(error.name == name) }
         #expect(Set(named.map(\.0.code)).count == named.count)
-        let thrown: any Error = UVError(code: UV_ECONNREFUSED.rawValue, operation: "uv_tcp_connect")
+        let thrown: any Error = UVError(code: UVError.connectionRefused.code, operation: "uv_tcp_connect")
         if let error = thrown as? UVError {
             #expect(error == .connectionRefused)
             #expect(error != .connectionReset)

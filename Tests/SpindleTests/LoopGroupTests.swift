@@ -109,7 +109,7 @@ struct LoopGroupTests {
                 }
             }
             // A handle nobody closes: shutdown closes it.
-            loop.post { _ = Timer(loop: loop) { _ in } }
+            loop.post { _ = LoopTimer(loop: loop) { _ in } }
         }
         waitUntil("both listeners are up") { ports.withLock { $0.count } == 2 }
         var clients: [Int32] = []

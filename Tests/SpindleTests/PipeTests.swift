@@ -1,4 +1,3 @@
-import CLibUV
 import Glibc
 import Spindle
 import SpindleLoop
@@ -88,9 +87,13 @@ struct PipeTests {
             let raw = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
             var address = sockaddr_un()
             address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { _ = strcpy($0.baseAddress!.assumingMemoryBound(to: CChar.self), path) }
+            withUnsafeMutableBytes(of: &address.sun_path) {
+                _ = strcpy($0.baseAddress!.assumingMemoryBound(to: CChar.self), path)
+            }
             let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
             }
             #expect(bound == 0)
             Glibc.close(raw)
@@ -107,7 +110,9 @@ struct PipeTests {
         #expect(access(path, F_OK) != 0)
     }
 
-    @Test("a socketpair end adopted as a PipeConnection reads and writes; a reader of a closed pair end sees end of stream")
+    @Test(
+        "a socketpair end adopted as a PipeConnection reads and writes; a reader of a closed pair end sees end of stream"
+    )
     func socketpairAdopted() throws {
         var fds: [Int32] = [0, 0]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
@@ -130,7 +135,9 @@ struct PipeTests {
         #expect(eof == 0)
     }
 
-    @Test("a connection dropped without close() after a read is closed (the peer sees end of stream), not crashed into by later data")
+    @Test(
+        "a connection dropped without close() after a read is closed (the peer sees end of stream), not crashed into by later data"
+    )
     func droppedWithoutClose() throws {
         var fds: [Int32] = [0, 0]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
@@ -194,7 +201,9 @@ struct PipeTests {
         #expect(inCompletion == wakes)
     }
 
-    @Test("a connection still reading after its reader is done does not keep run() going; later data waits for the next read")
+    @Test(
+        "a connection still reading after its reader is done does not keep run() going; later data waits for the next read"
+    )
     func idleReadingDoesNotHoldTheLoop() throws {
         var fds: [Int32] = [0, 0]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)

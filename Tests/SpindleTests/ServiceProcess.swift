@@ -1,4 +1,3 @@
-import CLibUV  // the socket constants: once the module sees them through CLibUV, Glibc alone does not
 import Foundation
 import Glibc
 

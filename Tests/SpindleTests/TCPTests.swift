@@ -1,4 +1,3 @@
-import CLibUV
 import Glibc
 import Spindle
 import SpindleLoop
@@ -36,7 +35,9 @@ struct TCPTests {
                     try connection.write(message)
                     var got = 0
                     while got < 64 {
-                        let n = try reply.withUnsafeMutableBytes { try connection.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[got...])) }
+                        let n = try reply.withUnsafeMutableBytes {
+                            try connection.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[got...]))
+                        }
                         if n == 0 { break }
                         got += n
                     }
@@ -67,7 +68,7 @@ struct TCPTests {
                     _ = try TCPConnection.connect(to: address)
                     return "connected"
                 } catch let error as UVError {
-                    #expect(error.code == UV_ECONNREFUSED.rawValue)
+                    #expect(error == .connectionRefused)
                     return error.description
                 }
             }
@@ -83,7 +84,7 @@ struct TCPTests {
             let first = try TCPListener(address: Self.loopback, loop: loop)
             let taken = try first.localAddress
             let error = #expect(throws: UVError.self) { _ = try TCPListener(address: taken, loop: loop) }
-            #expect(error?.code == UV_EADDRINUSE.rawValue)
+            #expect(error == .addressInUse)
             #expect(error?.description.contains("EADDRINUSE: address already in use") == true)
             first.close()
             try loop.run()
@@ -148,7 +149,9 @@ struct TCPTests {
                 var count = 0
                 var target = [CChar](repeating: 0, count: 256)
                 while let entry = readdir(dir) {
-                    let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
+                    let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                        String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self))
+                    }
                     let length = readlink("/proc/self/fd/\(name)", &target, target.count - 1)
                     guard length > 0 else { continue }
                     let link = String(decoding: target[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)

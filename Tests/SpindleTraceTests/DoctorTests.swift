@@ -19,11 +19,15 @@ struct DoctorTests {
 
     /// Runs `operations` fibers of `body` twice on a fresh loop and returns the doctor's report
     /// on the second round (the first maps the stacks a healthy pool then reuses).
-    func diagnose(_ setUp: @escaping (EventLoop) -> Void = { _ in }, _ body: @escaping () -> Void) throws -> Doctor.Report {
+    func diagnose(_ setUp: @escaping (EventLoop) -> Void = { _ in }, _ body: @escaping () -> Void) throws
+        -> Doctor.Report
+    {
         try withManyFibers { try diagnoseAlone(setUp, body) }
     }
 
-    private func diagnoseAlone(_ setUp: @escaping (EventLoop) -> Void, _ body: @escaping () -> Void) throws -> Doctor.Report {
+    private func diagnoseAlone(_ setUp: @escaping (EventLoop) -> Void, _ body: @escaping () -> Void) throws
+        -> Doctor.Report
+    {
         try withRunningLoop("doctor-test") { loop -> Doctor.Report in
             setUp(loop)
             for _ in 0..<Self.operations { loop.spawnDetached(body) }
@@ -51,7 +55,7 @@ struct DoctorTests {
         let report = try diagnose {
             for _ in 0..<DoctorTests.waits {
                 var fired = false
-                let timer = SpindleLoop.Timer(loop: Fiber.current.loop) { _ in fired = true }
+                let timer = LoopTimer(loop: Fiber.current.loop) { _ in fired = true }
                 timer.start(after: .zero)
                 while !fired { Fiber.yield() }
                 timer.close()
@@ -145,7 +149,8 @@ struct DoctorTests {
         }
         #expect(!shallow.names(.stackNearLimit), "\(shallow)")
         // Per fiber, while it runs: a parked fiber's own mark, none without painting.
-        let (live, unpainted, afterFinish) = try withRunningLoop("doctor-stack-live") { loop -> (Scheduler.StackHighWater?, Scheduler.StackHighWater?, Scheduler.StackHighWater?) in
+        let (live, unpainted, afterFinish) = try withRunningLoop("doctor-stack-live") {
+            loop -> (Scheduler.StackHighWater?, Scheduler.StackHighWater?, Scheduler.StackHighWater?) in
             loop.scheduler.stacks.paintsStacks = true
             let deepRef = Box<FiberRef?>(nil)
             let release = Channel<Int>()
@@ -214,5 +219,18 @@ struct DoctorTests {
         let more = Doctor.diagnose(slices)
         #expect(more.map(\.pathology) == [.longSlices])
         #expect(more.description.contains("The OS preempted the loop's thread 3 times over the run"), "\(more)")
+    }
+
+    @Test("every pathology has one rule, and each rule names evidence fields that exist")
+    func ruleTable() {
+        #expect(
+            Doctor.rules.map(\.pathology).sorted { $0.rawValue < $1.rawValue }
+                == Doctor.Pathology.allCases.sorted { $0.rawValue < $1.rawValue })
+        let fields = Set(Mirror(reflecting: Doctor.Evidence(operations: 1)).children.compactMap(\.label))
+        for rule in Doctor.rules {
+            #expect(!rule.evidence.isEmpty, "\(rule.pathology)")
+            #expect(
+                Set(rule.evidence).isSubset(of: fields), "\(rule.pathology): \(Set(rule.evidence).subtracting(fields))")
+        }
     }
 }

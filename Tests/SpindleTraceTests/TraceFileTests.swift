@@ -56,7 +56,7 @@ struct TraceFileTests {
     static func pollEachWait() {
         for _ in 0..<waits {
             var fired = false
-            let timer = SpindleLoop.Timer(loop: Fiber.current.loop) { _ in fired = true }
+            let timer = LoopTimer(loop: Fiber.current.loop) { _ in fired = true }
             timer.start(after: .zero)
             while !fired { Fiber.yield() }
             timer.close()

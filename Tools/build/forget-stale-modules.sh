@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SwiftPM's incremental build does not always recompile the Swift modules that depend on a
-# changed one. Two cases have crashed programs on memory laid out the old way:
+# changed one. Three cases have crashed programs on memory laid out the old way:
 # - only a C support header changed (a struct grew a field): the Swift modules that import it
 #   were not compiled again;
 # - in the Benchmarks package's release build, a struct of the root package grew a field

@@ -75,7 +75,7 @@ struct Run: ParsableCommand {
                 case ScaleWorkload.name: results += try runScale(loop: loop, only: only)
                 default: throw BenchError.unknownWorkload(workload)
                 }
-            } catch where Self.interrupted {
+            } catch  where Self.interrupted {
                 // The interrupt reached a child process (echo) or a kernel mid-run: that variant is lost.
                 progress("\(workload): interrupted (\(error))")
             }
@@ -84,7 +84,9 @@ struct Run: ParsableCommand {
         try? loop.close()
         var baselines = Dictionary(
             uniqueKeysWithValues: SpindleBench.workloads.filter { !$0.baseline.isEmpty }.map { ($0.name, $0.baseline) })
-        for (variant, baseline) in CrossLoopWorkload.baselines { baselines["\(CrossLoopWorkload.name)/\(variant)"] = baseline }
+        for (variant, baseline) in CrossLoopWorkload.baselines {
+            baselines["\(CrossLoopWorkload.name)/\(variant)"] = baseline
+        }
         attachRatios(&results, baselines: baselines)
         let report = Report(machine: MachineInfo.current(), results: results, skipped: skipped.isEmpty ? nil : skipped)
         try emit(report)
@@ -106,7 +108,8 @@ struct Run: ParsableCommand {
             let executors = SwitchWorkload.executors(variant).filter { only?.contains($0) ?? true }
             let label = variant.isEmpty ? "switch" : "switch \(variant)"
             for executor in executors {
-                _ = try SwitchWorkload.run(executor, variant: variant, rounds: SwitchWorkload.rounds(executor) / 10, loop: loop)
+                _ = try SwitchWorkload.run(
+                    executor, variant: variant, rounds: SwitchWorkload.rounds(executor) / 10, loop: loop)
             }
             // Trials are interleaved (A B C A B C ...) so that drift on a shared machine hits every
             // executor alike and the ratios stay honest.
@@ -131,13 +134,15 @@ struct Run: ParsableCommand {
                     perOp["allocs"] = Double(b - a) / Double(rounds / 10)
                 }
                 let stats = Stats(samples[executor]!)
-                rows.append(BenchResult(
-                    workload: "switch", variant: variant, executor: executor, metric: "time", unit: "ns",
-                    median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp))
+                rows.append(
+                    BenchResult(
+                        workload: "switch", variant: variant, executor: executor, metric: "time", unit: "ns",
+                        median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp))
             }
             guard !noInstructions else { continue }
             guard Instructions.available else {
-                progress("\(label): instruction counts skipped: valgrind is not installed (apt-get install -y valgrind)")
+                progress(
+                    "\(label): instruction counts skipped: valgrind is not installed (apt-get install -y valgrind)")
                 continue
             }
             for executor in ["c-fcontext", "fibers", "fibers-traced", "ucontext"] where executors.contains(executor) {
@@ -145,137 +150,15 @@ struct Run: ParsableCommand {
                 if let (count, calls) = try Instructions.perRoundTrip(
                     workload: "switch", variant: variant, executor: executor, rounds: 100_000)
                 {
-                    rows.append(BenchResult(
-                        workload: "switch", variant: variant, executor: executor, metric: "instructions",
-                        unit: "instructions", median: count, min: count, max: count, trials: 1,
-                        per_op: calls, note: "callgrind, (I(2N) - I(N)) / N with N = 100000"))
+                    rows.append(
+                        BenchResult(
+                            workload: "switch", variant: variant, executor: executor, metric: "instructions",
+                            unit: "instructions", median: count, min: count, max: count, trials: 1,
+                            per_op: calls, note: "callgrind, (I(2N) - I(N)) / N with N = 100000"))
                 }
             }
         }
         return rows
-    }
-
-    // MARK: fanout
-
-    func runFanout(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
-        var rows: [BenchResult] = []
-        let state = FanoutWorkload.State(loop: loop)
-        let ops = Double(FanoutWorkload.ops)
-        for variant in FanoutWorkload.variants where !Self.interrupted {
-            var executors = FanoutWorkload.executors(variant).filter { only?.contains($0) ?? true }
-            if only == nil && !all, let index = executors.firstIndex(of: "thread-handoff") {
-                // ~9 s a run here (200,000 thread hand-offs one after another): `--all` runs it.
-                executors.remove(at: index)
-                progress("fanout \(variant): thread-handoff left out (about 10 s a run); make bench-all runs it")
-            }
-            // A cold trial first drops that executor's pooled stacks, so it maps and faults fresh
-            // ones; warm trials reuse them.
-            var cold: [String: [Double]] = [:]
-            var warm: [String: [Double]] = [:]
-            var prefaulted: [String: [Double]] = [:]
-            var prefaultedFaults = 0.0
-            var coldFaults: [String: Double] = [:]
-            var warmUsage: [String: [String: Double]] = [:]
-            for executor in executors {
-                // Runs of 100 ms or more (threads, futures, io) get at most 3 trials of each kind,
-                // so that `make bench` stays under 3 minutes.
-                var count = trials
-                for trial in 0..<trials where trial < count {
-                    if Self.interrupted { return rows }  // the variant is unfinished: drop it
-                    state.makeCold(executor)
-                    let faultsBefore = minorFaults()
-                    cold[executor, default: []].append(try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6)
-                    coldFaults[executor] = Double(minorFaults() - faultsBefore) / Double(FanoutWorkload.ops)
-                    if trial == 0 {
-                        if cold[executor]![0] >= 100 { count = min(trials, 3) }
-                        progress("fanout \(variant): \(executor), \(count) cold then \(count) warm trials")
-                    }
-                }
-                // Fibers also start cold on a pool prefaulted as a service would at start-up
-                // (stacks mapped and their top pages touched, nothing else warm): the first run
-                // then costs what the caches cost, not page faults.
-                if executor == "fibers" {
-                    for _ in 0..<count {
-                        if Self.interrupted { return rows }
-                        state.makeCold(executor)
-                        loop.scheduler.stacks.prefault(count: FanoutWorkload.ops, touching: FanoutWorkload.prefaultDepth)
-                        let faultsBefore = minorFaults()
-                        prefaulted[executor, default: []].append(
-                            try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6)
-                        prefaultedFaults = Double(minorFaults() - faultsBefore) / Double(FanoutWorkload.ops)
-                    }
-                }
-                // Warm trials run back to back: "warm" means this executor's stacks and caches.
-                // getrusage over all of them (its CPU times tick in milliseconds: one short run
-                // says little): thread switches, faults and the kernel's share, per operation.
-                let usageBefore = ResourceUsage.now()
-                for _ in 0..<count {
-                    warm[executor, default: []].append(try FanoutWorkload.run(executor, variant: variant, state: state) / 1e6)
-                }
-                warmUsage[executor] = ResourceUsage.perOp(since: usageBefore, ops: FanoutWorkload.ops * count)
-            }
-            for executor in executors {
-                var perOp: [String: Double] = [:]
-                // One more warm run for the scheduler's counters.
-                let beforeCounters = loop.scheduler.counters
-                _ = try FanoutWorkload.run(executor, variant: variant, state: state)
-                let afterCounters = loop.scheduler.counters
-                let usage = warmUsage[executor]!
-                let warmFaults = usage["faults"]!
-                if executor == "fibers" || executor == "mmap-per-fiber" {
-                    perOp["switches"] = Double(afterCounters.switches - beforeCounters.switches) * 2 / ops
-                    perOp["parks"] = Double(afterCounters.parks - beforeCounters.parks) / ops
-                    perOp["yields"] = Double(afterCounters.yields - beforeCounters.yields) / ops
-                } else if executor == "c-fcontext" && variant == "yield" {
-                    perOp["switches"] = Double(FanoutWorkload.steps + 1) * 2
-                } else if state.evidence[executor] == nil {
-                    perOp["switches"] = 0  // callbacks and futures never switch stacks
-                }
-                perOp.merge(state.evidence[executor] ?? [:]) { $1 }
-                if variant == "timer" {
-                    perOp["thread_switches"] = usage["thread_switches"]
-                    perOp["sys_share"] = usage["sys_share"]
-                    perOp["io_syscalls"] = usage["io_syscalls"]
-                }
-                if let (a, _) = AllocationCounts.measure(workload: "fanout", variant: variant, executor: executor, size: 1) {
-                    perOp["allocs"] = Double(a) / ops
-                }
-                var phases = [("cold", cold[executor]!), ("warm", warm[executor]!)]
-                if let samples = prefaulted[executor] { phases.insert(("prefaulted", samples), at: 1) }
-                let warmMedian = Stats(warm[executor]!).median
-                for (phase, samples) in phases {
-                    let stats = Stats(samples)
-                    var row = BenchResult(
-                        workload: "fanout", variant: variant, executor: executor, metric: "time", unit: "ms",
-                        median: stats.median, min: stats.min, max: stats.max, trials: stats.count, phase: phase,
-                        per_op: perOp)
-                    row.per_op?["ns_per_step"] = stats.median * 1e6 / (ops * Double(FanoutWorkload.steps))
-                    row.per_op?["faults"] = phase == "cold" ? coldFaults[executor] : warmFaults
-                    if phase == "prefaulted" {
-                        row.per_op?["faults"] = prefaultedFaults
-                        row.note = String(
-                            format: "first run on a prefaulted pool: %.2fx the warm median (target ≤ 2)", stats.median / warmMedian)
-                    }
-                    rows.append(row)
-                }
-            }
-            diagnosePitfalls(&rows, variant: variant)
-        }
-        return rows
-    }
-
-    /// Notes on each pitfall's rows the doctor's verdict (module SpindleTrace) on the counters
-    /// measured in this run.
-    func diagnosePitfalls(_ rows: inout [BenchResult], variant: String) {
-        for index in rows.indices where rows[index].variant == variant && FanoutWorkload.pitfalls.contains(rows[index].executor) {
-            var evidence = Doctor.Evidence(
-                perOperation: rows[index].per_op ?? [:], operations: Double(FanoutWorkload.ops),
-                waitsPerOperation: Double(FanoutWorkload.steps))
-            evidence.concurrency = Double(FanoutWorkload.ops)
-            let findings = Doctor.diagnose(evidence)
-            rows[index].note = findings.isEmpty
-                ? "doctor: no pathology found" : findings.map { "Doctor: \($0)" }.joined(separator: " ")
-        }
     }
 
     // MARK: crossloop
@@ -292,7 +175,8 @@ struct Run: ParsableCommand {
                 if Self.interrupted { return rows }
                 progress("crossloop \(variant): trial \(trial + 1)/\(trials) (\(executors.joined(separator: ", ")))")
                 for executor in executors {
-                    samples[executor, default: []].append(try CrossLoopWorkload.run(executor, variant: variant, state: state))
+                    samples[executor, default: []].append(
+                        try CrossLoopWorkload.run(executor, variant: variant, state: state))
                 }
             }
             // Parks per operation of one more run: how often a side waited for the other's wake-up.
@@ -306,14 +190,17 @@ struct Run: ParsableCommand {
             }
             for executor in executors {
                 let stats = Stats(samples[executor]!)
-                let what = variant == "channel"
+                let what =
+                    variant == "channel"
                     ? "per message, \(CrossLoopWorkload.messages) messages through \(CrossLoopWorkload.capacity) slots, "
                         + "two pinned threads"
                     : "per round trip, \(CrossLoopWorkload.callRounds) calls, two pinned threads"
-                rows.append(BenchResult(
-                    workload: CrossLoopWorkload.name, variant: variant, executor: executor, metric: "time", unit: "ns",
-                    median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
-                    per_op: parksPerOp[executor].map { ["parks": $0] }, note: what))
+                rows.append(
+                    BenchResult(
+                        workload: CrossLoopWorkload.name, variant: variant, executor: executor, metric: "time",
+                        unit: "ns",
+                        median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
+                        per_op: parksPerOp[executor].map { ["parks": $0] }, note: what))
             }
         }
         return rows
@@ -335,14 +222,17 @@ struct Run: ParsableCommand {
                 var perOp: [String: Double] = [
                     "switches": Double(after.switches - before.switches) * 2 / Double(ChannelWorkload.messages)
                 ]
-                if let (a, _) = AllocationCounts.measure(workload: "channel", variant: variant, executor: executor, size: 1) {
+                if let (a, _) = AllocationCounts.measure(
+                    workload: "channel", variant: variant, executor: executor, size: 1)
+                {
                     perOp["allocs"] = Double(a) / Double(ChannelWorkload.messages)
                 }
                 let stats = Stats(samples)
-                rows.append(BenchResult(
-                    workload: "channel", variant: variant, executor: executor, metric: "time", unit: "ns",
-                    median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp,
-                    note: "per message, one producer and one consumer fiber"))
+                rows.append(
+                    BenchResult(
+                        workload: "channel", variant: variant, executor: executor, metric: "time", unit: "ns",
+                        median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp,
+                        note: "per message, one producer and one consumer fiber"))
             }
         }
         return rows
@@ -355,23 +245,30 @@ struct Run: ParsableCommand {
         let perFiber = Double(SpawnWorkload.fibers)
         for variant in SpawnWorkload.variants where !Self.interrupted {
             for executor in SpawnWorkload.executors where only?.contains(executor) ?? true {
-                progress("spawn \(variant): \(executor), \(trials) cold then \(trials) warm trials of \(SpawnWorkload.fibers) fibers")
+                progress(
+                    "spawn \(variant): \(executor), \(trials) cold then \(trials) warm trials of \(SpawnWorkload.fibers) fibers"
+                )
                 var cold: [Double] = [], warm: [Double] = []
                 for _ in 0..<trials {
                     loop.scheduler.stacks.trim()  // fresh stacks: mmap, guard page, first-touch faults
                     cold.append(try SpawnWorkload.run(executor, variant: variant, loop: loop) / perFiber)
                 }
-                for _ in 0..<trials { warm.append(try SpawnWorkload.run(executor, variant: variant, loop: loop) / perFiber) }
+                for _ in 0..<trials {
+                    warm.append(try SpawnWorkload.run(executor, variant: variant, loop: loop) / perFiber)
+                }
                 var perOp: [String: Double] = ["switches": 2]
-                if let (a, _) = AllocationCounts.measure(workload: "spawn", variant: variant, executor: executor, size: 1) {
+                if let (a, _) = AllocationCounts.measure(
+                    workload: "spawn", variant: variant, executor: executor, size: 1)
+                {
                     perOp["allocs"] = Double(a) / perFiber
                 }
                 for (phase, samples) in [("cold", cold), ("warm", warm)] {
                     let stats = Stats(samples)
-                    rows.append(BenchResult(
-                        workload: "spawn", variant: variant, executor: executor, metric: "time", unit: "ns",
-                        median: stats.median, min: stats.min, max: stats.max, trials: stats.count, phase: phase,
-                        per_op: perOp, note: "per fiber: spawn, run to completion, reclaim (join: and join)"))
+                    rows.append(
+                        BenchResult(
+                            workload: "spawn", variant: variant, executor: executor, metric: "time", unit: "ns",
+                            median: stats.median, min: stats.min, max: stats.max, trials: stats.count, phase: phase,
+                            per_op: perOp, note: "per fiber: spawn, run to completion, reclaim (join: and join)"))
                 }
             }
         }
@@ -397,7 +294,10 @@ struct Run: ParsableCommand {
         guard !spawn.isEmpty else { return [] }
         let note = "1,000,000 fibers parked at once on 1 ms timers; 16 KiB unguarded stacks from slabs"
         return [
-            ("prefault", prefault, "s", "map the slabs and touch each stack's top page (the kernel clears one page per fiber)"),
+            (
+                "prefault", prefault, "s",
+                "map the slabs and touch each stack's top page (the kernel clears one page per fiber)"
+            ),
             ("spawn", spawn, "s", "spawn all from the prefaulted pool and run each to its park"),
             ("rss-per-fiber", resident.map { $0 / 1024 }, "KiB", "resident memory per parked fiber (statm)"),
             ("wake", wake, "s", "first timer fired to last fiber finished"),
@@ -457,50 +357,57 @@ struct Run: ParsableCommand {
             {
                 progress("echo \(variant): \(executor) allocations (two counted runs)")
                 let short = try EchoWorkload.run(
-                    executor, variant: variant, warmupMs: warmupMs, durationMs: 100, tools: tools, countingAllocations: true)
+                    executor, variant: variant, warmupMs: warmupMs, durationMs: 100, tools: tools,
+                    countingAllocations: true)
                 let long = try EchoWorkload.run(
-                    executor, variant: variant, warmupMs: warmupMs, durationMs: 400, tools: tools, countingAllocations: true)
+                    executor, variant: variant, warmupMs: warmupMs, durationMs: 400, tools: tools,
+                    countingAllocations: true)
                 if let a = short.serverMallocs, let b = long.serverMallocs, long.rounds > short.rounds {
                     allocations[executor] = Double(b - a) / Double(long.rounds - short.rounds)
                 }
             }
             for executor in executors {
-                let note = "\(EchoWorkload.messageSize)-byte ping-pong, C load generator in its own process, "
+                let note =
+                    "\(EchoWorkload.messageSize)-byte ping-pong, C load generator in its own process, "
                     + "\(durationMs) ms after \(warmupMs) ms warm-up per trial, both once every connection has had its "
                     + "first echo (ramp_ms: how long that took); every byte checked"
                 let stats = Stats(throughput[executor]!)
                 var perOp = ["ramp_ms": Stats(ramp[executor]!).median]
                 perOp["allocs"] = allocations[executor]
-                rows.append(BenchResult(
-                    workload: "echo", variant: variant, executor: executor, metric: "requests/s", unit: "req/s",
-                    median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
-                    per_op: perOp, note: note))
+                rows.append(
+                    BenchResult(
+                        workload: "echo", variant: variant, executor: executor, metric: "requests/s", unit: "req/s",
+                        median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
+                        per_op: perOp, note: note))
                 let cpu = Stats(serverCPU[executor]!)
-                rows.append(BenchResult(
-                    workload: "echo", variant: variant, executor: executor, metric: "server-cpu", unit: "ns",
-                    median: cpu.median, min: cpu.min, max: cpu.max, trials: cpu.count,
-                    note: "the server process's user + system CPU time per round trip (rusage), warm-up included"))
+                rows.append(
+                    BenchResult(
+                        workload: "echo", variant: variant, executor: executor, metric: "server-cpu", unit: "ns",
+                        median: cpu.median, min: cpu.min, max: cpu.max, trials: cpu.count,
+                        note: "the server process's user + system CPU time per round trip (rusage), warm-up included"))
                 // On two cores the load generator competes with a server of two loops: its share.
                 let load = Stats(loadCPU[executor]!)
-                rows.append(BenchResult(
-                    workload: "echo", variant: variant, executor: executor, metric: "client-cpu", unit: "ns",
-                    median: load.median, min: load.min, max: load.max, trials: load.count,
-                    note: "the load generator's user + system CPU time per round trip (rusage), warm-up included"))
+                rows.append(
+                    BenchResult(
+                        workload: "echo", variant: variant, executor: executor, metric: "client-cpu", unit: "ns",
+                        median: load.median, min: load.min, max: load.max, trials: load.count,
+                        note: "the load generator's user + system CPU time per round trip (rusage), warm-up included"))
                 for percentile in [50.0, 99.0, 99.9] {
                     let stats = Stats(percentiles[executor]![percentile]!)
                     // On the p99 row, what shapes it: how many echoes the load generator read
                     // per loop turn (see EchoWorkload.Outcome.loadBatch).
-                    rows.append(BenchResult(
-                        workload: "echo", variant: variant, executor: executor,
-                        metric: percentile == 99.9 ? "p99.9" : "p\(Int(percentile))", unit: "µs",
-                        median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
-                        per_op: percentile == 99 ? ["load_batch": Stats(loadBatch[executor]!).median] : nil,
-                        note: percentile == 99
-                            ? "latency (HdrHistogram); median of the trials' percentiles; load_batch: echoes the load "
-                                + "generator read per loop turn (near 1: requests queue in the server; near the "
-                                + "connection count or above: in the load generator, whose last few echoes a turn then wait a "
-                                + "second turn)"
-                            : "latency (HdrHistogram); median of the trials' percentiles"))
+                    rows.append(
+                        BenchResult(
+                            workload: "echo", variant: variant, executor: executor,
+                            metric: percentile == 99.9 ? "p99.9" : "p\(Int(percentile))", unit: "µs",
+                            median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
+                            per_op: percentile == 99 ? ["load_batch": Stats(loadBatch[executor]!).median] : nil,
+                            note: percentile == 99
+                                ? "latency (HdrHistogram); median of the trials' percentiles; load_batch: echoes the load "
+                                    + "generator read per loop turn (near 1: requests queue in the server; near the "
+                                    + "connection count or above: in the load generator, whose last few echoes a turn then wait a "
+                                    + "second turn)"
+                                : "latency (HdrHistogram); median of the trials' percentiles"))
                 }
             }
         }

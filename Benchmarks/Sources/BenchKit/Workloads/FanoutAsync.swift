@@ -23,8 +23,10 @@ extension FanoutWorkload {
         var continuation: UnsafeContinuation<Void, Never>?
     }
 
-    static func loopStep(_ variant: String, timer: SpindleLoop.Timer?, waiter: TimerWaiter?,
-                         connection: Callbacks.PipeConnection?, byte: UnsafeMutableRawBufferPointer?) async -> Int {
+    static func loopStep(
+        _ variant: String, timer: LoopTimer?, waiter: TimerWaiter?,
+        connection: Callbacks.PipeConnection?, byte: UnsafeMutableRawBufferPointer?
+    ) async -> Int {
         switch variant {
         case "yield":
             await Task.yield()
@@ -48,20 +50,22 @@ extension FanoutWorkload {
     static func asyncOnLoop(_ variant: String, loop: EventLoop) throws -> Int {
         let executor = LoopExecutor.of(loop)
         let counter = Counter()
-        let connections = variant == "io" ? try socketPairs(ops / 2) { try Callbacks.PipeConnection(adopting: $0, loop: loop) } : []
+        let connections =
+            variant == "io" ? try socketPairs(ops / 2) { try Callbacks.PipeConnection(adopting: $0, loop: loop) } : []
         let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: ops, alignment: 1)
         bytes.initializeMemory(as: UInt8.self, repeating: 1)
         defer { bytes.deallocate() }
         for index in 0..<ops {
             let waiter = TimerWaiter()
-            let timer = variant == "timer" ? SpindleLoop.Timer(loop: loop) { _ in waiter.continuation.take()!.resume() } : nil
+            let timer = variant == "timer" ? LoopTimer(loop: loop) { _ in waiter.continuation.take()!.resume() } : nil
             let connection = variant == "io" ? connections[index] : nil
             let byte = UncheckedBox(UnsafeMutableRawBufferPointer(rebasing: bytes[index..<(index + 1)]))
             let handles = UncheckedBox((timer, connection))
             Task(executorPreference: executor) {
                 var read = 0
                 for _ in 0..<steps {
-                    read += await loopStep(variant, timer: handles.value.0, waiter: waiter, connection: handles.value.1, byte: byte.value)
+                    read += await loopStep(
+                        variant, timer: handles.value.0, waiter: waiter, connection: handles.value.1, byte: byte.value)
                 }
                 counter.bytes.add(read, ordering: .relaxed)
                 counter.done.add(1, ordering: .relaxed)
@@ -79,11 +83,12 @@ extension FanoutWorkload {
 
     static func asyncOnGlobal(_ variant: String, loop: EventLoop) throws -> Int {
         let counter = Counter()
-        let connections = variant == "io" ? try socketPairs(ops / 2) { try Callbacks.PipeConnection(adopting: $0, loop: loop) } : []
+        let connections =
+            variant == "io" ? try socketPairs(ops / 2) { try Callbacks.PipeConnection(adopting: $0, loop: loop) } : []
         let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: ops, alignment: 1)
         bytes.initializeMemory(as: UInt8.self, repeating: 1)
         defer { bytes.deallocate() }
-        let timers = variant == "timer" ? (0..<ops).map { _ in SpindleLoop.Timer(loop: loop) { _ in } } : []
+        let timers = variant == "timer" ? (0..<ops).map { _ in LoopTimer(loop: loop) { _ in } } : []
         let shared = UncheckedBox((loop, timers, connections))
         for index in 0..<ops {
             let byte = UncheckedBox(UnsafeMutableRawBufferPointer(rebasing: bytes[index..<(index + 1)]))
@@ -108,13 +113,17 @@ extension FanoutWorkload {
                             shared.value.0.post {
                                 let connection = shared.value.2[index]
                                 connection.write(UnsafeRawBufferPointer(byte.value)) { _ in }
-                                connection.read(into: byte.value) { result in continuation.value.resume(returning: (try? result.get()) ?? 0) }
+                                connection.read(into: byte.value) { result in
+                                    continuation.value.resume(returning: (try? result.get()) ?? 0)
+                                }
                             }
                         }
                     }
                 }
                 counter.bytes.add(read, ordering: .relaxed)
-                if counter.done.add(1, ordering: .relaxed).newValue == ops { shared.value.0.post { shared.value.0.stop() } }
+                if counter.done.add(1, ordering: .relaxed).newValue == ops {
+                    shared.value.0.post { shared.value.0.stop() }
+                }
             }
         }
         try loop.run(.untilStopped)
@@ -150,29 +159,33 @@ extension FanoutWorkload {
         var threads: [pthread_t] = []
         threads.reserveCapacity(ops)
         for index in 0..<ops {
-            let work = Unmanaged.passRetained(UncheckedBox({
-                var byte: UInt8 = 1
-                var read = 0
-                for _ in 0..<steps {
-                    switch variant {
-                    case "yield": sched_yield()
-                    case "timer":
-                        var zero = timespec(tv_sec: 0, tv_nsec: 0)
-                        nanosleep(&zero, nil)
-                    default:
-                        let fd = descriptors.value[index]
-                        _ = Glibc.write(fd, &byte, 1)
-                        read += max(0, Glibc.read(fd, &byte, 1))
-                    }
-                }
-                counter.bytes.add(read, ordering: .relaxed)
-                counter.done.add(1, ordering: .relaxed)
-            } as () -> Void))
+            let work = Unmanaged.passRetained(
+                UncheckedBox(
+                    {
+                        var byte: UInt8 = 1
+                        var read = 0
+                        for _ in 0..<steps {
+                            switch variant {
+                            case "yield": sched_yield()
+                            case "timer":
+                                var zero = timespec(tv_sec: 0, tv_nsec: 0)
+                                nanosleep(&zero, nil)
+                            default:
+                                let fd = descriptors.value[index]
+                                _ = Glibc.write(fd, &byte, 1)
+                                read += max(0, Glibc.read(fd, &byte, 1))
+                            }
+                        }
+                        counter.bytes.add(read, ordering: .relaxed)
+                        counter.done.add(1, ordering: .relaxed)
+                    } as () -> Void))
             var thread = pthread_t()
-            let status = pthread_create(&thread, &attributes, { raw in
-                Unmanaged<UncheckedBox<() -> Void>>.fromOpaque(raw!).takeRetainedValue().value()
-                return nil
-            }, work.toOpaque())
+            let status = pthread_create(
+                &thread, &attributes,
+                { raw in
+                    Unmanaged<UncheckedBox<() -> Void>>.fromOpaque(raw!).takeRetainedValue().value()
+                    return nil
+                }, work.toOpaque())
             guard status == 0 else {
                 work.release()
                 for thread in threads { pthread_join(thread, nil) }

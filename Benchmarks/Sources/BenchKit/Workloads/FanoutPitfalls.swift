@@ -1,8 +1,8 @@
 import CBenchKernels
 import Glibc
 import Spindle
-import SpindleTrace
 import SpindleLoop
+import SpindleTrace
 import Synchronization
 
 // The pitfall gallery: six coroutine executors, each a faithful copy of a mistake real designs
@@ -22,7 +22,9 @@ extension FanoutWorkload {
         switch executor {
         case "c-fcontext", "ucontext", "poll-io-every-switch":
             if state.cPool == nil { state.cPool = cb_stack_pool_create(StackPool.defaultStackSize) }
-            let kind: cb_timer_kind = executor == "ucontext" ? CB_TIMER_UCONTEXT
+            let kind: cb_timer_kind =
+                executor == "ucontext"
+                ? CB_TIMER_UCONTEXT
                 : executor == "poll-io-every-switch" ? CB_TIMER_POLL_EVERY_SWITCH : CB_TIMER_FCONTEXT
             var counts = cb_counts()
             let steps = cb_timer_fanout(kind, state.cPool, UInt32(ops), UInt32(self.steps), &counts)
@@ -61,7 +63,7 @@ extension FanoutWorkload {
     static func busyPoll(loop: EventLoop, evidence: inout [String: Double]) throws -> Int {
         final class Waiter {
             var ready = false
-            var timer: SpindleLoop.Timer?
+            var timer: LoopTimer?
         }
         let before = loop.scheduler.counters
         var completed = 0
@@ -98,7 +100,9 @@ extension FanoutWorkload {
         }
         let counter = Counter()  // done: finished operations; bytes: Task.yield calls
         let flags = (0..<ops).map { _ in Flag() }
-        let timers = (0..<ops).map { index in SpindleLoop.Timer(loop: loop) { _ in flags[index].fired.store(true, ordering: .releasing) } }
+        let timers = (0..<ops).map { index in
+            LoopTimer(loop: loop) { _ in flags[index].fired.store(true, ordering: .releasing) }
+        }
         let shared = UncheckedBox((loop, timers, flags))
         for index in 0..<ops {
             Task {
@@ -113,7 +117,9 @@ extension FanoutWorkload {
                     }
                 }
                 counter.bytes.add(spins, ordering: .relaxed)
-                if counter.done.add(1, ordering: .relaxed).newValue == ops { shared.value.0.post { shared.value.0.stop() } }
+                if counter.done.add(1, ordering: .relaxed).newValue == ops {
+                    shared.value.0.post { shared.value.0.stop() }
+                }
             }
         }
         try loop.run(.untilStopped)

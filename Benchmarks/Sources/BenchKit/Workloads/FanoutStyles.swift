@@ -65,8 +65,8 @@ extension FanoutWorkload {
     /// through the heap, and where glibc put them after the trials before decided the futures
     /// row (2.1x to 3.5x callbacks over runs, against 1.8x with the timers together, which is
     /// also its instruction ratio).
-    static func makeTimers(loop: EventLoop) -> [SpindleLoop.Timer] {
-        (0..<ops).map { _ in SpindleLoop.Timer(loop: loop) { _ in } }
+    static func makeTimers(loop: EventLoop) -> [LoopTimer] {
+        (0..<ops).map { _ in LoopTimer(loop: loop) { _ in } }
     }
 
     /// Each step writes one byte into its end of a socketpair and reads its partner's byte.

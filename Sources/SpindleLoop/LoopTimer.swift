@@ -5,8 +5,8 @@ import CLibUV
 /// A started timer keeps itself alive until it fires (one-shot), is stopped, or is closed, so
 /// `loop.schedule(after:)` needs no reference kept. A timer whose delay is zero fires on the next
 /// loop iteration. Wraps uv_timer_t.
-public final class Timer: LoopHandle {
-    @exclusivity(unchecked) private var callback: (Timer) -> Void
+public final class LoopTimer: LoopHandle {
+    @exclusivity(unchecked) private var callback: (LoopTimer) -> Void
     /// Whether the timer is started and has not fired (one-shot) or been stopped.
     @exclusivity(unchecked) public private(set) var isActive = false
     @exclusivity(unchecked) private var repeatInterval: UInt64 = 0
@@ -53,13 +53,15 @@ public final class Timer: LoopHandle {
         payload.take().map { ($0, payloadCanceller) }
     }
 
-    private static func cancel(_ taken: (object: AnyObject, canceller: PayloadCanceller?)?, _ reason: PayloadCancelReason) {
+    private static func cancel(
+        _ taken: (object: AnyObject, canceller: PayloadCanceller?)?, _ reason: PayloadCancelReason
+    ) {
         if let (object, canceller) = taken { canceller?(object, reason) }
     }
 
     /// Creates a stopped timer that will call `callback` on the loop's thread each time it fires.
     /// Wraps uv_timer_init.
-    public init(loop: EventLoop, _ callback: @escaping (Timer) -> Void) {
+    public init(loop: EventLoop, _ callback: @escaping (LoopTimer) -> Void) {
         self.callback = callback
         super.init(loop: loop, type: UV_TIMER)
         UVError.mustSucceed(uv_timer_init(loop.uv, timerHandle), "uv_timer_init")
@@ -73,10 +75,10 @@ public final class Timer: LoopHandle {
     /// Starts (or restarts) the timer: first fire after `delay`, then every `interval` if given.
     /// Durations are rounded up to whole milliseconds. Wraps uv_timer_start.
     public func start(after delay: Duration, repeating interval: Duration? = nil) {
-        preconditionOnLoopThread("Timer.start")
-        precondition(!isClosed, "cannot start a closed Timer")
+        preconditionOnLoopThread("LoopTimer.start")
+        precondition(!isClosed, "cannot start a closed LoopTimer")
         repeatInterval = interval.map(Self.milliseconds) ?? 0
-        precondition(interval == nil || repeatInterval > 0, "a repeating Timer needs an interval of at least 1 ms")
+        precondition(interval == nil || repeatInterval > 0, "a repeating LoopTimer needs an interval of at least 1 ms")
         isActive = true
         retainWhileActive()
         UVError.mustSucceed(
@@ -86,8 +88,8 @@ public final class Timer: LoopHandle {
     /// Starts the timer with a delay in milliseconds (the cheap path: no Duration arithmetic).
     @inline(__always)
     public func start(afterMilliseconds delay: UInt64) {
-        preconditionOnLoopThread("Timer.start")
-        precondition(!isClosed, "cannot start a closed Timer")
+        preconditionOnLoopThread("LoopTimer.start")
+        precondition(!isClosed, "cannot start a closed LoopTimer")
         repeatInterval = 0
         isActive = true
         retainWhileActive()
@@ -96,7 +98,7 @@ public final class Timer: LoopHandle {
 
     /// Stops the timer; it can be started again. Wraps uv_timer_stop.
     public func stop() {
-        preconditionOnLoopThread("Timer.stop")
+        preconditionOnLoopThread("LoopTimer.stop")
         guard isActive else { return }
         isActive = false
         uv_timer_stop(timerHandle)
@@ -107,7 +109,7 @@ public final class Timer: LoopHandle {
     }
 
     /// Replaces the callback (for pooled timers that serve many waiters).
-    public func setCallback(_ callback: @escaping (Timer) -> Void) {
+    public func setCallback(_ callback: @escaping (LoopTimer) -> Void) {
         self.callback = callback
         if callbackTag != 0 { Self.cancel(takePayloadToCancel(), .callbackReplaced) }
         callbackTag = 0
@@ -120,7 +122,7 @@ public final class Timer: LoopHandle {
     /// Replaces the callback, naming it with `tag` (nonzero): a layer that sets the same
     /// callback on every start (the futures layer's `fire(after:)`) checks ``hasCallback(tag:)``
     /// and skips setting it again.
-    package func setCallback(_ callback: @escaping (Timer) -> Void, tag: Int) {
+    package func setCallback(_ callback: @escaping (LoopTimer) -> Void, tag: Int) {
         self.callback = callback
         if callbackTag != tag { Self.cancel(takePayloadToCancel(), .callbackReplaced) }
         callbackTag = tag
@@ -174,8 +176,8 @@ extension EventLoop {
     /// Calls `callback` once on the loop's thread after `delay`. Returns the timer, which may be
     /// stopped before it fires; it need not be kept.
     @discardableResult
-    public func schedule(after delay: Duration, _ callback: @escaping () -> Void) -> Timer {
-        let timer = Timer(loop: self) { timer in
+    public func schedule(after delay: Duration, _ callback: @escaping () -> Void) -> LoopTimer {
+        let timer = LoopTimer(loop: self) { timer in
             callback()
             timer.close()
         }
@@ -186,5 +188,5 @@ extension EventLoop {
 
 private let timerFired: @convention(c) (UnsafeMutablePointer<uv_timer_t>?) -> Void = { timer in
     guard let data = timer?.pointee.data else { return }
-    LoopHandle.object(data, as: Timer.self).fire()
+    LoopHandle.object(data, as: LoopTimer.self).fire()
 }

@@ -31,7 +31,7 @@ struct TimerTests {
     func repeating() throws {
         let ticks = try withLoop { loop -> Int in
             var ticks = 0
-            let timer = Timer(loop: loop) { timer in
+            let timer = LoopTimer(loop: loop) { timer in
                 ticks += 1
                 if ticks == 5 { timer.stop() }
             }
@@ -49,7 +49,7 @@ struct TimerTests {
         let fired = try withLoop { loop -> Bool in
             var fired = false
             do {
-                let timer = Timer(loop: loop) { timer in
+                let timer = LoopTimer(loop: loop) { timer in
                     fired = true
                     timer.close()
                 }
@@ -64,10 +64,10 @@ struct TimerTests {
     @Test("a one-shot timer restarted from its own callback stays alive, and lets go once it is not restarted")
     func restartedFromItsCallback() throws {
         let (fires, released, closedFires) = try withLoop { loop -> (Int, Bool, Int) in
-            weak var weakTimer: Timer?
+            weak var weakTimer: LoopTimer?
             var fires = 0
             do {
-                let timer = Timer(loop: loop) { timer in
+                let timer = LoopTimer(loop: loop) { timer in
                     fires += 1
                     if fires < 3 { timer.start(after: .zero) }  // no other reference holds it
                 }
@@ -77,7 +77,7 @@ struct TimerTests {
             // Restarted, then closed, from its own callback: the close lets it go, once.
             var closedFires = 0
             do {
-                let timer = Timer(loop: loop) { timer in
+                let timer = LoopTimer(loop: loop) { timer in
                     closedFires += 1
                     timer.start(after: .zero)
                     timer.close()
