@@ -1,9 +1,11 @@
 # Spindle — the two commands are `make test` and `make bench`; both install what they need.
 #
-#   make test        build (debug) and run every test, then check the API documentation
-#                    (make docs: every public symbol documented, every symbol link resolved), then
-#                    show that the core products build without the integrations' packages
-#                    (Tools/build/check-core-dependencies.sh, in .build-core)
+#   make test        lint (make lint), build (debug) and run every test, then check the API
+#                    documentation (make docs: every public symbol documented, every symbol link
+#                    resolved), then show that the core products build without the integrations'
+#                    packages (Tools/build/check-core-dependencies.sh, in .build-core)
+#   make lint        swift format lint --strict with the root .swift-format (make format fixes
+#                    what it can)
 #   make docs        the DocC documentation of every module, checked, in .build/docs/combined
 #   make bench       the benchmark report: table on stdout, bench-results/{report.md,results.json,chart.svg}
 #   make bench-all   the same with every executor of every workload
@@ -33,7 +35,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) valgrind binutils
 # The peers the fanout workload runs side by side when installed (skipped otherwise).
 PEER_PACKAGES  := golang-go nodejs libboost-fiber-dev g++
 
-.PHONY: all test docs bench bench-all bench-peers bench-check trace-cost build clean asan tsan valgrind deps-test deps-bench deps-peers
+.PHONY: all test lint format docs bench bench-all bench-peers bench-check trace-cost build clean asan tsan valgrind deps-test deps-bench deps-peers
 
 all: build
 
@@ -69,7 +71,17 @@ deps-peers:
 build: deps-test
 	$(SWIFT) build
 
-test: deps-test
+# Every Swift file of both packages, the manifests included.
+LINT_PATHS := Package.swift Sources Tests Examples Tools Benchmarks/Package.swift Benchmarks/Sources \
+	Benchmarks/Benchmarks
+
+lint: deps-test
+	$(SWIFT) format lint --strict --parallel -r $(LINT_PATHS)
+
+format: deps-test
+	$(SWIFT) format format --in-place --parallel -r $(LINT_PATHS)
+
+test: deps-test lint
 	@bash Tools/build/forget-stale-modules.sh .build --library-sources
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build

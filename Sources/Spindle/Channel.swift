@@ -191,11 +191,13 @@ public final class Channel<Element> {
 
     @inline(never) @usableFromInline
     func wrongLoop(
-        _ what: StaticString, owner: UnsafeMutablePointer<spindle_sched_t>, caller: UnsafeMutablePointer<spindle_sched_t>
+        _ what: StaticString, owner: UnsafeMutablePointer<spindle_sched_t>,
+        caller: UnsafeMutablePointer<spindle_sched_t>
     ) -> Never {
-        fatalError("\(what): this channel belongs to the fibers of \(Scheduler.of(owner).loop), but it was used "
-            + "from a fiber of \(Scheduler.of(caller).loop); fibers never migrate, so a Channel connects fibers "
-            + "of one loop (between loops, use a CrossLoopChannel)")
+        fatalError(
+            "\(what): this channel belongs to the fibers of \(Scheduler.of(owner).loop), but it was used "
+                + "from a fiber of \(Scheduler.of(caller).loop); fibers never migrate, so a Channel connects fibers "
+                + "of one loop (between loops, use a CrossLoopChannel)")
     }
 
     /// Where a waiting fiber keeps the value it sends or receives (on its own stack).

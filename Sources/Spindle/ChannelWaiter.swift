@@ -17,8 +17,10 @@ struct ChannelWaiter {
     @usableFromInline var isLinked = false
 
     @inlinable
-    init(fiber: UnsafeMutablePointer<spindle_fiber_t>, slot: UnsafeMutableRawPointer,
-         selection: UnsafeMutablePointer<Int>? = nil, caseIndex: Int = 0) {
+    init(
+        fiber: UnsafeMutablePointer<spindle_fiber_t>, slot: UnsafeMutableRawPointer,
+        selection: UnsafeMutablePointer<Int>? = nil, caseIndex: Int = 0
+    ) {
         self.fiber = fiber
         self.slot = slot
         self.selection = selection

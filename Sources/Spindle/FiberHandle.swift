@@ -208,14 +208,17 @@ public struct FiberHandle<T> {
     @usableFromInline
     func waitAndJoin() throws -> T {
         guard let me = spindle_current_fiber() else {
-            fatalError("FiberHandle.join() called outside a fiber while fiber #\(task.id) is still \(state): "
-                + "joining would block the loop's thread; join from inside a fiber, or read `result` "
-                + "after loop.run() returns")
+            fatalError(
+                "FiberHandle.join() called outside a fiber while fiber #\(task.id) is still \(state): "
+                    + "joining would block the loop's thread; join from inside a fiber, or read `result` "
+                    + "after loop.run() returns")
         }
         if let target = task.fiber, target.pointee.sched != me.pointee.sched {
-            fatalError("FiberHandle.join(): fiber #\(task.id) belongs to \(Scheduler.of(target.pointee.sched).loop), "
-                + "but the joining fiber runs on \(Scheduler.of(me.pointee.sched).loop); fibers never migrate, so "
-                + "join it from a fiber of its own loop (from another loop, use loop.call { } or a CrossLoopChannel)")
+            fatalError(
+                "FiberHandle.join(): fiber #\(task.id) belongs to \(Scheduler.of(target.pointee.sched).loop), "
+                    + "but the joining fiber runs on \(Scheduler.of(me.pointee.sched).loop); fibers never migrate, so "
+                    + "join it from a fiber of its own loop (from another loop, use loop.call { } or a CrossLoopChannel)"
+            )
         }
         precondition(task.fiber != me, "FiberHandle.join(): fiber #\(task.id) joined itself")
         try Fiber.checkInterruption(me)

@@ -76,7 +76,9 @@ public final class FiberFile {
 extension Fiber {
     /// Starts an operation whose completion gives a `Result`, and parks the running fiber until
     /// it does. Not cancellable (the operation owns memory on this fiber's stack until then).
-    static func awaitResult<T>(_ reason: ParkReason, _ start: (@escaping (Result<T, UVError>) -> Void) -> Void) throws -> T {
+    static func awaitResult<T>(_ reason: ParkReason, _ start: (@escaping (Result<T, UVError>) -> Void) -> Void) throws
+        -> T
+    {
         let me = runningFiber("a blocking call")
         try checkInterruption(me)
         let outcome = PendingResult<T>()

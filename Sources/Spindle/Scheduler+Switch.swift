@@ -50,10 +50,12 @@ extension Scheduler {
         #else
         if _slowPath(core.pointee.trace != nil) {
             budget = Scheduler.runQueue(
-                core, budget: turnBudget, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses, tracing: true)
+                core, budget: turnBudget, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses,
+                tracing: true)
         } else {
             budget = Scheduler.runQueue(
-                core, budget: turnBudget, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses, tracing: false)
+                core, budget: turnBudget, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses,
+                tracing: false)
         }
         #endif
         core.pointee.popped &+= UInt64(turnBudget &- budget)
@@ -116,7 +118,8 @@ extension Scheduler {
     @inline(__always)
     static func resume(
         _ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>,
-        accessHead: UnsafePointer<UnsafeMutableRawPointer?>, loopSideHasAccesses: Bool, tracing: Bool, firstResume: inout Bool
+        accessHead: UnsafePointer<UnsafeMutableRawPointer?>, loopSideHasAccesses: Bool, tracing: Bool,
+        firstResume: inout Bool
     ) {
         spindle_set_current_fiber(fiber)
         if _slowPath(tracing) {
@@ -193,7 +196,9 @@ extension Scheduler {
     /// Records why `fiber` just switched out: yield (still runnable), park (with its reason) or
     /// finish.
     @inline(never)
-    static func traceSwitchOut(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
+    static func traceSwitchOut(
+        _ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>
+    ) {
         switch Int32(fiber.pointee.state) {
         case Int32(SPINDLE_FIBER_PARKED):
             spindle_trace_record(core, UInt32(SPINDLE_TRACE_PARK), fiber.pointee.id, UInt32(fiber.pointee.park_reason))
@@ -226,7 +231,9 @@ extension Scheduler {
     /// Resumes a fiber that has saved accesses, or while the loop side has some: its own
     /// accesses go on top of the loop side's while it runs, as Swift's tasks do.
     @inline(never)
-    static func resumeWithAccesses(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
+    static func resumeWithAccesses(
+        _ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>
+    ) {
         swift_task_enterThreadLocalContext(spindle_fiber_exclusivity(fiber))
         jumpInto(fiber, core: core)
         swift_task_exitThreadLocalContext(spindle_fiber_exclusivity(fiber))

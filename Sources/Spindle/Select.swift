@@ -82,7 +82,10 @@ extension Fiber {
             try withUnsafeTemporaryAllocation(of: ChannelWaiter.self, capacity: cases.count) { nodes in
                 for index in order {
                     let node = nodes.baseAddress! + index
-                    node.initialize(to: ChannelWaiter(fiber: me, slot: cases[index].operation.slotAddress, selection: selection, caseIndex: index))
+                    node.initialize(
+                        to: ChannelWaiter(
+                            fiber: me, slot: cases[index].operation.slotAddress, selection: selection, caseIndex: index)
+                    )
                     cases[index].operation.enqueue(node)
                 }
                 defer {

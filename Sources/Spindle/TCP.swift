@@ -123,7 +123,9 @@ public final class TCPConnection: StreamConnection {
     public func setNoDelay(_ enabled: Bool) throws { try socket.setNoDelay(enabled) }
 
     /// Turns TCP keep-alive on or off.
-    public func setKeepAlive(_ enabled: Bool, delay: UInt32 = 60) throws { try socket.setKeepAlive(enabled, delay: delay) }
+    public func setKeepAlive(_ enabled: Bool, delay: UInt32 = 60) throws {
+        try socket.setKeepAlive(enabled, delay: delay)
+    }
 
     /// This side's address.
     public var localAddress: SocketAddress { get throws { try socket.localAddress } }

@@ -53,8 +53,16 @@ struct WaitList {
     mutating func remove(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         guard fiber.pointee.on_wait_list != 0 else { return }
         fiber.pointee.on_wait_list = 0
-        if let prev = fiber.pointee.wait_prev { prev.pointee.wait_next = fiber.pointee.wait_next } else { head = fiber.pointee.wait_next }
-        if let next = fiber.pointee.wait_next { next.pointee.wait_prev = fiber.pointee.wait_prev } else { tail = fiber.pointee.wait_prev }
+        if let prev = fiber.pointee.wait_prev {
+            prev.pointee.wait_next = fiber.pointee.wait_next
+        } else {
+            head = fiber.pointee.wait_next
+        }
+        if let next = fiber.pointee.wait_next {
+            next.pointee.wait_prev = fiber.pointee.wait_prev
+        } else {
+            tail = fiber.pointee.wait_prev
+        }
         fiber.pointee.wait_next = nil
         fiber.pointee.wait_prev = nil
         count -= 1

@@ -16,9 +16,11 @@ extension Callbacks {
             socket = PipeSocket(loop: loop)
             do {
                 try socket.bind(path)
-                try Callbacks.listen(socket, backlog: backlog, accept: { [socket] () throws(UVError) in
-                    PipeConnection(socket: try socket.accept())
-                }, onConnection)
+                try Callbacks.listen(
+                    socket, backlog: backlog,
+                    accept: { [socket] () throws(UVError) in
+                        PipeConnection(socket: try socket.accept())
+                    }, onConnection)
             } catch {
                 socket.close()
                 throw error
@@ -49,7 +51,8 @@ extension Callbacks {
         public static func connect(
             to path: String, loop: EventLoop, _ completion: @escaping (Result<PipeConnection, UVError>) throws -> Void
         ) {
-            Callbacks.connect(PipeSocket(loop: loop), { $0.connect(to: path, $1) }, make: PipeConnection.init, completion)
+            Callbacks.connect(
+                PipeSocket(loop: loop), { $0.connect(to: path, $1) }, make: PipeConnection.init, completion)
         }
     }
 }

@@ -112,13 +112,17 @@ extension Callbacks {
             continueRead()
         }
 
-        private static var closedForReading: UVError { UVError(code: -ECANCELED, operation: "read on a closed connection") }
+        private static var closedForReading: UVError {
+            UVError(code: -ECANCELED, operation: "read on a closed connection")
+        }
 
         /// Checks and records the start of a read; false when the connection is closed.
         @inline(__always)
         private func startRead(into buffer: UnsafeMutableRawBufferPointer) -> Bool {
             stream.preconditionOnLoopThread("Callbacks.StreamConnection.read")
-            precondition(!reading.isOutstanding, "Callbacks.StreamConnection.read: a read is already outstanding on this connection")
+            precondition(
+                !reading.isOutstanding,
+                "Callbacks.StreamConnection.read: a read is already outstanding on this connection")
             if stream.isClosed { return false }
             reading.begin(owner: self)
             stream.readTarget = buffer
@@ -215,7 +219,8 @@ extension Callbacks {
     /// Connects `socket` with `start` and calls `completion` with the connection made by `make`
     /// or the error (closing the socket).
     static func connect<Socket: StreamSocket, Connection>(
-        _ socket: Socket, _ start: (Socket, @escaping (UVError?) -> Void) -> Void, make: @escaping (Socket) -> Connection,
+        _ socket: Socket, _ start: (Socket, @escaping (UVError?) -> Void) -> Void,
+        make: @escaping (Socket) -> Connection,
         _ completion: @escaping (Result<Connection, UVError>) throws -> Void
     ) {
         start(socket) { error in

@@ -22,9 +22,11 @@ extension Callbacks {
             socket = reusePort ? try TCPSocket(loop: loop, familyOf: address) : TCPSocket(loop: loop)
             do {
                 try socket.bind(address, reusePort: reusePort)
-                try Callbacks.listen(socket, backlog: backlog, accept: { [socket] () throws(UVError) in
-                    TCPConnection(socket: try socket.accept())
-                }, onConnection)
+                try Callbacks.listen(
+                    socket, backlog: backlog,
+                    accept: { [socket] () throws(UVError) in
+                        TCPConnection(socket: try socket.accept())
+                    }, onConnection)
             } catch {
                 socket.close()
                 throw error
@@ -56,16 +58,20 @@ extension Callbacks {
         /// Connects to `address`; `completion` gets the connection or the error
         /// (`ECONNREFUSED: connection refused`).
         public static func connect(
-            to address: SocketAddress, loop: EventLoop, _ completion: @escaping (Result<TCPConnection, UVError>) throws -> Void
+            to address: SocketAddress, loop: EventLoop,
+            _ completion: @escaping (Result<TCPConnection, UVError>) throws -> Void
         ) {
-            Callbacks.connect(TCPSocket(loop: loop), { $0.connect(to: address, $1) }, make: TCPConnection.init, completion)
+            Callbacks.connect(
+                TCPSocket(loop: loop), { $0.connect(to: address, $1) }, make: TCPConnection.init, completion)
         }
 
         /// Sets TCP_NODELAY.
         public func setNoDelay(_ enabled: Bool) throws(UVError) { try socket.setNoDelay(enabled) }
 
         /// Turns TCP keep-alive on or off.
-        public func setKeepAlive(_ enabled: Bool, delay: UInt32 = 60) throws(UVError) { try socket.setKeepAlive(enabled, delay: delay) }
+        public func setKeepAlive(_ enabled: Bool, delay: UInt32 = 60) throws(UVError) {
+            try socket.setKeepAlive(enabled, delay: delay)
+        }
 
         /// This side's address.
         public var localAddress: SocketAddress { get throws(UVError) { try socket.localAddress } }

@@ -23,7 +23,8 @@ extension Callbacks {
         /// once, `completion` runs before `send` returns; otherwise `bytes` must stay valid until
         /// it runs.
         public func send(
-            _ bytes: UnsafeRawBufferPointer, to address: SocketAddress, _ completion: @escaping (UVError?) throws -> Void
+            _ bytes: UnsafeRawBufferPointer, to address: SocketAddress,
+            _ completion: @escaping (UVError?) throws -> Void
         ) {
             do {
                 if try socket.trySend(bytes, to: address) {
@@ -42,7 +43,8 @@ extension Callbacks {
         }
 
         /// Sends one datagram (the array is kept until the send completes).
-        public func send(_ bytes: [UInt8], to address: SocketAddress, _ completion: @escaping (UVError?) throws -> Void) {
+        public func send(_ bytes: [UInt8], to address: SocketAddress, _ completion: @escaping (UVError?) throws -> Void)
+        {
             bytes.withUnsafeBytes { raw in
                 send(raw, to: address) { error in
                     withExtendedLifetime(bytes) {}
@@ -60,7 +62,8 @@ extension Callbacks {
             socket.preconditionOnLoopThread("Callbacks.DatagramSocket.receive")
             precondition(!receiving.isOutstanding, "Callbacks.DatagramSocket.receive: a receive is already outstanding")
             if socket.isClosed {
-                Callbacks.deliver(completion, .failure(UVError(code: -ECANCELED, operation: "receive on a closed socket")), "receive")
+                Callbacks.deliver(
+                    completion, .failure(UVError(code: -ECANCELED, operation: "receive on a closed socket")), "receive")
                 return
             }
             receiving.begin(owner: self)

@@ -115,7 +115,8 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
 
     /// The `data` of raw libuv handles that belong to the runtime's machinery rather than to a
     /// ``LoopHandle`` object (the fiber scheduler's sleep timers): handle walks skip them.
-    nonisolated(unsafe) package static let rawMachineryMarker = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1)
+    nonisolated(unsafe) package static let rawMachineryMarker = UnsafeMutableRawPointer.allocate(
+        byteCount: 1, alignment: 1)
 
     /// Evaluated once, by the first loop.
     private static let ignoreSIGPIPE: Void = {
@@ -448,8 +449,9 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
             if openItems().isEmpty, isOnLoopThread {
                 try? close()
             } else {
-                spindleWarning("an EventLoop was released without close(); its memory is leaked "
-                    + "because it still holds: \(openItems().joined(separator: "; "))\n")
+                spindleWarning(
+                    "an EventLoop was released without close(); its memory is leaked "
+                        + "because it still holds: \(openItems().joined(separator: "; "))\n")
             }
         }
     }
@@ -467,20 +469,21 @@ private let collectOpenHandle: @convention(c) (UnsafeMutablePointer<uv_handle_t>
 }
 
 /// uv_walk callback that lists open, non-internal handles.
-private let describeOpenHandle: @convention(c) (UnsafeMutablePointer<uv_handle_t>?, UnsafeMutableRawPointer?) -> Void = {
-    handle, context in
-    guard let handle, let context else { return }
-    if uv_is_closing(handle) != 0 { return }
-    let list = context.assumingMemoryBound(to: [String].self)
-    if let data = handle.pointee.data {
-        if data == EventLoop.rawMachineryMarker { return }
-        let object = Unmanaged<LoopHandle>.fromOpaque(data).takeUnretainedValue()
-        if object.isLoopMachinery { return }
-        list.pointee.append("\(object.handleDescription) handle not closed")
-    } else {
-        list.pointee.append("\(String(cString: uv_handle_type_name(handle.pointee.type))) handle not closed")
+private let describeOpenHandle: @convention(c) (UnsafeMutablePointer<uv_handle_t>?, UnsafeMutableRawPointer?) -> Void =
+    {
+        handle, context in
+        guard let handle, let context else { return }
+        if uv_is_closing(handle) != 0 { return }
+        let list = context.assumingMemoryBound(to: [String].self)
+        if let data = handle.pointee.data {
+            if data == EventLoop.rawMachineryMarker { return }
+            let object = Unmanaged<LoopHandle>.fromOpaque(data).takeUnretainedValue()
+            if object.isLoopMachinery { return }
+            list.pointee.append("\(object.handleDescription) handle not closed")
+        } else {
+            list.pointee.append("\(String(cString: uv_handle_type_name(handle.pointee.type))) handle not closed")
+        }
     }
-}
 
 extension Optional where Wrapped == AnyObject {
     /// Stores `object` in this slot. Assigning would release the old value even when there is

@@ -44,7 +44,8 @@ public enum FileSystem {
         _ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64 = -1, on loop: EventLoop,
         _ completion: @escaping (Result<Int, UVError>) -> Void
     ) {
-        var buf = uv_buf_init(UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
+        var buf = uv_buf_init(
+            UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
         run(on: loop, "uv_fs_write", { uv_fs_write(loop.uv, $0, fd, &buf, 1, offset, $1) }) { request, result in
             completion(result.map { _ in Int(request.pointee.result) })
         }
@@ -61,9 +62,12 @@ public enum FileSystem {
     }
 
     /// The size and mode of `path`.
-    public static func stat(_ path: String, on loop: EventLoop, _ completion: @escaping (Result<Status, UVError>) -> Void) {
+    public static func stat(
+        _ path: String, on loop: EventLoop, _ completion: @escaping (Result<Status, UVError>) -> Void
+    ) {
         run(on: loop, "uv_fs_stat \(path)", { uv_fs_stat(loop.uv, $0, path, $1) }) { request, result in
-            completion(result.map { Status(size: request.pointee.statbuf.st_size, mode: request.pointee.statbuf.st_mode) })
+            completion(
+                result.map { Status(size: request.pointee.statbuf.st_size, mode: request.pointee.statbuf.st_mode) })
         }
     }
 
@@ -77,7 +81,8 @@ public enum FileSystem {
         final class Pending {
             let done: (UnsafeMutablePointer<uv_fs_t>, Result<Void, UVError>) -> Void
             let operation: String
-            init(_ done: @escaping (UnsafeMutablePointer<uv_fs_t>, Result<Void, UVError>) -> Void, _ operation: String) {
+            init(_ done: @escaping (UnsafeMutablePointer<uv_fs_t>, Result<Void, UVError>) -> Void, _ operation: String)
+            {
                 self.done = done
                 self.operation = operation
             }
@@ -89,7 +94,9 @@ public enum FileSystem {
             guard let request else { return }
             let pending = Unmanaged<Pending>.fromOpaque(request.pointee.data!).takeRetainedValue()
             let status = request.pointee.result
-            pending.done(request, status < 0 ? .failure(UVError(code: Int32(status), operation: pending.operation)) : .success(()))
+            pending.done(
+                request,
+                status < 0 ? .failure(UVError(code: Int32(status), operation: pending.operation)) : .success(()))
             uv_fs_req_cleanup(request)
             free(request)
         }

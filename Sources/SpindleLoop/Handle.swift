@@ -115,8 +115,9 @@ public class LoopHandle {
                 uv_close(handle, freeHandleOnClose)
             } else {
                 // The memory stays with libuv; freeing it here would race the loop thread.
-                spindleWarning("a \(handleDescription) handle was released on a thread that "
-                    + "is not its loop's; it is leaked rather than closed from the wrong thread\n")
+                spindleWarning(
+                    "a \(handleDescription) handle was released on a thread that "
+                        + "is not its loop's; it is leaked rather than closed from the wrong thread\n")
             }
         }
     }

@@ -14,13 +14,15 @@ public final class LoopThread: @unchecked Sendable {
         self.body = body
         self.name = name
         let context = Unmanaged.passRetained(self).toOpaque()
-        let status = pthread_create(&thread, nil, { raw in
-            let me = Unmanaged<LoopThread>.fromOpaque(raw!).takeRetainedValue()
-            _ = spindle_set_current_thread_name(me.name)
-            me.body!()
-            me.body = nil
-            return nil
-        }, context)
+        let status = pthread_create(
+            &thread, nil,
+            { raw in
+                let me = Unmanaged<LoopThread>.fromOpaque(raw!).takeRetainedValue()
+                _ = spindle_set_current_thread_name(me.name)
+                me.body!()
+                me.body = nil
+                return nil
+            }, context)
         if status != 0 { fatalError("LoopThread: pthread_create failed: \(String(cString: strerror(status)))") }
     }
 
@@ -34,7 +36,8 @@ public final class LoopThread: @unchecked Sendable {
     /// Makes an ``EventLoop`` on a new thread, runs `body` with it there, closes the loop, and
     /// returns `body`'s value (or rethrows its error, or the close's). `body` usually spawns work
     /// and calls `loop.run()`.
-    public static func withLoop<T>(name: String = "spindle-loop", _ body: @escaping (EventLoop) throws -> T) throws -> T {
+    public static func withLoop<T>(name: String = "spindle-loop", _ body: @escaping (EventLoop) throws -> T) throws -> T
+    {
         try run(name: name) {
             let loop = EventLoop()
             let value = try body(loop)

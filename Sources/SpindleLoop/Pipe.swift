@@ -29,7 +29,9 @@ public final class PipeSocket: StreamSocket {
         }
     }
 
-    var pipe: UnsafeMutablePointer<uv_pipe_t> { UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_pipe_t.self) }
+    var pipe: UnsafeMutablePointer<uv_pipe_t> {
+        UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_pipe_t.self)
+    }
 
     public override var handleDescription: String {
         var text = "Unix-domain socket"
@@ -94,7 +96,9 @@ public final class PipeSocket: StreamSocket {
     private static func checkLength(_ path: String, _ operation: String) throws(UVError) {
         // sun_path holds 108 bytes with the terminating NUL; libuv would truncate silently.
         if path.utf8.count > 107 || path.isEmpty {
-            throw UVError(code: UV_EINVAL.rawValue, operation: "\(operation): a socket path must be 1 to 107 bytes (got \(path.utf8.count))")
+            throw UVError(
+                code: UV_EINVAL.rawValue,
+                operation: "\(operation): a socket path must be 1 to 107 bytes (got \(path.utf8.count))")
         }
     }
 }

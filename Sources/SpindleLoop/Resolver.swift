@@ -25,27 +25,29 @@ public enum Resolver {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_family = AF_UNSPEC
-        let status = uv_getaddrinfo(loop.uv, request, { request, status, info in
-            guard let request else { return }
-            let pending = Unmanaged<Pending>.fromOpaque(request.pointee.data!).takeRetainedValue()
-            free(request)
-            defer { uv_freeaddrinfo(info) }
-            if status < 0 {
-                pending.completion(.failure(UVError(code: status, operation: "uv_getaddrinfo")))
-                return
-            }
-            var addresses: [SocketAddress] = []
-            var cursor = info
-            while let entry = cursor {
-                if let address = entry.pointee.ai_addr {
-                    var found = SocketAddress(address)
-                    found.setPort(pending.port)
-                    if !addresses.contains(found) { addresses.append(found) }
+        let status = uv_getaddrinfo(
+            loop.uv, request,
+            { request, status, info in
+                guard let request else { return }
+                let pending = Unmanaged<Pending>.fromOpaque(request.pointee.data!).takeRetainedValue()
+                free(request)
+                defer { uv_freeaddrinfo(info) }
+                if status < 0 {
+                    pending.completion(.failure(UVError(code: status, operation: "uv_getaddrinfo")))
+                    return
                 }
-                cursor = entry.pointee.ai_next
-            }
-            pending.completion(.success(addresses))
-        }, host, nil, &hints)
+                var addresses: [SocketAddress] = []
+                var cursor = info
+                while let entry = cursor {
+                    if let address = entry.pointee.ai_addr {
+                        var found = SocketAddress(address)
+                        found.setPort(pending.port)
+                        if !addresses.contains(found) { addresses.append(found) }
+                    }
+                    cursor = entry.pointee.ai_next
+                }
+                pending.completion(.success(addresses))
+            }, host, nil, &hints)
         if status < 0 {
             let pending = Unmanaged<Pending>.fromOpaque(request.pointee.data!).takeRetainedValue()
             free(request)

@@ -33,10 +33,13 @@ public final class SignalWatcher: LoopHandle {
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         self.callback = callback
         self.signal = signal
-        try UVError.check(uv_signal_start(signalHandle, { handle, signum in
-            guard let data = handle?.pointee.data else { return }
-            LoopHandle.object(data, as: SignalWatcher.self).callback(signum)
-        }, signal), "uv_signal_start(\(signal))")
+        try UVError.check(
+            uv_signal_start(
+                signalHandle,
+                { handle, signum in
+                    guard let data = handle?.pointee.data else { return }
+                    LoopHandle.object(data, as: SignalWatcher.self).callback(signum)
+                }, signal), "uv_signal_start(\(signal))")
         retainWhileActive()
     }
 

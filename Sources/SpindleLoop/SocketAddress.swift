@@ -20,9 +20,12 @@ public struct SocketAddress: CustomStringConvertible, Sendable, Equatable {
 
     /// Copies a `sockaddr` that libuv or the system filled in.
     init(_ address: UnsafePointer<sockaddr>) {
-        let length = address.pointee.sa_family == sa_family_t(AF_INET6)
+        let length =
+            address.pointee.sa_family == sa_family_t(AF_INET6)
             ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size
-        withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: address, count: length)) }
+        withUnsafeMutableBytes(of: &storage) {
+            $0.copyMemory(from: UnsafeRawBufferPointer(start: address, count: length))
+        }
     }
 
     init(storage: sockaddr_storage) { self.storage = storage }

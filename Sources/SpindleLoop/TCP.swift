@@ -55,7 +55,8 @@ public final class TCPSocket: StreamSocket {
         preconditionOnLoopThread("TCPSocket.bind")
         if reusePort {
             var fd: uv_os_fd_t = -1
-            try UVError.check(uv_fileno(handle, &fd), "uv_fileno (the socket must be made with familyOf: to set SO_REUSEPORT)")
+            try UVError.check(
+                uv_fileno(handle, &fd), "uv_fileno (the socket must be made with familyOf: to set SO_REUSEPORT)")
             var one: Int32 = 1
             if setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size)) != 0 {
                 throw UVError(code: -errno, operation: "setsockopt(SO_REUSEPORT)")

@@ -113,15 +113,20 @@ extension Trace {
             public init(_ samples: [UInt64]) {
                 let sorted = samples.sorted()
                 count = sorted.count
-                func at(_ q: Double) -> UInt64 { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+                func at(_ q: Double) -> UInt64 {
+                    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]
+                }
                 p50 = at(0.5)
                 p99 = at(0.99)
                 max = sorted.last ?? 0
                 var buckets: [Bucket] = []
                 for sample in sorted {
                     // The smallest power of two at least `sample` (0 stays 0).
-                    let bound: UInt64 = sample <= 1 ? sample : (sample - 1).leadingZeroBitCount == 0
-                        ? .max : 1 << (64 - (sample - 1).leadingZeroBitCount)
+                    let bound: UInt64 =
+                        sample <= 1
+                        ? sample
+                        : (sample - 1).leadingZeroBitCount == 0
+                            ? .max : 1 << (64 - (sample - 1).leadingZeroBitCount)
                     if let last = buckets.last, last.upperBound == bound {
                         buckets[buckets.count - 1] = Bucket(upperBound: bound, count: last.count + 1)
                     } else {
@@ -136,7 +141,9 @@ extension Trace {
             }
 
             static func time(_ ns: UInt64) -> String {
-                ns >= 1_000_000 ? "\(ns / 1_000_000).\(ns / 100_000 % 10) ms" : ns >= 1_000 ? "\(ns / 1_000).\(ns / 100 % 10) µs" : "\(ns) ns"
+                ns >= 1_000_000
+                    ? "\(ns / 1_000_000).\(ns / 100_000 % 10) ms"
+                    : ns >= 1_000 ? "\(ns / 1_000).\(ns / 100 % 10) µs" : "\(ns) ns"
             }
         }
 
@@ -190,10 +197,14 @@ extension Trace {
             case .spawn:
                 runnableSince[id] = ts
             case .resume:
-                if let since = runnableSince.removeValue(forKey: id), ts >= since { byFiber[id, default: .init()].delays.append(ts - since) }
+                if let since = runnableSince.removeValue(forKey: id), ts >= since {
+                    byFiber[id, default: .init()].delays.append(ts - since)
+                }
                 resumedAt[id] = ts
             case .yield, .park, .finish:
-                if let start = resumedAt.removeValue(forKey: id), ts >= start { byFiber[id, default: .init()].slices.append(ts - start) }
+                if let start = resumedAt.removeValue(forKey: id), ts >= start {
+                    byFiber[id, default: .init()].slices.append(ts - start)
+                }
                 if event.kind == .yield { runnableSince[id] = ts }
                 if event.kind == .park, let reason = event.parkReason { parkedAt[id] = (ts, reason) }
             case .wake:

@@ -13,7 +13,9 @@ struct DocExampleTests {
         let log = Box<[String]>([])
         try withLoop { loop in
             func step(_ remaining: Int) -> Future<Void> {
-                remaining == 0 ? loop.makeSucceededFuture(()) : loop.scheduleFuture(after: .milliseconds(1)).flatMap { step(remaining - 1) }
+                remaining == 0
+                    ? loop.makeSucceededFuture(())
+                    : loop.scheduleFuture(after: .milliseconds(1)).flatMap { step(remaining - 1) }
             }
             step(10).whenSuccess { log.value.append("ten steps later") }
         }
@@ -25,7 +27,8 @@ struct DocExampleTests {
         let echoed = Box<[UInt8]>([])
         try withLoop { loop in
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
-            let listener = try Callbacks.TCPListener(address: SocketAddress(ip: "127.0.0.1", port: 0), loop: loop) { result in
+            let listener = try Callbacks.TCPListener(address: SocketAddress(ip: "127.0.0.1", port: 0), loop: loop) {
+                result in
                 let connection = try result.get()
                 connection.read(into: buffer) { result in
                     let count = try result.get()

@@ -1,6 +1,6 @@
 import Glibc
-import Testing
 import SpindleLoop
+import Testing
 
 /// Runs `body` alone among the callers of this function (in sanitizer builds; at once
 /// otherwise). Under ASan or TSan every live fiber costs sanitizer mappings of its own (TSan: a

@@ -71,9 +71,9 @@ struct CrossLoopTests {
     /// A million; a tenth under the sanitizers, whose instrumentation makes each message about a
     /// hundred times dearer (the full count would take minutes there).
     #if SPINDLE_SANITIZERS
-        static let messages = 100_000
+    static let messages = 100_000
     #else
-        static let messages = 1_000_000
+    static let messages = 1_000_000
     #endif
 
     @Test("1,000,000 messages between two loops arrive exactly once, in order")

@@ -58,7 +58,8 @@ struct DoctorToolTests {
         let missingOutput = ServiceProcess.readAll(missing.stdoutFD)
         #expect(missing.wait() == 2)
         #expect(
-            missingOutput == "spindle-doctor: /nonexistent/run.json: ENOENT: no such file or directory\n", "\(missingOutput)")
+            missingOutput == "spindle-doctor: /nonexistent/run.json: ENOENT: no such file or directory\n",
+            "\(missingOutput)")
         let wrong = try ServiceProcess(tool, ["run.json", "--operations", "many"], mergingErrors: true)
         let wrongOutput = ServiceProcess.readAll(wrong.stdoutFD)
         #expect(wrong.wait() == 2)

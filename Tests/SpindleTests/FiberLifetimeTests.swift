@@ -8,19 +8,21 @@ struct FiberLifetimeTests {
     func noLeaks() throws {
         let counter = DeinitCounter()
         // 10,000 fibers alive at once: alone among such tests under the sanitizers.
-        let (finishedBeforeRun, afterRun) = try withManyFibers { try withLoop { loop -> (Int, Int) in
-            for _ in 0..<10_000 {
-                let captured = Tracked(counter)
-                loop.spawn {
-                    let local = Tracked(counter)
-                    Fiber.yield()
-                    withExtendedLifetime((captured, local)) {}
+        let (finishedBeforeRun, afterRun) = try withManyFibers {
+            try withLoop { loop -> (Int, Int) in
+                for _ in 0..<10_000 {
+                    let captured = Tracked(counter)
+                    loop.spawn {
+                        let local = Tracked(counter)
+                        Fiber.yield()
+                        withExtendedLifetime((captured, local)) {}
+                    }
                 }
+                let before = counter.count
+                try loop.run()
+                return (before, counter.count)
             }
-            let before = counter.count
-            try loop.run()
-            return (before, counter.count)
-        } }
+        }
         #expect(finishedBeforeRun == 0)
         #expect(afterRun == 20_000)
     }
@@ -61,7 +63,9 @@ struct FiberLifetimeTests {
         #expect(counters.stacksPooled == 24)
     }
 
-    @Test("the default-size pool grows past its first capacity, gives each live fiber its own stack, and keeps at most its maximum")
+    @Test(
+        "the default-size pool grows past its first capacity, gives each live fiber its own stack, and keeps at most its maximum"
+    )
     func defaultPoolGrowsAndCaps() throws {
         let (intact, afterWaves, afterCap, afterTrim, counters) = try withLoop {
             loop -> (Int, (Int, Int), (Int, Int), Int, Scheduler.Counters) in
@@ -104,7 +108,8 @@ struct FiberLifetimeTests {
         #expect(counters.runQueueHighWater >= 300)
     }
 
-    @Test("prefaulting unguarded stacks maps whole slabs, only as many as asked for, and spawns then take no fresh stack")
+    @Test(
+        "prefaulting unguarded stacks maps whole slabs, only as many as asked for, and spawns then take no fresh stack")
     func prefaultSlabs() throws {
         let (pooled, mapped, counters) = try withLoop { loop -> (Int, Int, Scheduler.Counters) in
             let stacks = loop.scheduler.stacks
@@ -133,34 +138,38 @@ struct FiberLifetimeTests {
         #else
         let fibers = 40_000  // guarded, that is 80,000 mappings: over the default vm.max_map_count
         #endif
-        let (parkedAtOnce, finished, mapped, slabbed) = try withManyFibers { try withLoop { loop -> (UInt64, Int, Int, Bool) in
-            let stacks = loop.scheduler.stacks
-            stacks.guardPages = false
-            defer { stacks.guardPages = true }
-            var finished = 0
-            var parkedAtOnce: UInt64 = 0
-            for _ in 0..<fibers {
-                loop.spawnDetached(stackSize: StackPool.minimumStackSize) {
-                    try? Fiber.sleep(for: .milliseconds(1))
-                    finished += 1
+        let (parkedAtOnce, finished, mapped, slabbed) = try withManyFibers {
+            try withLoop { loop -> (UInt64, Int, Int, Bool) in
+                let stacks = loop.scheduler.stacks
+                stacks.guardPages = false
+                defer { stacks.guardPages = true }
+                var finished = 0
+                var parkedAtOnce: UInt64 = 0
+                for _ in 0..<fibers {
+                    loop.spawnDetached(stackSize: StackPool.minimumStackSize) {
+                        try? Fiber.sleep(for: .milliseconds(1))
+                        finished += 1
+                    }
                 }
+                // Spawned last, runs last in the first turn: every sleeper is parked by then.
+                loop.spawnDetached { parkedAtOnce = loop.scheduler.counters.parked }
+                let turnBudget = loop.scheduler.resumesPerTurn
+                loop.scheduler.resumesPerTurn = Int.max
+                defer { loop.scheduler.resumesPerTurn = turnBudget }
+                try loop.run()
+                // Whole slabs: the count of stacks mapped is a multiple of the slab size.
+                return (parkedAtOnce, finished, stacks.mappedCount, stacks.mappedCount % StackPool.slabStacks == 0)
             }
-            // Spawned last, runs last in the first turn: every sleeper is parked by then.
-            loop.spawnDetached { parkedAtOnce = loop.scheduler.counters.parked }
-            let turnBudget = loop.scheduler.resumesPerTurn
-            loop.scheduler.resumesPerTurn = Int.max
-            defer { loop.scheduler.resumesPerTurn = turnBudget }
-            try loop.run()
-            // Whole slabs: the count of stacks mapped is a multiple of the slab size.
-            return (parkedAtOnce, finished, stacks.mappedCount, stacks.mappedCount % StackPool.slabStacks == 0)
-        } }
+        }
         #expect(parkedAtOnce == UInt64(fibers))
         #expect(finished == fibers)
         #expect(mapped >= fibers)
         #expect(slabbed)
     }
 
-    @Test("join returns every kind of result: small, large, reference-counted, Void, a thrown error; kept values are released")
+    @Test(
+        "join returns every kind of result: small, large, reference-counted, Void, a thrown error; kept values are released"
+    )
     func joinResults() throws {
         struct Large { var words: (Int, Int, Int, Int, Int, Int) }  // 48 bytes: kept in a buffer
         final class Tracked { let tag: String; init(_ tag: String) { self.tag = tag } }
@@ -197,10 +206,11 @@ struct FiberLifetimeTests {
             // Handles dropped here: their bodies and the values they keep go too.
             return log
         }
-        #expect(outcome == [
-            "void ran", "small 42 42", "text 120", "large 6", "tracked kept", "mixed 7 in large",
-            "threw 7", "result threw 7", "result 42",
-        ])
+        #expect(
+            outcome == [
+                "void ran", "small 42 42", "text 120", "large 6", "tracked kept", "mixed 7 in large",
+                "threw 7", "result threw 7", "result 42",
+            ])
         #expect(released == nil)
         #expect(releasedFromLarge == nil)
     }

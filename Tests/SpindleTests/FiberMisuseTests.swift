@@ -71,7 +71,8 @@ struct FiberMisuseTests {
             }
         }
         let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
-        #expect(text.contains("fiber #1 belongs to loop #1, but the joining fiber runs on loop #2; fibers never migrate"))
+        #expect(
+            text.contains("fiber #1 belongs to loop #1, but the joining fiber runs on loop #2; fibers never migrate"))
     }
 
     @Test("cancelling a fiber from another loop's fiber names both loops")

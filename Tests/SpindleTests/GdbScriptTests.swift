@@ -21,15 +21,17 @@ struct GdbScriptTests {
         let script = Self.repository.appendingPathComponent("Tools/gdb/spindle.py").path
         // posix_spawn with a clean signal mask: gdb hangs if SIGCHLD stays blocked, as the test
         // runner's threads have it.
-        let gdbProcess = try ServiceProcess(gdb, [
-            "-nx", "-batch", "-x", script,
-            "-ex", "set pagination off", "-ex", "set startup-with-shell off",
-            // Under `make asan`: LeakSanitizer cannot run in a traced process.
-            "-ex", "set environment ASAN_OPTIONS=detect_leaks=0",
-            "-ex", "break spindle_gdb_demo_checkpoint", "-ex", "run",
-            "-ex", "info fibers", "-ex", "fiber bt 2", "-ex", "fiber bt -raw 3", "-ex", "continue",
-            "--args", demo,
-        ], blocked: [], mergingErrors: true)
+        let gdbProcess = try ServiceProcess(
+            gdb,
+            [
+                "-nx", "-batch", "-x", script,
+                "-ex", "set pagination off", "-ex", "set startup-with-shell off",
+                // Under `make asan`: LeakSanitizer cannot run in a traced process.
+                "-ex", "set environment ASAN_OPTIONS=detect_leaks=0",
+                "-ex", "break spindle_gdb_demo_checkpoint", "-ex", "run",
+                "-ex", "info fibers", "-ex", "fiber bt 2", "-ex", "fiber bt -raw 3", "-ex", "continue",
+                "--args", demo,
+            ], blocked: [], mergingErrors: true)
         let text = ServiceProcess.readAll(gdbProcess.stdoutFD)
         #expect(gdbProcess.wait() == 0, "gdb failed:\n\(text)")
 
@@ -37,7 +39,8 @@ struct GdbScriptTests {
         #expect(listing.count == 3, "info fibers listed:\n\(text)")
         #expect(listing.allSatisfy { $0.contains("parked (sleep)") }, "\(text)")
         // The backtrace starts at the fiber's switch and reaches its own function.
-        let backtrace = (text.components(separatedBy: "fiber #2 \"sleeper-2\"").dropFirst().first ?? "")
+        let backtrace =
+            (text.components(separatedBy: "fiber #2 \"sleeper-2\"").dropFirst().first ?? "")
             .components(separatedBy: "fiber #3 ").first ?? ""
         #expect(backtrace.contains("parkedInGdbDemo(_:)"), "fiber bt 2 printed:\n\(text)")
         #expect(backtrace.contains("#1 "), "a backtrace of more than one frame:\n\(text)")

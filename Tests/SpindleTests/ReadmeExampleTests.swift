@@ -33,7 +33,9 @@ struct ReadmeGroupExampleTests {
     @Test("the multi-loop echo server answers on every loop and counts hits on the first")
     func multiLoopServer() throws {
         let printed = Locked<[String]>([])
-        @Sendable func print(_ items: Any...) { printed.withLock { $0.append(items.map { "\($0)" }.joined(separator: " ")) } }
+        @Sendable func print(_ items: Any...) {
+            printed.withLock { $0.append(items.map { "\($0)" }.joined(separator: " ")) }
+        }
         let port = 0
 
         let group = LoopGroup()  // one loop per CPU, each on a thread of its own
@@ -43,7 +45,9 @@ struct ReadmeGroupExampleTests {
             // A fiber of the loop the connection landed on: straight-line reads and writes.
             var buffer = [UInt8](repeating: 0, count: 4096)
             while let count = try? connection.read(into: &buffer), count > 0 {
-                let total = try? counter.call { hits += 1; return hits }  // parks this fiber only
+                let total = try? counter.call {
+                    hits += 1; return hits
+                }  // parks this fiber only
                 print("hit", total ?? 0)
                 _ = try? buffer.withUnsafeBytes { try connection.write(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
             }

@@ -28,8 +28,9 @@ struct SelectTests {
             let a = Channel<String>(), b = Channel<String>()
             var log: [String] = []
             loop.spawn(name: "selector") {
-                try Fiber.select(a.onReceive { log.append("select got \($0 ?? "nil") from a") },
-                                 b.onReceive { log.append("select got \($0 ?? "nil") from b") })
+                try Fiber.select(
+                    a.onReceive { log.append("select got \($0 ?? "nil") from a") },
+                    b.onReceive { log.append("select got \($0 ?? "nil") from b") })
                 log.append("select done")
             }
             loop.spawn(name: "plain receiver of b") {
@@ -111,7 +112,9 @@ struct SelectTests {
         #expect(outcome == "timed out")
     }
 
-    @Test("send cases: to a waiting receiver, and ChannelClosedError on a closed channel; a receive case on a closed channel gets nil")
+    @Test(
+        "send cases: to a waiting receiver, and ChannelClosedError on a closed channel; a receive case on a closed channel gets nil"
+    )
     func sendAndClosed() throws {
         let (received, closedSend, closedReceive) = try withLoop { loop -> (Int?, String, String) in
             let a = Channel<Int>(), closed = Channel<Int>()
@@ -124,7 +127,9 @@ struct SelectTests {
                 try Fiber.select(a.onSend(5) { sent = true })
                 #expect(sent)
                 var closedSend = "no error"
-                do { try Fiber.select(closed.onSend(1)) } catch is ChannelClosedError { closedSend = "ChannelClosedError" }
+                do { try Fiber.select(closed.onSend(1)) } catch is ChannelClosedError {
+                    closedSend = "ChannelClosedError"
+                }
                 var closedReceive = "not run"
                 try Fiber.select(closed.onReceive { closedReceive = $0 == nil ? "nil" : "value" })
                 return (closedSend, closedReceive)
@@ -144,7 +149,9 @@ struct SelectTests {
             let a = Channel<Int>(), b = Channel<Int>()
             var closedWith = "not woken"
             loop.spawn {
-                try Fiber.select(a.onReceive { closedWith = $0 == nil ? "nil from a" : "value" }, b.onReceive { _ in closedWith = "b" })
+                try Fiber.select(
+                    a.onReceive { closedWith = $0 == nil ? "nil from a" : "value" },
+                    b.onReceive { _ in closedWith = "b" })
             }
             let victim = loop.spawn { () -> Bool in
                 do {
@@ -190,8 +197,13 @@ struct SelectTests {
                     }
                     while oddOpen || evenOpen {
                         var cases: [SelectCase] = []
-                        if oddOpen { cases.append(odd.onReceive { if let value = $0 { record(value) } else { oddOpen = false } }) }
-                        if evenOpen { cases.append(even.onReceive { if let value = $0 { record(value) } else { evenOpen = false } }) }
+                        if oddOpen {
+                            cases.append(odd.onReceive { if let value = $0 { record(value) } else { oddOpen = false } })
+                        }
+                        if evenOpen {
+                            cases.append(
+                                even.onReceive { if let value = $0 { record(value) } else { evenOpen = false } })
+                        }
                         try Fiber.select(cases)
                     }
                 }

@@ -19,7 +19,6 @@ final class Tracked {
     deinit { counter.count += 1 }
 }
 
-
 /// Recurses with a 1 KiB frame until the stack runs out.
 @inline(never)
 func exhaustStack(_ depth: Int) -> Int {

@@ -17,7 +17,9 @@ struct UDPTests {
                 var buffer = [UInt8](repeating: 0, count: 1500)
                 for _ in 0..<3 {
                     let (count, sender) = try server.receive(into: &buffer)
-                    log.append("server got \(String(decoding: buffer[..<count], as: UTF8.self)) from port \(sender.port == clientAddress.port ? "client" : "?")")
+                    log.append(
+                        "server got \(String(decoding: buffer[..<count], as: UTF8.self)) from port \(sender.port == clientAddress.port ? "client" : "?")"
+                    )
                     try server.send(Array(buffer[..<count].reversed()), to: sender)
                 }
                 server.close()
@@ -34,11 +36,12 @@ struct UDPTests {
             try loop.run()
             return log
         }
-        #expect(log == [
-            "server got abc from port client", "client got cba",
-            "server got spindle from port client", "client got eldnips",
-            "server got x from port client", "client got x",
-        ])
+        #expect(
+            log == [
+                "server got abc from port client", "client got cba",
+                "server got spindle from port client", "client got eldnips",
+                "server got x from port client", "client got x",
+            ])
     }
 
     @Test("two members of a multicast group on one port each receive the feed, in order")
@@ -46,9 +49,11 @@ struct UDPTests {
         let group = "239.255.77.1"
         let received = try withLoop { loop -> [[String]] in
             // Two subscribers share the feed's port (reuseAddress), as two processes would.
-            let first = try DatagramSocket(address: SocketAddress(ip: "0.0.0.0", port: 0), reuseAddress: true, loop: loop)
+            let first = try DatagramSocket(
+                address: SocketAddress(ip: "0.0.0.0", port: 0), reuseAddress: true, loop: loop)
             let port = try first.localAddress.port
-            let second = try DatagramSocket(address: SocketAddress(ip: "0.0.0.0", port: port), reuseAddress: true, loop: loop)
+            let second = try DatagramSocket(
+                address: SocketAddress(ip: "0.0.0.0", port: port), reuseAddress: true, loop: loop)
             let subscribers = [first, second]
             for subscriber in subscribers { try subscriber.joinMulticast(group, interface: "127.0.0.1") }
             let publisher = try DatagramSocket(address: SocketAddress(ip: "127.0.0.1", port: 0), loop: loop)

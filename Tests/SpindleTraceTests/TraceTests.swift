@@ -31,14 +31,16 @@ struct TraceTests {
         #expect(fibers.count == 3)
         for fiber in fibers {
             let kinds = events.filter { $0.fiber == fiber }.map(\.kind)
-            #expect(kinds == [.spawn, .resume, .yield, .resume, .park, .wake, .resume, .finish], "fiber \(fiber): \(kinds)")
+            #expect(
+                kinds == [.spawn, .resume, .yield, .resume, .park, .wake, .resume, .finish], "fiber \(fiber): \(kinds)")
             #expect(events.first { $0.fiber == fiber && $0.kind == .park }?.parkReason == .sleep)
         }
         #expect(events.contains { $0.kind == .loopTurn })
         #expect(zip(events, events.dropFirst()).allSatisfy { $0.timestamp <= $1.timestamp })
 
         // The export: every slice opened is closed, named after its fiber, ended with why.
-        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+        let json =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
         let trace = json["traceEvents"] as! [[String: Any]]
         let begins = trace.filter { $0["ph"] as? String == "B" }
         let ends = trace.filter { $0["ph"] as? String == "E" }
@@ -81,7 +83,10 @@ struct TraceTests {
         for summary in [stats.runnableToRunning, stats.slices, stats.parks[.sleep]!] {
             #expect(summary.histogram.map(\.count).reduce(0, +) == summary.count)
             #expect(zip(summary.histogram, summary.histogram.dropFirst()).allSatisfy { $0.upperBound < $1.upperBound })
-            #expect(summary.histogram.allSatisfy { $0.upperBound == 0 || $0.upperBound.nonzeroBitCount == 1 || $0.upperBound == .max })
+            #expect(
+                summary.histogram.allSatisfy {
+                    $0.upperBound == 0 || $0.upperBound.nonzeroBitCount == 1 || $0.upperBound == .max
+                })
             #expect(summary.histogram.last!.upperBound >= summary.max)
         }
         #expect(stats.parks[.sleep]!.histogram.last!.upperBound >= 1 << 20)  // ≥ 1 ms sleeps land ≥ 2^20 ns
@@ -98,16 +103,18 @@ struct TraceTests {
     @Test("histogram buckets are the powers of two above each sample")
     func histogramBuckets() {
         let summary = Trace.Statistics.Summary([1025, 0, 1, 2, 3, 4, 5, 1000, 1024])
-        #expect(summary.histogram == [
-            .init(upperBound: 0, count: 1), .init(upperBound: 1, count: 1), .init(upperBound: 2, count: 1),
-            .init(upperBound: 4, count: 2), .init(upperBound: 8, count: 1), .init(upperBound: 1024, count: 2),
-            .init(upperBound: 2048, count: 1),
-        ])
+        #expect(
+            summary.histogram == [
+                .init(upperBound: 0, count: 1), .init(upperBound: 1, count: 1), .init(upperBound: 2, count: 1),
+                .init(upperBound: 4, count: 2), .init(upperBound: 8, count: 1), .init(upperBound: 1024, count: 2),
+                .init(upperBound: 2048, count: 1),
+            ])
     }
 
     @Test("a read's completion is recorded before the reader's wake, with whether the reader ran from it")
     func ioCompletion() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("spindle-trace-io-\(getpid()).json").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("spindle-trace-io-\(getpid()).json")
+            .path
         defer { unlink(path) }
         var fds: [Int32] = [0, 0]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)

@@ -42,5 +42,6 @@ for module in modules {
     }
 }
 for entry in missing.sorted() { print("undocumented: \(entry)") }
-FileHandle.standardError.write("docs: \(total - missing.count) of \(total) public symbols documented\n".data(using: .utf8)!)
+FileHandle.standardError.write(
+    "docs: \(total - missing.count) of \(total) public symbols documented\n".data(using: .utf8)!)
 exit(missing.isEmpty ? 0 : 1)

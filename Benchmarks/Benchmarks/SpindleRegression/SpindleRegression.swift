@@ -1,3 +1,4 @@
+import BenchKit
 // Regression guard for Spindle's hot paths (ordo-one/benchmark; `make bench-check`).
 //
 // Committed thresholds live in Thresholds/: allocation counts must match exactly (the hot paths
@@ -7,7 +8,6 @@
 // Regenerate after a deliberate change with
 //   swift package --allow-writing-to-package-directory benchmark thresholds update
 import Benchmark
-import BenchKit
 import Spindle
 import SpindleLoop
 

@@ -15,4 +15,3 @@ package enum BenchError: Error, CustomStringConvertible {
         }
     }
 }
-

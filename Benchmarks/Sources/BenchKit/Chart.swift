@@ -30,21 +30,23 @@ package enum Chart {
         let width = left + plotWidth + 150
 
         var out = """
-        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
-        viewBox="0 0 \(Int(width)) \(Int(height))" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">
-        <rect width="100%" height="100%" fill="white"/>
-        <text x="\(Int(width / 2))" y="24" text-anchor="middle" font-size="16" font-weight="bold">fanout: 10,000 operations × 10 steps, warm — time relative to callbacks</text>
-        <text x="\(Int(width / 2))" y="44" text-anchor="middle" fill="#555">log scale; shorter is faster; red bars: the pitfall gallery; teal: other runtimes (peers)</text>
+            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
+            viewBox="0 0 \(Int(width)) \(Int(height))" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">
+            <rect width="100%" height="100%" fill="white"/>
+            <text x="\(Int(width / 2))" y="24" text-anchor="middle" font-size="16" font-weight="bold">fanout: 10,000 operations × 10 steps, warm — time relative to callbacks</text>
+            <text x="\(Int(width / 2))" y="44" text-anchor="middle" fill="#555">log scale; shorter is faster; red bars: the pitfall gallery; teal: other runtimes (peers)</text>
 
-        """
+            """
         // Decade grid lines with their labels, and a stronger line at 1x (callbacks).
         var decade = low
         let gridBottom = height - 40
         while decade <= high * 1.0001 {
             let gx = x(decade)
             let label = decade >= 1 ? "\(Int(decade))x" : String(format: "%gx", decade)
-            out += "<line x1=\"\(f(gx))\" y1=\"\(Int(top - 8))\" x2=\"\(f(gx))\" y2=\"\(f(gridBottom))\" stroke=\"\(decade == 1 ? "#333" : "#ddd")\" stroke-width=\"\(decade == 1 ? 1.5 : 1)\"/>\n"
-            out += "<text x=\"\(f(gx))\" y=\"\(f(gridBottom + 16))\" text-anchor=\"middle\" fill=\"#333\">\(label)</text>\n"
+            out +=
+                "<line x1=\"\(f(gx))\" y1=\"\(Int(top - 8))\" x2=\"\(f(gx))\" y2=\"\(f(gridBottom))\" stroke=\"\(decade == 1 ? "#333" : "#ddd")\" stroke-width=\"\(decade == 1 ? 1.5 : 1)\"/>\n"
+            out +=
+                "<text x=\"\(f(gx))\" y=\"\(f(gridBottom + 16))\" text-anchor=\"middle\" fill=\"#333\">\(label)</text>\n"
             decade *= 10
         }
         var y = top
@@ -55,9 +57,11 @@ package enum Chart {
                 let ratio = row.ratio!
                 let colour = pitfalls.contains(row.executor) ? pitfallColour : colours[row.executor] ?? "#17becf"
                 let start = x(min(ratio, 1)), end = x(max(ratio, 1))
-                out += "<text x=\"\(f(labelWidth))\" y=\"\(f(y + barHeight - 5))\" text-anchor=\"end\">\(row.executor)</text>\n"
+                out +=
+                    "<text x=\"\(f(labelWidth))\" y=\"\(f(y + barHeight - 5))\" text-anchor=\"end\">\(row.executor)</text>\n"
                 // Bars grow from the 1x line: left for faster than callbacks, right for slower.
-                out += "<rect x=\"\(f(start))\" y=\"\(f(y))\" width=\"\(f(max(end - start, 1.5)))\" height=\"\(f(barHeight))\" fill=\"\(colour)\"/>\n"
+                out +=
+                    "<rect x=\"\(f(start))\" y=\"\(f(y))\" width=\"\(f(max(end - start, 1.5)))\" height=\"\(f(barHeight))\" fill=\"\(colour)\"/>\n"
                 let value = ratio >= 10 ? String(format: "%.0fx", ratio) : String(format: "%.2fx", ratio)
                 let detail = "\(value)  (\(ReportFormatter.number(row.median)) ms)"
                 out += "<text x=\"\(f(end + 6))\" y=\"\(f(y + barHeight - 5))\" fill=\"#222\">\(detail)</text>\n"
@@ -65,7 +69,8 @@ package enum Chart {
             }
             y += groupGap - 12
         }
-        out += "<text x=\"10\" y=\"\(f(height - 8))\" fill=\"#777\" font-size=\"10\">\(escape(ReportFormatter.machineLine(report.machine)))</text>\n"
+        out +=
+            "<text x=\"10\" y=\"\(f(height - 8))\" fill=\"#777\" font-size=\"10\">\(escape(ReportFormatter.machineLine(report.machine)))</text>\n"
         out += "</svg>\n"
         return out
     }

@@ -2,8 +2,10 @@ import Foundation
 
 /// Renders a report for people (table, Markdown) and machines (JSON, CSV).
 package enum ReportFormatter {
-    package static let header = ["workload", "variant", "phase", "executor", "metric", "median", "min", "max", "unit",
-        "ratio", "per op"]
+    package static let header = [
+        "workload", "variant", "phase", "executor", "metric", "median", "min", "max", "unit",
+        "ratio", "per op",
+    ]
 
     package static func cells(_ row: BenchResult) -> [String] {
         [
@@ -61,18 +63,24 @@ package enum ReportFormatter {
         let fanout = report.results.filter { $0.workload == "fanout" && $0.phase == "warm" && $0.ratio != nil }
         guard !fanout.isEmpty else { return "" }
         var text = "## Headline: fanout (10,000 operations × 10 steps, warm), time relative to callbacks\n\n"
-        text += "| step | callbacks | futures | fibers | fastest peer | worst pitfall |\n| --- | --- | --- | --- | --- | --- |\n"
+        text +=
+            "| step | callbacks | futures | fibers | fastest peer | worst pitfall |\n| --- | --- | --- | --- | --- | --- |\n"
         for variant in ["yield", "timer", "io"] {
             let rows = fanout.filter { $0.variant == variant }
             guard !rows.isEmpty else { continue }
             func cell(_ executor: String) -> String {
-                rows.first { $0.executor == executor }.map { "\(number($0.median)) ms (\(String(format: "%.2fx", $0.ratio!)))" } ?? "—"
+                rows.first { $0.executor == executor }.map {
+                    "\(number($0.median)) ms (\(String(format: "%.2fx", $0.ratio!)))"
+                } ?? "—"
             }
             let worst = rows.filter { FanoutWorkload.pitfalls.contains($0.executor) }.max { $0.median < $1.median }
             let peer = rows.filter { $0.note?.hasPrefix("peer:") ?? false }.min { $0.median < $1.median }
-            let peerCell = peer.map { "\($0.executor): \(number($0.median)) ms (\(String(format: "%.2fx", $0.ratio!)))" } ?? "—"
-            let worstCell = worst.map { "\($0.executor): \(number($0.median)) ms (\(String(format: "%.1fx", $0.ratio!)))" } ?? "—"
-            text += "| \(variant) | \(cell("callbacks")) | \(cell("futures")) | \(cell("fibers")) | \(peerCell) | \(worstCell) |\n"
+            let peerCell =
+                peer.map { "\($0.executor): \(number($0.median)) ms (\(String(format: "%.2fx", $0.ratio!)))" } ?? "—"
+            let worstCell =
+                worst.map { "\($0.executor): \(number($0.median)) ms (\(String(format: "%.1fx", $0.ratio!)))" } ?? "—"
+            text +=
+                "| \(variant) | \(cell("callbacks")) | \(cell("futures")) | \(cell("fibers")) | \(peerCell) | \(worstCell) |\n"
         }
         return text + "\n" + prefaulted(report)
     }
@@ -108,15 +116,19 @@ package enum ReportFormatter {
                 $0.workload == "fanout" && $0.variant == row.variant && $0.phase == "warm" && $0.executor == "fibers"
             }
             let note = (row.note ?? "").replacingOccurrences(of: "|", with: "\\|")
-            text += "| \(row.executor) | \(number(row.median)) ms | \(row.ratio.map { String(format: "%.1fx", $0) } ?? "") | "
+            text +=
+                "| \(row.executor) | \(number(row.median)) ms | \(row.ratio.map { String(format: "%.1fx", $0) } ?? "") | "
                 + "\(fibers.map { String(format: "%.1fx", row.median / $0.median) } ?? "") | \(note) |\n"
         }
         return text + "\n"
     }
 
     package static func csv(_ report: Report) -> String {
-        let quote: (String) -> String = { $0.contains(",") || $0.contains("\"") ? "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" : $0 }
-        return ([header] + report.results.map(cells)).map { $0.map(quote).joined(separator: ",") }.joined(separator: "\n") + "\n"
+        let quote: (String) -> String = {
+            $0.contains(",") || $0.contains("\"") ? "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" : $0
+        }
+        return ([header] + report.results.map(cells)).map { $0.map(quote).joined(separator: ",") }.joined(
+            separator: "\n") + "\n"
     }
 
     package static func json(_ report: Report) throws -> String {

@@ -52,7 +52,8 @@ package struct MachineInfo: Codable, Sendable {
 
     package static func current() -> MachineInfo {
         let cpuInfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let model = cpuInfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+        let model =
+            cpuInfo.split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "unknown"
         var uts = utsname()
         uname(&uts)
@@ -105,7 +106,8 @@ package struct Stats {
         count = sorted.count
         min = sorted.first!
         max = sorted.last!
-        median = sorted.count % 2 == 1
+        median =
+            sorted.count % 2 == 1
             ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
 }
@@ -180,10 +182,12 @@ package func attachRatios(_ results: inout [BenchResult], baselines: [String: St
         let row = results[index]
         // A workload's variants may each have their own baseline ("workload/variant").
         guard let baseline = baselines["\(row.workload)/\(row.variant)"] ?? baselines[row.workload] else { continue }
-        guard let base = results.first(where: {
-            $0.workload == row.workload && $0.variant == row.variant && $0.metric == row.metric
-                && $0.phase == row.phase && $0.executor == baseline
-        }), base.median > 0 else { continue }
+        guard
+            let base = results.first(where: {
+                $0.workload == row.workload && $0.variant == row.variant && $0.metric == row.metric
+                    && $0.phase == row.phase && $0.executor == baseline
+            }), base.median > 0
+        else { continue }
         results[index].baseline = baseline
         results[index].ratio = row.median / base.median
     }

@@ -38,10 +38,13 @@ struct DoctorCommand: ParsableCommand {
         guard gallery || executors != nil else {
             throw ValidationError("nothing to examine: pass --gallery (or --executors a,b)")
         }
-        let chosen = executors.map { $0.split(separator: ",").map(String.init) }
+        let chosen =
+            executors.map { $0.split(separator: ",").map(String.init) }
             ?? (Self.healthy + FanoutWorkload.pitfalls)
         for executor in chosen where !FanoutWorkload.executors("timer").contains(executor) {
-            throw ValidationError("unknown executor '\(executor)' (fanout timer runs: \(FanoutWorkload.executors("timer").joined(separator: ", ")))")
+            throw ValidationError(
+                "unknown executor '\(executor)' (fanout timer runs: \(FanoutWorkload.executors("timer").joined(separator: ", ")))"
+            )
         }
         let loop = EventLoop()
         let state = FanoutWorkload.State(loop: loop)
@@ -49,14 +52,19 @@ struct DoctorCommand: ParsableCommand {
         for executor in chosen {
             let evidence = try measure(executor, state: state)
             let findings = Doctor.diagnose(evidence)
-            let verdict = findings.isEmpty ? "no pathology found" : findings.map(\.description).joined(separator: "\n    ")
+            let verdict =
+                findings.isEmpty ? "no pathology found" : findings.map(\.description).joined(separator: "\n    ")
             print("\(executor):\n    \(verdict)")
             if let cause = Self.expected[executor] {
                 if !findings.contains(where: { $0.pathology == cause }) {
-                    wrong.append("\(executor): expected \"\(cause.rawValue)\", got \(findings.isEmpty ? "nothing" : findings.map(\.pathology.rawValue).joined(separator: ", "))")
+                    wrong.append(
+                        "\(executor): expected \"\(cause.rawValue)\", got \(findings.isEmpty ? "nothing" : findings.map(\.pathology.rawValue).joined(separator: ", "))"
+                    )
                 }
             } else if Self.healthy.contains(executor), !findings.isEmpty {
-                wrong.append("\(executor): a false alarm on a good design (\(findings.map(\.pathology.rawValue).joined(separator: ", ")))")
+                wrong.append(
+                    "\(executor): a false alarm on a good design (\(findings.map(\.pathology.rawValue).joined(separator: ", ")))"
+                )
             }
         }
         try loop.close()
@@ -89,7 +97,8 @@ struct DoctorCommand: ParsableCommand {
             figures["loop_turns"] = Double(after.loopTurns - before.loopTurns) / total
         }
         figures.merge(state.evidence[executor] ?? [:]) { $1 }  // a kernel's own counters win
-        var evidence = Doctor.Evidence(perOperation: figures, operations: total, waitsPerOperation: Double(FanoutWorkload.steps))
+        var evidence = Doctor.Evidence(
+            perOperation: figures, operations: total, waitsPerOperation: Double(FanoutWorkload.steps))
         evidence.concurrency = Double(ops)
         return evidence
     }

@@ -62,7 +62,9 @@ enum Instructions {
                 process.waitUntilExit()
                 if process.terminationStatus == 0 {
                     strippedCopy[exe] = copy
-                    if strippedCopy.count == 1 { atexit { for copy in Instructions.strippedCopy.values { unlink(copy) } } }
+                    if strippedCopy.count == 1 {
+                        atexit { for copy in Instructions.strippedCopy.values { unlink(copy) } }
+                    }
                     return copy
                 }
             }
@@ -148,7 +150,9 @@ enum AllocationCounts {
         do { try process.run() } catch { return nil }
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        let fields = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isWhitespace).compactMap { Int64($0) }
+        let fields = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isWhitespace).compactMap {
+            Int64($0)
+        }
         guard process.terminationStatus == 0, fields.count == 2 else { return nil }
         return (fields[0], fields[1])
     }

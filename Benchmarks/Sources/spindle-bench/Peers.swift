@@ -16,11 +16,14 @@ struct Peer: Sendable {
     static let all: [Peer] = [
         Peer(
             name: "go", variants: ["yield", "timer"], install: "apt-get install -y golang-go",
-            version: { which("go").map { _ in shell("go", ["version"]).trimmingCharacters(in: .whitespacesAndNewlines) } },
+            version: {
+                which("go").map { _ in shell("go", ["version"]).trimmingCharacters(in: .whitespacesAndNewlines) }
+            },
             prepare: { peers, _ in
                 let binary = NSTemporaryDirectory() + "spindle-peer-go-\(getpid())"
-                try build(["go", "build", "-o", binary, "fanout.go"], in: peers.appendingPathComponent("go"),
-                          environment: ["GOCACHE": NSTemporaryDirectory() + "spindle-go-cache", "GOFLAGS": "-mod=mod"])
+                try build(
+                    ["go", "build", "-o", binary, "fanout.go"], in: peers.appendingPathComponent("go"),
+                    environment: ["GOCACHE": NSTemporaryDirectory() + "spindle-go-cache", "GOFLAGS": "-mod=mod"])
                 return { variant, trials in [binary, variant, ops, steps, String(trials)] }
             }),
         node("callbacks"),
@@ -28,13 +31,16 @@ struct Peer: Sendable {
         Peer(
             name: "boost-fiber", variants: ["yield", "timer"], install: "apt-get install -y libboost-fiber-dev g++",
             version: {
-                guard which("g++") != nil, FileManager.default.fileExists(atPath: "/usr/include/boost/fiber/all.hpp") else { return nil }
-                return "Boost.Fiber \(MachineInfo.current().boost), \(shell("g++", ["--version"]).split(separator: "\n").first ?? "g++")"
+                guard which("g++") != nil, FileManager.default.fileExists(atPath: "/usr/include/boost/fiber/all.hpp")
+                else { return nil }
+                return
+                    "Boost.Fiber \(MachineInfo.current().boost), \(shell("g++", ["--version"]).split(separator: "\n").first ?? "g++")"
             },
             prepare: { peers, _ in
                 let binary = NSTemporaryDirectory() + "spindle-peer-boost-fiber-\(getpid())"
-                try build(["g++", "-O2", "-o", binary, "fanout.cpp", "-lboost_fiber", "-lboost_context"],
-                          in: peers.appendingPathComponent("boost-fiber"))
+                try build(
+                    ["g++", "-O2", "-o", binary, "fanout.cpp", "-lboost_fiber", "-lboost_context"],
+                    in: peers.appendingPathComponent("boost-fiber"))
                 return { variant, trials in [binary, variant, ops, steps, String(trials)] }
             }),
         Peer(
@@ -42,7 +48,9 @@ struct Peer: Sendable {
             version: { swiftNIOVersion() },
             prepare: { _, tools in
                 let binary = tools.appendingPathComponent("spindle-bench-nio").path
-                guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError.tool("\(binary) is missing") }
+                guard FileManager.default.isExecutableFile(atPath: binary) else {
+                    throw BenchError.tool("\(binary) is missing")
+                }
                 return { variant, trials in [binary, "fanout", variant, ops, steps, String(trials)] }
             }),
     ]
@@ -60,19 +68,23 @@ struct Peer: Sendable {
 
     /// The fanout variants the peers run, for `list`.
     static var variantsRun: String {
-        FanoutWorkload.variants.filter { variant in all.contains { $0.variants.contains(variant) } }.joined(separator: " and ")
+        FanoutWorkload.variants.filter { variant in all.contains { $0.variants.contains(variant) } }.joined(
+            separator: " and ")
     }
 
     static let ops = String(FanoutWorkload.ops)
     static let steps = String(FanoutWorkload.steps)
 
     static func nodeVersion() -> String? {
-        which("node").map { _ in "Node.js " + shell("node", ["--version"]).trimmingCharacters(in: .whitespacesAndNewlines) }
+        which("node").map { _ in
+            "Node.js " + shell("node", ["--version"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
     }
 
     /// swift-nio's version as the Benchmarks package resolved it (Package.resolved).
     static func swiftNIOVersion() -> String? {
-        guard FileManager.default.isExecutableFile(atPath: Run.tools.appendingPathComponent("spindle-bench-nio").path) else { return nil }
+        guard FileManager.default.isExecutableFile(atPath: Run.tools.appendingPathComponent("spindle-bench-nio").path)
+        else { return nil }
         let resolved = Run.benchmarksDirectory.appendingPathComponent("Package.resolved")
         guard let data = try? Data(contentsOf: resolved),
             let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
@@ -104,7 +116,8 @@ struct Peer: Sendable {
         struct Trial: Decodable { let ms: Double; let completed: Int }
         let decoded = try text.split(separator: "\n").map { try JSONDecoder().decode(Trial.self, from: Data($0.utf8)) }
         for trial in decoded where trial.completed != FanoutWorkload.ops {
-            throw BenchError.incorrect("\(command.joined(separator: " ")) completed \(trial.completed) of \(FanoutWorkload.ops)")
+            throw BenchError.incorrect(
+                "\(command.joined(separator: " ")) completed \(trial.completed) of \(FanoutWorkload.ops)")
         }
         return decoded.map(\.ms)
     }
@@ -139,13 +152,19 @@ extension Run {
                 for variant in peer.variants where !Self.interrupted {
                     progress("fanout \(variant): peer \(peer.name), \(trials + 1) trials in one process")
                     let samples = try Peer.trials(command(variant, trials + 1))
-                    for (phase, phaseSamples) in [("cold", Array(samples.prefix(1))), ("warm", Array(samples.dropFirst()))] where !phaseSamples.isEmpty {
+                    for (phase, phaseSamples) in [
+                        ("cold", Array(samples.prefix(1))), ("warm", Array(samples.dropFirst())),
+                    ] where !phaseSamples.isEmpty {
                         let stats = Stats(phaseSamples)
-                        rows.append(BenchResult(
-                            workload: "fanout", variant: variant, executor: peer.name, metric: "time", unit: "ms",
-                            median: stats.median, min: stats.min, max: stats.max, trials: stats.count, phase: phase,
-                            per_op: ["ns_per_step": stats.median * 1e6 / Double(FanoutWorkload.ops * FanoutWorkload.steps)],
-                            note: "peer: \(version)"))
+                        rows.append(
+                            BenchResult(
+                                workload: "fanout", variant: variant, executor: peer.name, metric: "time", unit: "ms",
+                                median: stats.median, min: stats.min, max: stats.max, trials: stats.count, phase: phase,
+                                per_op: [
+                                    "ns_per_step": stats.median * 1e6
+                                        / Double(FanoutWorkload.ops * FanoutWorkload.steps)
+                                ],
+                                note: "peer: \(version)"))
                     }
                 }
             } catch {

@@ -1,6 +1,6 @@
 import ArgumentParser
-import Foundation
 import BenchKit
+import Foundation
 import Spindle
 import SpindleLoop
 
@@ -40,7 +40,9 @@ struct List: ParsableCommand {
         for peer in Peer.all {
             print("  \(peer.name): \(peer.version() ?? "not installed (\(peer.install); or make bench-peers)")")
         }
-        print("instruction counts: \(Instructions.available ? "valgrind found" : "valgrind not installed (apt-get install -y valgrind)")")
+        print(
+            "instruction counts: \(Instructions.available ? "valgrind found" : "valgrind not installed (apt-get install -y valgrind)")"
+        )
     }
 }
 
@@ -70,11 +72,16 @@ struct Count: ParsableCommand {
         case FanoutWorkload.name:
             // `rounds` warm runs after one cold run: (I(2) - I(1)) is one warm run.
             let state = FanoutWorkload.State(loop: loop)
-            for _ in 0..<rounds { _ = try FanoutWorkload.run(executor, variant: variant.isEmpty ? "yield" : variant, state: state) }
+            for _ in 0..<rounds {
+                _ = try FanoutWorkload.run(executor, variant: variant.isEmpty ? "yield" : variant, state: state)
+            }
             state.makeCold(executor)
         case ChannelWorkload.name, SpawnWorkload.name:
             // `rounds` runs of the whole workload; (I(2) - I(1)) is one run.
-            for _ in 0..<rounds { _ = try AllocationProbe.run(workload: workload, variant: variant, executor: executor, size: 1, state: .init(loop: loop)) }
+            for _ in 0..<rounds {
+                _ = try AllocationProbe.run(
+                    workload: workload, variant: variant, executor: executor, size: 1, state: .init(loop: loop))
+            }
         default:
             throw BenchError.unknownWorkload(workload)
         }

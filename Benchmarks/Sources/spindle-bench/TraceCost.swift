@@ -26,8 +26,10 @@ struct TraceCost: ParsableCommand {
             throw BenchError.tool("\(traceFree): no such executable (make trace-cost builds it)")
         }
         func count(_ executor: String, _ executable: String? = nil) throws -> Double {
-            guard let (instructions, _) = try Instructions.perRoundTrip(
-                workload: SwitchWorkload.name, variant: "", executor: executor, rounds: rounds, executable: executable)
+            guard
+                let (instructions, _) = try Instructions.perRoundTrip(
+                    workload: SwitchWorkload.name, variant: "", executor: executor, rounds: rounds,
+                    executable: executable)
             else { throw BenchError.tool("callgrind gave no count for \(executor)") }
             return instructions
         }
@@ -39,11 +41,14 @@ struct TraceCost: ParsableCommand {
         // its plain run does, or the build still has hooks in it.
         guard abs(noneAsked - none) <= 1 else {
             throw BenchError.incorrect(
-                "the trace-free build still traces: \(format(noneAsked)) instructions traced against \(format(none)) plain")
+                "the trace-free build still traces: \(format(noneAsked)) instructions traced against \(format(none)) plain"
+            )
         }
         print("fiber switch round trip (Fiber.yield and back), instructions under callgrind:")
         print("  no tracing code       \(format(none))")
-        print("  tracing off           \(format(off))  \(String(format: "%+.2f%%", (off / none - 1) * 100)) (target ≤ +2%)")
+        print(
+            "  tracing off           \(format(off))  \(String(format: "%+.2f%%", (off / none - 1) * 100)) (target ≤ +2%)"
+        )
         print("  tracing on            \(format(on))  \(String(format: "%.2fx", on / off)) of off (target ≤ 2x)")
         if off > none * 1.02 || on > off * 2 {
             throw ExitCode(1)

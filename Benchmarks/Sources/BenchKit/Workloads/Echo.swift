@@ -14,13 +14,15 @@ package enum EchoWorkload {
     package static let name = "echo"
     package static let variants = ["64-conn", "1000-conn"]
     package static let executors = [
-        "c-libuv", "fibers", "fibers-2loops", "callbacks", "futures", "swift-async-loop", "swift-async-global", "threads",
+        "c-libuv", "fibers", "fibers-2loops", "callbacks", "futures", "swift-async-loop", "swift-async-global",
+        "threads",
         "swiftnio", "swiftnio-2threads",
     ]
     package static let baseline = "c-libuv"
     /// What `make bench` runs (each echo trial is two processes for 0.9 s); `--all` adds the rest.
     package static let headlineExecutors = [
-        "c-libuv", "fibers", "fibers-2loops", "callbacks", "futures", "swift-async-loop", "swiftnio", "swiftnio-2threads",
+        "c-libuv", "fibers", "fibers-2loops", "callbacks", "futures", "swift-async-loop", "swiftnio",
+        "swiftnio-2threads",
     ]
     /// Servers that are other programs (peers): no allocation counting through the interposer.
     package static let peers = ["swiftnio", "swiftnio-2threads"]
@@ -69,7 +71,8 @@ package enum EchoWorkload {
         case "fibers": try serveFibers(port: port)
         case "fibers-2loops": try serveFibersOnLoops(2, port: port)
         case "callbacks", "futures": try serveClosures(futures: executor == "futures", port: port)
-        case "swift-async-loop", "swift-async-global": try serveAsync(onLoop: executor == "swift-async-loop", port: port)
+        case "swift-async-loop", "swift-async-global":
+            try serveAsync(onLoop: executor == "swift-async-loop", port: port)
         case "threads": try serveThreads(port: port)
         default: throw BenchError.unknownExecutor(executor, workload: name)
         }
@@ -137,7 +140,11 @@ package enum EchoWorkload {
                 connection.close()
                 buffer.deallocate()
             }
-            if futures { echoFutures(connection, buffer, finished) } else { echoCallbacks(connection, buffer, finished) }
+            if futures {
+                echoFutures(connection, buffer, finished)
+            } else {
+                echoCallbacks(connection, buffer, finished)
+            }
         }
         announce(try listener.localAddress.port)
         let signals = stopOnSignals(loop)
@@ -245,9 +252,13 @@ package enum EchoWorkload {
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
-        guard bound == 0, listen(server, 4096) == 0 else { throw BenchError.tool("threads echo: bind/listen: \(String(cString: strerror(errno)))") }
+        guard bound == 0, listen(server, 4096) == 0 else {
+            throw BenchError.tool("threads echo: bind/listen: \(String(cString: strerror(errno)))")
+        }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(server, $0, &length) }
@@ -264,23 +275,25 @@ package enum EchoWorkload {
             if client < 0 { continue }
             setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             var thread = pthread_t()
-            let status = pthread_create(&thread, &attributes, { raw in
-                let fd = Int32(Int(bitPattern: raw))
-                var buffer = [UInt8](repeating: 0, count: 16_384)
-                while true {
-                    let count = read(fd, &buffer, buffer.count)
-                    if count <= 0 { break }
-                    var sent = 0
-                    while sent < count {
-                        let written = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + sent, count - sent) }
-                        if written <= 0 { break }
-                        sent += written
+            let status = pthread_create(
+                &thread, &attributes,
+                { raw in
+                    let fd = Int32(Int(bitPattern: raw))
+                    var buffer = [UInt8](repeating: 0, count: 16_384)
+                    while true {
+                        let count = read(fd, &buffer, buffer.count)
+                        if count <= 0 { break }
+                        var sent = 0
+                        while sent < count {
+                            let written = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + sent, count - sent) }
+                            if written <= 0 { break }
+                            sent += written
+                        }
+                        if sent < count { break }
                     }
-                    if sent < count { break }
-                }
-                close(fd)
-                return nil
-            }, UnsafeMutableRawPointer(bitPattern: Int(client)))
+                    close(fd)
+                    return nil
+                }, UnsafeMutableRawPointer(bitPattern: Int(client)))
             if status != 0 { close(client) }
         }
     }
@@ -304,7 +317,8 @@ package enum EchoWorkload {
     /// for `warmupMs` + `durationMs`, checks the load generator saw every byte right, stops the
     /// server and returns what was measured.
     package static func run(
-        _ executor: String, variant: String, warmupMs: Int, durationMs: Int, tools: URL, countingAllocations: Bool = false
+        _ executor: String, variant: String, warmupMs: Int, durationMs: Int, tools: URL,
+        countingAllocations: Bool = false
     ) throws -> Outcome {
         let server = try startServer(executor, tools: tools, countingAllocations: countingAllocations)
         var serverStopped = false
@@ -313,15 +327,18 @@ package enum EchoWorkload {
             .appendingPathComponent("spindle-echo-\(getpid())-\(executor).samples").path
         defer { unlink(samplesPath) }
         let loadCPUBefore = childrenCPUSeconds()
-        let load = try runTool(tools.appendingPathComponent("spindle-echo-load"), [
-            "--port", String(server.port), "--connections", String(try connections(variant)),
-            "--size", String(messageSize), "--warmup-ms", String(warmupMs), "--duration-ms", String(durationMs),
-            "--samples", samplesPath,
-        ])
+        let load = try runTool(
+            tools.appendingPathComponent("spindle-echo-load"),
+            [
+                "--port", String(server.port), "--connections", String(try connections(variant)),
+                "--size", String(messageSize), "--warmup-ms", String(warmupMs), "--duration-ms", String(durationMs),
+                "--samples", samplesPath,
+            ])
         let loadCPU = childrenCPUSeconds() - loadCPUBefore
         let summary = load.output
         guard load.status == 0 else {
-            throw BenchError.incorrect("echo \(variant) on \(executor): the load generator failed: \(summary)\(load.errors)")
+            throw BenchError.incorrect(
+                "echo \(variant) on \(executor): the load generator failed: \(summary)\(load.errors)")
         }
         let fields = keyValues(summary)
         // The server's CPU time: what RUSAGE_CHILDREN gains when it is reaped (the load
@@ -330,7 +347,8 @@ package enum EchoWorkload {
         server.stop()
         serverStopped = true
         let serverCPU = childrenCPUSeconds() - cpuBefore
-        guard let requests = fields["requests"], let window = fields["window_ns"], let rounds = fields["rounds"], requests > 0,
+        guard let requests = fields["requests"], let window = fields["window_ns"], let rounds = fields["rounds"],
+            requests > 0,
             let turns = fields["turns"], turns > 0, fields["mismatches"] == 0, fields["errors"] == 0,
             let ramp = fields["ramp_ns"], let measured = fields["measured"]
         else {
@@ -398,7 +416,9 @@ package enum EchoWorkload {
     /// Starts `executor`'s server: `spindle-echo-c` for the baseline, else `spindle-bench
     /// serve-echo` (a process of its own, apart from the load generator and this driver), or
     /// `spindle-bench-allocs serve-echo` to count the server's allocations.
-    package static func startServer(_ executor: String, tools: URL, countingAllocations: Bool = false) throws -> ServerProcess {
+    package static func startServer(_ executor: String, tools: URL, countingAllocations: Bool = false) throws
+        -> ServerProcess
+    {
         let process = Process()
         if countingAllocations {
             process.executableURL = tools.appendingPathComponent("spindle-bench-allocs")
@@ -430,7 +450,8 @@ package enum EchoWorkload {
             let port = Int(portText)
         else {
             process.terminate()
-            throw BenchError.tool("the \(executor) echo server did not say where it listens (it printed \(text.debugDescription))")
+            throw BenchError.tool(
+                "the \(executor) echo server did not say where it listens (it printed \(text.debugDescription))")
         }
         return ServerProcess(process: process, output: out.fileHandleForReading, port: port)
     }

@@ -73,10 +73,12 @@ package enum ScaleWorkload {
         let after = scheduler.counters
         let finished = after.finishes - before.finishes
         guard marks.finished == fibers, finished == UInt64(fibers + 1), marks.parked >= UInt64(fibers) else {
-            throw BenchError.incorrect("scale: \(marks.finished) of \(fibers) sleepers finished, \(marks.parked) parked at once")
+            throw BenchError.incorrect(
+                "scale: \(marks.finished) of \(fibers) sleepers finished, \(marks.parked) parked at once")
         }
         guard after.stacksCold == before.stacksCold else {
-            throw BenchError.incorrect("scale: \(after.stacksCold - before.stacksCold) stacks mapped during the spawn, none expected")
+            throw BenchError.incorrect(
+                "scale: \(after.stacksCold - before.stacksCold) stacks mapped during the spawn, none expected")
         }
         return Outcome(
             prefaultSeconds: prefaultSeconds,

@@ -15,7 +15,8 @@ package enum SwitchWorkload {
     package static let baseline = "c-fcontext"
 
     package static func executors(_ variant: String) -> [String] {
-        variant == "" ? ["c-fcontext", "fibers", "fibers-traced", "ucontext", "thread-handoff"] : ["c-fcontext", "fibers"]
+        variant == ""
+            ? ["c-fcontext", "fibers", "fibers-traced", "ucontext", "thread-handoff"] : ["c-fcontext", "fibers"]
     }
 
     /// Round trips per trial, sized so each trial takes tens of milliseconds.
@@ -28,7 +29,8 @@ package enum SwitchWorkload {
     }
 
     /// Runs `rounds` round trips once on `executor`; returns nanoseconds and checks the count.
-    package static func run(_ executor: String, variant: String = "", rounds: UInt64, loop: EventLoop) throws -> Double {
+    package static func run(_ executor: String, variant: String = "", rounds: UInt64, loop: EventLoop) throws -> Double
+    {
         var completed: UInt64 = 0
         let ns = try measure {
             switch (executor, variant) {
@@ -46,7 +48,9 @@ package enum SwitchWorkload {
             default: throw BenchError.unknownExecutor(executor, workload: name)
             }
         }
-        guard completed == rounds else { throw BenchError.incorrect("\(executor) did \(completed) of \(rounds) round trips") }
+        guard completed == rounds else {
+            throw BenchError.incorrect("\(executor) did \(completed) of \(rounds) round trips")
+        }
         return ns
     }
 
