@@ -6,6 +6,7 @@
 #include <link.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -126,6 +127,14 @@ int spindle_running_on_valgrind(void) {
 }
 
 __thread void *spindle_tls_current_loop;
+
+__thread uint64_t spindle_tls_thread_id __attribute__((tls_model("initial-exec")));
+static _Atomic uint64_t spindle_last_thread_id;
+
+uint64_t spindle_assign_thread_id(void) {
+    spindle_tls_thread_id = atomic_fetch_add_explicit(&spindle_last_thread_id, 1, memory_order_relaxed) + 1;
+    return spindle_tls_thread_id;
+}
 
 int spindle_usable_cpu_count(void) {
     cpu_set_t set;

@@ -231,7 +231,7 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
         let core = fiber.pointee.sched!
         if _slowPath(
             fiber.pointee.id != id || fiber.pointee.state != UInt8(SPINDLE_FIBER_PARKED)
-                || pthread_self() != pthread_t(core.pointee.owner_thread))
+                || spindle_thread_id_or_zero() != core.pointee.owner_thread_id)
         {
             badWake()
         }
@@ -259,7 +259,7 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
     func badWake() -> Never {
         if fiber.pointee.id != id { fatalError("FiberRef.wake(): fiber #\(id) has already finished") }
         let core = fiber.pointee.sched!
-        if pthread_self() != pthread_t(core.pointee.owner_thread) { usedFromAnotherThread("FiberRef.wake()") }
+        if spindle_thread_id_or_zero() != core.pointee.owner_thread_id { usedFromAnotherThread("FiberRef.wake()") }
         fatalError("FiberRef.wake(): \(Scheduler.describe(fiber)) is not parked")
     }
 
@@ -277,7 +277,7 @@ public struct FiberRef: Hashable, @unchecked Sendable, CustomStringConvertible {
     /// current or next blocking call throws `CancellationError`. See ``FiberHandle/cancel()``.
     /// Call it on the fiber's loop's thread; from another it stops the process, naming both.
     public func cancel() {
-        if _slowPath(pthread_self() != pthread_t(fiber.pointee.sched.unsafelyUnwrapped.pointee.owner_thread)) {
+        if _slowPath(spindle_thread_id_or_zero() != fiber.pointee.sched.unsafelyUnwrapped.pointee.owner_thread_id) {
             usedFromAnotherThread("cancel()")
         }
         guard fiber.pointee.id == id, fiber.pointee.state != UInt8(SPINDLE_FIBER_FINISHED) else { return }

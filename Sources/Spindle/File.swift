@@ -75,27 +75,10 @@ public final class FiberFile {
 
 extension Fiber {
     /// Starts an operation whose completion gives a `Result`, and parks the running fiber until
-    /// it does. Not cancellable (the operation owns memory on this fiber's stack until then).
+    /// it does (see ``Pending/await(_:_:)``).
     static func awaitResult<T>(_ reason: ParkReason, _ start: (@escaping (Result<T, UVError>) -> Void) -> Void) throws
         -> T
     {
-        let me = runningFiber("a blocking call")
-        try checkInterruption(me)
-        let outcome = PendingResult<T>()
-        start { result in
-            outcome.result = result
-            if let waiter = outcome.waiter { waiter.wake(.ready) }
-        }
-        if outcome.result == nil {
-            outcome.waiter = FiberRef(me)
-            _ = park(me, reason, detail: 0)
-        }
-        return try outcome.result.unsafelyUnwrapped.get()
+        try Pending<T>.await(reason, start)
     }
-}
-
-/// Where a completion leaves its result for the fiber parked on it.
-final class PendingResult<T> {
-    var result: Result<T, UVError>?
-    var waiter: FiberRef?
 }

@@ -147,7 +147,7 @@ extension Scheduler {
             ("fiberNanoseconds", "\(counters.fiberNanoseconds)"), ("runningNanoseconds", "\(loop.runningNanoseconds)"),
             ("idleNanoseconds", "\(loop.idleNanoseconds)"),
         ]
-        if pthread_self() == pthread_t(core.pointee.owner_thread) {
+        if spindle_thread_id_or_zero() == core.pointee.owner_thread_id {
             var usage = rusage()
             getrusage(1, &usage)  // RUSAGE_THREAD (Linux; a GNU name Swift's Glibc does not import)
             func microseconds(_ time: timeval) -> Int { time.tv_sec * 1_000_000 + time.tv_usec }

@@ -154,6 +154,7 @@ public final class Scheduler: EventLoopAttachment {
         core.pointee.clock_ticks0 = spindle_trace_clock()
         core.pointee.clock_ns0 = spindle_monotonic_ns()
         core.pointee.owner_thread = UInt64(pthread_self())
+        core.pointee.owner_thread_id = spindle_thread_id()
         core.pointee.annotate = spindle_sanitizer_annotations_enabled() != 0 ? 1 : 0
         core.pointee.exclusivity_head = spindle_exclusivity_head_location()
         #if !SPINDLE_SANITIZERS
@@ -268,7 +269,7 @@ public final class Scheduler: EventLoopAttachment {
     private func startFiber(name: String?, stackSize: Int?, body: UnsafeMutableRawPointer?) -> UnsafeMutablePointer<
         spindle_fiber_t
     > {
-        if _slowPath(pthread_self() != pthread_t(core.pointee.owner_thread)) {
+        if _slowPath(spindle_thread_id_or_zero() != core.pointee.owner_thread_id) {
             loop.preconditionOnLoopThread("spawning a fiber")
         }
         if _slowPath(isClosed) { preconditionFailure("cannot spawn a fiber on a closed EventLoop") }

@@ -12,7 +12,7 @@ import SpindleLoop
 public class StreamConnection {
     /// The underlying libuv stream.
     public let stream: StreamSocket
-    private let pending = PendingRead<Int>()
+    private let pending = Pending<Int>()
 
     init(stream: StreamSocket) {
         self.stream = stream
@@ -58,7 +58,7 @@ public class StreamConnection {
         return filled
     }
 
-    private static func readFinished(_ result: Result<Int, UVError>, stream: StreamSocket, pending: PendingRead<Int>) {
+    private static func readFinished(_ result: Result<Int, UVError>, stream: StreamSocket, pending: Pending<Int>) {
         // Reading stays on after a read, so a fiber that reads again soon costs no epoll
         // re-registration; data arriving meanwhile finds no buffer and pauses reading.
         stream.readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)  // later data waits for the next read

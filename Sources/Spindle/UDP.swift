@@ -8,7 +8,7 @@ import SpindleLoop
 public final class DatagramSocket {
     /// The underlying libuv socket.
     public let socket: UDPSocket
-    private let pending = PendingRead<(Int, SocketAddress?)>()
+    private let pending = Pending<(Int, SocketAddress?)>()
 
     /// Binds a socket to `address` (port 0 picks one) on the running fiber's loop, or `loop`.
     public init(address: SocketAddress, reuseAddress: Bool = false, loop: EventLoop? = nil) throws {

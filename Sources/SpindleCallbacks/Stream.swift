@@ -3,7 +3,7 @@ import SpindleLoop
 
 /// Keeps an object alive while it has operations pending, so a completion is never lost (or
 /// delivered to freed memory) because its owner dropped the object early.
-struct PendingOperations {
+struct KeepAlive {
     private var count = 0
     private var retain: Unmanaged<AnyObject>?
 
@@ -37,7 +37,7 @@ struct PendingOperations {
 /// reabstraction thunk, an allocation per read.
 struct OutstandingRead {
     private(set) var isOutstanding = false
-    private var pending = PendingOperations()
+    private var pending = KeepAlive()
 
     /// Records a read for `owner` (the caller has checked none is outstanding).
     mutating func begin(owner: AnyObject) {
@@ -47,7 +47,7 @@ struct OutstandingRead {
 
     /// The read is over; returns the release to perform once its completion has run (the owner
     /// may be freed then).
-    mutating func end() -> PendingOperations.Release {
+    mutating func end() -> KeepAlive.Release {
         isOutstanding = false
         return pending.endLater()
     }
@@ -69,7 +69,7 @@ extension Callbacks {
         /// The completion of a read started by ``read(into:holding:_:)``, and its object.
         private var objectReadCompletion: ((inout AnyObject?, Result<Int, UVError>) -> Void)?
         private var readObject: AnyObject?
-        private var pending = PendingOperations()
+        private var pending = KeepAlive()
 
         init(stream: StreamSocket) {
             self.stream = stream

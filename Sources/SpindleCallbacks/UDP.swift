@@ -8,7 +8,7 @@ extension Callbacks {
         public let socket: UDPSocket
         private var receiving = OutstandingRead()
         private var receiveCompletion: (Result<(count: Int, from: SocketAddress), UVError>) throws -> Void = { _ in }
-        private var pending = PendingOperations()
+        private var pending = KeepAlive()
 
         /// Binds to `address` (port 0 picks one).
         public init(address: SocketAddress, reuseAddress: Bool = false, loop: EventLoop) throws(UVError) {

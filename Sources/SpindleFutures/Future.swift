@@ -68,7 +68,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         loop._withUnsafeGuaranteedRef {
             $0.preconditionOnLoopThread("chaining a pending Future (map, flatMap, flatMapError)")
         }
-        let recycled = loop._withUnsafeGuaranteedRef { $0.takeRecycled(as: Future<Value>.self) }
+        let recycled = ReusedFutures.takeRecycled(on: loop, as: Future<Value>.self)
         guard let spare = recycled else {
             return make(loop: loop.takeUnretainedValue(), file: file, line: line)
         }
@@ -84,7 +84,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// The loop comes lent, as to ``makeChained(loop:file:line:)``.
     @inlinable @inline(__always)
     static func makeSpareOrNew(loop: Unmanaged<EventLoop>, file: StaticString, line: UInt) -> Future<Value> {
-        guard let spare = loop._withUnsafeGuaranteedRef({ $0.takeSpare(as: Future<Value>.self) }) else {
+        guard let spare = ReusedFutures.takeSpare(on: loop, as: Future<Value>.self) else {
             return make(loop: loop.takeUnretainedValue(), file: file, line: line)
         }
         spare.rearm(file: file, line: line)
@@ -109,7 +109,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         if _isPOD(Value.self), isKnownUniquelyReferenced(&slot) {
             let state = lent._withUnsafeGuaranteedRef { $0.core }
             if state.pointee.state == .succeeded {
-                FutureState.lentLoop(state)._withUnsafeGuaranteedRef { $0.keepSpare(from: &slot) }
+                ReusedFutures.keepSpare(on: FutureState.lentLoop(state), from: &slot)
             }
         }
         // Usually kept: a release of the nil left would still be a call.
@@ -153,7 +153,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
             guard targetState.pointee.state == .linked, isKnownUniquelyReferenced(&slot) else { return }
             targetState.pointee.forward = nil
         }
-        FutureState.lentLoop(targetState)._withUnsafeGuaranteedRef { $0.keepRecycled(from: &slot) }
+        ReusedFutures.keepRecycled(on: FutureState.lentLoop(targetState), from: &slot)
     }
 
     /// `hand(_:to:)` for a `next` of another loop (a flatMap's closure returned a future of
@@ -644,9 +644,11 @@ extension EventLoop {
         Value
     > {
         let sharing = Value.self == Void.self && isOnLoopThread
-        if sharing, let shared = sharedObject(as: Future<Value>.self) { return shared }
+        if sharing, let shared = ReusedFutures.shared(on: Unmanaged.passUnretained(self), as: Future<Value>.self) {
+            return shared
+        }
         let future = Future.make(loop: self, outcome: .success(value), file: file, line: line)
-        if sharing { keepShared(future) }
+        if sharing { ReusedFutures.keepShared(on: Unmanaged.passUnretained(self), future) }
         return future
     }
 

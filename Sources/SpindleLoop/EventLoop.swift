@@ -13,6 +13,14 @@ public protocol EventLoopAttachment: AnyObject {
     func openItems() -> [String]
     /// Releases this attachment's handles. Called by ``EventLoop/close()`` once nothing is open.
     func loopWillClose()
+    /// Lets go of what the attachment keeps only while the loop runs (objects that may hold the
+    /// loop). Called each time ``EventLoop/run(_:)`` returns. The default does nothing.
+    func loopDidStop()
+}
+
+extension EventLoopAttachment {
+    /// Does nothing: an attachment that keeps nothing only while the loop runs needs no more.
+    public func loopDidStop() {}
 }
 
 /// A libuv event loop owned by one thread.
@@ -48,7 +56,10 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
     }
 
     @usableFromInline package let uv: UnsafeMutablePointer<uv_loop_t>
+    /// The owner thread, to name it in messages.
     @usableFromInline let owner: pthread_t
+    /// The owner thread's process-unique number (see ``isOnLoopThread``).
+    @usableFromInline let ownerThreadID: UInt64
     @exclusivity(unchecked) @usableFromInline var state: State = .open
     @exclusivity(unchecked) private var stopRequested = false
     /// Whether ``run(_:)`` runs ``RunMode/untilStopped`` (the wakeup then keeps the loop alive).
@@ -68,18 +79,10 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
     @exclusivity(unchecked) @usableFromInline var cachedAttachmentAddress: UnsafeMutableRawPointer?
     @exclusivity(unchecked) var inbox: PostInbox!
     @exclusivity(unchecked) var nextTurn: NextTurnQueue?
-    /// One spent object kept for reuse by a layer above: the futures layer keeps a finished
-    /// future of a flatMap chain here, so that the chain's next flatMap allocates nothing. Kept
-    /// only while the loop runs, and dropped when it stops (the object may hold the loop).
-    @exclusivity(unchecked) @usableFromInline var recycled = KeptObject()
-    /// One completed object a layer above hands out again and again: the futures layer keeps
-    /// its succeeded `Future<Void>` here. Kept, like ``recycled``, only while the loop runs.
-    @exclusivity(unchecked) @usableFromInline var shared = KeptObject()
-    /// One completed object a layer above makes ready again for its next use: the futures
-    /// layer keeps the future of a timer's fire, a next-turn deferral or a read here once its
-    /// callbacks have run, for the next such operation to reuse. Kept, like ``recycled``, only
-    /// while the loop runs.
-    @exclusivity(unchecked) @usableFromInline var spare = KeptObject()
+    /// The address of the hot attachment (see ``hotAttachment(_:_:)``), unretained: the
+    /// attachments dictionary holds it until the loop closes.
+    @exclusivity(unchecked) @usableFromInline var hotAttachmentAddress: UnsafeMutableRawPointer?
+    @exclusivity(unchecked) @usableFromInline var hotAttachmentKey: ObjectIdentifier?
 
     /// The loop's number, unique in the process (1 for the first loop made).
     public let id: UInt64
@@ -110,6 +113,7 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
         // blocked, for the doctor and the counters.
         UVError.mustSucceed(spindle_uv_enable_idle_time(uv), "uv_loop_configure(UV_METRICS_IDLE_TIME)")
         owner = pthread_self()
+        ownerThreadID = spindle_thread_id()
         inbox = PostInbox(loop: self)
     }
 
@@ -128,15 +132,16 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
 
     // MARK: Threads
 
-    /// Whether the caller runs on the thread that owns this loop.
-    // glibc's pthread_t is the thread's address: equal values are the same thread, and the
-    // comparison needs no call to pthread_equal.
-    @inlinable public var isOnLoopThread: Bool { pthread_self() == owner }
+    /// Whether the caller runs on the thread that owns this loop. The owner is known by its
+    /// process-unique number (`spindle_thread_id`), not its pthread_t: glibc gives a finished
+    /// thread's pthread_t to the next thread made, which would pass for the owner of a loop
+    /// whose thread has gone.
+    @inlinable public var isOnLoopThread: Bool { spindle_thread_id_or_zero() == ownerThreadID }
 
     /// Stops the process with a clear message when called from a thread that does not own the loop.
     @inlinable
     public func preconditionOnLoopThread(_ what: @autoclosure () -> String) {
-        if _slowPath(pthread_self() != owner) {
+        if _slowPath(spindle_thread_id_or_zero() != ownerThreadID) {
             wrongThread(what())
         }
     }
@@ -227,48 +232,11 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
         spindle_set_current_loop(outerLoop)
         outerLoop = nil
         state = .open
-        recycled.object = nil
-        shared.object = nil
-        spare.object = nil
+        for attachment in attachments.values { attachment.loopDidStop() }
     }
 
-    /// Moves the object in `slot` to where ``takeRecycled(as:)`` finds it (replacing any kept
-    /// before) while the loop runs; otherwise leaves it in `slot`. Call it on the loop's thread.
-    @inlinable
-    package func keepRecycled(from slot: inout AnyObject?) {
-        if isRunning { recycled.object.fill(with: slot.take()) }
-    }
-
-    /// The object kept by ``keepRecycled(from:)``, moved out, if it is exactly of class `T`.
-    /// Call it on the loop's thread.
-    @inlinable
-    package func takeRecycled<T: AnyObject>(as _: T.Type) -> T? { recycled.take(as: T.self) }
-
-    /// Moves the object in `slot` to where ``takeSpare(as:)`` finds it (replacing any kept
-    /// before) while the loop runs; otherwise leaves it in `slot`. Call it on the loop's thread.
-    @inlinable
-    package func keepSpare(from slot: inout AnyObject?) {
-        if isRunning { spare.object.fill(with: slot.take()) }
-    }
-
-    /// The object kept by ``keepSpare(from:)``, moved out, if it is exactly of class `T`. Call it
-    /// on the loop's thread.
-    @inlinable
-    package func takeSpare<T: AnyObject>(as _: T.Type) -> T? { spare.take(as: T.self) }
-
-    /// Keeps `object` for ``sharedObject(as:)`` while the loop runs; otherwise lets it go.
-    /// Call it on the loop's thread.
-    @inlinable
-    package func keepShared(_ object: __owned AnyObject) {
-        if isRunning { shared.object = object }
-    }
-
-    /// The object kept by ``keepShared(_:)`` (it stays kept), if it is exactly of class `T`.
-    /// Call it on the loop's thread.
-    @inlinable
-    package func sharedObject<T: AnyObject>(as _: T.Type) -> T? { shared.object(as: T.self) }
-
-    @inlinable var isRunning: Bool { state == .running }
+    /// Whether ``run(_:)`` is running the loop now.
+    @inlinable package var isRunning: Bool { state == .running }
 
     /// Runs one loop iteration. With `blocking` it waits for at least one event if there is work
     /// that could produce one. Returns whether work remains. Wraps uv_run with `UV_RUN_ONCE` or
@@ -366,6 +334,50 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
         return made
     }
 
+    /// The attachment of type `T` (made with `make` on first use), lent: the loop holds it.
+    /// Found with no lookup: a load and a test.
+    ///
+    /// For the one layer whose hot paths reach its per-loop state on every operation (the
+    /// futures layer: the futures it reuses). The first type to ask claims the hot slot for the
+    /// whole process; any other type asking stops the process, saying so. Other attachments use
+    /// ``withAttachment(_:_:_:)``.
+    @inlinable @inline(__always)
+    package func hotAttachment<T: EventLoopAttachment>(_ type: T.Type, _ make: () -> T) -> Unmanaged<T> {
+        if let address = hotAttachmentAddress {
+            // One type holds the slot in every loop of the process (the slow path makes sure),
+            // so only debug builds check it here: the type's metadata is a call away in another
+            // module, and the hot paths come here several times an operation.
+            assert(ObjectIdentifier(type) == hotAttachmentKey, Self.hotAttachmentClaimed(by: T.self))
+            return Unmanaged<T>.fromOpaque(address)
+        }
+        return Unmanaged.passUnretained(hotAttachmentSlow(type, make))
+    }
+
+    /// The hot attachment, lent, once one was made (see ``hotAttachment(_:_:)``): for a fast
+    /// path that knows its type, with its own out-of-line call to `hotAttachment` otherwise.
+    @inlinable package var madeHotAttachment: UnsafeMutableRawPointer? { hotAttachmentAddress }
+
+    /// The type that claimed the hot slot, for every loop of the process.
+    private static let hotAttachmentType = Locked<ObjectIdentifier?>(nil)
+
+    @usableFromInline
+    static func hotAttachmentClaimed<T>(by type: T.Type) -> String {
+        "\(T.self) asked for the loop's hot attachment, which another layer's type holds: use withAttachment"
+    }
+
+    @usableFromInline
+    func hotAttachmentSlow<T: EventLoopAttachment>(_ type: T.Type, _ make: () -> T) -> T {
+        let claimed = Self.hotAttachmentType.withLock { claimed -> ObjectIdentifier in
+            if claimed == nil { claimed = ObjectIdentifier(type) }
+            return claimed!
+        }
+        precondition(claimed == ObjectIdentifier(type), Self.hotAttachmentClaimed(by: T.self))
+        let attachment = attachmentSlow(type, make)
+        hotAttachmentAddress = Unmanaged.passUnretained(attachment as AnyObject).toOpaque()
+        hotAttachmentKey = ObjectIdentifier(type)
+        return attachment
+    }
+
     /// The attachment of type `T`, if one was made.
     public func existingAttachment<T: EventLoopAttachment>(_ type: T.Type) -> T? {
         attachments[ObjectIdentifier(type)].map { unsafeDowncast($0, to: T.self) }
@@ -440,6 +452,8 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
         attachmentOrder.removeAll()
         cachedAttachmentAddress = nil
         cachedAttachmentKey = nil
+        hotAttachmentAddress = nil
+        hotAttachmentKey = nil
         nextTurn = nil
         uv.deallocate()
     }
@@ -488,7 +502,7 @@ private let describeOpenHandle: @convention(c) (UnsafeMutablePointer<uv_handle_t
 extension Optional where Wrapped == AnyObject {
     /// Stores `object` in this slot. Assigning would release the old value even when there is
     /// none, and a release of nil is still a call: a slot on a hot path that is usually empty
-    /// when filled (a future's first callback target, its forward, the loop's spare) is
+    /// when filled (a future's first callback target, its forward, a reused future) is
     /// initialised instead when it is empty.
     @inlinable @inline(__always)
     package mutating func fill(with object: __owned AnyObject?) {
@@ -497,28 +511,5 @@ extension Optional where Wrapped == AnyObject {
         } else {
             self = object
         }
-    }
-}
-
-/// An object a layer above keeps on the loop (``EventLoop/recycled``, ``EventLoop/shared``).
-@usableFromInline
-struct KeptObject {
-    @usableFromInline var object: AnyObject?
-
-    @inlinable init() {}
-
-    /// The object, if it is exactly of class `T` (it stays kept).
-    @inlinable
-    func object<T: AnyObject>(as _: T.Type) -> T? {
-        guard let object, ObjectIdentifier(type(of: object)) == ObjectIdentifier(T.self) else { return nil }
-        return unsafeDowncast(object, to: T.self)
-    }
-
-    /// The object, moved out, if it is exactly of class `T` (otherwise it stays kept).
-    @inlinable
-    mutating func take<T: AnyObject>(as _: T.Type) -> T? {
-        guard let object = object(as: T.self) else { return nil }
-        self.object = nil
-        return object
     }
 }

@@ -78,34 +78,14 @@ public enum FileSystem {
         _ done: @escaping (UnsafeMutablePointer<uv_fs_t>, Result<Void, UVError>) -> Void
     ) {
         loop.preconditionOnLoopThread(operation)
-        final class Pending {
-            let done: (UnsafeMutablePointer<uv_fs_t>, Result<Void, UVError>) -> Void
-            let operation: String
-            init(_ done: @escaping (UnsafeMutablePointer<uv_fs_t>, Result<Void, UVError>) -> Void, _ operation: String)
-            {
-                self.done = done
-                self.operation = operation
-            }
-        }
-        guard let memory = calloc(1, MemoryLayout<uv_fs_t>.size) else { fatalError("out of memory") }
-        let request = memory.bindMemory(to: uv_fs_t.self, capacity: 1)
-        request.pointee.data = Unmanaged.passRetained(Pending(done, operation)).toOpaque()
-        let finish: uv_fs_cb = { request in
-            guard let request else { return }
-            let pending = Unmanaged<Pending>.fromOpaque(request.pointee.data!).takeRetainedValue()
-            let status = request.pointee.result
-            pending.done(
-                request,
-                status < 0 ? .failure(UVError(code: Int32(status), operation: pending.operation)) : .success(()))
+        let request = Request<uv_fs_t>(operation) { request, error in
+            done(request, error.map { .failure($0) } ?? .success(()))
             uv_fs_req_cleanup(request)
-            free(request)
         }
-        let status = start(request, finish)
-        if status < 0 {
-            let pending = Unmanaged<Pending>.fromOpaque(request.pointee.data!).takeRetainedValue()
-            pending.done(request, .failure(UVError(code: status, operation: operation)))
-            uv_fs_req_cleanup(request)
-            free(request)
+        let status = start(request.pointer) { request in
+            // A uv_fs request's status is its result.
+            Request<uv_fs_t>.finish(request, status: request.map { Int32(clamping: $0.pointee.result) } ?? 0)
         }
+        if status < 0 { request.fail(status, operation: operation) }
     }
 }

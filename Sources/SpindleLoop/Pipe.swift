@@ -65,9 +65,8 @@ public final class PipeSocket: StreamSocket {
             loop.deferToNextTurn { completion(error) }
             return
         }
-        let request = Request<uv_connect_t>(completion)
-        uv_pipe_connect(request.pointer, pipe, path) { req, status in
-            Request<uv_connect_t>.complete(req, status: status, operation: "uv_pipe_connect")
+        let request = Request<uv_connect_t>("uv_pipe_connect", completion)
+        uv_pipe_connect(request.pointer, pipe, path) { req, status in Request<uv_connect_t>.finish(req, status: status)
         }
     }
 

@@ -11,48 +11,30 @@ public enum Resolver {
         _ completion: @escaping (Result<[SocketAddress], UVError>) -> Void
     ) {
         loop.preconditionOnLoopThread("Resolver.resolve")
-        final class Pending {
-            let completion: (Result<[SocketAddress], UVError>) -> Void
-            let port: Int
-            init(_ completion: @escaping (Result<[SocketAddress], UVError>) -> Void, port: Int) {
-                self.completion = completion
-                self.port = port
+        let request = Request<uv_getaddrinfo_t>("uv_getaddrinfo") { request, error in
+            let info = request.pointee.addrinfo
+            defer { uv_freeaddrinfo(info) }
+            if let error { return completion(.failure(error)) }
+            var addresses: [SocketAddress] = []
+            var cursor = info
+            while let entry = cursor {
+                if let address = entry.pointee.ai_addr {
+                    var found = SocketAddress(address)
+                    found.setPort(port)
+                    if !addresses.contains(found) { addresses.append(found) }
+                }
+                cursor = entry.pointee.ai_next
             }
+            completion(.success(addresses))
         }
-        guard let memory = calloc(1, MemoryLayout<uv_getaddrinfo_t>.size) else { fatalError("out of memory") }
-        let request = memory.bindMemory(to: uv_getaddrinfo_t.self, capacity: 1)
-        request.pointee.data = Unmanaged.passRetained(Pending(completion, port: port)).toOpaque()
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_family = AF_UNSPEC
         let status = uv_getaddrinfo(
-            loop.uv, request,
-            { request, status, info in
-                guard let request else { return }
-                let pending = Unmanaged<Pending>.fromOpaque(request.pointee.data!).takeRetainedValue()
-                free(request)
-                defer { uv_freeaddrinfo(info) }
-                if status < 0 {
-                    pending.completion(.failure(UVError(code: status, operation: "uv_getaddrinfo")))
-                    return
-                }
-                var addresses: [SocketAddress] = []
-                var cursor = info
-                while let entry = cursor {
-                    if let address = entry.pointee.ai_addr {
-                        var found = SocketAddress(address)
-                        found.setPort(pending.port)
-                        if !addresses.contains(found) { addresses.append(found) }
-                    }
-                    cursor = entry.pointee.ai_next
-                }
-                pending.completion(.success(addresses))
-            }, host, nil, &hints)
-        if status < 0 {
-            let pending = Unmanaged<Pending>.fromOpaque(request.pointee.data!).takeRetainedValue()
-            free(request)
-            pending.completion(.failure(UVError(code: status, operation: "uv_getaddrinfo \(host)")))
-        }
+            loop.uv, request.pointer,
+            { request, status, _ in Request<uv_getaddrinfo_t>.finish(request, status: status) },
+            host, nil, &hints)
+        if status < 0 { request.fail(status, operation: "uv_getaddrinfo \(host)") }
     }
 }
 

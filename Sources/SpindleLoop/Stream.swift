@@ -152,11 +152,11 @@ public class StreamSocket: LoopHandle {
     /// unchanged until `completion` runs. Wraps uv_write.
     public final func write(_ bytes: UnsafeRawBufferPointer, _ completion: @escaping (UVError?) -> Void) {
         preconditionOnLoopThread("write")
-        let request = Request<uv_write_t>(completion)
+        let request = Request<uv_write_t>("uv_write", completion)
         var buffer = uv_buf_init(
             UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
         let status = uv_write(request.pointer, stream, &buffer, 1) { req, status in
-            Request<uv_write_t>.complete(req, status: status, operation: "uv_write")
+            Request<uv_write_t>.finish(req, status: status)
         }
         if status < 0 { request.fail(status, operation: "uv_write") }
     }
@@ -177,9 +177,9 @@ public class StreamSocket: LoopHandle {
     /// Wraps uv_shutdown.
     public final func shutdown(_ completion: @escaping (UVError?) -> Void) {
         preconditionOnLoopThread("shutdown")
-        let request = Request<uv_shutdown_t>(completion)
+        let request = Request<uv_shutdown_t>("uv_shutdown", completion)
         let status = uv_shutdown(request.pointer, stream) { req, status in
-            Request<uv_shutdown_t>.complete(req, status: status, operation: "uv_shutdown")
+            Request<uv_shutdown_t>.finish(req, status: status)
         }
         if status < 0 { request.fail(status, operation: "uv_shutdown") }
     }
@@ -195,43 +195,5 @@ public class StreamSocket: LoopHandle {
         readTarget = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         super.close()
         reader?(.failure(UVError(code: UV_ECANCELED.rawValue, operation: "uv_read")))
-    }
-}
-
-/// A libuv request (`uv_connect_t`, `uv_write_t`, `uv_shutdown_t`, `uv_udp_send_t`) with its
-/// completion: the memory is calloc'ed, `data` holds the retained completion, and both go when
-/// it completes.
-struct Request<R> {
-    let pointer: UnsafeMutablePointer<R>
-
-    final class Completion {
-        let body: (UVError?) -> Void
-        init(_ body: @escaping (UVError?) -> Void) { self.body = body }
-    }
-
-    init(_ completion: @escaping (UVError?) -> Void) {
-        guard let memory = calloc(1, MemoryLayout<R>.size) else {
-            fatalError("out of memory allocating a libuv request")
-        }
-        pointer = memory.bindMemory(to: R.self, capacity: 1)
-        UnsafeMutableRawPointer(pointer).assumingMemoryBound(to: uv_req_t.self).pointee.data =
-            Unmanaged.passRetained(Completion(completion)).toOpaque()
-    }
-
-    /// The request could not start: report `status` through the completion and free it.
-    func fail(_ status: Int32, operation: String) {
-        let req = UnsafeMutableRawPointer(pointer).assumingMemoryBound(to: uv_req_t.self)
-        let completion = Unmanaged<Completion>.fromOpaque(req.pointee.data!).takeRetainedValue()
-        free(pointer)
-        completion.body(UVError(code: status, operation: operation))
-    }
-
-    /// libuv finished the request.
-    static func complete(_ raw: UnsafeMutablePointer<R>?, status: Int32, operation: StaticString) {
-        guard let raw else { return }
-        let req = UnsafeMutableRawPointer(raw).assumingMemoryBound(to: uv_req_t.self)
-        let completion = Unmanaged<Completion>.fromOpaque(req.pointee.data!).takeRetainedValue()
-        free(raw)
-        completion.body(status < 0 ? UVError(code: status, operation: "\(operation)") : nil)
     }
 }

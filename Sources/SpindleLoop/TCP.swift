@@ -90,10 +90,10 @@ public final class TCPSocket: StreamSocket {
     /// Wraps uv_tcp_connect.
     public func connect(to address: SocketAddress, _ completion: @escaping (UVError?) -> Void) {
         preconditionOnLoopThread("TCPSocket.connect")
-        let request = Request<uv_connect_t>(completion)
+        let request = Request<uv_connect_t>("uv_tcp_connect", completion)
         let status = address.withSockaddr { sockaddr in
             uv_tcp_connect(request.pointer, tcp, sockaddr) { req, status in
-                Request<uv_connect_t>.complete(req, status: status, operation: "uv_tcp_connect")
+                Request<uv_connect_t>.finish(req, status: status)
             }
         }
         if status < 0 { request.fail(status, operation: "uv_tcp_connect \(address)") }

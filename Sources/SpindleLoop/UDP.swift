@@ -53,12 +53,12 @@ public final class UDPSocket: LoopHandle {
         _ bytes: UnsafeRawBufferPointer, to address: SocketAddress, _ completion: @escaping (UVError?) -> Void
     ) {
         preconditionOnLoopThread("UDPSocket.send")
-        let request = Request<uv_udp_send_t>(completion)
+        let request = Request<uv_udp_send_t>("uv_udp_send", completion)
         var buffer = uv_buf_init(
             UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
         let status = address.withSockaddr {
             uv_udp_send(request.pointer, udp, &buffer, 1, $0) { req, status in
-                Request<uv_udp_send_t>.complete(req, status: status, operation: "uv_udp_send")
+                Request<uv_udp_send_t>.finish(req, status: status)
             }
         }
         if status < 0 { request.fail(status, operation: "uv_udp_send to \(address)") }

@@ -153,6 +153,19 @@ struct EventLoopTests {
         #expect(text.contains("use loop.post"))
     }
 
+    @Test("a loop whose thread has finished is refused on the next thread made, which may reuse its pthread_t")
+    func finishedOwner() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let loop = try LoopThread.withLoop { $0 }  // its thread has exited when this returns
+            // glibc usually gives the next thread the finished one's pthread_t (and stack).
+            _ = try? LoopThread.run(name: "successor") {
+                loop.schedule(after: .milliseconds(1)) {}
+            }
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("EventLoop used from the wrong thread"), "\(text)")
+    }
+
     final class Counter: EventLoopAttachment {
         var uses = 0
         func stalledWaiters() -> [String] { [] }
@@ -189,6 +202,46 @@ struct EventLoopTests {
         #expect(counter.uses == 2)
         #expect(ObjectIdentifier(loop.attachment(Other.self) { Other() }) == ObjectIdentifier(other))
         try loop.close()
+    }
+
+    final class Stops: EventLoopAttachment {
+        var stops = 0
+        func stalledWaiters() -> [String] { [] }
+        func openItems() -> [String] { [] }
+        func loopWillClose() {}
+        func loopDidStop() { stops += 1 }
+    }
+
+    // The hot slot is claimed for the whole process by the first type that asks (in the test
+    // process, the futures layer's), so these run in processes of their own.
+    @Test("the hot attachment is made once, is the one attachment() finds, and hears each time run() returns")
+    func hotAttachment() async {
+        await #expect(processExitsWith: .success) {
+            let stops = try withLoop { loop -> [Int] in
+                let hot = loop.hotAttachment(Stops.self) { Stops() }.takeUnretainedValue()
+                precondition(loop.hotAttachment(Stops.self) { Stops() }.takeUnretainedValue() === hot, "made twice")
+                precondition(loop.attachment(Stops.self) { Stops() } === hot, "not the attachment")
+                var stops = [hot.stops]
+                try loop.run()
+                stops.append(hot.stops)
+                loop.post {}
+                try loop.run()
+                stops.append(hot.stops)
+                return stops
+            }
+            precondition(stops == [0, 1, 2], "loopDidStop calls: \(stops)")
+        }
+    }
+
+    @Test("a second type asking for the hot attachment stops the process, saying so")
+    func hotAttachmentClaimedTwice() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let loop = EventLoop()
+            _ = loop.hotAttachment(Counter.self) { Counter() }
+            _ = loop.hotAttachment(Other.self) { Other() }
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("Other asked for the loop's hot attachment, which another layer's type holds"), "\(text)")
     }
 }
 

@@ -89,7 +89,7 @@ struct spindle_sched {
     uint8_t idle_active;         // the scheduler's idle handle is started (run queue non-empty)
     uint8_t annotate;            // sanitizer switch annotations are compiled in
     uint8_t reserved[5];
-    uint64_t owner_thread;       // pthread_t of the loop's thread
+    uint64_t owner_thread_id;    // spindle_thread_id() of the loop's thread: the identity checks
     void *const *exclusivity_head; // this thread's Swift access-set head (see spindle_exclusivity_head_location)
     uint64_t live;               // fibers spawned and not yet reclaimed
     uint64_t parked;             // fibers parked right now
@@ -123,6 +123,7 @@ struct spindle_sched {
     // Every live scheduler of the process, for debuggers (Tools/gdb/spindle.py walks it).
     spindle_sched_t *registry_prev;
     spindle_sched_t *registry_next;
+    uint64_t owner_thread;       // pthread_t of the loop's thread (for gdb and the trace)
 };
 
 // MARK: - The current fiber (thread-local)
@@ -434,6 +435,21 @@ void spindle_valgrind_make_defined(const void *address, size_t length);
 extern __thread void *spindle_tls_current_loop;
 static inline void *spindle_current_loop(void) { return spindle_tls_current_loop; }
 static inline void spindle_set_current_loop(void *loop) { spindle_tls_current_loop = loop; }
+
+/// The calling thread's number, unique in the process for its whole life (never 0). Loops and
+/// schedulers record their owner's and compare: a pthread_t is not enough, as glibc hands a
+/// finished thread's pthread_t to the next thread it creates, which would then pass for it.
+/// (initial-exec: one load from the thread pointer, no call.)
+extern __thread uint64_t spindle_tls_thread_id __attribute__((tls_model("initial-exec")));
+uint64_t spindle_assign_thread_id(void);
+static inline uint64_t spindle_thread_id(void) {
+    uint64_t id = spindle_tls_thread_id;
+    return __builtin_expect(id != 0, 1) ? id : spindle_assign_thread_id();
+}
+/// The calling thread's number if it has one yet, else 0. For comparing with an owner's
+/// number (never 0): a thread without one is not the owner, so the check needs no branch to
+/// assign it.
+static inline uint64_t spindle_thread_id_or_zero(void) { return spindle_tls_thread_id; }
 
 /// How many CPUs this process may run on (its affinity mask; at least 1).
 int spindle_usable_cpu_count(void);

@@ -1,4 +1,67 @@
 import CLibUV
+import Glibc
+
+// A libuv request, in one of two forms:
+// - `Request<R>`: on the heap, with a retained completion. The closure-taking operations of
+//   this module (connect, write, shutdown, send, the file system, the resolver) use it.
+// - `RawCompletion`: a context and a C callback for a request that this module keeps in its own
+//   frame on the caller's stack. The fiber layer uses it, so that a write or a send that has to
+//   wait allocates nothing.
+
+/// A libuv request on the heap (`uv_connect_t`, `uv_write_t`, `uv_shutdown_t`, `uv_udp_send_t`,
+/// `uv_fs_t`, `uv_getaddrinfo_t`) with its completion: the memory is calloc'ed, `data` holds the
+/// retained completion, and both go once the completion has run. The completion gets the
+/// request, to read what libuv left in it, and the error, if there was one.
+struct Request<R> {
+    let pointer: UnsafeMutablePointer<R>
+
+    final class Completion {
+        let body: (UnsafeMutablePointer<R>, UVError?) -> Void
+        /// How an error names the call (`uv_tcp_connect`, `uv_fs_open /tmp/x`).
+        let operation: String
+
+        init(_ operation: String, _ body: @escaping (UnsafeMutablePointer<R>, UVError?) -> Void) {
+            self.operation = operation
+            self.body = body
+        }
+    }
+
+    /// A request whose completion reads it (the file system's result, the resolver's
+    /// addresses).
+    init(_ operation: String, _ body: @escaping (UnsafeMutablePointer<R>, UVError?) -> Void) {
+        guard let memory = calloc(1, MemoryLayout<R>.size) else {
+            fatalError("out of memory allocating a libuv request")
+        }
+        pointer = memory.bindMemory(to: R.self, capacity: 1)
+        UnsafeMutableRawPointer(pointer).assumingMemoryBound(to: uv_req_t.self).pointee.data =
+            Unmanaged.passRetained(Completion(operation, body)).toOpaque()
+    }
+
+    /// A request whose outcome is an error or nothing.
+    init(_ operation: String, _ completion: @escaping (UVError?) -> Void) {
+        self.init(operation) { (_: UnsafeMutablePointer<R>, error: UVError?) in completion(error) }
+    }
+
+    /// libuv finished the request with `status`: runs the completion, then frees the request.
+    static func finish(_ raw: UnsafeMutablePointer<R>?, status: Int32) {
+        guard let raw else { return }
+        let completion = takeCompletion(raw)
+        completion.body(raw, status < 0 ? UVError(code: status, operation: completion.operation) : nil)
+        free(raw)
+    }
+
+    /// The request could not start: reports `status` through the completion, naming the call
+    /// as `operation`, and frees the request.
+    func fail(_ status: Int32, operation: String) {
+        Self.takeCompletion(pointer).body(pointer, UVError(code: status, operation: operation))
+        free(pointer)
+    }
+
+    private static func takeCompletion(_ raw: UnsafeMutablePointer<R>) -> Completion {
+        let data = UnsafeMutableRawPointer(raw).assumingMemoryBound(to: uv_req_t.self).pointee.data
+        return Unmanaged<Completion>.fromOpaque(data.unsafelyUnwrapped).takeRetainedValue()
+    }
+}
 
 /// Where a libuv request that a layer above issues with memory of its own reports: `callback`
 /// is called with the request once libuv is done, and ``context(of:)`` reads `context` back
