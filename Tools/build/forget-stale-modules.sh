@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # SwiftPM's incremental build does not always recompile the Swift modules that depend on a
-# changed one. Three cases have crashed programs on memory laid out the old way:
-# - only a C support header changed (a struct grew a field): the Swift modules that import it
-#   were not compiled again;
-# - in the Benchmarks package's release build, a struct of the root package grew a field
-#   (Doctor.Evidence): spindle-bench kept code built for the old layout;
-# - in the debug build of the tests, a class of SpindleLoop grew a field (LoopHandle) and
-#   SpindleFutures kept code inlined from it for the old layout: futures against a model
-#   failed until its build folder was deleted.
+# changed one. Measured with Swift 6.3.1 (2026-12-07): in the Benchmarks package's release
+# build, give the public struct Doctor.Evidence (SpindleTrace) one more field and build again
+# without this script. SwiftPM recompiles SpindleTrace's three files and nothing else. Yet
+# spindle-bench's Run+Fanout.swift builds that struct on its stack: its diagnosePitfalls kept a
+# frame of 0x458 bytes, where a clean build of the same source reserves 0x4c8. The callee then
+# writes the larger struct into a frame sized for the smaller one. Earlier sessions saw the same
+# with a C support header (a struct grew a field, and the Swift modules importing it were not
+# recompiled) and with a class of SpindleLoop (LoopHandle) whose layout SpindleFutures had
+# inlined in the tests' debug build. The same two experiments on Swift 6.3.1 (a field added to
+# spindle_sched_t and to EventLoop) were recompiled correctly.
 # Before each build, this compares a hash of what such modules are built against with the one
-# recorded at the last build and, when they differ (or none was recorded), deletes the Spindle modules' build folders
-# under BUILD_DIR (dependencies such as swift-nio stay built), so they are compiled again.
+# recorded at the last build and, when they differ (or none was recorded), deletes the Spindle
+# modules' build folders under BUILD_DIR (dependencies such as swift-nio stay built), so they
+# are compiled again.
 #   usage: forget-stale-modules.sh BUILD_DIR [--library-sources]
 # --library-sources adds the root package's Swift sources to the hash: any change to the
 # library then rebuilds the Spindle modules (about 20 s for the tests' debug build, a minute
