@@ -71,7 +71,9 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
     /// The loop that was current on this thread when this one began running (usually none).
     @exclusivity(unchecked) private var outerLoop: UnsafeMutableRawPointer?
     @exclusivity(unchecked) private var attachments: [ObjectIdentifier: EventLoopAttachment] = [:]
-    @exclusivity(unchecked) private var attachmentOrder: [ObjectIdentifier] = []
+    /// The attachments in the order they were made (the dictionary finds them by type). Walked
+    /// at the end of every run: kept as an array, so a walk allocates nothing.
+    @exclusivity(unchecked) private var attachmentsInOrder: [EventLoopAttachment] = []
     // One-entry cache in front of the dictionary: nearly every lookup is the fiber scheduler.
     // The address is unretained (the dictionary holds the object until the loop closes), so
     // `withAttachment` can lend it with no reference count change.
@@ -212,7 +214,8 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
             if uv_loop_alive(uv) != 0 { continue }
             break
         }
-        let stalled = attachmentsInOrder.flatMap { $0.stalledWaiters() }
+        var stalled: [String] = []
+        for attachment in attachmentsInOrder { stalled += attachment.stalledWaiters() }
         if !stalled.isEmpty { throw LoopError.deadlock(waiting: stalled) }
     }
 
@@ -232,7 +235,7 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
         spindle_set_current_loop(outerLoop)
         outerLoop = nil
         state = .open
-        for attachment in attachments.values { attachment.loopDidStop() }
+        for attachment in attachmentsInOrder { attachment.loopDidStop() }
     }
 
     /// Whether ``run(_:)`` is running the loop now.
@@ -330,7 +333,7 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
         precondition(state != .closed, "cannot attach \(T.self) to a closed EventLoop")
         let made = make()
         attachments[key] = made
-        attachmentOrder.append(key)
+        attachmentsInOrder.append(made)
         return made
     }
 
@@ -382,8 +385,6 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
     public func existingAttachment<T: EventLoopAttachment>(_ type: T.Type) -> T? {
         attachments[ObjectIdentifier(type)].map { unsafeDowncast($0, to: T.self) }
     }
-
-    private var attachmentsInOrder: [EventLoopAttachment] { attachmentOrder.compactMap { attachments[$0] } }
 
     // MARK: Closing
 
@@ -449,7 +450,7 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
         }
         state = .closed
         attachments.removeAll()
-        attachmentOrder.removeAll()
+        attachmentsInOrder.removeAll()
         cachedAttachmentAddress = nil
         cachedAttachmentKey = nil
         hotAttachmentAddress = nil
