@@ -28,10 +28,11 @@ extension Scheduler {
         while size < max(capacity, 2) { size <<= 1 }
         let trace = UnsafeMutablePointer<spindle_trace>.allocate(capacity: 1)
         let events = UnsafeMutablePointer<spindle_trace_event_t>.allocate(capacity: size)
+        let startTicks = spindle_trace_clock()
         trace.initialize(
             to: spindle_trace(
-                events: events, mask: UInt64(size - 1), count: 0, start_ticks: spindle_trace_clock(),
-                start_ns: spindle_monotonic_ns()))
+                events: events, mask: UInt64(size - 1), count: 0, start_ticks: startTicks,
+                start_ns: spindle_monotonic_ns(), last_ticks: startTicks))
         traceNames = [:]
         for fiber in liveFibers() { traceNames[fiber.pointee.id] = Self.name(of: fiber) }
         core.pointee.trace = trace

@@ -134,10 +134,17 @@ struct Run: ParsableCommand {
                     perOp["allocs"] = Double(b - a) / Double(rounds / 10)
                 }
                 let stats = Stats(samples[executor]!)
-                rows.append(
-                    BenchResult(
-                        workload: "switch", variant: variant, executor: executor, metric: "time", unit: "ns",
-                        median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp))
+                var row = BenchResult(
+                    workload: "switch", variant: variant, executor: executor, metric: "time", unit: "ns",
+                    median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp)
+                // The recorder's cost on the clock, against the untraced fibers of the same run:
+                // a memory-system cost that callgrind cannot see shows here.
+                if executor == "fibers-traced", let untraced = samples["fibers"] {
+                    row.note = String(
+                        format: "tracing on: %.2fx the untraced fibers (target ≤ 2)",
+                        stats.median / Stats(untraced).median)
+                }
+                rows.append(row)
             }
             guard !noInstructions else { continue }
             guard Instructions.available else {
