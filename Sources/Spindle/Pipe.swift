@@ -13,12 +13,15 @@ public final class PipeListener {
     public let socket: PipeSocket
     /// The socket file's path.
     public let path: String
-    private let queue = AcceptQueue()
+    private let queue: AcceptQueue<PipeSocket>
 
     /// Binds to `path` and listens, on the running fiber's loop (or `loop`).
     public init(path: String, backlog: Int32 = 511, replacingStale: Bool = false, loop: EventLoop? = nil) throws {
-        socket = PipeSocket(loop: Fiber.loop(loop, "PipeListener.init"))
+        let socket = PipeSocket(loop: Fiber.loop(loop, "PipeListener.init"))
+        self.socket = socket
         self.path = path
+        // Unowned: the socket holds this callback, and calls it only while it is open.
+        queue = AcceptQueue { [unowned(unsafe) socket] () throws(UVError) in try socket.accept() }
         do {
             if replacingStale { try Self.removeStaleSocket(at: path) }
             try socket.bind(path)
@@ -43,9 +46,7 @@ public final class PipeListener {
     /// Waits for the next connection. Throws the listen error, `ECANCELED` once the listener is
     /// closed, `CancellationError` if the fiber is cancelled.
     public func accept() throws -> PipeConnection {
-        try queue.accept("PipeListener.accept()", closed: { socket.isClosed }) {
-            PipeConnection(socket: try socket.accept())
-        }
+        PipeConnection(socket: try queue.accept("PipeListener.accept()", closed: { socket.isClosed }))
     }
 
     /// Stops listening and removes the socket file; fibers waiting in ``accept()`` get

@@ -171,24 +171,58 @@ private let requestFinished: RawCompletion.Callback = { request, status in
 }
 
 /// The connections that arrived at a listening stream and the fibers waiting for them.
-final class AcceptQueue {
-    @exclusivity(unchecked) private var pending = 0
+///
+/// Connections are accepted as they arrive, from libuv's connection callback, and queued: a
+/// listener whose connection callback leaves a connection unaccepted stops being polled until
+/// it is accepted, so accepting later, in the fiber, took one connection per loop turn. During a
+/// burst of new clients the kernel's accept queue (the backlog) then filled, and the clients
+/// whose handshakes it dropped waited a second or more for their retransmit. Past
+/// ``eagerLimit`` accepted connections that no fiber has taken, the queue stops accepting
+/// eagerly, and the kernel's backlog holds the rest again.
+final class AcceptQueue<Socket: StreamSocket> {
+    /// Connections accepted and not yet taken, with an accept error in their place if one
+    /// failed; taken from `head`.
+    @exclusivity(unchecked) private var ready: [Result<Socket, UVError>] = []
+    @exclusivity(unchecked) private var head = 0
+    /// libuv holds an arrived connection that was not accepted (the queue was full): listening
+    /// is paused until it is.
+    @exclusivity(unchecked) private var deferred = false
     @exclusivity(unchecked) private var listenError: UVError?
     @exclusivity(unchecked) private var waiters = WaitList()
+    private let acceptOne: () throws(UVError) -> Socket
 
-    /// Waits for a connection and returns what `take` makes of it. Throws the listen error,
-    /// `ECANCELED` once `closed()` is true, `CancellationError`, ``FiberTimeoutError``.
-    func accept<Connection>(
-        _ what: StaticString, closed: () -> Bool, take: () throws -> Connection
-    ) throws -> Connection {
+    /// Accepted connections that no fiber has taken, past which the kernel's backlog holds the
+    /// rest.
+    static var eagerLimit: Int { 4_096 }
+
+    /// `acceptOne` accepts one connection from the listening socket (its `accept()`).
+    init(_ acceptOne: @escaping () throws(UVError) -> Socket) { self.acceptOne = acceptOne }
+
+    /// Waits for a connection and returns it. Throws the listen error, `ECANCELED` once
+    /// `closed()` is true, `CancellationError`, ``FiberTimeoutError``.
+    func accept(_ what: StaticString, closed: () -> Bool) throws -> Socket {
         let me = Fiber.runningFiber(what)
         while true {
             try Fiber.checkInterruption(me)
             if let listenError { throw listenError }
             if closed() { throw UVError(code: -ECANCELED, operation: "accept on a closed listener") }
-            if pending > 0 {
-                pending -= 1
-                return try take()
+            if head == ready.count, deferred {
+                deferred = false
+                ready.append(Result { () throws(UVError) in try acceptOne() })
+            }
+            if head < ready.count {
+                let next = ready[head]
+                head += 1
+                if head == ready.count {
+                    ready.removeAll(keepingCapacity: true)
+                    head = 0
+                }
+                if deferred {
+                    // Room again: take the connection libuv held, which resumes listening.
+                    deferred = false
+                    ready.append(Result { () throws(UVError) in try acceptOne() })
+                }
+                return try next.get()
             }
             waiters.append(me)
             let reason = Fiber.park(me, .accept, detail: 0, cancellable: true)
@@ -199,14 +233,25 @@ final class AcceptQueue {
         }
     }
 
-    /// The listening socket's connection callback.
+    /// The listening socket's connection callback: accepts the connection now, unless
+    /// ``eagerLimit`` connections are already waiting to be taken.
     func arrived(_ error: UVError?) {
-        if let error { listenError = error } else { pending += 1 }
+        if let error {
+            listenError = error
+        } else if ready.count - head < Self.eagerLimit {
+            ready.append(Result { () throws(UVError) in try acceptOne() })
+        } else {
+            deferred = true
+        }
         if let waiter = waiters.popFirst() { FiberRef(waiter).wake(.ready) }
     }
 
-    /// The listener closed: every waiting fiber wakes (and throws `ECANCELED`).
+    /// The listener closed: the connections no fiber took are closed, and every waiting fiber
+    /// wakes (and throws `ECANCELED`).
     func wakeAll() {
+        for case .success(let socket) in ready[head...] { socket.close() }
+        ready.removeAll()
+        head = 0
         while let waiter = waiters.popFirst() { FiberRef(waiter).wake(.closed) }
     }
 }

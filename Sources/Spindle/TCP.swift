@@ -43,14 +43,17 @@ extension Fiber {
 public final class TCPListener {
     /// The underlying libuv socket.
     public let socket: TCPSocket
-    private let queue = AcceptQueue()
+    private let queue: AcceptQueue<TCPSocket>
 
     /// Binds and listens on `address` on the running fiber's loop (or `loop`, outside a fiber).
     /// Port 0 picks a free port (see ``localAddress``). With `reusePort`, several listeners
     /// (one per loop thread) can share the port.
     public init(address: SocketAddress, backlog: Int32 = 511, reusePort: Bool = false, loop: EventLoop? = nil) throws {
         let loop = Fiber.loop(loop, "TCPListener.init")
-        socket = reusePort ? try TCPSocket(loop: loop, familyOf: address) : TCPSocket(loop: loop)
+        let socket = reusePort ? try TCPSocket(loop: loop, familyOf: address) : TCPSocket(loop: loop)
+        self.socket = socket
+        // Unowned: the socket holds this callback, and calls it only while it is open.
+        queue = AcceptQueue { [unowned(unsafe) socket] () throws(UVError) in try socket.accept() }
         do {
             try socket.bind(address, reusePort: reusePort)
             try socket.listen(backlog: backlog) { [queue] error in queue.arrived(error) }
@@ -66,9 +69,7 @@ public final class TCPListener {
     /// Waits for the next connection. Throws the listen error if listening failed, `ECANCELED`
     /// once the listener is closed, `CancellationError` if the fiber is cancelled.
     public func accept() throws -> TCPConnection {
-        try queue.accept("TCPListener.accept()", closed: { socket.isClosed }) {
-            TCPConnection(socket: try socket.accept())
-        }
+        TCPConnection(socket: try queue.accept("TCPListener.accept()", closed: { socket.isClosed }))
     }
 
     /// Stops listening; fibers waiting in ``accept()`` get `ECANCELED`.

@@ -156,7 +156,7 @@ struct SocketTests {
             var received: Int32 = 0
             var onLoopThread = false
             let watcher = SignalWatcher(loop: loop)
-            try watcher.start(SIGUSR2) { signal in
+            try watcher.start(SIGUSR2) { [unowned watcher] signal in
                 received = signal
                 onLoopThread = loop.isOnLoopThread
                 watcher.close()

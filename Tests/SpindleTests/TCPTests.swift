@@ -78,6 +78,39 @@ struct TCPTests {
         #expect(description == "uv_tcp_connect: ECONNREFUSED: connection refused")
     }
 
+    @Test("connections waiting together are all accepted in one loop turn, and those never taken are closed")
+    func acceptsABurstAtOnce() throws {
+        let clients = 40
+        let (turns, leftOverClosed) = try withLoop { loop -> (UInt64, Bool) in
+            let listener = try TCPListener(address: Self.loopback, loop: loop)
+            let port = try listener.localAddress.port
+            // Every client connects (the kernel completes the handshakes) before the loop runs.
+            let descriptors = try (0..<clients + 1).map { _ in try ServiceProcess.connect(port: port) }
+            defer { for fd in descriptors { Glibc.close(fd) } }
+            var turns: UInt64 = 0
+            loop.spawnDetached {
+                var connections: [TCPConnection] = []
+                let first = try! listener.accept()
+                let before = loop.scheduler.counters.loopTurns
+                for _ in 1..<clients { connections.append(try! listener.accept()) }
+                turns = loop.scheduler.counters.loopTurns - before
+                first.close()
+                for connection in connections { connection.close() }
+                // One connection was accepted and never taken: closing the listener closes it.
+                listener.close()
+            }
+            try loop.run()
+            // The last client's connection was closed by the server: its read sees end of stream.
+            var byte: UInt8 = 0
+            let last = descriptors[clients]
+            return (turns, Glibc.read(last, &byte, 1) == 0)
+        }
+        // Accepted one a turn (the fiber taking each before libuv polled the listener again),
+        // the 39 took 39 turns or more.
+        #expect(turns <= 1, "\(clients) waiting connections took \(turns) loop turns to accept")
+        #expect(leftOverClosed)
+    }
+
     @Test("binding a port in use says EADDRINUSE")
     func addressInUse() throws {
         try withLoop { loop in

@@ -318,6 +318,39 @@ struct Run: ParsableCommand {
 
     // MARK: echo
 
+    /// How long a burst of new connections waits: every connection opened at once, then the
+    /// time until the last has its first echo (`burst_ns`), for 1,000 and 10,000 connections.
+    /// The accept queue (the listen backlog), the accepts per loop turn and the work per new
+    /// connection all show here, and nowhere in the ping-pong rows, which start timing once
+    /// every connection is served.
+    func runEchoBurst(only: Set<String>?, trials: Int) throws -> [BenchResult] {
+        var rows: [BenchResult] = []
+        for size in EchoWorkload.burstSizes where !Self.interrupted {
+            let executors = EchoWorkload.burstExecutors.filter { only?.contains($0) ?? true }
+            var samples: [String: [Double]] = [:]
+            for trial in 0..<trials {
+                for executor in executors {
+                    if Self.interrupted { return rows }
+                    progress("echo burst-\(size): trial \(trial + 1)/\(trials), \(executor)")
+                    let outcome = try EchoWorkload.run(
+                        executor, variant: "burst", warmupMs: 0, durationMs: 1, tools: Self.tools, burst: size)
+                    samples[executor, default: []].append(outcome.burstSeconds * 1e3)
+                }
+            }
+            for executor in executors {
+                let stats = Stats(samples[executor]!)
+                rows.append(
+                    BenchResult(
+                        workload: "echo", variant: "burst-\(size)", executor: executor, metric: "all-echoed",
+                        unit: "ms", median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
+                        note: "\(size) connections opened at once, each sending its first request when connected: "
+                            + "from the first connect to the last one's first echo")
+                )
+            }
+        }
+        return rows
+    }
+
     func runEcho(only: Set<String>?) throws -> [BenchResult] {
         var rows: [BenchResult] = []
         let tools = Self.tools
@@ -418,6 +451,7 @@ struct Run: ParsableCommand {
                 }
             }
         }
+        if !Self.interrupted { rows += try runEchoBurst(only: only, trials: echoTrials) }
         return rows
     }
 

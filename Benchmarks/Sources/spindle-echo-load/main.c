@@ -4,18 +4,21 @@
 // differ per connection and per round, so a lost, stale, reordered or foreign byte shows.
 //
 // Usage: spindle-echo-load --port P [--connections N] [--size BYTES] [--warmup-ms W]
-//                          [--duration-ms D] [--samples FILE] [--ramp-timeout-ms M]
+//                          [--duration-ms D] [--samples FILE] [--ramp-timeout-ms M] [--burst 1]
 // Once every connection has had its first echo, so that all N are being served, and after W ms
 // of warm-up from then, it counts the round trips completed in the next D ms and records each
 // one's latency (ns, uint64) into FILE. A server that takes its connections slowly (SwiftNIO
 // accepts four a loop turn by default) would otherwise be measured on the few it has taken,
 // their rounds short, while the requests of the rest wait in its accept queue uncounted. Prints
 // one line:
-//   connections=N size=S requests=R rounds=A window_ns=T turns=U ramp_ns=P measured=C
-//   mismatches=0 errors=0
+//   connections=N size=S requests=R rounds=A window_ns=T turns=U ramp_ns=P burst_ns=B
+//   measured=C mismatches=0 errors=0
 // (rounds: every round trip, warm-up included; turns: this program's loop turns that finished
 // at least one of the R round trips; ramp_ns: from the first requests to the last connection's
-// first echo; measured: connections with a round trip in the window) and exits 1 if any byte
+// first echo; burst_ns: from the first connect, all N opened at once, to the last connection's
+// first echo: what a burst of N new clients waits (with --burst 1 each sends its first request
+// as soon as it is connected, instead of once all are); measured: connections with a round trip in
+// the window) and exits 1 if any byte
 // was wrong, any connection failed, or some connection had no echo within M ms (30,000).
 //
 // R/U, echoes finished per turn, says which side holds the queue of a closed loop like this
@@ -25,6 +28,7 @@
 // the turn's epoll_wait waits for that whole turn and is read in the next, so the last few of
 // each round take two turns (p99 near twice p50), whatever the server.
 #include <errno.h>
+#include <sys/resource.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +58,8 @@ static uint64_t warmup_ns = 500000000ull, duration_ns = 2000000000ull;
 // nothing is counted and nothing ends.
 static uint64_t measure_from = UINT64_MAX, measure_until = UINT64_MAX;
 static uint64_t rounds_started_at, ramp_ns, ramp_timeout_ns = 30000000000ull;
+static uint64_t connects_started_at, burst_ns;
+static int burst;  // --burst 1: each connection sends its first request as soon as it is connected
 static uint32_t awaiting_first_echo;
 static uv_timer_t ramp_timer;
 static uint64_t requests, rounds, mismatches, errors;
@@ -78,6 +84,7 @@ static void on_closed(uv_handle_t *handle) { (void)handle; }
 static void open_window(void) {
     uint64_t now = now_ns();
     ramp_ns = now - rounds_started_at;
+    burst_ns = now - connects_started_at;
     measure_from = now + warmup_ns;
     measure_until = measure_from + duration_ns;
     uv_close((uv_handle_t *)&ramp_timer, NULL);
@@ -210,9 +217,15 @@ static void on_connect(uv_connect_t *req, int status) {
         fail(c, "connect", status);
     } else {
         uv_tcp_nodelay(&c->tcp, 1);
+        if (burst) {
+            // A burst of clients: each asks at once, while the server is still taking the others.
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+            send_round(c);
+        }
     }
-    // Rounds start once every connection is up (or failed), so all N compete from the start.
-    if (++connected == connections) start_rounds();
+    // Otherwise rounds start once every connection is up (or failed), so all N compete from
+    // the start.
+    if (++connected == connections && !burst) start_rounds();
 }
 
 // A whole number from `min` to `max`, or the program stops naming the option and the value.
@@ -238,6 +251,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--warmup-ms") == 0) warmup_ns = (uint64_t)number(argv[i], argv[i + 1], 0, day_ms) * 1000000ull;
         else if (strcmp(argv[i], "--duration-ms") == 0) duration_ns = (uint64_t)number(argv[i], argv[i + 1], 1, day_ms) * 1000000ull;
         else if (strcmp(argv[i], "--samples") == 0) samples_path = argv[i + 1];
+        else if (strcmp(argv[i], "--burst") == 0) burst = (int)number(argv[i], argv[i + 1], 0, 1);
         else if (strcmp(argv[i], "--ramp-timeout-ms") == 0) ramp_timeout_ns = (uint64_t)number(argv[i], argv[i + 1], 1, day_ms) * 1000000ull;
         else {
             fprintf(stderr, "spindle-echo-load: unknown option %s\n", argv[i]);
@@ -249,7 +263,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (port <= 0 || connections == 0 || size == 0) {
-        fprintf(stderr, "usage: spindle-echo-load --port P [--connections N] [--size BYTES] [--warmup-ms W] [--duration-ms D] [--samples FILE] [--ramp-timeout-ms M]\n");
+        fprintf(stderr, "usage: spindle-echo-load --port P [--connections N] [--size BYTES] [--warmup-ms W] [--duration-ms D] [--samples FILE] [--ramp-timeout-ms M] [--burst 1]\n");
         return 2;
     }
     loop = uv_default_loop();
@@ -257,6 +271,20 @@ int main(int argc, char **argv) {
     uv_ip4_addr("127.0.0.1", port, &address);
     all = calloc(connections, sizeof *all);
     if (!all) abort();
+    // As many descriptors as the hard limit allows: a burst of 10,000 needs more than the
+    // usual soft limit of 1,024.
+    struct rlimit files;
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &files);
+    }
+    connects_started_at = now_ns();
+    if (burst) {
+        rounds_started_at = connects_started_at;
+        awaiting_first_echo = connections;
+        uv_timer_init(loop, &ramp_timer);
+        uv_timer_start(&ramp_timer, on_ramp_timeout, ramp_timeout_ns / 1000000ull, 0);
+    }
     for (uint32_t i = 0; i < connections; i++) {
         connection_t *c = &all[i];
         c->id = i;
@@ -286,9 +314,10 @@ int main(int argc, char **argv) {
     }
     uint32_t measured_connections = 0;
     for (uint32_t i = 0; i < connections; i++) measured_connections += (uint32_t)all[i].measured;
-    printf("connections=%u size=%zu requests=%llu rounds=%llu window_ns=%llu turns=%llu ramp_ns=%llu measured=%u "
-        "mismatches=%llu errors=%llu\n", connections, size, (unsigned long long)requests, (unsigned long long)rounds,
-        (unsigned long long)duration_ns, (unsigned long long)turns, (unsigned long long)ramp_ns, measured_connections,
+    printf("connections=%u size=%zu requests=%llu rounds=%llu window_ns=%llu turns=%llu ramp_ns=%llu burst_ns=%llu "
+        "measured=%u mismatches=%llu errors=%llu\n", connections, size, (unsigned long long)requests,
+        (unsigned long long)rounds, (unsigned long long)duration_ns, (unsigned long long)turns,
+        (unsigned long long)ramp_ns, (unsigned long long)burst_ns, measured_connections,
         (unsigned long long)mismatches, (unsigned long long)errors);
     return mismatches == 0 && errors == 0 ? 0 : 1;
 }

@@ -60,7 +60,15 @@ package enum EchoWorkload {
         /// From the load generator's first requests to the last connection's first echo: how long
         /// the server took to take on every connection. The warm-up and the window come after it.
         package var rampSeconds: Double
+        /// From the first connect (all of them opened at once) to the last connection's first
+        /// echo: what a burst of new clients waits, accept queue and handshakes included.
+        package var burstSeconds: Double
     }
+
+    /// The accept bursts the `burst` rows open (every connection at once, each then waiting
+    /// for its first echo), and the servers they run against.
+    package static let burstSizes = [1_000, 10_000]
+    package static let burstExecutors = ["c-libuv", "fibers", "fibers-2loops"]
 
     // MARK: Servers
 
@@ -318,7 +326,7 @@ package enum EchoWorkload {
     /// server and returns what was measured.
     package static func run(
         _ executor: String, variant: String, warmupMs: Int, durationMs: Int, tools: URL,
-        countingAllocations: Bool = false
+        countingAllocations: Bool = false, burst: Int? = nil
     ) throws -> Outcome {
         let server = try startServer(executor, tools: tools, countingAllocations: countingAllocations)
         var serverStopped = false
@@ -330,10 +338,10 @@ package enum EchoWorkload {
         let load = try runTool(
             tools.appendingPathComponent("spindle-echo-load"),
             [
-                "--port", String(server.port), "--connections", String(try connections(variant)),
+                "--port", String(server.port), "--connections", String(try burst ?? connections(variant)),
                 "--size", String(messageSize), "--warmup-ms", String(warmupMs), "--duration-ms", String(durationMs),
                 "--samples", samplesPath,
-            ])
+            ] + (burst != nil ? ["--burst", "1"] : []))
         let loadCPU = childrenCPUSeconds() - loadCPUBefore
         let summary = load.output
         guard load.status == 0 else {
@@ -347,17 +355,19 @@ package enum EchoWorkload {
         server.stop()
         serverStopped = true
         let serverCPU = childrenCPUSeconds() - cpuBefore
+        // A burst's window only ends the run: it may hold no round trip.
         guard let requests = fields["requests"], let window = fields["window_ns"], let rounds = fields["rounds"],
-            requests > 0,
-            let turns = fields["turns"], turns > 0, fields["mismatches"] == 0, fields["errors"] == 0,
-            let ramp = fields["ramp_ns"], let measured = fields["measured"]
+            requests > 0 || burst != nil,
+            let turns = fields["turns"], turns > 0 || burst != nil, fields["mismatches"] == 0, fields["errors"] == 0,
+            let ramp = fields["ramp_ns"], let burstNs = fields["burst_ns"], let measured = fields["measured"]
         else {
             throw BenchError.incorrect("echo \(variant) on \(executor): unexpected load generator summary: \(summary)")
         }
         // A connection with no round trip in the window had its request waiting all through it,
         // a latency no sample shows.
-        let expected = try connections(variant)
-        guard Int(measured) == expected else {
+        // (A burst's window is only long enough to end the run: its figure is the first echoes.)
+        let expected = try burst ?? connections(variant)
+        guard burst != nil || Int(measured) == expected else {
             throw BenchError.incorrect(
                 "echo \(variant) on \(executor): \(expected - Int(measured)) of \(expected) connections had no round trip "
                     + "in the \(durationMs) ms window: the server left them waiting")
@@ -372,10 +382,11 @@ package enum EchoWorkload {
         }
         return Outcome(
             requestsPerSecond: requests / (window / 1e9), latency: histogram, requests: Int(requests),
-            serverCPUPerRequest: serverCPU / rounds, loadCPUPerRequest: loadCPU / rounds, rounds: Int(rounds),
+            serverCPUPerRequest: serverCPU / max(rounds, 1), loadCPUPerRequest: loadCPU / max(rounds, 1),
+            rounds: Int(rounds),
             serverMallocs: server.remainingOutput().split(separator: "\n").first { $0.hasPrefix("mallocs ") }
                 .flatMap { Int($0.dropFirst("mallocs ".count)) },
-            loadBatch: requests / turns, rampSeconds: ramp / 1e9)
+            loadBatch: turns > 0 ? requests / turns : 0, rampSeconds: ramp / 1e9, burstSeconds: burstNs / 1e9)
     }
 
     static func childrenCPUSeconds() -> Double {
