@@ -206,9 +206,10 @@ final class AcceptQueue<Socket: StreamSocket> {
             try Fiber.checkInterruption(me)
             if let listenError { throw listenError }
             if closed() { throw UVError(code: -ECANCELED, operation: "accept on a closed listener") }
-            if head == ready.count, deferred {
+            if deferred, ready.count - head < Self.eagerLimit {
+                // Room again: take the connection libuv held, which resumes listening.
                 deferred = false
-                ready.append(Result { () throws(UVError) in try acceptOne() })
+                acceptNow()
             }
             if head < ready.count {
                 let next = ready[head]
@@ -216,11 +217,6 @@ final class AcceptQueue<Socket: StreamSocket> {
                 if head == ready.count {
                     ready.removeAll(keepingCapacity: true)
                     head = 0
-                }
-                if deferred {
-                    // Room again: take the connection libuv held, which resumes listening.
-                    deferred = false
-                    ready.append(Result { () throws(UVError) in try acceptOne() })
                 }
                 return try next.get()
             }
@@ -239,12 +235,16 @@ final class AcceptQueue<Socket: StreamSocket> {
         if let error {
             listenError = error
         } else if ready.count - head < Self.eagerLimit {
-            ready.append(Result { () throws(UVError) in try acceptOne() })
+            acceptNow()
         } else {
             deferred = true
         }
         if let waiter = waiters.popFirst() { FiberRef(waiter).wake(.ready) }
     }
+
+    /// Accepts one connection into the queue (a failed accept is queued as its error, for the
+    /// fiber that takes it).
+    private func acceptNow() { ready.append(Result { () throws(UVError) in try acceptOne() }) }
 
     /// The listener closed: the connections no fiber took are closed, and every waiting fiber
     /// wakes (and throws `ECANCELED`).

@@ -1,7 +1,7 @@
 import SpindleLoop
 
 /// The futures a loop hands out again: the futures layer's per-loop state, kept on the loop as
-/// its hot attachment (``/SpindleLoop/EventLoop``'s `hotAttachment`: a load and a test per
+/// its hot attachment (``/SpindleLoop/EventLoop``'s `madeHotAttachment`: a load and a test per
 /// use, no lookup). Each slot holds one object, and only while the loop runs: a kept future
 /// holds its loop, so they all go when ``/SpindleLoop/EventLoop/run(_:)`` returns.
 @usableFromInline
@@ -31,19 +31,21 @@ final class ReusedFutures: EventLoopAttachment {
 extension ReusedFutures {
     /// The loop's reused futures, lent, if it made them: a take finds nothing in a loop that
     /// did not.
+    /// The slot holds this type: the futures layer is the package's one user of the hot
+    /// attachment (`hotAttachment` stops a second type); debug builds check it here too.
     @inlinable @inline(__always)
     static func ifMade(_ loop: Unmanaged<EventLoop>) -> Unmanaged<ReusedFutures>? {
-        loop._withUnsafeGuaranteedRef { $0.madeHotAttachment }.map { Unmanaged.fromOpaque($0) }
+        guard let address = loop._withUnsafeGuaranteedRef({ $0.madeHotAttachment }) else { return nil }
+        assert(Unmanaged<AnyObject>.fromOpaque(address).takeUnretainedValue() is ReusedFutures)
+        return Unmanaged.fromOpaque(address)
     }
 
     /// The loop's reused futures, lent, made on first use, while it runs; nil when it does not
     /// run (nothing is kept then).
     @inlinable @inline(__always)
     static func whileRunning(_ loop: Unmanaged<EventLoop>) -> Unmanaged<ReusedFutures>? {
-        let (running, address) = loop._withUnsafeGuaranteedRef { ($0.isRunning, $0.madeHotAttachment) }
-        guard running else { return nil }
-        if let address { return Unmanaged.fromOpaque(address) }
-        return loop._withUnsafeGuaranteedRef { $0.makeReusedFutures() }
+        guard loop._withUnsafeGuaranteedRef({ $0.isRunning }) else { return nil }
+        return ifMade(loop) ?? loop._withUnsafeGuaranteedRef { $0.makeReusedFutures() }
     }
 
     /// Moves the object in `slot` to where ``takeRecycled(on:as:)`` finds it (replacing any

@@ -84,7 +84,6 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
     /// The address of the hot attachment (see ``hotAttachment(_:_:)``), unretained: the
     /// attachments dictionary holds it until the loop closes.
     @exclusivity(unchecked) @usableFromInline var hotAttachmentAddress: UnsafeMutableRawPointer?
-    @exclusivity(unchecked) @usableFromInline var hotAttachmentKey: ObjectIdentifier?
 
     /// The loop's number, unique in the process (1 for the first loop made).
     public let id: UInt64
@@ -338,48 +337,32 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// The attachment of type `T` (made with `make` on first use), lent: the loop holds it.
-    /// Found with no lookup: a load and a test.
     ///
     /// For the one layer whose hot paths reach its per-loop state on every operation (the
     /// futures layer: the futures it reuses). The first type to ask claims the hot slot for the
     /// whole process; any other type asking stops the process, saying so. Other attachments use
-    /// ``withAttachment(_:_:_:)``.
-    @inlinable @inline(__always)
+    /// ``withAttachment(_:_:_:)``. Once it is made, the hot path reads ``madeHotAttachment``: a
+    /// load and a test.
     package func hotAttachment<T: EventLoopAttachment>(_ type: T.Type, _ make: () -> T) -> Unmanaged<T> {
-        if let address = hotAttachmentAddress {
-            // One type holds the slot in every loop of the process (the slow path makes sure),
-            // so only debug builds check it here: the type's metadata is a call away in another
-            // module, and the hot paths come here several times an operation.
-            assert(ObjectIdentifier(type) == hotAttachmentKey, Self.hotAttachmentClaimed(by: T.self))
-            return Unmanaged<T>.fromOpaque(address)
-        }
-        return Unmanaged.passUnretained(hotAttachmentSlow(type, make))
-    }
-
-    /// The hot attachment, lent, once one was made (see ``hotAttachment(_:_:)``): for a fast
-    /// path that knows its type, with its own out-of-line call to `hotAttachment` otherwise.
-    @inlinable package var madeHotAttachment: UnsafeMutableRawPointer? { hotAttachmentAddress }
-
-    /// The type that claimed the hot slot, for every loop of the process.
-    private static let hotAttachmentType = Locked<ObjectIdentifier?>(nil)
-
-    @usableFromInline
-    static func hotAttachmentClaimed<T>(by type: T.Type) -> String {
-        "\(T.self) asked for the loop's hot attachment, which another layer's type holds: use withAttachment"
-    }
-
-    @usableFromInline
-    func hotAttachmentSlow<T: EventLoopAttachment>(_ type: T.Type, _ make: () -> T) -> T {
         let claimed = Self.hotAttachmentType.withLock { claimed -> ObjectIdentifier in
             if claimed == nil { claimed = ObjectIdentifier(type) }
             return claimed!
         }
-        precondition(claimed == ObjectIdentifier(type), Self.hotAttachmentClaimed(by: T.self))
-        let attachment = attachmentSlow(type, make)
-        hotAttachmentAddress = Unmanaged.passUnretained(attachment as AnyObject).toOpaque()
-        hotAttachmentKey = ObjectIdentifier(type)
+        precondition(
+            claimed == ObjectIdentifier(type),
+            "\(T.self) asked for the loop's hot attachment, which another layer's type holds: use withAttachment")
+        if let address = hotAttachmentAddress { return Unmanaged.fromOpaque(address) }
+        let attachment = Unmanaged.passUnretained(attachmentSlow(type, make))
+        hotAttachmentAddress = attachment.toOpaque()
         return attachment
     }
+
+    /// The hot attachment, lent, once one was made (see ``hotAttachment(_:_:)``). Its type is
+    /// the one that claimed the slot for the process.
+    @inlinable package var madeHotAttachment: UnsafeMutableRawPointer? { hotAttachmentAddress }
+
+    /// The type that claimed the hot slot, for every loop of the process.
+    private static let hotAttachmentType = Locked<ObjectIdentifier?>(nil)
 
     /// The attachment of type `T`, if one was made.
     public func existingAttachment<T: EventLoopAttachment>(_ type: T.Type) -> T? {
@@ -454,7 +437,6 @@ public final class EventLoop: @unchecked Sendable, CustomStringConvertible {
         cachedAttachmentAddress = nil
         cachedAttachmentKey = nil
         hotAttachmentAddress = nil
-        hotAttachmentKey = nil
         nextTurn = nil
         uv.deallocate()
     }

@@ -23,8 +23,8 @@ public enum FileSystem {
         _ path: String, flags: Int32, mode: Int32 = 0o644, on loop: EventLoop,
         _ completion: @escaping (Result<Int32, UVError>) -> Void
     ) {
-        run(on: loop, "uv_fs_open \(path)", { uv_fs_open(loop.uv, $0, path, flags, mode, $1) }) { request, result in
-            completion(result.map { _ in Int32(request.pointee.result) })
+        run(on: loop, "uv_fs_open \(path)", { uv_fs_open(loop.uv, $0, path, flags, mode, $1) }) { request, error in
+            completion(error.map { .failure($0) } ?? .success(Int32(request.pointee.result)))
         }
     }
 
@@ -34,8 +34,8 @@ public enum FileSystem {
         _ completion: @escaping (Result<Int, UVError>) -> Void
     ) {
         var buf = uv_buf_init(buffer.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(buffer.count))
-        run(on: loop, "uv_fs_read", { uv_fs_read(loop.uv, $0, fd, &buf, 1, offset, $1) }) { request, result in
-            completion(result.map { _ in Int(request.pointee.result) })
+        run(on: loop, "uv_fs_read", { uv_fs_read(loop.uv, $0, fd, &buf, 1, offset, $1) }) { request, error in
+            completion(error.map { .failure($0) } ?? .success(Int(request.pointee.result)))
         }
     }
 
@@ -46,46 +46,51 @@ public enum FileSystem {
     ) {
         var buf = uv_buf_init(
             UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: CChar.self)), UInt32(bytes.count))
-        run(on: loop, "uv_fs_write", { uv_fs_write(loop.uv, $0, fd, &buf, 1, offset, $1) }) { request, result in
-            completion(result.map { _ in Int(request.pointee.result) })
+        run(on: loop, "uv_fs_write", { uv_fs_write(loop.uv, $0, fd, &buf, 1, offset, $1) }) { request, error in
+            completion(error.map { .failure($0) } ?? .success(Int(request.pointee.result)))
         }
     }
 
     /// Flushes a file's data and metadata to the device.
     public static func fsync(_ fd: Int32, on loop: EventLoop, _ completion: @escaping (Result<Void, UVError>) -> Void) {
-        run(on: loop, "uv_fs_fsync", { uv_fs_fsync(loop.uv, $0, fd, $1) }) { _, result in completion(result) }
+        run(on: loop, "uv_fs_fsync", { uv_fs_fsync(loop.uv, $0, fd, $1) }) { _, error in
+            completion(error.map { .failure($0) } ?? .success(()))
+        }
     }
 
     /// Closes a descriptor.
     public static func close(_ fd: Int32, on loop: EventLoop, _ completion: @escaping (Result<Void, UVError>) -> Void) {
-        run(on: loop, "uv_fs_close", { uv_fs_close(loop.uv, $0, fd, $1) }) { _, result in completion(result) }
+        run(on: loop, "uv_fs_close", { uv_fs_close(loop.uv, $0, fd, $1) }) { _, error in
+            completion(error.map { .failure($0) } ?? .success(()))
+        }
     }
 
     /// The size and mode of `path`.
     public static func stat(
         _ path: String, on loop: EventLoop, _ completion: @escaping (Result<Status, UVError>) -> Void
     ) {
-        run(on: loop, "uv_fs_stat \(path)", { uv_fs_stat(loop.uv, $0, path, $1) }) { request, result in
+        run(on: loop, "uv_fs_stat \(path)", { uv_fs_stat(loop.uv, $0, path, $1) }) { request, error in
             completion(
-                result.map { Status(size: request.pointee.statbuf.st_size, mode: request.pointee.statbuf.st_mode) })
+                error.map { .failure($0) }
+                    ?? .success(Status(size: request.pointee.statbuf.st_size, mode: request.pointee.statbuf.st_mode)))
         }
     }
 
-    /// Starts a uv_fs request with its memory and completion; the completion runs on the loop.
+    /// Starts a uv_fs request with its memory and completion; the completion runs on the loop,
+    /// with the request (its result) and the error, if any.
     private static func run(
         on loop: EventLoop, _ operation: String,
         _ start: (UnsafeMutablePointer<uv_fs_t>, uv_fs_cb?) -> Int32,
-        _ done: @escaping (UnsafeMutablePointer<uv_fs_t>, Result<Void, UVError>) -> Void
+        _ done: @escaping (UnsafeMutablePointer<uv_fs_t>, UVError?) -> Void
     ) {
         loop.preconditionOnLoopThread(operation)
-        let request = Request<uv_fs_t>(operation) { request, error in
-            done(request, error.map { .failure($0) } ?? .success(()))
-            uv_fs_req_cleanup(request)
-        }
+        let request = Request<uv_fs_t>(operation, reading: done)
         let status = start(request.pointer) { request in
             // A uv_fs request's status is its result.
-            Request<uv_fs_t>.finish(request, status: request.map { Int32(clamping: $0.pointee.result) } ?? 0)
+            Request<uv_fs_t>.finish(
+                request, status: request.map { Int32(clamping: $0.pointee.result) } ?? 0,
+                cleanUp: { uv_fs_req_cleanup($0) })
         }
-        if status < 0 { request.fail(status, operation: operation) }
+        if status < 0 { request.fail(status, operation: operation, cleanUp: { uv_fs_req_cleanup($0) }) }
     }
 }

@@ -16,19 +16,29 @@ struct Request<R> {
     let pointer: UnsafeMutablePointer<R>
 
     final class Completion {
-        let body: (UnsafeMutablePointer<R>, UVError?) -> Void
+        /// What to call: kept at the caller's own type, so that no closure wraps another.
+        enum Body {
+            case outcome((UVError?) -> Void)
+            case reading((UnsafeMutablePointer<R>, UVError?) -> Void)
+        }
+        let body: Body
         /// How an error names the call (`uv_tcp_connect`, `uv_fs_open /tmp/x`).
         let operation: String
 
-        init(_ operation: String, _ body: @escaping (UnsafeMutablePointer<R>, UVError?) -> Void) {
+        init(_ operation: String, _ body: Body) {
             self.operation = operation
             self.body = body
         }
+
+        func run(_ request: UnsafeMutablePointer<R>, _ error: UVError?) {
+            switch body {
+            case .outcome(let completion): completion(error)
+            case .reading(let completion): completion(request, error)
+            }
+        }
     }
 
-    /// A request whose completion reads it (the file system's result, the resolver's
-    /// addresses).
-    init(_ operation: String, _ body: @escaping (UnsafeMutablePointer<R>, UVError?) -> Void) {
+    private init(_ operation: String, body: Completion.Body) {
         guard let memory = calloc(1, MemoryLayout<R>.size) else {
             fatalError("out of memory allocating a libuv request")
         }
@@ -39,21 +49,32 @@ struct Request<R> {
 
     /// A request whose outcome is an error or nothing.
     init(_ operation: String, _ completion: @escaping (UVError?) -> Void) {
-        self.init(operation) { (_: UnsafeMutablePointer<R>, error: UVError?) in completion(error) }
+        self.init(operation, body: .outcome(completion))
     }
 
-    /// libuv finished the request with `status`: runs the completion, then frees the request.
-    static func finish(_ raw: UnsafeMutablePointer<R>?, status: Int32) {
+    /// A request whose completion reads it (the file system's result, the resolver's
+    /// addresses).
+    init(_ operation: String, reading completion: @escaping (UnsafeMutablePointer<R>, UVError?) -> Void) {
+        self.init(operation, body: .reading(completion))
+    }
+
+    /// libuv finished the request with `status`: runs the completion, then `cleanUp` (what
+    /// libuv itself allocated for the request), then frees the request.
+    static func finish(
+        _ raw: UnsafeMutablePointer<R>?, status: Int32, cleanUp: (UnsafeMutablePointer<R>) -> Void = { _ in }
+    ) {
         guard let raw else { return }
         let completion = takeCompletion(raw)
-        completion.body(raw, status < 0 ? UVError(code: status, operation: completion.operation) : nil)
+        completion.run(raw, status < 0 ? UVError(code: status, operation: completion.operation) : nil)
+        cleanUp(raw)
         free(raw)
     }
 
     /// The request could not start: reports `status` through the completion, naming the call
-    /// as `operation`, and frees the request.
-    func fail(_ status: Int32, operation: String) {
-        Self.takeCompletion(pointer).body(pointer, UVError(code: status, operation: operation))
+    /// as `operation`, then cleans up and frees the request as ``finish(_:status:cleanUp:)``.
+    func fail(_ status: Int32, operation: String, cleanUp: (UnsafeMutablePointer<R>) -> Void = { _ in }) {
+        Self.takeCompletion(pointer).run(pointer, UVError(code: status, operation: operation))
+        cleanUp(pointer)
         free(pointer)
     }
 

@@ -11,28 +11,32 @@ public enum Resolver {
         _ completion: @escaping (Result<[SocketAddress], UVError>) -> Void
     ) {
         loop.preconditionOnLoopThread("Resolver.resolve")
-        let request = Request<uv_getaddrinfo_t>("uv_getaddrinfo") { request, error in
-            let info = request.pointee.addrinfo
-            defer { uv_freeaddrinfo(info) }
-            if let error { return completion(.failure(error)) }
-            var addresses: [SocketAddress] = []
-            var cursor = info
-            while let entry = cursor {
-                if let address = entry.pointee.ai_addr {
-                    var found = SocketAddress(address)
-                    found.setPort(port)
-                    if !addresses.contains(found) { addresses.append(found) }
+        let request = Request<uv_getaddrinfo_t>(
+            "uv_getaddrinfo",
+            reading: { request, error in
+                if let error { return completion(.failure(error)) }
+                var addresses: [SocketAddress] = []
+                var cursor = request.pointee.addrinfo
+                while let entry = cursor {
+                    if let address = entry.pointee.ai_addr {
+                        var found = SocketAddress(address)
+                        found.setPort(port)
+                        if !addresses.contains(found) { addresses.append(found) }
+                    }
+                    cursor = entry.pointee.ai_next
                 }
-                cursor = entry.pointee.ai_next
-            }
-            completion(.success(addresses))
-        }
+                completion(.success(addresses))
+            })
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_family = AF_UNSPEC
         let status = uv_getaddrinfo(
             loop.uv, request.pointer,
-            { request, status, _ in Request<uv_getaddrinfo_t>.finish(request, status: status) },
+            { request, status, _ in
+                // The addresses libuv found are the request's to free, once they are read.
+                Request<uv_getaddrinfo_t>.finish(
+                    request, status: status, cleanUp: { uv_freeaddrinfo($0.pointee.addrinfo) })
+            },
             host, nil, &hints)
         if status < 0 { request.fail(status, operation: "uv_getaddrinfo \(host)") }
     }

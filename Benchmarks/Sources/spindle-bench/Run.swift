@@ -327,18 +327,16 @@ struct Run: ParsableCommand {
         var rows: [BenchResult] = []
         for size in EchoWorkload.burstSizes where !Self.interrupted {
             let executors = EchoWorkload.burstExecutors.filter { only?.contains($0) ?? true }
-            var samples: [String: [Double]] = [:]
-            for trial in 0..<trials {
-                for executor in executors {
-                    if Self.interrupted { return rows }
-                    progress("echo burst-\(size): trial \(trial + 1)/\(trials), \(executor)")
-                    let outcome = try EchoWorkload.run(
-                        executor, variant: "burst", warmupMs: 0, durationMs: 1, tools: Self.tools, burst: size)
-                    samples[executor, default: []].append(outcome.burstSeconds * 1e3)
-                }
-            }
+            guard
+                let outcomes = try interleavedEchoRuns(
+                    "echo burst-\(size)", executors, trials: trials,
+                    {
+                        try EchoWorkload.run(
+                            $0, variant: "burst-\(size)", warmupMs: 0, durationMs: 1, tools: Self.tools, burst: size)
+                    })
+            else { return rows }
             for executor in executors {
-                let stats = Stats(samples[executor]!)
+                let stats = Stats(outcomes[executor]!.map { $0.burstSeconds * 1e3 })
                 rows.append(
                     BenchResult(
                         workload: "echo", variant: "burst-\(size)", executor: executor, metric: "all-echoed",
@@ -349,6 +347,22 @@ struct Run: ParsableCommand {
             }
         }
         return rows
+    }
+
+    /// Echo runs taken in turns (A B C A B C ...), `trials` times, so that drift on a shared
+    /// machine hits every server alike; nil once interrupted.
+    func interleavedEchoRuns(
+        _ label: String, _ executors: [String], trials: Int, _ run: (String) throws -> EchoWorkload.Outcome
+    ) throws -> [String: [EchoWorkload.Outcome]]? {
+        var outcomes: [String: [EchoWorkload.Outcome]] = [:]
+        for trial in 0..<trials {
+            for executor in executors {
+                if Self.interrupted { return nil }
+                progress("\(label): trial \(trial + 1)/\(trials), \(executor)")
+                outcomes[executor, default: []].append(try run(executor))
+            }
+        }
+        return outcomes
     }
 
     func runEcho(only: Set<String>?) throws -> [BenchResult] {
@@ -365,29 +379,14 @@ struct Run: ParsableCommand {
             let executors = EchoWorkload.executors.filter {
                 only?.contains($0) ?? (all || EchoWorkload.headlineExecutors.contains($0))
             }
-            var throughput: [String: [Double]] = [:]
-            var serverCPU: [String: [Double]] = [:]
-            var loadCPU: [String: [Double]] = [:]
-            var percentiles: [String: [Double: [Double]]] = [:]
-            var loadBatch: [String: [Double]] = [:]
-            var ramp: [String: [Double]] = [:]
-            for trial in 0..<echoTrials {
-                for executor in executors {
-                    if Self.interrupted { return rows }
-                    progress("echo \(variant): trial \(trial + 1)/\(echoTrials), \(executor)")
-                    let outcome = try EchoWorkload.run(
-                        executor, variant: variant, warmupMs: warmupMs, durationMs: durationMs, tools: tools)
-                    throughput[executor, default: []].append(outcome.requestsPerSecond)
-                    serverCPU[executor, default: []].append(outcome.serverCPUPerRequest * 1e9)
-                    loadCPU[executor, default: []].append(outcome.loadCPUPerRequest * 1e9)
-                    loadBatch[executor, default: []].append(outcome.loadBatch)
-                    ramp[executor, default: []].append(outcome.rampSeconds * 1e3)
-                    for percentile in [50.0, 99.0, 99.9] {
-                        percentiles[executor, default: [:]][percentile, default: []]
-                            .append(Double(outcome.latency.valueAtPercentile(percentile)) / 1e3)
-                    }
-                }
-            }
+            guard
+                let outcomes = try interleavedEchoRuns(
+                    "echo \(variant)", executors, trials: echoTrials,
+                    {
+                        try EchoWorkload.run(
+                            $0, variant: variant, warmupMs: warmupMs, durationMs: durationMs, tools: tools)
+                    })
+            else { return rows }
             // Steady-state allocations per round trip of the Swift servers: two runs of different
             // length through the malloc interposer, so what is made per connection cancels out.
             var allocations: [String: Double] = [:]
@@ -411,29 +410,30 @@ struct Run: ParsableCommand {
                     "\(EchoWorkload.messageSize)-byte ping-pong, C load generator in its own process, "
                     + "\(durationMs) ms after \(warmupMs) ms warm-up per trial, both once every connection has had its "
                     + "first echo (ramp_ms: how long that took); every byte checked"
-                let stats = Stats(throughput[executor]!)
-                var perOp = ["ramp_ms": Stats(ramp[executor]!).median]
+                let stats = Stats(outcomes[executor]!.map(\.requestsPerSecond))
+                var perOp = ["ramp_ms": Stats(outcomes[executor]!.map { $0.rampSeconds * 1e3 }).median]
                 perOp["allocs"] = allocations[executor]
                 rows.append(
                     BenchResult(
                         workload: "echo", variant: variant, executor: executor, metric: "requests/s", unit: "req/s",
                         median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
                         per_op: perOp, note: note))
-                let cpu = Stats(serverCPU[executor]!)
+                let cpu = Stats(outcomes[executor]!.map { $0.serverCPUPerRequest * 1e9 })
                 rows.append(
                     BenchResult(
                         workload: "echo", variant: variant, executor: executor, metric: "server-cpu", unit: "ns",
                         median: cpu.median, min: cpu.min, max: cpu.max, trials: cpu.count,
                         note: "the server process's user + system CPU time per round trip (rusage), warm-up included"))
                 // On two cores the load generator competes with a server of two loops: its share.
-                let load = Stats(loadCPU[executor]!)
+                let load = Stats(outcomes[executor]!.map { $0.loadCPUPerRequest * 1e9 })
                 rows.append(
                     BenchResult(
                         workload: "echo", variant: variant, executor: executor, metric: "client-cpu", unit: "ns",
                         median: load.median, min: load.min, max: load.max, trials: load.count,
                         note: "the load generator's user + system CPU time per round trip (rusage), warm-up included"))
                 for percentile in [50.0, 99.0, 99.9] {
-                    let stats = Stats(percentiles[executor]![percentile]!)
+                    let stats = Stats(
+                        outcomes[executor]!.map { Double($0.latency.valueAtPercentile(percentile)) / 1e3 })
                     // On the p99 row, what shapes it: how many echoes the load generator read
                     // per loop turn (see EchoWorkload.Outcome.loadBatch).
                     rows.append(
@@ -441,7 +441,8 @@ struct Run: ParsableCommand {
                             workload: "echo", variant: variant, executor: executor,
                             metric: percentile == 99.9 ? "p99.9" : "p\(Int(percentile))", unit: "µs",
                             median: stats.median, min: stats.min, max: stats.max, trials: stats.count,
-                            per_op: percentile == 99 ? ["load_batch": Stats(loadBatch[executor]!).median] : nil,
+                            per_op: percentile == 99
+                                ? ["load_batch": Stats(outcomes[executor]!.map(\.loadBatch)).median] : nil,
                             note: percentile == 99
                                 ? "latency (HdrHistogram); median of the trials' percentiles; load_batch: echoes the load "
                                     + "generator read per loop turn (near 1: requests queue in the server; near the "
