@@ -47,6 +47,11 @@ let package = Package(
             name: "CSpindleSupport",
             path: "CSupport/CSpindleSupport"
         ),
+        // The system call counter (ptrace) behind `spindle-doctor run`.
+        .target(
+            name: "CSpindleSyscalls",
+            path: "CSupport/CSpindleSyscalls"
+        ),
         .target(
             name: "SpindleLoop",
             dependencies: ["CLibUV", "CSpindleSupport"]
@@ -70,7 +75,7 @@ let package = Package(
         // Counters, the doctor (and, to come, the trace recorder) over the fiber scheduler.
         .target(
             name: "SpindleTrace",
-            dependencies: ["Spindle", "SpindleLoop"]
+            dependencies: ["Spindle", "SpindleLoop", "CSpindleSyscalls"]
         ),
         // swift-log: the runtime's warnings (slow turns, loops that could not stop) as log records.
         .target(
@@ -117,6 +122,13 @@ let package = Package(
             name: "spindle-doctor-demo",
             dependencies: ["Spindle", "SpindleLoop"],
             path: "Examples/spindle-doctor-demo"
+        ),
+        // The doctor's second gallery: nine mistakes people make with fibers, and a healthy
+        // program, each run with SPINDLE_TRACE by DoctorGalleryTests.
+        .executableTarget(
+            name: "spindle-mistakes",
+            dependencies: ["Spindle", "SpindleLoop", "SpindleAsync"],
+            path: "Examples/spindle-mistakes"
         ),
         // Parked fibers for Tools/gdb/spindle.py (its test runs gdb on it).
         .executableTarget(

@@ -414,3 +414,5 @@ spindle_sched_t *spindle_sched_registry_first(void) {
     pthread_mutex_unlock(&registry_lock);
     return first;
 }
+
+long spindle_kernel_thread_id(void) { return (long)syscall(SYS_gettid); }

@@ -1,6 +1,6 @@
-// A program for spindle-doctor: 1,000 operations, each waiting ten times for a zero-delay
-// timer, as fibers on one loop. By default each wait parks the fiber on the timer; with --busy
-// each wait starts the timer and yields until its callback has run ("ready yet?"), the mistake
+// A program for spindle-doctor: 1,000 operations, each waiting ten times for a timer, as fibers
+// on one loop. By default each wait parks the fiber on a 1 ms timer (Fiber.sleep); with --busy
+// each wait starts a zero-delay timer and yields until its callback has run ("ready yet?"), the mistake
 // of README's "Debugging a slow coroutine design". With --hog one fiber also computes for 20 ms
 // without yielding. Nothing here calls the doctor: run it with SPINDLE_TRACE and read the trace.
 //
@@ -35,7 +35,7 @@ for index in 0..<operations {
                 timer.start(after: .zero)
                 while !fired { Fiber.yield() }
             } else {
-                try? Fiber.sleep(for: .zero)
+                try? Fiber.sleep(for: .milliseconds(1))
             }
         }
         finished += 1

@@ -41,6 +41,7 @@ public final class Channel<Element> {
         precondition(capacity >= 0, "Channel capacity cannot be negative (got \(capacity))")
         self.capacity = capacity
         self.ring = Array(repeating: nil, count: capacity)
+        Scheduler.countChannelMade()
     }
 
     /// Values buffered right now.

@@ -40,6 +40,11 @@ extension Scheduler {
         /// Body objects allocated for joinable fibers (`loop.spawn`, which returns a handle):
         /// the rest of those spawns reused a finished body, one whose handles were gone.
         public var bodiesMade: UInt64
+        /// ``Fiber/sleep(for:)`` calls for less than a millisecond (the loop's timer resolution):
+        /// each waits only for the next loop turn, which is how polling through timers looks.
+        public var shortSleeps: UInt64
+        /// ``Channel``s created by this scheduler's fibers.
+        public var channelsMade: UInt64
         /// Parks by what the fiber waited for (reasons that never occurred are absent). Built
         /// when asked: reading the counters allocates nothing.
         public var parksByReason: [Fiber.ParkReason: UInt64] {
@@ -87,6 +92,8 @@ extension Scheduler {
             loopTurns = core.turns
             completionResumes = core.completion_resumes
             bodiesMade = core.bodies_made
+            shortSleeps = core.short_sleeps
+            channelsMade = core.channels_made
             parkCounts = ParkCounts(counts: core.parks_by_reason)
             let (ticksNow, nsNow) = (spindle_trace_clock(), spindle_monotonic_ns())
             let ticks = ticksNow &- core.clock_ticks0
@@ -95,5 +102,14 @@ extension Scheduler {
             live = core.live
             parked = core.parked
         }
+    }
+}
+
+extension Scheduler {
+    /// Counts a channel made by the running fiber's scheduler (a channel made outside any fiber
+    /// is not counted: no scheduler is at hand).
+    static func countChannelMade() {
+        guard let fiber = spindle_current_fiber() else { return }
+        fiber.pointee.sched.unsafelyUnwrapped.pointee.channels_made &+= 1
     }
 }

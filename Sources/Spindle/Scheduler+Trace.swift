@@ -147,7 +147,14 @@ extension Scheduler {
             ("runQueueHighWater", "\(counters.runQueueHighWater)"),
             ("fiberNanoseconds", "\(counters.fiberNanoseconds)"), ("runningNanoseconds", "\(loop.runningNanoseconds)"),
             ("idleNanoseconds", "\(loop.idleNanoseconds)"),
+            ("shortSleeps", "\(counters.shortSleeps)"), ("channelsMade", "\(counters.channelsMade)"),
+            ("stacksColdBesidePooled", "\(stacks.coldTakesBesidePooled)"),
+            ("stackSizesMapped", "\(stacks.sizesMapped.count)"), ("postedWorkRun", "\(loop.postedWorkRun)"),
         ]
+        // Parks by what they waited for, under "parks:" and the reason's name.
+        fields += counters.parksByReason.sorted { $0.key.rawValue < $1.key.rawValue }.map {
+            ("parks:\($0.key)", "\($0.value)")
+        }
         if spindle_thread_id_or_zero() == core.pointee.owner_thread_id {
             var usage = rusage()
             getrusage(1, &usage)  // RUSAGE_THREAD (Linux; a GNU name Swift's Glibc does not import)
@@ -160,6 +167,15 @@ extension Scheduler {
             if let syscalls = Self.readWriteSyscalls(of: "/proc/thread-self/io") {
                 fields.append(("ioSyscalls", "\(syscalls)"))
             }
+            // The other threads' context switches (finished threads included): the process's
+            // totals less this thread's.
+            var process = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &process)
+            fields += [
+                ("otherThreadsVoluntarySwitches", "\(max(0, process.ru_nvcsw - usage.ru_nvcsw))"),
+                ("otherThreadsPreemptions", "\(max(0, process.ru_nivcsw - usage.ru_nivcsw))"),
+                ("loopKernelThread", "\(spindle_kernel_thread_id())"),
+            ]
         }
         if let mark = stackHighWater {
             fields += [

@@ -79,6 +79,13 @@ public final class StackPool {
     /// Stacks unmapped when their fiber finished, because the pool already held
     /// ``maximumPooledPerSize`` of their size: as many later fibers start on fresh stacks.
     @exclusivity(unchecked) public private(set) var discardedCount: UInt64 = 0
+    /// Fresh stacks mapped while the pool held stacks of other sizes, unused: spawns that ask for
+    /// varied stack sizes, each size mapping its own.
+    @exclusivity(unchecked) public private(set) var coldTakesBesidePooled: UInt64 = 0
+    /// The distinct stack sizes (rounded to pages) mapped so far.
+    @exclusivity(unchecked) public private(set) var sizesMapped: Set<Int> = []
+    /// Pooled stacks of sizes other than the default (kept so the cold path needs no sum).
+    @exclusivity(unchecked) private var otherSizesPooled = 0
 
     /// Creates an empty pool.
     public init(guardPages: Bool = true) {
@@ -140,6 +147,7 @@ public final class StackPool {
             return fiber
         }
         coldTakes &+= 1
+        if defaultFreeCount + otherSizesPooled > 0 { coldTakesBesidePooled &+= 1 }
         let fiber = map(size: size)
         fiber.pointee.pool_cold = 1
         return fiber
@@ -155,6 +163,7 @@ public final class StackPool {
             guard let pooled = freeLists[size] else { return nil }
             freeLists[size] = pooled.pointee.next
             freeCounts[size, default: 1] -= 1
+            otherSizesPooled -= 1
             fiber = pooled
         }
         fiber.pointee.next = nil
@@ -175,6 +184,7 @@ public final class StackPool {
             fiber.pointee.next = freeLists[size]
             freeLists[size] = fiber
             freeCounts[size, default: 0] += 1
+            otherSizesPooled += 1
             return
         }
         discardedCount &+= 1
@@ -223,9 +233,11 @@ public final class StackPool {
             freeLists[size] = nil
         }
         freeCounts.removeAll()
+        otherSizesPooled = 0
     }
 
     private func map(size: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
+        sizesMapped.insert(size)
         let guardSize = guardPages ? pageSize : 0
         let total = size + guardSize
         let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK

@@ -35,6 +35,11 @@ extension EventLoop {
     /// Set while work posted from another thread waits for the loop (a hint, relaxed): the fiber
     /// scheduler looks at it between fibers to end a busy turn early.
     package var postedFlag: UnsafePointer<Int32> { UnsafePointer(inbox.postedFlag) }
+
+    /// Posted work (closures and remote nodes, from any thread) the loop has run so far: how
+    /// often other threads handed it work (`post`, `call`, cross-loop wakes, Swift concurrency
+    /// jobs on a loop executor). Read it on the loop's thread.
+    package var postedWorkRun: UInt64 { inbox.ranCount }
 }
 
 /// One posted closure, linked into the inbox's Treiber stack.
@@ -66,6 +71,8 @@ final class PostInbox: @unchecked Sendable {
         return flag
     }()
     private var wakeup: Wakeup!
+    /// Work items run so far (written and read on the loop's thread only).
+    private(set) var ranCount: UInt64 = 0
     /// The remote stack's head once the loop closes: no node has this address.
     private static let sealed: UInt = 1
 
@@ -134,6 +141,7 @@ final class PostInbox: @unchecked Sendable {
             items.append(node)
             raw = node.next
         }
+        ranCount &+= UInt64(items.count)
         for item in items.reversed() { item.work() }
     }
 
@@ -151,6 +159,7 @@ final class PostInbox: @unchecked Sendable {
         }
         let closed: Int32 = replacement == Self.sealed ? 1 : 0
         while let node = oldest {
+            ranCount &+= 1
             oldest = node.pointee.next  // read first: `run` may let the node go
             node.pointee.run(node, closed)
         }

@@ -15,18 +15,37 @@ extension Doctor {
         let find: @Sendable (_ evidence: Evidence, _ earlier: [Finding]) -> String?
     }
 
-    /// The rules ``diagnose(_:)`` applies, in order (most specific first).
+    /// The rules ``diagnose(_:)`` applies, in order (most specific first). Each reads only the
+    /// evidence measured for its own cause: none names a pathology because nothing else
+    /// explains a figure.
     public static let rules: [Rule] = [
-        Rule(pathology: .coldStacks, evidence: ["spawns", "stacksCold", "minorFaults"], find: coldStacks),
-        Rule(pathology: .threadHandoff, evidence: ["threadSwitches", "waitsPerOperation"], find: threadHandoff),
+        Rule(
+            pathology: .coldStacks,
+            evidence: [
+                "spawns", "stacksCold", "stacksUnmapped", "stacksColdBesidePooled", "stackSizes", "minorFaults",
+            ],
+            find: coldStacks),
+        Rule(pathology: .asyncHops, evidence: ["parksByReason", "otherThreadSwitches"], find: asyncHops),
+        Rule(
+            pathology: .threadHandoff,
+            evidence: ["threadSwitches", "otherThreadSwitches", "postedWork", "parksByReason", "waitsPerOperation"],
+            find: threadHandoff),
+        Rule(
+            pathology: .loopBlockingCall,
+            evidence: [
+                "threadSwitches", "otherThreadSwitches", "fiberSeconds", "userSeconds", "systemSeconds", "loopSyscalls",
+            ],
+            find: loopBlockingCall),
         Rule(pathology: .taskYieldSpin, evidence: ["taskYields", "waitsPerOperation"], find: taskYieldSpin),
-        Rule(pathology: .busyYield, evidence: ["yields", "parks", "waitsPerOperation"], find: busyYield),
+        Rule(pathology: .busyYield, evidence: ["yields", "parks", "spinYields", "waitsPerOperation"], find: busyYield),
+        Rule(pathology: .timerPolling, evidence: ["shortSleeps", "waitsPerOperation"], find: timerPolling),
         Rule(
             pathology: .loopTurnPerSwitch, evidence: ["loopTurns", "switches", "concurrency"], find: loopTurnPerSwitch),
-        Rule(
-            pathology: .syscallPerSwitch,
-            evidence: ["userSeconds", "systemSeconds", "switches", "minorFaults", "ioSyscalls"],
-            find: syscallPerSwitch),
+        Rule(pathology: .syscallPerSwitch, evidence: ["loopSyscalls", "switches"], find: syscallPerSwitch),
+        Rule(pathology: .fiberPerStep, evidence: ["oneSliceChildren", "spawns"], find: fiberPerStep),
+        Rule(pathology: .lockConvoy, evidence: ["parksByReason", "parks"], find: lockConvoy),
+        Rule(pathology: .channelPerMessage, evidence: ["channelsMade", "parksByReason"], find: channelPerMessage),
+        Rule(pathology: .wakeStorm, evidence: ["groupWakes", "futileWakes"], find: wakeStorm),
         Rule(
             pathology: .longSlices,
             evidence: ["longSlices", "longestSliceSeconds", "longestSliceFiber", "preemptions"],
@@ -35,27 +54,112 @@ extension Doctor {
         Rule(pathology: .excessSwitches, evidence: ["switches", "waitsPerOperation"], find: excessSwitches),
     ]
 
-    /// Fibers start on freshly mapped stacks instead of pooled ones.
+    /// Fibers start on freshly mapped stacks instead of pooled ones: mapped per fiber and
+    /// unmapped when it ends (a full pool), or mapped per size (varied stack sizes).
     static func coldStacks(_ evidence: Evidence, _: [Finding]) -> String? {
         guard let spawns = evidence.spawns, let cold = evidence.stacksCold, spawns > 0, cold / spawns >= 0.5,
             evidence.operations >= 100 || spawns >= 100 || cold / spawns >= 0.99
         else { return nil }
         let faults = evidence.per(evidence.minorFaults).map { ", \(figure($0)) page faults per operation" } ?? ""
-        return "\(Int((cold / spawns * 100).rounded()))% of fibers started on a freshly mapped stack "
-            + "(\(figure(cold / evidence.operations)) mmaps per operation\(faults)): stacks are mapped per fiber "
-            + "instead of reused. Keep StackPool.maximumPooledPerSize above the number of live fibers and "
-            + "prefault the pool at start-up."
+        let head =
+            "\(Int((cold / spawns * 100).rounded()))% of fibers started on a freshly mapped stack "
+            + "(\(figure(cold / evidence.operations)) mmaps per operation\(faults))"
+        if let beside = evidence.stacksColdBesidePooled, beside >= 0.5 * cold, let sizes = evidence.stackSizes,
+            sizes > 1
+        {
+            return head + " while the pool held unused stacks of other sizes: the fibers asked for "
+                + "\(Int(sizes)) different stack sizes, and the pool keeps stacks by size, so each new size "
+                + "maps its own and the others' sit idle. Spawn with one stack size (or a few fixed ones)."
+        }
+        if let unmapped = evidence.stacksUnmapped, unmapped >= 0.5 * cold {
+            return head + " and \(figure(unmapped / evidence.operations)) stacks unmapped per operation when "
+                + "their fibers finished: the pool was full (StackPool.maximumPooledPerSize), so every "
+                + "stack is mapped and unmapped once per fiber. Keep maximumPooledPerSize above the number "
+                + "of live fibers and prefault the pool at start-up."
+        }
+        return head + ": stacks are mapped per fiber instead of reused. Keep StackPool.maximumPooledPerSize "
+            + "above the number of live fibers and prefault the pool at start-up."
     }
 
-    /// Work moves between OS threads on every step.
-    static func threadHandoff(_ evidence: Evidence, _: [Finding]) -> String? {
-        let waits = evidence.waitsPerOperation
-        guard let perOp = evidence.per(evidence.threadSwitches), perOp >= max(1, (waits ?? 1) * 0.5) else { return nil }
-        return "\(figure(perOp)) OS thread context switches per operation (getrusage)"
-            + (waits.map { ", \(figure(perOp / $0)) per wait" } ?? "")
-            + ": each step hands work to another thread and waits for it to come back. Run the "
-            + "steps as fibers on the loop's own thread."
+    /// Fibers park on `Fiber.awaitAsync` (a Task on Swift concurrency's threads) for most steps.
+    static func asyncHops(_ evidence: Evidence, _: [Finding]) -> String? {
+        guard let hops = evidence.parks(.async), hops >= 1_000, hops / evidence.operations >= 2 else { return nil }
+        let threads = evidence.otherThreadSwitches.map {
+            " The other threads switched \(figure($0 / hops)) times a hop (voluntary context switches)."
+        }
+        return "\(figure(hops / evidence.operations)) hops to Swift concurrency per operation (fiber parks "
+            + "on Fiber.awaitAsync): each creates a Task, runs it through Swift concurrency's executors "
+            + "and parks the fiber until it ends, where a fiber's own wait is one park and one wake. Keep "
+            + "steps that need no async API in the fiber (its sleep, sockets and channels), or make one "
+            + "hop for the whole operation."
+            + (threads ?? "")
     }
+
+    /// Work moves between OS threads on every step: another thread is woken for each (its
+    /// voluntary switches), and the loop waits for it (its own switches outside epoll_wait, or
+    /// the work posted back to it).
+    static func threadHandoff(_ evidence: Evidence, _: [Finding]) -> String? {
+        let step = max(1, (evidence.waitsPerOperation ?? 1) * 0.5)
+        guard let others = evidence.per(evidence.otherThreadSwitches), others >= step else { return nil }
+        let loopWaits = evidence.per(evidence.threadSwitches) ?? 0
+        // Work posted back other than a hop's own wake (asyncHops names those).
+        let posted = evidence.per(evidence.postedWork.map { max(0, $0 - (evidence.parks(.async) ?? 0)) }) ?? 0
+        guard loopWaits >= step || posted >= step else { return nil }
+        let loopSide =
+            posted >= step
+            ? "\(figure(posted)) pieces of work posted back to the loop"
+            : "\(figure(loopWaits)) waits of the loop's thread for another thread"
+        return "\(figure(others)) voluntary context switches of other threads per operation and "
+            + loopSide + " per operation"
+            + (evidence.waitsPerOperation.map { " (\(figure(others / $0)) per wait)" } ?? "")
+            + ": each step hands work to another thread, which wakes for it, and waits for it to come "
+            + "back. Run the steps as fibers on the loop's own thread."
+    }
+
+    /// The loop's thread slept inside fiber slices, and no other thread was woken for it.
+    static func loopBlockingCall(_ evidence: Evidence, _: [Finding]) -> String? {
+        guard let sleeps = evidence.threadSwitches, sleeps >= 10, sleeps / evidence.operations >= 0.5,
+            let fiberTime = evidence.fiberSeconds, let user = evidence.userSeconds,
+            let system = evidence.systemSeconds
+        else { return nil }
+        // Not a hand-off: the other threads did not wake as often.
+        if let others = evidence.otherThreadSwitches, others >= 0.5 * sleeps { return nil }
+        // The fibers held the loop for longer than the thread was on a CPU at all.
+        let cpu = user + system
+        guard fiberTime - cpu >= 0.25 * fiberTime else { return nil }
+        var calls = ""
+        if let syscalls = evidence.loopSyscalls {
+            // Under ptrace every system call stops the thread, a voluntary switch of its own:
+            // the calls that can block, counted, say what it slept in.
+            let blocking = syscalls.filter {
+                blockingSyscallNames.contains($0.key) && $0.value >= 10 && $0.value >= 0.5 * evidence.operations
+            }
+            .sorted { $0.value > $1.value }.prefix(3)
+            guard !blocking.isEmpty else { return nil }
+            calls =
+                " The calls that can block on the loop's thread (ptrace): "
+                + blocking.map { "\($0.key) \(figure($0.value / evidence.operations)) per operation" }
+                .joined(separator: ", ") + "."
+        }
+        return "the loop's thread went to sleep \(figure(sleeps / evidence.operations)) times per operation "
+            + "outside epoll_wait (voluntary context switches) with no other thread woken for it: fibers held "
+            + "the loop for \(figure(fiberTime * 1_000)) ms while its thread was on a CPU for "
+            + "\(figure(cpu * 1_000)) ms in all. A fiber makes a blocking call (usleep, a blocking read, a pthread "
+            + "lock), and the loop runs nothing until it returns. Use Fiber.sleep, the loop's sockets and "
+            + "files, or Fiber.awaitAsync for work that must block." + calls
+    }
+
+    /// System calls that put a thread to sleep until something else happens.
+    static let blockingSyscallNames: Set<String> = [
+        "nanosleep", "clock_nanosleep", "futex", "poll", "ppoll", "select", "pselect6", "wait4", "flock", "fsync",
+        "fdatasync",
+    ]
+
+    /// The loop's own system calls: epoll, the wake-up eventfd, timers, sockets and stacks.
+    static let loopSyscallNames: Set<String> = [
+        "epoll_wait", "epoll_pwait", "epoll_ctl", "read", "write", "readv", "writev", "recvfrom", "sendto",
+        "recvmsg", "sendmsg", "accept4", "mmap", "munmap", "mprotect", "madvise", "clock_gettime", "getrusage",
+    ]
 
     /// Async code waits by yielding to the executor until a flag flips.
     static func taskYieldSpin(_ evidence: Evidence, _: [Finding]) -> String? {
@@ -67,22 +171,38 @@ extension Doctor {
             + "suspending on a continuation the event resumes."
     }
 
-    /// Fibers yield to ask "ready yet?" instead of parking on the event.
+    /// Fibers yield to ask "ready yet?" instead of parking on the event: with the waits known,
+    /// yields where parks should be; from a trace, slices that yield again at once.
     static func busyYield(_ evidence: Evidence, _: [Finding]) -> String? {
         guard let yields = evidence.per(evidence.yields), let parks = evidence.per(evidence.parks) else { return nil }
         let waits = evidence.waitsPerOperation
-        let polling: Bool
+        var spins = ""
         if let waits, waits > 0 {
-            polling = yields >= waits * 0.5 && parks < waits * 0.5
+            guard yields >= waits * 0.5, parks < waits * 0.5 else { return nil }
+        } else if let spinning = evidence.spinYields {
+            guard spinning >= 1_000, spinning >= 0.5 * (evidence.yields ?? 0) else { return nil }
+            spins =
+                "; \(Int((spinning / max(1, evidence.yields ?? 1) * 100).rounded()))% of the yields came "
+                + "from slices that had yielded just before and ran under \(EventTally.spinSlice / 1_000) µs"
         } else {
-            polling = evidence.yields ?? 0 >= 1_000 && yields >= 10 * max(parks, 0.1)
+            guard evidence.yields ?? 0 >= 1_000, yields >= 10 * max(parks, 0.1) else { return nil }
         }
-        guard polling else { return nil }
         return "\(figure(yields)) yields and \(figure(parks)) parks per operation"
-            + (waits.map { " that waits \(figure($0)) times" } ?? "")
+            + (waits.map { " that waits \(figure($0)) times" } ?? "") + spins
             + ": fibers are resumed just to find their event has not happened and yield again. "
             + "Park on the timer, socket or channel (Fiber.sleep, read, receive) so the loop wakes "
             + "the fiber when it is ready."
+    }
+
+    /// Fibers sleep for less than a timer tick again and again to poll a condition.
+    static func timerPolling(_ evidence: Evidence, _: [Finding]) -> String? {
+        guard let short = evidence.shortSleeps, short >= 1_000, short / evidence.operations >= 5 else { return nil }
+        if let waits = evidence.waitsPerOperation, short / evidence.operations <= 2 * waits { return nil }
+        return "\(figure(short / evidence.operations)) sleeps shorter than a millisecond per operation "
+            + "(Fiber.sleep, \(Int(short)) in all): each waits only for the next loop turn, so fibers poll a "
+            + "condition through the timer, a switch and a timer each time. Wait on what changes the "
+            + "condition: a Channel, a FiberEvent, the socket. (If these sleeps are the waits the work "
+            + "needs, say how many: --waits-per-operation.)"
     }
 
     /// A loop turn before every switch while many operations are in flight (one connection
@@ -97,21 +217,71 @@ extension Doctor {
             + "non-blocking epoll_wait) before every switch. Run the loop only when no fiber is runnable."
     }
 
-    /// Kernel time that grows with the switches, which page faults, reads, writes and the
-    /// pathologies found before do not account for.
-    static func syscallPerSwitch(_ evidence: Evidence, _ earlier: [Finding]) -> String? {
-        guard let user = evidence.userSeconds, let system = evidence.systemSeconds, user + system > 0,
-            let perOp = evidence.per(evidence.switches), perOp >= 2
+    /// A system call counted on the loop's thread for every switch (ucontext's swapcontext
+    /// makes rt_sigprocmask each time).
+    static func syscallPerSwitch(_ evidence: Evidence, _: [Finding]) -> String? {
+        guard let syscalls = evidence.loopSyscalls, let switches = evidence.switches, switches >= 1_000 else {
+            return nil
+        }
+        // A blocking call is loopBlockingCall's; the loop's own calls follow its turns, not switches.
+        guard
+            let (name, count) = syscalls.filter({
+                !loopSyscallNames.contains($0.key) && !blockingSyscallNames.contains($0.key)
+            })
+            .max(by: { $0.value < $1.value }), count >= 0.4 * switches
         else { return nil }
-        let share = system / (user + system)
-        let explained =
-            !earlier.isEmpty || (evidence.per(evidence.minorFaults) ?? 0) >= 0.5
-            || (evidence.per(evidence.ioSyscalls) ?? 0) >= 0.1 * perOp
-        guard share >= 0.10, !explained else { return nil }
-        return "\(Int((share * 100).rounded()))% of the CPU time is in the kernel with no page faults, reads, "
-            + "writes, thread switches or loop turns to explain it, over \(figure(perOp)) switches per operation: "
-            + "the switch itself makes a system call (ucontext's swapcontext saves the signal mask "
-            + "with rt_sigprocmask). Switch with fcontext (Boost.Context), as Spindle does."
+        let why =
+            name == "rt_sigprocmask"
+            ? " (ucontext's swapcontext saves and restores the signal mask with it)" : ""
+        return "\(name) ran \(figure(count / switches)) times per switch on the loop's thread "
+            + "(\(figure(count / evidence.operations)) per operation, counted with ptrace): the switch itself "
+            + "makes a system call\(why). Switch with fcontext (Boost.Context), as Spindle does."
+    }
+
+    /// Fibers spawned for steps that never wait: a spawn and a join where a call would do.
+    static func fiberPerStep(_ evidence: Evidence, _: [Finding]) -> String? {
+        guard let helpers = evidence.oneSliceChildren, helpers >= 1_000, helpers / evidence.operations >= 1 else {
+            return nil
+        }
+        return "\(figure(helpers / evidence.operations)) fibers per operation were spawned by another fiber and "
+            + "finished in their first slice, never waiting: each costs a spawn, two switches and usually "
+            + "a join for what a function call does. Call the step directly; spawn fibers for work that "
+            + "waits on its own."
+    }
+
+    /// Most parks wait for a FiberMutex.
+    static func lockConvoy(_ evidence: Evidence, _: [Finding]) -> String? {
+        guard let waits = evidence.parks(.mutex), waits >= 1_000, waits / evidence.operations >= 1,
+            let parks = evidence.parks, waits >= 0.25 * parks
+        else { return nil }
+        return "\(figure(waits / evidence.operations)) waits for a FiberMutex per operation "
+            + "(\(Int((waits / parks * 100).rounded()))% of all parks): the lock is held across a yield, a "
+            + "sleep or I/O, and every other fiber queues behind it, one switch per hand-over. Do the "
+            + "waiting outside the lock, or give each fiber its own state."
+    }
+
+    /// About one new channel per channel wait.
+    static func channelPerMessage(_ evidence: Evidence, _: [Finding]) -> String? {
+        guard let made = evidence.channelsMade, made >= 1_000, made / evidence.operations >= 1 else { return nil }
+        let channelWaits = [Fiber.ParkReason.channelSend, .channelReceive, .select].compactMap { evidence.parks($0) }
+            .reduce(0, +)
+        guard channelWaits > 0, made >= 0.5 * channelWaits else { return nil }
+        return "\(figure(made / evidence.operations)) channels created per operation for "
+            + "\(figure(channelWaits / evidence.operations)) channel waits: a channel per message (a reply "
+            + "channel per request, say), an allocation and a new wait list each time. Keep one channel "
+            + "per conversation and send the replies through it."
+    }
+
+    /// Many fibers woken together that found nothing and waited again.
+    static func wakeStorm(_ evidence: Evidence, _: [Finding]) -> String? {
+        guard let futile = evidence.futileWakes, futile >= 1_000, let group = evidence.groupWakes,
+            futile >= 0.5 * group
+        else { return nil }
+        return "\(Int((futile / group * 100).rounded()))% of the \(Int(group)) fibers woken together (a "
+            + "FiberEvent set, or a wake-all of fibers parked for one reason) parked again for the same "
+            + "reason in their next slice, having found nothing: \(figure(futile / evidence.operations)) "
+            + "wasted switches per operation. Wake one waiter per piece of work: a Channel or a "
+            + "FiberSemaphore."
     }
 
     /// Fiber slices that hold the loop's thread past ``Doctor/longSlice``.

@@ -40,6 +40,26 @@ public enum Doctor {
         case longSlices = "slices that block the loop"
         /// A fiber that used most of its stack (painting mode): the next deeper call overflows.
         case stackNearLimit = "a stack near its limit"
+        /// The loop's thread went to sleep inside fiber slices with no other thread to wait for:
+        /// a blocking call (`usleep`, a blocking read, a pthread lock) in a fiber.
+        case loopBlockingCall = "a blocking call on the loop thread"
+        /// Fibers sleeping for less than a millisecond again and again: polling a condition
+        /// through the loop's timers instead of waiting for what changes it.
+        case timerPolling = "polling through short sleeps"
+        /// Fibers spawned by other fibers that ran one slice and finished: a spawn (and a join)
+        /// per step for work that never waits.
+        case fiberPerStep = "a fiber per step"
+        /// Most waits are for a `FiberMutex`: its holders wait (yield, sleep, I/O) while holding
+        /// it, and every other fiber queues behind them.
+        case lockConvoy = "a lock convoy on FiberMutex"
+        /// A fresh `Channel` for about every message: an allocation and a new wait list each time.
+        case channelPerMessage = "a channel per message"
+        /// One call wakes many fibers that wait for the same thing; all but one find nothing and
+        /// wait again.
+        case wakeStorm = "a wake storm"
+        /// Fibers hop into Swift concurrency (`Fiber.awaitAsync`) on every step: two thread
+        /// hand-offs a hop.
+        case asyncHops = "hops to Swift concurrency on every step"
     }
 
     /// One verdict: the pathology and the sentence that explains it with measured numbers.
@@ -98,6 +118,44 @@ public enum Doctor {
         public var preemptions: Double?
         /// The deepest stack use seen in painting mode: the fraction of its stack, and the fiber.
         public var stackHighWater: Scheduler.StackHighWater?
+        /// Parks by what the fibers waited for.
+        public var parksByReason: [Fiber.ParkReason: Double]?
+        /// Stacks unmapped when their fiber finished (the pool was full): with ``stacksCold``,
+        /// stacks mapped and unmapped per fiber.
+        public var stacksUnmapped: Double?
+        /// Fresh stacks mapped while the pool held unused stacks of other sizes.
+        public var stacksColdBesidePooled: Double?
+        /// Distinct stack sizes mapped.
+        public var stackSizes: Double?
+        /// `Fiber.sleep(for:)` calls for less than a millisecond.
+        public var shortSleeps: Double?
+        /// Channels the fibers created.
+        public var channelsMade: Double?
+        /// Voluntary context switches of the process's other threads (a thread that waits for
+        /// work and is woken): with the loop's own, on which side of a hand-off the waits are.
+        public var otherThreadSwitches: Double?
+        /// Work other threads (or the loop itself) posted to the loop and it ran: `post`, `call`,
+        /// cross-loop wakes, Swift concurrency jobs.
+        public var postedWork: Double?
+        /// Wall-clock time the loop spent running fibers, in seconds: set against the thread's CPU
+        /// time, how long fibers held the loop while the thread slept.
+        public var fiberSeconds: Double?
+        /// Fibers spawned by a running fiber that finished in their first slice (from a trace).
+        public var oneSliceChildren: Double?
+        /// Slices that began after their fiber's own yield and yielded again within microseconds,
+        /// having found nothing to do (from a trace).
+        public var spinYields: Double?
+        /// Fibers woken together with others waiting for the same `FiberEvent` or custom park
+        /// reason, by one call (from a trace).
+        public var groupWakes: Double?
+        /// Of ``groupWakes``, the fibers whose next slice parked again for the same reason: wakes
+        /// that found nothing to do (from a trace).
+        public var futileWakes: Double?
+        /// System calls of the loop's thread by name (`spindle-doctor run` counts them with
+        /// ptrace), when counted.
+        public var loopSyscalls: [String: Double]?
+        /// System calls of the process's other threads by name, when counted.
+        public var otherThreadSyscalls: [String: Double]?
 
         /// Evidence of `operations` units of work (at least 1), each waiting
         /// `waitsPerOperation` times when known; the counters are filled in afterwards.
@@ -108,7 +166,8 @@ public enum Doctor {
 
         /// Builds evidence from per-operation figures over `operations` operations (the names
         /// spindle-bench reports: switches, yields, parks, stack_maps, loop_turns,
-        /// thread_switches, faults, io_syscalls, sys_share, task_yields).
+        /// thread_switches or loop_thread_waits, other_thread_switches, posted_work, faults,
+        /// io_syscalls, sys_share, task_yields).
         public init(perOperation figures: [String: Double], operations: Double, waitsPerOperation: Double?) {
             self.init(operations: operations, waitsPerOperation: waitsPerOperation)
             func total(_ key: String) -> Double? { figures[key].map { $0 * self.operations } }
@@ -120,7 +179,7 @@ public enum Doctor {
                 stacksCold = maps
             }
             loopTurns = total("loop_turns")
-            threadSwitches = total("thread_switches")
+            threadSwitches = total("loop_thread_waits") ?? total("thread_switches")
             minorFaults = total("faults")
             if let share = figures["sys_share"] {
                 systemSeconds = share
@@ -128,7 +187,13 @@ public enum Doctor {
             }
             taskYields = total("task_yields")
             ioSyscalls = total("io_syscalls")
+            otherThreadSwitches = total("other_thread_switches")
+            postedWork = total("posted_work")
         }
+
+        /// The parks for `reason` (0 when parks by reason are known and it has none; nil when
+        /// they are not known).
+        func parks(_ reason: Fiber.ParkReason) -> Double? { parksByReason.map { $0[reason] ?? 0 } }
 
         func per(_ value: Double?) -> Double? { value.map { $0 / operations } }
     }
@@ -141,6 +206,12 @@ public enum Doctor {
         /// The loop's scheduler counters at that moment.
         public let counters: Scheduler.Counters
         let usage: rusage
+        /// The calling thread's usage (the loop's, when taken on its thread).
+        let threadUsage: rusage
+        let onLoopThread: Bool
+        let postedWork: UInt64
+        let stacksUnmapped: UInt64
+        let stacksColdBesidePooled: UInt64
         let ioSyscalls: Int?
         let monotonicNanoseconds: UInt64
         let runningNanoseconds: UInt64
@@ -193,8 +264,12 @@ public enum Doctor {
 
     /// The loop's counters and the process's resource usage now.
     public static func snapshot(of loop: EventLoop) -> Snapshot {
-        Snapshot(
-            counters: loop.scheduler.counters, usage: currentUsage(), ioSyscalls: Doctor.readWriteSyscalls(),
+        let stacks = loop.scheduler.stacks
+        return Snapshot(
+            counters: loop.scheduler.counters, usage: currentUsage(), threadUsage: currentUsage(thread: true),
+            onLoopThread: loop.isOnLoopThread, postedWork: loop.isOnLoopThread ? loop.postedWorkRun : 0,
+            stacksUnmapped: stacks.discardedCount, stacksColdBesidePooled: stacks.coldTakesBesidePooled,
+            ioSyscalls: Doctor.readWriteSyscalls(),
             monotonicNanoseconds: monotonicNanoseconds(), runningNanoseconds: loop.runningNanoseconds,
             idleNanoseconds: loop.idleNanoseconds)
     }
@@ -222,20 +297,44 @@ public enum Doctor {
         evidence.spawns = delta(\.spawns)
         evidence.stacksCold = delta(\.stacksCold)
         evidence.loopTurns = delta(\.loopTurns)
+        evidence.parksByReason = now.counters.parksByReason.reduce(into: [:]) { byReason, entry in
+            byReason[entry.key] = Double(entry.value - (start?.parksByReason[entry.key] ?? 0))
+        }
+        evidence.shortSleeps = delta(\.shortSleeps)
+        evidence.channelsMade = delta(\.channelsMade)
+        evidence.stacksUnmapped = Double(now.stacksUnmapped - (before?.stacksUnmapped ?? 0))
+        evidence.stacksColdBesidePooled = Double(
+            now.stacksColdBesidePooled - (before?.stacksColdBesidePooled ?? 0))
+        evidence.stackSizes = Double(loop.scheduler.stacks.sizesMapped.count)
+        evidence.fiberSeconds = Double(now.counters.fiberNanoseconds &- (start?.fiberNanoseconds ?? 0)) / 1e9
+        if now.onLoopThread, before?.onLoopThread ?? true {
+            evidence.postedWork = Double(now.postedWork - (before?.postedWork ?? 0))
+        }
         if let before, includingResourceUsage {
-            // Hand-offs are waits for another thread (voluntary switches), not preemptions.
-            evidence.threadSwitches = Double(now.usage.ru_nvcsw - before.usage.ru_nvcsw)
+            // The loop's own waits are its thread's voluntary switches beyond one a loop turn (a
+            // wait in epoll_wait); other threads' are the process's less the loop thread's. Read
+            // off the loop's thread, the split is not known: every switch is counted as the loop's.
+            let thread = now.onLoopThread && before.onLoopThread
+            let (mine, mineBefore) = thread ? (now.threadUsage, before.threadUsage) : (now.usage, before.usage)
+            evidence.threadSwitches = max(0, Double(mine.ru_nvcsw - mineBefore.ru_nvcsw) - delta(\.loopTurns))
+            if thread {
+                evidence.otherThreadSwitches = max(
+                    0,
+                    Double(
+                        (now.usage.ru_nvcsw - now.threadUsage.ru_nvcsw)
+                            - (before.usage.ru_nvcsw - before.threadUsage.ru_nvcsw)))
+            }
             evidence.minorFaults = Double(now.usage.ru_minflt - before.usage.ru_minflt)
-            evidence.preemptions = Double(now.usage.ru_nivcsw - before.usage.ru_nivcsw)
+            evidence.preemptions = Double(mine.ru_nivcsw - mineBefore.ru_nivcsw)
             // Linux's user/system split is an estimate that can move backwards: clamp at zero.
-            evidence.userSeconds = max(0, seconds(now.usage.ru_utime) - seconds(before.usage.ru_utime))
-            evidence.systemSeconds = max(0, seconds(now.usage.ru_stime) - seconds(before.usage.ru_stime))
+            evidence.userSeconds = max(0, seconds(mine.ru_utime) - seconds(mineBefore.ru_utime))
+            evidence.systemSeconds = max(0, seconds(mine.ru_stime) - seconds(mineBefore.ru_stime))
             if let a = before.ioSyscalls, let b = now.ioSyscalls { evidence.ioSyscalls = Double(b - a) }
         }
         evidence.concurrency = Double(now.counters.runQueueHighWater)
         evidence.stackHighWater = loop.scheduler.stackHighWater
         if Trace.isRecording(loop) {
-            measureSlices(of: loop, after: before?.monotonicNanoseconds ?? 0, into: &evidence)
+            tallyEvents(of: loop, after: before?.monotonicNanoseconds ?? 0, into: &evidence)
         }
         let fibers = now.counters.fiberNanoseconds &- (start?.fiberNanoseconds ?? 0)
         let running = now.runningNanoseconds &- (before?.runningNanoseconds ?? 0)
@@ -247,33 +346,32 @@ public enum Doctor {
         return Report(evidence: evidence, findings: diagnose(evidence), time: time)
     }
 
-    /// Slice lengths from the loop's trace (events after `start`): how many exceed `longSlice`,
-    /// and the longest.
-    static func measureSlices(of loop: EventLoop, after start: UInt64, into evidence: inout Evidence) {
-        let limit =
-            UInt64(longSlice.components.seconds) * 1_000_000_000
-            + UInt64(longSlice.components.attoseconds / 1_000_000_000)
-        var open: (fiber: UInt64, since: UInt64)?
-        var count = 0
-        var longest: (length: UInt64, fiber: UInt64) = (0, 0)
+    /// The tally of the loop's trace events after `start` (see ``EventTally``): slice lengths,
+    /// one-slice helper fibers, polls, wakes that found nothing.
+    static func tallyEvents(of loop: EventLoop, after start: UInt64, into evidence: inout Evidence) {
+        var tally = EventTally()
         for event in Trace.events(of: loop) where event.timestamp >= start {
+            let kind: EventTally.Kind
             switch event.kind {
-            case .resume: open = (event.fiber, event.timestamp)
-            case .yield, .park, .finish:
-                guard let slice = open, slice.fiber == event.fiber else { continue }
-                open = nil
-                let length = event.timestamp - slice.since
-                if length > limit { count += 1 }
-                if length > longest.length { longest = (length, event.fiber) }
-            default: continue
+            case .spawn: kind = .spawn
+            case .resume: kind = .resume
+            case .yield: kind = .yield
+            case .park: kind = .park(event.parkReason)
+            case .finish: kind = .finish
+            case .wake: kind = .wake
+            case .loopTurn: kind = .loopTurn
+            case .ioCompletion: continue
             }
+            tally.add(kind, fiber: event.fiber, at: event.timestamp)
         }
-        evidence.longSlices = Double(count)
-        evidence.longestSliceSeconds = Double(longest.length) / 1e9
-        if longest.fiber != 0 {
+        tally.fill(&evidence, finishes: nil, yields: nil, wakes: nil)
+        if let longest = tally.longest {
+            evidence.longestSliceSeconds = Double(longest.nanoseconds) / 1e9
             let name = loop.scheduler.tracedName(of: longest.fiber)
             evidence.longestSliceFiber =
                 name.isEmpty ? "fiber #\(longest.fiber)" : "fiber \"\(name)\" (#\(longest.fiber))"
+        } else {
+            evidence.longestSliceSeconds = 0
         }
     }
 
@@ -308,9 +406,10 @@ public enum Doctor {
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 
-    static func currentUsage() -> rusage {
+    /// The process's resource usage, or the calling thread's.
+    static func currentUsage(thread: Bool = false) -> rusage {
         var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
+        getrusage(thread ? 1 : RUSAGE_SELF.rawValue, &usage)  // 1: RUSAGE_THREAD (Linux)
         return usage
     }
 

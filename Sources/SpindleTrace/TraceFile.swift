@@ -10,7 +10,7 @@ extension Doctor {
     ///
     /// This is the doctor for a program whose code you do not change: run it with
     /// `SPINDLE_TRACE=run.json`, then `spindle-doctor run.json` (or
-    /// ``report(operations:waitsPerOperation:includingResourceUsage:)``).
+    /// ``report(operations:waitsPerOperation:includingResourceUsage:syscalls:)``).
     public struct TraceFile: Sendable {
         /// The loop's totals, by the names the writer gives them (`spawns`, `yields`, `parks`, ...).
         public let totals: [String: Double]
@@ -63,30 +63,55 @@ extension Doctor {
             deepestStackFiber = deepest
             droppedEvents = Self.field("droppedEvents", in: header[...]).flatMap { Int($0) } ?? 0
 
-            // Slices: a resume ("ph":"B", named after its fiber) up to the next end ("ph":"E").
+            // The events in order: slices (a resume, "ph":"B", named after its fiber, up to the
+            // next end, "ph":"E") and instants (spawns, wakes, loop turns), for the tally.
             var events = 0
-            var open: (fiber: String, since: Double)?
-            var long = 0
-            var longest: (microseconds: Double, fiber: String)?
+            var tally = Doctor.EventTally()
+            var labels: [UInt64: String] = [:]
+            var open: UInt64?
             var closed = false
-            let limit =
-                Double(Doctor.longSlice.components.seconds) * 1e6
-                + Double(Doctor.longSlice.components.attoseconds) / 1e12
+            func fiberID(_ name: Substring) -> UInt64? {
+                guard let mark = name.firstRange(of: "fiber #")?.upperBound else { return nil }
+                return UInt64(name[mark...].prefix { $0.isNumber })
+            }
             while let line = nextLine() {
                 closed = line.hasPrefix("]}")
                 guard line.hasPrefix("{") else { continue }
                 events += 1
                 let event = line[...]
-                guard let phase = Self.field("ph", in: event), phase == "B" || phase == "E",
+                guard let phase = Self.field("ph", in: event),
                     let time = Self.field("ts", in: event).flatMap(Double.init)
                 else { continue }
-                if phase == "B" {
-                    open = (Self.field("name", in: event) ?? "a fiber", time)
-                } else if let slice = open {
+                let nanoseconds = UInt64(max(0, time * 1_000))
+                switch phase {
+                case "B":
+                    guard let name = Self.field("name", in: event), let id = fiberID(name[...]) else { continue }
+                    labels[id] = name
+                    open = id
+                    tally.add(.resume, fiber: id, at: nanoseconds)
+                case "E":
+                    guard let id = open else { continue }
                     open = nil
-                    let length = time - slice.since
-                    if length > limit { long += 1 }
-                    if length > longest?.microseconds ?? -1 { longest = (length, slice.fiber) }
+                    let end = Self.field("end", in: event) ?? "yield"
+                    if end == "yield" {
+                        tally.add(.yield, fiber: id, at: nanoseconds)
+                    } else if end == "finish" {
+                        tally.add(.finish, fiber: id, at: nanoseconds)
+                    } else {
+                        let reason = end.hasPrefix("park: ") ? Self.parkReason(named: String(end.dropFirst(6))) : nil
+                        tally.add(.park(reason), fiber: id, at: nanoseconds)
+                    }
+                case "i":
+                    guard let name = Self.field("name", in: event) else { continue }
+                    if name == "loop turn" {
+                        tally.add(.loopTurn, fiber: 0, at: nanoseconds)
+                    } else if name.hasPrefix("spawn "), let id = fiberID(name[...]) {
+                        tally.add(.spawn, fiber: id, at: nanoseconds)
+                    } else if name.hasPrefix("wake "), let id = fiberID(name[...]) {
+                        tally.add(.wake, fiber: id, at: nanoseconds)
+                    }
+                default:
+                    continue
                 }
             }
             if ferror(file) != 0 { throw TraceFileError(path: path, reason: UVError(code: -errno).description) }
@@ -94,8 +119,19 @@ extension Doctor {
                 throw TraceFileError(path: path, reason: "it ends before the closing ]} of its events (cut short?)")
             }
             eventCount = max(0, events - 1)  // the loop thread's name is not an event
-            longSlices = long
-            longestSlice = longest
+            self.tally = tally
+            longSlices = tally.longSlices
+            longestSlice = tally.longest.map {
+                (Double($0.nanoseconds) / 1_000, labels[$0.fiber] ?? "fiber #\($0.fiber)")
+            }
+        }
+
+        /// What the events say, tallied in order (see `Doctor.EventTally`).
+        let tally: Doctor.EventTally
+
+        /// The park reason a trace names (`Fiber.ParkReason.description`), or nil.
+        static func parkReason(named name: String) -> Fiber.ParkReason? {
+            Fiber.ParkReason.allCases.first { $0.description == name }
         }
 
         /// What the doctor finds in this run. `operations` defaults to the fibers that finished;
@@ -113,11 +149,17 @@ extension Doctor {
         /// another thread) has none. `includingResourceUsage: false` leaves it out (as
         /// ``Doctor/report(for:since:operations:waitsPerOperation:includingResourceUsage:)`` does),
         /// for a thread that shares its process with busy threads it does not wait for.
+        ///
+        /// `syscalls`, the count of a run under ``Doctor/SyscallCount`` that wrote this trace,
+        /// adds the loop thread's system calls by name (the thread the trace names as
+        /// `loopKernelThread`) and the other threads'.
         public func report(
-            operations: Int? = nil, waitsPerOperation: Double? = nil, includingResourceUsage: Bool = true
+            operations: Int? = nil, waitsPerOperation: Double? = nil, includingResourceUsage: Bool = true,
+            syscalls: SyscallCount? = nil
         ) -> Report {
             let usageKeys: Set = [
                 "threadSwitches", "preemptions", "minorFaults", "userMicroseconds", "systemMicroseconds", "ioSyscalls",
+                "otherThreadsVoluntarySwitches", "otherThreadsPreemptions",
             ]
             func total(_ key: String) -> Double? {
                 includingResourceUsage || !usageKeys.contains(key) ? totals[key] : nil
@@ -128,7 +170,28 @@ extension Doctor {
             evidence.yields = total("yields")
             evidence.parks = total("parks")
             evidence.spawns = total("spawns")
-            evidence.stacksCold = total("stacksCold").map { min($0, total("stacksDiscarded") ?? $0) }
+            // Fresh stacks count as cold only where a pooled one was thrown away, or sat idle in
+            // another size: not the first stacks a program ever needed.
+            evidence.stacksCold = total("stacksCold").map {
+                min($0, (total("stacksDiscarded") ?? $0) + (total("stacksColdBesidePooled") ?? 0))
+            }
+            evidence.stacksUnmapped = total("stacksDiscarded")
+            evidence.stacksColdBesidePooled = total("stacksColdBesidePooled")
+            evidence.stackSizes = total("stackSizesMapped")
+            evidence.shortSleeps = total("shortSleeps")
+            evidence.channelsMade = total("channelsMade")
+            evidence.postedWork = total("postedWorkRun")
+            evidence.fiberSeconds = total("fiberNanoseconds").map { $0 / 1e9 }
+            var byReason: [Fiber.ParkReason: Double] = [:]
+            for (key, value) in totals where key.hasPrefix("parks:") {
+                if let reason = Self.parkReason(named: String(key.dropFirst(6))) { byReason[reason] = value }
+            }
+            evidence.parksByReason = byReason
+            tally.fill(&evidence, finishes: total("finishes"), yields: total("yields"), wakes: total("wakes"))
+            if operations == nil, let helpers = evidence.oneSliceChildren, helpers > 0 {
+                // The operations are the fibers that finished, less the one-slice helpers.
+                evidence.operations = max(1, evidence.operations - helpers)
+            }
             evidence.loopTurns = total("loopTurns")
             evidence.concurrency = total("runQueueHighWater")
             // Hand-offs are the loop thread's waits for another thread: not the times the OS
@@ -141,7 +204,12 @@ extension Doctor {
             evidence.userSeconds = total("userMicroseconds").map { $0 / 1e6 }
             evidence.systemSeconds = total("systemMicroseconds").map { $0 / 1e6 }
             evidence.ioSyscalls = total("ioSyscalls")
-            evidence.longSlices = Double(longSlices)
+            evidence.otherThreadSwitches = total("otherThreadsVoluntarySwitches")
+            if let syscalls, let loopThread = totals["loopKernelThread"] {
+                let (loop, others) = syscalls.split(loopThread: Int(loopThread))
+                evidence.loopSyscalls = loop.mapValues(Double.init)
+                evidence.otherThreadSyscalls = others.mapValues(Double.init)
+            }
             if let longestSlice {
                 evidence.longestSliceSeconds = longestSlice.microseconds / 1e6
                 evidence.longestSliceFiber = Self.describe(longestSlice.fiber)

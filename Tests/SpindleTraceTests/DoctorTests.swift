@@ -1,8 +1,9 @@
 import Spindle
 import SpindleLoop
 import SpindleTestSupport
-import SpindleTrace
 import Testing
+
+@testable import SpindleTrace
 
 /// The doctor on real fibers: two classic mistakes reproduced on Spindle, and the healthy design
 /// they are compared with. The evidence is the loop's own counters (getrusage is left out: other
@@ -183,17 +184,22 @@ struct DoctorTests {
 
     @Test("each rule reads only its own counters")
     func rules() {
-        // A switch that makes a system call: kernel time with nothing to explain it.
+        // A switch that makes a system call: rt_sigprocmask counted on the loop's thread once a
+        // switch. Kernel time alone, with nothing counted, names nothing.
         var ucontext = Doctor.Evidence(operations: 1_000, waitsPerOperation: 10)
         ucontext.switches = 22_000
         ucontext.userSeconds = 0.7
         ucontext.systemSeconds = 0.3
-        ucontext.ioSyscalls = 0
-        #expect(Doctor.diagnose(ucontext).map(\.pathology) == [.syscallPerSwitch])
-        // The same kernel time with a read and a write per wait is I/O, not a pathology.
-        var io = ucontext
-        io.ioSyscalls = 20_000
-        #expect(Doctor.diagnose(io).isEmpty)
+        #expect(Doctor.diagnose(ucontext).isEmpty)
+        ucontext.loopSyscalls = ["rt_sigprocmask": 22_000, "epoll_wait": 12]
+        let named = Doctor.diagnose(ucontext)
+        #expect(named.map(\.pathology) == [.syscallPerSwitch])
+        #expect(named.description.contains("rt_sigprocmask ran 1.00 times per switch"), "\(named)")
+        #expect(named.description.contains("swapcontext"), "\(named)")
+        // A blocking call once a switch is not the switch's own system call.
+        var sleeping = ucontext
+        sleeping.loopSyscalls = ["clock_nanosleep": 22_000]
+        #expect(Doctor.diagnose(sleeping).isEmpty)
         // A loop turn per switch matters with many operations in flight, not with one.
         var polling = Doctor.Evidence(operations: 1_000, waitsPerOperation: 10)
         polling.switches = 22_000
@@ -202,10 +208,23 @@ struct DoctorTests {
         #expect(Doctor.diagnose(polling).map(\.pathology) == [.loopTurnPerSwitch])
         polling.concurrency = 1
         #expect(Doctor.diagnose(polling).isEmpty)
-        // Thread hand-offs: two OS thread switches a wait.
+        // Thread hand-offs: the loop's thread waits and another thread wakes, a wait each.
         var handoff = Doctor.Evidence(operations: 1_000, waitsPerOperation: 10)
         handoff.threadSwitches = 20_000
+        handoff.otherThreadSwitches = 20_000
         #expect(Doctor.diagnose(handoff).map(\.pathology) == [.threadHandoff])
+        // The loop's thread sleeping with no other thread woken is no hand-off, and without the
+        // time the fibers held the loop it is nothing the doctor can tell.
+        handoff.otherThreadSwitches = 0
+        #expect(Doctor.diagnose(handoff).isEmpty)
+        // With that time: fibers held the loop 1 s while the thread ran 0.15 s: a blocking call.
+        handoff.fiberSeconds = 1
+        handoff.userSeconds = 0.1
+        handoff.systemSeconds = 0.05
+        #expect(Doctor.diagnose(handoff).map(\.pathology) == [.loopBlockingCall])
+        // The same switches with the thread busy on the CPU all that time: not a sleep.
+        handoff.userSeconds = 0.9
+        #expect(Doctor.diagnose(handoff).isEmpty)
         // Long slices are named either way; the caveat comes when the OS preempted the loop's
         // thread at least once a long slice (each may be a short slice that waited for the CPU).
         var slices = Doctor.Evidence(operations: 1_000)
@@ -219,6 +238,119 @@ struct DoctorTests {
         let more = Doctor.diagnose(slices)
         #expect(more.map(\.pathology) == [.longSlices])
         #expect(more.description.contains("The OS preempted the loop's thread 3 times over the run"), "\(more)")
+    }
+
+    @Test("the gallery-two rules: each fires on its own evidence, and stays quiet below it")
+    func secondGalleryRules() {
+        func only(_ evidence: Doctor.Evidence) -> [Doctor.Pathology] { Doctor.diagnose(evidence).map(\.pathology) }
+        var evidence = Doctor.Evidence(operations: 500)
+        evidence.shortSleeps = 15_000
+        #expect(only(evidence) == [.timerPolling])
+        evidence.waitsPerOperation = 30  // the sleeps are the declared waits
+        #expect(only(evidence).isEmpty)
+
+        evidence = Doctor.Evidence(operations: 500)
+        evidence.oneSliceChildren = 5_000
+        #expect(only(evidence) == [.fiberPerStep])
+        evidence.oneSliceChildren = 400
+        #expect(only(evidence).isEmpty)
+
+        evidence = Doctor.Evidence(operations: 500)
+        evidence.parks = 5_000
+        evidence.parksByReason = [.mutex: 5_000]
+        #expect(only(evidence) == [.lockConvoy])
+        evidence.parksByReason = [.mutex: 1_000, .read: 4_000]
+        #expect(only(evidence).isEmpty)
+
+        evidence = Doctor.Evidence(operations: 100)
+        evidence.channelsMade = 3_000
+        evidence.parksByReason = [.channelReceive: 3_000]
+        #expect(only(evidence) == [.channelPerMessage])
+        evidence.parksByReason = [.channelReceive: 30_000]  // a channel for ten messages
+        #expect(only(evidence).isEmpty)
+
+        evidence = Doctor.Evidence(operations: 100)
+        evidence.groupWakes = 60_000
+        evidence.futileWakes = 59_000
+        #expect(only(evidence) == [.wakeStorm])
+        evidence.futileWakes = 500
+        #expect(only(evidence).isEmpty)
+
+        evidence = Doctor.Evidence(operations: 200)
+        evidence.parksByReason = [.async: 2_000]
+        #expect(only(evidence) == [.asyncHops])
+        evidence.parksByReason = [.async: 200]
+        #expect(only(evidence).isEmpty)
+
+        // Cold stacks: said as varied sizes when the pool held other sizes, as a full pool when
+        // stacks were unmapped.
+        evidence = Doctor.Evidence(operations: 1_000)
+        evidence.spawns = 1_000
+        evidence.stacksCold = 900
+        evidence.stacksColdBesidePooled = 900
+        evidence.stackSizes = 1_000
+        #expect(Doctor.diagnose(evidence).description.contains("1000 different stack sizes"))
+        evidence.stacksColdBesidePooled = 0
+        evidence.stacksUnmapped = 900
+        #expect(Doctor.diagnose(evidence).description.contains("the pool was full"))
+    }
+
+    @Test("the event tally: helpers that finish in one slice, polls, and wakes that find nothing")
+    func eventTally() {
+        var tally = Doctor.EventTally()
+        var now: UInt64 = 1_000
+        func add(_ kind: Doctor.EventTally.Kind, _ fiber: UInt64, after nanoseconds: UInt64 = 100) {
+            now += nanoseconds
+            tally.add(kind, fiber: fiber, at: now)
+        }
+        // Fiber 1 spawns helper 2, which finishes in its first slice; 3 parks on an event twice.
+        add(.spawn, 1)
+        add(.spawn, 3)
+        add(.spawn, 4)
+        add(.resume, 1)
+        add(.spawn, 2)
+        add(.park(.join), 1)
+        add(.resume, 2)
+        add(.finish, 2)
+        add(.resume, 3)
+        add(.park(.event), 3)
+        add(.resume, 4)
+        add(.park(.event), 4)
+        // Fiber 1 wakes both event waiters in one slice: a group; 3 parks on the event again
+        // (nothing found), 4 moves on.
+        add(.wake, 1)
+        add(.resume, 1)
+        add(.wake, 3)
+        add(.wake, 4)
+        add(.yield, 1)
+        add(.resume, 3)
+        add(.park(.event), 3)
+        add(.resume, 4)
+        add(.park(.sleep), 4)
+        // Fiber 1 yields again at once, twice: polls.
+        add(.resume, 1)
+        add(.yield, 1)
+        add(.resume, 1)
+        add(.yield, 1)
+        #expect(tally.oneSliceChildren == 1)
+        #expect(tally.finishes == 1)
+        #expect(tally.groupWakes == 2)
+        #expect(tally.futileWakes == 1)
+        #expect(tally.yieldSlices == 3)
+        #expect(tally.spinYields == 2)
+        // A timer's wakes from loop callbacks are each fiber's own, not a group.
+        var timers = Doctor.EventTally()
+        timers.add(.resume, fiber: 5, at: 1)
+        timers.add(.park(.other), fiber: 5, at: 2)
+        timers.add(.resume, fiber: 6, at: 3)
+        timers.add(.park(.other), fiber: 6, at: 4)
+        timers.add(.loopTurn, fiber: 0, at: 5)
+        timers.add(.wake, fiber: 5, at: 6)
+        timers.add(.wake, fiber: 6, at: 7)
+        timers.add(.resume, fiber: 5, at: 8)
+        timers.add(.park(.other), fiber: 5, at: 9)
+        #expect(timers.groupWakes == 0)
+        #expect(timers.futileWakes == 0)
     }
 
     @Test("every pathology has one rule, and each rule names evidence fields that exist")

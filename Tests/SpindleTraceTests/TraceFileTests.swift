@@ -121,15 +121,15 @@ struct TraceFileTests {
         #expect(report.description.contains("in fiber \"hog {\"quoted\"}\""), "\(report)")
     }
 
-    @Test("hand-offs from a file: only the loop thread's voluntary switches beyond one a loop turn count")
+    @Test("hand-offs from a file: the loop thread's voluntary switches beyond one a loop turn, and the other threads'")
     func handoffs() throws {
         let path = Self.temporaryPath("handoff")
         defer { unlink(path) }
-        func report(switches: Int, preemptions: Int) throws -> Doctor.Report {
+        func report(switches: Int, preemptions: Int, others: Int) throws -> Doctor.Report {
             let text = """
                 {"displayTimeUnit":"ns","otherData":{"droppedEvents":0,"spindle":{"spawns":100,"finishes":100,\
                 "switches":1100,"yields":0,"parks":1000,"loopTurns":500,"threadSwitches":\(switches),\
-                "preemptions":\(preemptions)}},"traceEvents":[
+                "preemptions":\(preemptions),"otherThreadsVoluntarySwitches":\(others)}},"traceEvents":[
                 {"name":"thread_name","ph":"M","pid":1,"tid":1,"args":{"name":"loop"}}
                 ]}
 
@@ -137,12 +137,18 @@ struct TraceFileTests {
             try Data(text.utf8).write(to: URL(fileURLWithPath: path))
             return try Doctor.TraceFile(path: path).report()
         }
-        // 5,000 switches, 4,000 of them preemptions and 500 waits in epoll: 5 hand-offs a fiber.
-        let handing = try report(switches: 5_000, preemptions: 4_000)
+        // 5,000 switches, 4,000 of them preemptions and 500 waits in epoll: the loop's thread
+        // waited 5 times a fiber, and the other threads woke 6 times a fiber.
+        let handing = try report(switches: 5_000, preemptions: 4_000, others: 600)
         #expect(handing.names(.threadHandoff), "\(handing)")
-        #expect(handing.description.contains("5.00 OS thread context switches per operation"), "\(handing)")
-        // The same with 4,600 preemptions: nothing left.
-        let preempted = try report(switches: 5_000, preemptions: 4_600)
+        #expect(
+            handing.description.contains(
+                "6.00 voluntary context switches of other threads per operation and 5.00 waits of the loop's thread"),
+            "\(handing)")
+        // The same with no other thread woken: not a hand-off.
+        #expect(try !report(switches: 5_000, preemptions: 4_000, others: 0).names(.threadHandoff))
+        // The same with 4,600 preemptions: nothing left on the loop's side.
+        let preempted = try report(switches: 5_000, preemptions: 4_600, others: 600)
         #expect(!preempted.names(.threadHandoff), "\(preempted)")
         #expect(try Doctor.TraceFile(path: path).report(includingResourceUsage: false).evidence.threadSwitches == nil)
     }

@@ -36,5 +36,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
     find "$build" -maxdepth 3 -type d \( -name 'Spindle*.build' -o -name 'BenchKit.build' \
         -o -name 'spindle_*.build' -o -name 'ExampleSupport.build' -o -name 'C*.build' \) -prune -exec rm -rf {} +
     find "$build" -maxdepth 1 -name '*.yaml' -delete
+    # The cached build description lists each module's source files: a file added to a library
+    # target was not compiled until it was deleted (Benchmarks release build, 2026-12-07).
+    find "$build" -maxdepth 2 -name 'description.json' -delete
 fi
 echo "$hash" > "$stamp"

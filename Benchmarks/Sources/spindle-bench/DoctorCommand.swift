@@ -23,6 +23,12 @@ struct DoctorCommand: ParsableCommand {
     @Option(help: "Comma-separated executors (default: the gallery, c-fcontext, fibers, callbacks, futures).")
     var executors: String?
 
+    @Flag(help: "Measure without the system call counter (no ptrace): no rule then reads system calls.")
+    var noSyscalls = false
+
+    @Option(help: .hidden)
+    var measureTo: String?
+
     /// What each pitfall must be diagnosed with; the good designs must get no finding.
     static let expected: [String: Doctor.Pathology] = [
         "ucontext": .syscallPerSwitch,
@@ -48,9 +54,18 @@ struct DoctorCommand: ParsableCommand {
         }
         let loop = EventLoop()
         let state = FanoutWorkload.State(loop: loop)
+        if let measureTo {
+            // The child of `countSyscalls(_:)`: one run of each executor, with fewer operations.
+            FanoutWorkload.ops = Self.countedOperations
+            for executor in chosen { _ = try FanoutWorkload.run(executor, variant: "timer", state: state) }
+            try loop.close()
+            try "done\n".write(toFile: measureTo, atomically: false, encoding: .utf8)
+            return
+        }
         var wrong: [String] = []
         for executor in chosen {
-            let evidence = try measure(executor, state: state)
+            var evidence = evidence(try measure(executor, state: state))
+            if !noSyscalls { evidence.loopSyscalls = try countSyscalls(executor) }
             let findings = Doctor.diagnose(evidence)
             let verdict =
                 findings.isEmpty ? "no pathology found" : findings.map(\.description).joined(separator: "\n    ")
@@ -76,11 +91,54 @@ struct DoctorCommand: ParsableCommand {
         }
     }
 
+    /// Operations of the run the system call counter watches: a tenth of the workload's,
+    /// enough for calls made per switch or per step, at a tolerable cost under ptrace.
+    static let countedOperations = 1_000
+
+    /// The doctor's evidence from per-operation figures over `runs` runs of the fanout timer
+    /// workload.
+    func evidence(_ measured: (figures: [String: Double], runs: Int)) -> Doctor.Evidence {
+        var evidence = Doctor.Evidence(
+            perOperation: measured.figures, operations: Double(FanoutWorkload.ops * measured.runs),
+            waitsPerOperation: Double(FanoutWorkload.steps))
+        evidence.concurrency = Double(FanoutWorkload.ops)
+        return evidence
+    }
+
+    /// The system calls the loop's thread makes in a run of `executor`, by name, scaled to the
+    /// runs `measure` makes: counted in a child process (this program, `doctor --measure-to`)
+    /// run under the system call counter, one run of ``countedOperations``, no warm-up.
+    func countSyscalls(_ executor: String) throws -> [String: Double] {
+        progress("doctor: \(executor), one run of \(Self.countedOperations) operations under the system call counter")
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "spindle-bench-doctor-\(getpid()).txt"
+        ).path
+        defer { unlink(output) }
+        let counted: Doctor.SyscallCount
+        do {
+            counted = try Doctor.SyscallCount.run(
+                ["/proc/self/exe", "doctor", "--executors", executor, "--measure-to", output],
+                environment: ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" })
+        } catch {
+            throw ValidationError("\(error) (pass --no-syscalls to measure without it)")
+        }
+        guard counted.waitStatus == 0, (try? String(contentsOfFile: output, encoding: .utf8)) == "done\n" else {
+            throw ValidationError("counting \(executor)'s system calls failed (wait status \(counted.waitStatus))")
+        }
+        // The workload's loop runs on the child's main thread, the first one seen.
+        let (loop, _) = counted.split(loopThread: counted.threads.first?.id ?? 0)
+        let scale = Double(FanoutWorkload.ops * Self.measuredRuns(executor)) / Double(Self.countedOperations)
+        return loop.mapValues { Double($0) * scale }
+    }
+
+    /// Measured runs of `executor`: one for the slow thread hand-off, else three.
+    static func measuredRuns(_ executor: String) -> Int { executor == "thread-handoff" ? 1 : 3 }
+
     /// One warm-up run, then measured runs (one for the slow thread hand-off): per operation,
     /// the scheduler's counters, the executor's own counters and getrusage's.
-    func measure(_ executor: String, state: FanoutWorkload.State) throws -> Doctor.Evidence {
+    func measure(_ executor: String, state: FanoutWorkload.State) throws -> (figures: [String: Double], runs: Int) {
         let ops = FanoutWorkload.ops
-        let runs = executor == "thread-handoff" ? 1 : 3
+        let runs = Self.measuredRuns(executor)
         progress("doctor: \(executor), \(runs == 1 ? "one run" : "a warm-up and \(runs) runs") of fanout timer")
         if runs > 1 { _ = try FanoutWorkload.run(executor, variant: "timer", state: state) }
         let usageBefore = ResourceUsage.now()
@@ -97,9 +155,6 @@ struct DoctorCommand: ParsableCommand {
             figures["loop_turns"] = Double(after.loopTurns - before.loopTurns) / total
         }
         figures.merge(state.evidence[executor] ?? [:]) { $1 }  // a kernel's own counters win
-        var evidence = Doctor.Evidence(
-            perOperation: figures, operations: total, waitsPerOperation: Double(FanoutWorkload.steps))
-        evidence.concurrency = Double(ops)
-        return evidence
+        return (figures, runs)
     }
 }

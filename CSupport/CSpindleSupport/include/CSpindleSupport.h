@@ -107,6 +107,9 @@ struct spindle_sched {
     uint64_t turns;              // loop iterations (the drain watcher runs once per iteration)
     uint64_t completion_resumes; // fibers run straight from the I/O completion that woke them
     uint64_t bodies_made;        // joinable fibers' body objects allocated (not reused from the pool)
+    uint64_t short_sleeps;       // Fiber.sleep calls for less than a millisecond (the loop's timer
+                                 // resolution: such a sleep only waits for the next loop turn)
+    uint64_t channels_made;      // Channels created by this scheduler's fibers
     uint64_t drain_ticks;        // spindle_trace_clock() ticks spent draining (running fibers)
     uint64_t clock_ticks0;       // a spindle_trace_clock() reading and the CLOCK_MONOTONIC ns
     uint64_t clock_ns0;          // taken with it at start: they turn ticks into nanoseconds
@@ -246,6 +249,8 @@ static inline void spindle_trace_record(spindle_sched_t *sched, uint32_t kind, u
 
 /// 0 for the first call in the process, then 1, 2, ... (SPINDLE_TRACE's file names).
 int spindle_trace_file_index(void);
+/// The calling thread's kernel id (gettid): how a syscall counter outside the process names it.
+long spindle_kernel_thread_id(void);
 /// Registers `handler` with atexit the first time it is called (later calls do nothing).
 void spindle_trace_at_exit_once(void (*handler)(void));
 

@@ -23,7 +23,9 @@ package enum FanoutWorkload {
         default: return executors
         }
     }
-    package static let ops = 10_000
+    /// Operations a run starts. Only `spindle-bench doctor`'s system call counting child, a
+    /// process of its own, lowers it (ptrace makes each system call slow); set it before any run.
+    package nonisolated(unsafe) static var ops = 10_000
     package static let steps = 10
     /// How deep `spindle-bench` prefaults each pooled stack before its "prefaulted" trials: the
     /// top page, the one a fanout fiber touches (one page fault an operation on fresh stacks).

@@ -130,21 +130,28 @@ extension FanoutWorkload {
     }
 }
 
-/// This process's CPU time and context switches so far (getrusage; all threads).
+/// This process's CPU time and context switches so far (getrusage; all threads), and the
+/// calling thread's voluntary switches (its waits).
 package struct ResourceUsage {
     package var userSeconds: Double
     package var systemSeconds: Double
     package var contextSwitches: Int
+    package var voluntarySwitches: Int
+    package var threadVoluntarySwitches: Int
     package var minorFaults: Int
     package var ioSyscalls: Int
 
     package static func now() -> ResourceUsage {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
+        var thread = rusage()
+        getrusage(1, &thread)  // RUSAGE_THREAD (Linux)
         return ResourceUsage(
             userSeconds: Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
             systemSeconds: Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6,
             contextSwitches: usage.ru_nvcsw + usage.ru_nivcsw,
+            voluntarySwitches: usage.ru_nvcsw,
+            threadVoluntarySwitches: thread.ru_nvcsw,
             minorFaults: usage.ru_minflt,
             ioSyscalls: Doctor.readWriteSyscalls() ?? 0)
     }
@@ -159,6 +166,11 @@ package struct ResourceUsage {
         let system = max(0, after.systemSeconds - before.systemSeconds)
         return [
             "thread_switches": Double(after.contextSwitches - before.contextSwitches) / Double(ops),
+            // The calling (loop) thread's waits, and the other threads' (a worker woken per step).
+            "loop_thread_waits": Double(after.threadVoluntarySwitches - before.threadVoluntarySwitches) / Double(ops),
+            "other_thread_switches": Double(
+                (after.voluntarySwitches - after.threadVoluntarySwitches)
+                    - (before.voluntarySwitches - before.threadVoluntarySwitches)) / Double(ops),
             "faults": Double(after.minorFaults - before.minorFaults) / Double(ops),
             "io_syscalls": Double(after.ioSyscalls - before.ioSyscalls) / Double(ops),
             "sys_share": user + system > 0 ? system / (user + system) : 0,
