@@ -136,9 +136,10 @@ public enum Fiber {
         // no closure and no reference counting between the sleep and the wake. The scheduler is
         // lent to each call (held across the park, it was retained and released every sleep).
         let scheduler = Scheduler.lent(fiber.pointee.sched.unsafelyUnwrapped)
-        if duration < .milliseconds(1) { fiber.pointee.sched.unsafelyUnwrapped.pointee.short_sleeps &+= 1 }
+        let milliseconds = LoopTimer.milliseconds(duration)
+        if milliseconds == 0 { fiber.pointee.sched.unsafelyUnwrapped.pointee.zero_sleeps &+= 1 }
         let timer = scheduler._withUnsafeGuaranteedRef {
-            $0.startSleepTimer(for: fiber, milliseconds: LoopTimer.milliseconds(duration))
+            $0.startSleepTimer(for: fiber, milliseconds: milliseconds)
         }
         let reason = park(fiber, .sleep, detail: 0, cancellable: true)
         scheduler._withUnsafeGuaranteedRef { $0.finishSleepTimer(timer, fired: reason == .ready) }

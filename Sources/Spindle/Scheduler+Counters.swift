@@ -40,9 +40,10 @@ extension Scheduler {
         /// Body objects allocated for joinable fibers (`loop.spawn`, which returns a handle):
         /// the rest of those spawns reused a finished body, one whose handles were gone.
         public var bodiesMade: UInt64
-        /// ``Fiber/sleep(for:)`` calls for less than a millisecond (the loop's timer resolution):
-        /// each waits only for the next loop turn, which is how polling through timers looks.
-        public var shortSleeps: UInt64
+        /// ``Fiber/sleep(for:)`` calls for zero: each waits only for the next loop turn (a
+        /// shorter sleep rounds up to the timer's millisecond), which is how polling through
+        /// timers looks.
+        public var zeroSleeps: UInt64
         /// ``Channel``s created by this scheduler's fibers.
         public var channelsMade: UInt64
         /// Parks by what the fiber waited for (reasons that never occurred are absent). Built
@@ -92,7 +93,7 @@ extension Scheduler {
             loopTurns = core.turns
             completionResumes = core.completion_resumes
             bodiesMade = core.bodies_made
-            shortSleeps = core.short_sleeps
+            zeroSleeps = core.zero_sleeps
             channelsMade = core.channels_made
             parkCounts = ParkCounts(counts: core.parks_by_reason)
             let (ticksNow, nsNow) = (spindle_trace_clock(), spindle_monotonic_ns())

@@ -147,7 +147,7 @@ extension Scheduler {
             ("runQueueHighWater", "\(counters.runQueueHighWater)"),
             ("fiberNanoseconds", "\(counters.fiberNanoseconds)"), ("runningNanoseconds", "\(loop.runningNanoseconds)"),
             ("idleNanoseconds", "\(loop.idleNanoseconds)"),
-            ("shortSleeps", "\(counters.shortSleeps)"), ("channelsMade", "\(counters.channelsMade)"),
+            ("zeroSleeps", "\(counters.zeroSleeps)"), ("channelsMade", "\(counters.channelsMade)"),
             ("stacksColdBesidePooled", "\(stacks.coldTakesBesidePooled)"),
             ("stackSizesMapped", "\(stacks.sizesMapped.count)"), ("postedWorkRun", "\(loop.postedWorkRun)"),
         ]

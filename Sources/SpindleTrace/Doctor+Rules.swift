@@ -38,7 +38,7 @@ extension Doctor {
             find: loopBlockingCall),
         Rule(pathology: .taskYieldSpin, evidence: ["taskYields", "waitsPerOperation"], find: taskYieldSpin),
         Rule(pathology: .busyYield, evidence: ["yields", "parks", "spinYields", "waitsPerOperation"], find: busyYield),
-        Rule(pathology: .timerPolling, evidence: ["shortSleeps", "waitsPerOperation"], find: timerPolling),
+        Rule(pathology: .timerPolling, evidence: ["zeroSleeps", "waitsPerOperation"], find: timerPolling),
         Rule(
             pathology: .loopTurnPerSwitch, evidence: ["loopTurns", "switches", "concurrency"], find: loopTurnPerSwitch),
         Rule(pathology: .syscallPerSwitch, evidence: ["loopSyscalls", "switches"], find: syscallPerSwitch),
@@ -141,8 +141,12 @@ extension Doctor {
                 + blocking.map { "\($0.key) \(figure($0.value / evidence.operations)) per operation" }
                 .joined(separator: ", ") + "."
         }
-        return "the loop's thread went to sleep \(figure(sleeps / evidence.operations)) times per operation "
-            + "outside epoll_wait (voluntary context switches) with no other thread woken for it: fibers held "
+        // Under ptrace each stop is a voluntary switch of its own: the count says nothing then.
+        let slept =
+            evidence.loopSyscalls == nil
+            ? "went to sleep \(figure(sleeps / evidence.operations)) times per operation outside epoll_wait "
+                + "(voluntary context switches)" : "went to sleep outside epoll_wait"
+        return "the loop's thread \(slept) with no other thread woken for it: fibers held "
             + "the loop for \(figure(fiberTime * 1_000)) ms while its thread was on a CPU for "
             + "\(figure(cpu * 1_000)) ms in all. A fiber makes a blocking call (usleep, a blocking read, a pthread "
             + "lock), and the loop runs nothing until it returns. Use Fiber.sleep, the loop's sockets and "
@@ -194,12 +198,12 @@ extension Doctor {
             + "the fiber when it is ready."
     }
 
-    /// Fibers sleep for less than a timer tick again and again to poll a condition.
+    /// Fibers sleep for zero again and again to poll a condition.
     static func timerPolling(_ evidence: Evidence, _: [Finding]) -> String? {
-        guard let short = evidence.shortSleeps, short >= 1_000, short / evidence.operations >= 5 else { return nil }
-        if let waits = evidence.waitsPerOperation, short / evidence.operations <= 2 * waits { return nil }
-        return "\(figure(short / evidence.operations)) sleeps shorter than a millisecond per operation "
-            + "(Fiber.sleep, \(Int(short)) in all): each waits only for the next loop turn, so fibers poll a "
+        guard let zero = evidence.zeroSleeps, zero >= 1_000, zero / evidence.operations >= 5 else { return nil }
+        if let waits = evidence.waitsPerOperation, zero / evidence.operations <= 2 * waits { return nil }
+        return "\(figure(zero / evidence.operations)) zero-delay sleeps per operation "
+            + "(Fiber.sleep(for: .zero), \(Int(zero)) in all): each waits only for the next loop turn, so fibers poll a "
             + "condition through the timer, a switch and a timer each time. Wait on what changes the "
             + "condition: a Channel, a FiberEvent, the socket. (If these sleeps are the waits the work "
             + "needs, say how many: --waits-per-operation.)"

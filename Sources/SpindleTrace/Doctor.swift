@@ -43,9 +43,9 @@ public enum Doctor {
         /// The loop's thread went to sleep inside fiber slices with no other thread to wait for:
         /// a blocking call (`usleep`, a blocking read, a pthread lock) in a fiber.
         case loopBlockingCall = "a blocking call on the loop thread"
-        /// Fibers sleeping for less than a millisecond again and again: polling a condition
+        /// Fibers sleeping for zero (until the next loop turn) again and again: polling a condition
         /// through the loop's timers instead of waiting for what changes it.
-        case timerPolling = "polling through short sleeps"
+        case timerPolling = "polling through zero-delay sleeps"
         /// Fibers spawned by other fibers that ran one slice and finished: a spawn (and a join)
         /// per step for work that never waits.
         case fiberPerStep = "a fiber per step"
@@ -127,8 +127,8 @@ public enum Doctor {
         public var stacksColdBesidePooled: Double?
         /// Distinct stack sizes mapped.
         public var stackSizes: Double?
-        /// `Fiber.sleep(for:)` calls for less than a millisecond.
-        public var shortSleeps: Double?
+        /// `Fiber.sleep(for:)` calls for zero (only until the next loop turn).
+        public var zeroSleeps: Double?
         /// Channels the fibers created.
         public var channelsMade: Double?
         /// Voluntary context switches of the process's other threads (a thread that waits for
@@ -300,7 +300,7 @@ public enum Doctor {
         evidence.parksByReason = now.counters.parksByReason.reduce(into: [:]) { byReason, entry in
             byReason[entry.key] = Double(entry.value - (start?.parksByReason[entry.key] ?? 0))
         }
-        evidence.shortSleeps = delta(\.shortSleeps)
+        evidence.zeroSleeps = delta(\.zeroSleeps)
         evidence.channelsMade = delta(\.channelsMade)
         evidence.stacksUnmapped = Double(now.stacksUnmapped - (before?.stacksUnmapped ?? 0))
         evidence.stacksColdBesidePooled = Double(

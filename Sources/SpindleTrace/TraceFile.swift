@@ -178,7 +178,7 @@ extension Doctor {
             evidence.stacksUnmapped = total("stacksDiscarded")
             evidence.stacksColdBesidePooled = total("stacksColdBesidePooled")
             evidence.stackSizes = total("stackSizesMapped")
-            evidence.shortSleeps = total("shortSleeps")
+            evidence.zeroSleeps = total("zeroSleeps")
             evidence.channelsMade = total("channelsMade")
             evidence.postedWork = total("postedWorkRun")
             evidence.fiberSeconds = total("fiberNanoseconds").map { $0 / 1e9 }

@@ -16,7 +16,7 @@ struct DoctorGalleryTests {
     static let cases: [(program: String, cause: String?)] = [
         ("healthy", nil),
         ("blocking-sleep", "a blocking call on the loop thread"),
-        ("timer-polling", "polling through short sleeps"),
+        ("timer-polling", "polling through zero-delay sleeps"),
         ("fiber-per-step", "a fiber per step"),
         ("varied-stacks", "cold stacks"),
         ("mutex-convoy", "a lock convoy on FiberMutex"),

@@ -63,6 +63,33 @@ struct FiberLifetimeTests {
         #expect(counters.stacksPooled == 24)
     }
 
+    @Test("the doctor's counters: zero-delay sleeps, channels made in fibers, stacks mapped beside pooled ones")
+    func doctorCounters() throws {
+        let (counters, beside, sizes) = try withLoop { loop -> (Scheduler.Counters, UInt64, Int) in
+            let outside = Channel<Int>()  // made outside any fiber: not counted
+            _ = outside
+            loop.spawn {
+                try? Fiber.sleep(for: .zero)
+                try? Fiber.sleep(for: .zero)
+                try? Fiber.sleep(for: .microseconds(10))  // rounds up to a 1 ms timer: not zero
+                _ = Channel<Int>(capacity: 1)
+            }
+            try loop.run()
+            // One fiber at a time, each with a stack size of its own: from the second on, each
+            // maps while the pool holds the earlier sizes' stacks.
+            for index in 0..<3 {
+                loop.spawn(stackSize: 96 * 1024 + index * 8192) {}
+                try loop.run()
+            }
+            let stacks = loop.scheduler.stacks
+            return (loop.scheduler.counters, stacks.coldTakesBesidePooled, stacks.sizesMapped.count)
+        }
+        #expect(counters.zeroSleeps == 2)
+        #expect(counters.channelsMade == 1)
+        #expect(beside == 3)  // the default-size stack of the first fiber sits pooled from the start
+        #expect(sizes == 4)
+    }
+
     @Test(
         "the default-size pool grows past its first capacity, gives each live fiber its own stack, and keeps at most its maximum"
     )

@@ -244,7 +244,7 @@ struct DoctorTests {
     func secondGalleryRules() {
         func only(_ evidence: Doctor.Evidence) -> [Doctor.Pathology] { Doctor.diagnose(evidence).map(\.pathology) }
         var evidence = Doctor.Evidence(operations: 500)
-        evidence.shortSleeps = 15_000
+        evidence.zeroSleeps = 15_000
         #expect(only(evidence) == [.timerPolling])
         evidence.waitsPerOperation = 30  // the sleeps are the declared waits
         #expect(only(evidence).isEmpty)

@@ -107,8 +107,8 @@ struct spindle_sched {
     uint64_t turns;              // loop iterations (the drain watcher runs once per iteration)
     uint64_t completion_resumes; // fibers run straight from the I/O completion that woke them
     uint64_t bodies_made;        // joinable fibers' body objects allocated (not reused from the pool)
-    uint64_t short_sleeps;       // Fiber.sleep calls for less than a millisecond (the loop's timer
-                                 // resolution: such a sleep only waits for the next loop turn)
+    uint64_t zero_sleeps;        // Fiber.sleep calls for zero: a timer that only waits for the next
+                                 // loop turn (shorter sleeps round up to the timer's millisecond)
     uint64_t channels_made;      // Channels created by this scheduler's fibers
     uint64_t drain_ticks;        // spindle_trace_clock() ticks spent draining (running fibers)
     uint64_t clock_ticks0;       // a spindle_trace_clock() reading and the CLOCK_MONOTONIC ns
