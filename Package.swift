@@ -123,7 +123,7 @@ let package = Package(
             dependencies: ["Spindle", "SpindleLoop"],
             path: "Examples/spindle-doctor-demo"
         ),
-        // The doctor's second gallery: nine mistakes people make with fibers, and a healthy
+        // The doctor's second gallery: ten mistakes people make with fibers, and a healthy
         // program, each run with SPINDLE_TRACE by DoctorGalleryTests.
         .executableTarget(
             name: "spindle-mistakes",

@@ -114,6 +114,18 @@ let mistakes: [String: Mistake] = [
         }
         return { (done, 1_000) }
     },
+    "step-fibers-varied-stacks": Mistake(summary: "a fiber per step, each with a stack size of its own") { loop in
+        // Two mistakes at once (the program that once read as "a system call on every switch"):
+        // every step spawns and joins a fiber, and every fiber asks for a new stack size.
+        var spawned = 0
+        return operations(loop, 300, name: "request") { index in
+            try Fiber.sleep(for: .milliseconds(1))
+            for step in 0..<4 {
+                spawned += 1
+                _ = try loop.spawn(stackSize: 64 * 1024 + spawned * 4096) { compute(index &+ step) }.join()
+            }
+        }
+    },
     "mutex-convoy": Mistake(summary: "a FiberMutex held across a yield") { loop in
         let mutex = FiberMutex()
         var shared = 0

@@ -64,12 +64,12 @@ extension Doctor {
         let head =
             "\(Int((cold / spawns * 100).rounded()))% of fibers started on a freshly mapped stack "
             + "(\(figure(cold / evidence.operations)) mmaps per operation\(faults))"
-        if let beside = evidence.stacksColdBesidePooled, beside >= 0.5 * cold, let sizes = evidence.stackSizes,
-            sizes > 1
+        if let sizes = evidence.stackSizes, sizes > 1,
+            sizes >= 0.5 * cold || (evidence.stacksColdBesidePooled ?? 0) >= 0.5 * cold
         {
-            return head + " while the pool held unused stacks of other sizes: the fibers asked for "
-                + "\(Int(sizes)) different stack sizes, and the pool keeps stacks by size, so each new size "
-                + "maps its own and the others' sit idle. Spawn with one stack size (or a few fixed ones)."
+            return head + ": the fibers asked for \(Int(sizes)) different stack sizes, and the pool keeps "
+                + "stacks by size, so each new size maps a stack of its own while the others' sit idle. Spawn "
+                + "with one stack size (or a few fixed ones)."
         }
         if let unmapped = evidence.stacksUnmapped, unmapped >= 0.5 * cold {
             return head + " and \(figure(unmapped / evidence.operations)) stacks unmapped per operation when "

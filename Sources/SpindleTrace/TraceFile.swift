@@ -170,10 +170,12 @@ extension Doctor {
             evidence.yields = total("yields")
             evidence.parks = total("parks")
             evidence.spawns = total("spawns")
-            // Fresh stacks count as cold only where a pooled one was thrown away, or sat idle in
-            // another size: not the first stacks a program ever needed.
+            // Fresh stacks count as cold only where a pooled one was thrown away, or where the
+            // size was new (stacks of other sizes sat pooled, or every size was used about once):
+            // not the first stacks of one size a program needed at once.
             evidence.stacksCold = total("stacksCold").map {
-                min($0, (total("stacksDiscarded") ?? $0) + (total("stacksColdBesidePooled") ?? 0))
+                let newSizes = max(total("stacksColdBesidePooled") ?? 0, (total("stackSizesMapped") ?? 1) - 1)
+                return min($0, (total("stacksDiscarded") ?? $0) + newSizes)
             }
             evidence.stacksUnmapped = total("stacksDiscarded")
             evidence.stacksColdBesidePooled = total("stacksColdBesidePooled")

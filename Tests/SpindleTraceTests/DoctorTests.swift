@@ -291,6 +291,7 @@ struct DoctorTests {
         evidence.stackSizes = 1_000
         #expect(Doctor.diagnose(evidence).description.contains("1000 different stack sizes"))
         evidence.stacksColdBesidePooled = 0
+        evidence.stackSizes = 1
         evidence.stacksUnmapped = 900
         #expect(Doctor.diagnose(evidence).description.contains("the pool was full"))
     }

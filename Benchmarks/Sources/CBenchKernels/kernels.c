@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <ucontext.h>
+#include <time.h>
 #include <unistd.h>
 
 
@@ -212,4 +213,29 @@ uint64_t cb_fcontext_fanout(cb_stack_pool *pool, uint32_t ops, uint32_t steps) {
     }
     fanout_sched = NULL;
     return s.steps_done;
+}
+
+double cb_prefault_floor_seconds(uint64_t count, size_t stack_size, uint32_t per_slab) {
+    uint64_t slabs = (count + per_slab - 1) / per_slab;
+    char **bases = malloc(slabs * sizeof *bases);
+    if (!bases) return -1;
+    struct timespec start, end;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (uint64_t slab = 0; slab < slabs; slab++) {
+        char *base = mmap(NULL, stack_size * per_slab, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+        if (base == MAP_FAILED) {
+            for (uint64_t done = 0; done < slab; done++) munmap(bases[done], stack_size * per_slab);
+            free(bases);
+            return -1;
+        }
+        bases[slab] = base;
+        for (uint32_t index = 0; index < per_slab; index++) {
+            memset(base + (index + 1) * stack_size - 512, 0, 512);
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    for (uint64_t slab = 0; slab < slabs; slab++) munmap(bases[slab], stack_size * per_slab);
+    free(bases);
+    return (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) / 1e9;
 }

@@ -284,16 +284,24 @@ struct Run: ParsableCommand {
 
     // MARK: scale
 
+    /// `a`'s median over `b`'s, as "1.23x".
+    func ratio(_ a: [Double], _ b: [Double]) -> String {
+        let (x, y) = (Stats(a).median, Stats(b).median)
+        return y > 0 ? String(format: "%.2fx", x / y) : "?"
+    }
+
     func runScale(loop: EventLoop, only: Set<String>?) throws -> [BenchResult] {
         guard only?.contains("fibers") ?? true, !Self.interrupted else { return [] }
         // Each trial maps, faults and frees a million stacks (4-12 s here): one trial, or up to
         // three with --all.
         let count = all ? max(1, min(trials, 3)) : 1
-        var prefault: [Double] = [], spawn: [Double] = [], resident: [Double] = [], wake: [Double] = []
+        var prefault: [Double] = [], floor: [Double] = [], spawn: [Double] = [], resident: [Double] = []
+        var wake: [Double] = []
         for trial in 0..<count where !Self.interrupted {
             progress("scale: trial \(trial + 1)/\(count), 1,000,000 parked fibers")
             let outcome = try ScaleWorkload.run(loop: loop)
             prefault.append(outcome.prefaultSeconds)
+            floor.append(outcome.prefaultFloorSeconds)
             spawn.append(outcome.spawnSeconds)
             resident.append(outcome.residentBytesPerFiber)
             wake.append(outcome.wakeSeconds)
@@ -304,6 +312,11 @@ struct Run: ParsableCommand {
             (
                 "prefault", prefault, "s",
                 "map the slabs and touch each stack's top page (the kernel clears one page per fiber)"
+            ),
+            (
+                "prefault-floor", floor, "s",
+                "the same slab mmaps and first writes in C, nothing else (the kernel's page faults): prefault is "
+                    + ratio(prefault, floor) + " this in the same trial"
             ),
             ("spawn", spawn, "s", "spawn all from the prefaulted pool and run each to its park"),
             ("rss-per-fiber", resident.map { $0 / 1024 }, "KiB", "resident memory per parked fiber (statm)"),

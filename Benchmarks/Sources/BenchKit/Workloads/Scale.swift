@@ -1,3 +1,4 @@
+import CBenchKernels
 import Glibc
 import Spindle
 import SpindleLoop
@@ -19,6 +20,9 @@ package enum ScaleWorkload {
 
     package struct Outcome {
         package var prefaultSeconds: Double
+        /// The same mappings and first writes in C with nothing around them, measured just
+        /// before (``CBenchKernels``' `cb_prefault_floor_seconds`).
+        package var prefaultFloorSeconds: Double
         package var spawnSeconds: Double
         package var residentBytesPerFiber: Double
         package var wakeSeconds: Double
@@ -41,6 +45,10 @@ package enum ScaleWorkload {
         stacks.trim()
         let before = scheduler.counters
         let residentBefore = residentBytes()
+        // The floor first, its memory freed before the pool's is taken.
+        let floor = cb_prefault_floor_seconds(
+            UInt64(fibers + 1), StackPool.minimumStackSize, UInt32(StackPool.slabStacks))
+        guard floor >= 0 else { throw BenchError.incorrect("scale: the prefault floor's mmap failed") }
         // The page each parked fiber uses: its control block and its frames (about 2 KiB).
         let prefaultStart = nowNanoseconds()
         stacks.prefault(count: fibers + 1, stackSize: StackPool.minimumStackSize, touching: 0)
@@ -81,7 +89,7 @@ package enum ScaleWorkload {
                 "scale: \(after.stacksCold - before.stacksCold) stacks mapped during the spawn, none expected")
         }
         return Outcome(
-            prefaultSeconds: prefaultSeconds,
+            prefaultSeconds: prefaultSeconds, prefaultFloorSeconds: floor,
             spawnSeconds: Double(marks.allParked - start) / 1e9,
             residentBytesPerFiber: Double(marks.resident - residentBefore) / Double(fibers),
             wakeSeconds: Double(marks.lastFinish - marks.firstWake) / 1e9,

@@ -64,6 +64,12 @@ double cb_async_pingpong_ns_per_round(uint64_t rounds, int busy);
 
 /// Ctrl-C: the first SIGINT only sets a flag (the run stops at the next row and reports what
 /// finished); a second one ends the process as usual.
+/// The prefault floor: maps `count` stacks of `stack_size` bytes in slabs of `per_slab` (one
+/// mmap each, as Spindle's unguarded stacks are), writes the top 512 bytes of each (where a
+/// fiber's control block goes), unmaps everything, and returns the seconds the mapping and
+/// writing took: the kernel's cost of one fresh page per stack, with nothing else around it.
+double cb_prefault_floor_seconds(uint64_t count, size_t stack_size, uint32_t per_slab);
+
 void cb_install_interrupt_handler(void);
 int cb_interrupted(void);
 
