@@ -109,7 +109,8 @@ extension Doctor {
             posted >= step
             ? "\(figure(posted)) pieces of work posted back to the loop"
             : "\(figure(loopWaits)) waits of the loop's thread for another thread"
-        return "\(figure(others)) voluntary context switches of other threads per operation and "
+        let traced = evidence.loopSyscalls == nil ? "" : " (ptrace's stops among them)"
+        return "\(figure(others)) voluntary context switches of other threads per operation\(traced) and "
             + loopSide + " per operation"
             + (evidence.waitsPerOperation.map { " (\(figure(others / $0)) per wait)" } ?? "")
             + ": each step hands work to another thread, which wakes for it, and waits for it to come "

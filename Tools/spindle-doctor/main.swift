@@ -125,6 +125,16 @@ if let syscalls, let loopThread = totals["loopKernelThread"] {
         return sorted.isEmpty ? "none" : sorted.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
     }
     print("system calls of the loop's thread: \(top(loop)); of the other threads: \(top(others))")
+    // Each thread's calls and preemptions (involuntary switches: ptrace's own stops are
+    // voluntary, so these still say who waited for a CPU).
+    let threads = syscalls.threads.prefix(8).map { thread in
+        let role = thread.id == Int(loopThread) ? ", the loop" : ""
+        let calls = thread.calls.values.reduce(0, +)
+        let preempted = thread.involuntarySwitches.map { ", preempted \($0) times" } ?? ""
+        return "\(thread.name.isEmpty ? "?" : thread.name) (\(thread.id)\(role)): \(calls) calls\(preempted)"
+    }
+    let more = syscalls.threads.count > 8 ? "; \(syscalls.threads.count - 8) more" : ""
+    print("threads: " + threads.joined(separator: "; ") + more)
 }
 if operations == nil, count("finishes") == 0 {
     print(

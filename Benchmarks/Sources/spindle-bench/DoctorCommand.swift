@@ -55,8 +55,8 @@ struct DoctorCommand: ParsableCommand {
         let loop = EventLoop()
         let state = FanoutWorkload.State(loop: loop)
         if let measureTo {
-            // The child of `countSyscalls(_:)`: one run of each executor, with fewer operations.
-            FanoutWorkload.ops = Self.countedOperations
+            // The child of `SyscallCounting`: one run of each executor, with fewer operations.
+            FanoutWorkload.ops = SyscallCounting.countedOperations
             for executor in chosen { _ = try FanoutWorkload.run(executor, variant: "timer", state: state) }
             try loop.close()
             try "done\n".write(toFile: measureTo, atomically: false, encoding: .utf8)
@@ -64,9 +64,12 @@ struct DoctorCommand: ParsableCommand {
         }
         var wrong: [String] = []
         for executor in chosen {
-            var evidence = evidence(try measure(executor, state: state))
-            if !noSyscalls { evidence.loopSyscalls = try countSyscalls(executor) }
-            let findings = Doctor.diagnose(evidence)
+            var measured = evidence(try measure(executor, state: state))
+            if !noSyscalls {
+                let scale = Double(FanoutWorkload.ops * Self.measuredRuns(executor))
+                measured.loopSyscalls = try SyscallCounting.loopSyscallsPerOperation(executor).mapValues { $0 * scale }
+            }
+            let findings = Doctor.diagnose(measured)
             let verdict =
                 findings.isEmpty ? "no pathology found" : findings.map(\.description).joined(separator: "\n    ")
             print("\(executor):\n    \(verdict)")
@@ -91,10 +94,6 @@ struct DoctorCommand: ParsableCommand {
         }
     }
 
-    /// Operations of the run the system call counter watches: a tenth of the workload's,
-    /// enough for calls made per switch or per step, at a tolerable cost under ptrace.
-    static let countedOperations = 1_000
-
     /// The doctor's evidence from per-operation figures over `runs` runs of the fanout timer
     /// workload.
     func evidence(_ measured: (figures: [String: Double], runs: Int)) -> Doctor.Evidence {
@@ -103,32 +102,6 @@ struct DoctorCommand: ParsableCommand {
             waitsPerOperation: Double(FanoutWorkload.steps))
         evidence.concurrency = Double(FanoutWorkload.ops)
         return evidence
-    }
-
-    /// The system calls the loop's thread makes in a run of `executor`, by name, scaled to the
-    /// runs `measure` makes: counted in a child process (this program, `doctor --measure-to`)
-    /// run under the system call counter, one run of ``countedOperations``, no warm-up.
-    func countSyscalls(_ executor: String) throws -> [String: Double] {
-        progress("doctor: \(executor), one run of \(Self.countedOperations) operations under the system call counter")
-        let output = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "spindle-bench-doctor-\(getpid()).txt"
-        ).path
-        defer { unlink(output) }
-        let counted: Doctor.SyscallCount
-        do {
-            counted = try Doctor.SyscallCount.run(
-                ["/proc/self/exe", "doctor", "--executors", executor, "--measure-to", output],
-                environment: ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" })
-        } catch {
-            throw ValidationError("\(error) (pass --no-syscalls to measure without it)")
-        }
-        guard counted.waitStatus == 0, (try? String(contentsOfFile: output, encoding: .utf8)) == "done\n" else {
-            throw ValidationError("counting \(executor)'s system calls failed (wait status \(counted.waitStatus))")
-        }
-        // The workload's loop runs on the child's main thread, the first one seen.
-        let (loop, _) = counted.split(loopThread: counted.threads.first?.id ?? 0)
-        let scale = Double(FanoutWorkload.ops * Self.measuredRuns(executor)) / Double(Self.countedOperations)
-        return loop.mapValues { Double($0) * scale }
     }
 
     /// Measured runs of `executor`: one for the slow thread hand-off, else three.

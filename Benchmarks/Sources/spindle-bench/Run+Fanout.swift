@@ -159,8 +159,17 @@ extension Run {
                 perOperation: rows[index].per_op ?? [:], operations: Double(FanoutWorkload.ops),
                 waitsPerOperation: Double(FanoutWorkload.steps))
             evidence.concurrency = Double(FanoutWorkload.ops)
+            var unCounted = ""
+            do {
+                evidence.loopSyscalls = try SyscallCounting.loopSyscallsPerOperation(rows[index].executor).mapValues {
+                    $0 * Double(FanoutWorkload.ops)
+                }
+            } catch {
+                unCounted = " (system calls not counted: \(error))"
+            }
             rows[index].note = Doctor.diagnose(evidence).map { "Doctor: \($0)" }.joined(separator: " ")
             if rows[index].note!.isEmpty { rows[index].note = "doctor: no pathology found" }
+            rows[index].note! += unCounted
         }
     }
 }
