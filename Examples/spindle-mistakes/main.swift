@@ -81,9 +81,10 @@ let mistakes: [String: Mistake] = [
             ready = true
             timer.close()
         }
-        // Started once the waiters run: the flag is set 30 ms into their wait.
-        loop.spawnDetached(name: "starter") { timer.start(after: .milliseconds(30)) }
-        return operations(loop, 500, name: "waiter") { _ in
+        // Started once the waiters run: the flag is set 50 ms into their wait (dozens of loop
+        // turns for 100 waiters, even in a sanitizer build).
+        loop.spawnDetached(name: "starter") { timer.start(after: .milliseconds(50)) }
+        return operations(loop, 100, name: "waiter") { _ in
             while !ready { try Fiber.sleep(for: .zero) }  // the mistake: a timer per look
         }
     },

@@ -36,7 +36,25 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     // read the outcome back from the future, as SwiftNIO's are.
 
     /// The loop whose thread runs this future's callbacks.
-    @inlinable public var loop: EventLoop { core.pointee.loop }
+    ///
+    /// Safe from any thread (a promise completed from another thread reads it, as does `wait()`
+    /// on a plain thread), so it is read through the header's address computed from the
+    /// object's: ``core`` takes `&header`, an exclusive access to the whole header, and a read
+    /// through it while the loop's thread completes the future was a data race to
+    /// ThreadSanitizer's Swift access checks, though the two touch different fields and the loop
+    /// never changes.
+    @inlinable public var loop: EventLoop {
+        (UnsafeRawPointer(Unmanaged.passUnretained(self).toOpaque()) + Self.headerOffset)
+            .assumingMemoryBound(to: FutureState.self).pointee.loop
+    }
+
+    /// Where the header starts in the object: after its metadata pointer and reference counts
+    /// (two words), aligned. `make` checks it against `withUnsafeMutablePointerToHeader`.
+    @inlinable static var headerOffset: Int {
+        let objectHeader = 2 * MemoryLayout<UnsafeRawPointer>.size
+        let alignment = MemoryLayout<FutureState>.alignment
+        return (objectHeader + alignment - 1) / alignment * alignment
+    }
 
     /// The loop, lent: read as a reference, it would be retained and released around its use.
     /// The future holds the loop, so it lives as long as the future does.
@@ -54,7 +72,11 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
         let buffer = Self.create(minimumCapacity: MemoryLayout<Value>.size == 0 ? 0 : 1) { _ in
             FutureState(loop: loop, file: file, line: line)
         }
-        return unsafeDowncast(buffer, to: Future<Value>.self)
+        let future = unsafeDowncast(buffer, to: Future<Value>.self)
+        assert(
+            UnsafeMutableRawPointer(Unmanaged.passUnretained(future).toOpaque()) + headerOffset
+                == UnsafeMutableRawPointer(future.core), "Future's header is not where `loop` reads it")
+        return future
     }
 
     /// A pending future for a flatMap or flatMapError to return: the loop's recycled one (see

@@ -80,6 +80,13 @@ if let command {
         entry += 1
     }
     environment.append("SPINDLE_TRACE=\(tracePath)")
+    // LeakSanitizer stops a program it finds traced ("does not work under ptrace"): a program
+    // built with AddressSanitizer runs without leak checking here.
+    if let index = environment.firstIndex(where: { $0.hasPrefix("ASAN_OPTIONS=") }) {
+        environment[index] += ":detect_leaks=0"
+    } else {
+        environment.append("ASAN_OPTIONS=detect_leaks=0")
+    }
     do {
         syscalls = try Doctor.SyscallCount.run(command, environment: environment)
     } catch {

@@ -7,7 +7,7 @@
 # 3.19 crashes on the way libdispatch parks an async main's thread; see that file) and
 # Tools/valgrind/swift-runtime.supp (reports from the Swift runtime's own metadata set-up). The
 # programs the tests start (spindle-echo, spindle-http, spindle-gdb-demo, spindle-doctor-demo,
-# spindle-doctor, exit tests) run natively: Valgrind follows only the runner.
+# spindle-mistakes, spindle-doctor, exit tests) run natively: Valgrind follows only the runner.
 #
 # Then spindle-gdb-demo (fibers parked in sleeps, cancelled, joined), spindle-doctor-demo
 # writing its trace (SPINDLE_TRACE) and spindle-doctor reading it, and spindle-echo (a fiber
@@ -28,7 +28,7 @@ echo "== memcheck: the test suite (a few minutes)"
 mkdir "$work/suite"
 cp "$bin/SpindlePackageTests.xctest" "$work/suite/"
 strip --strip-debug "$work/suite/SpindlePackageTests.xctest"
-for program in spindle-echo spindle-http spindle-gdb-demo spindle-doctor-demo spindle-doctor; do
+for program in spindle-echo spindle-http spindle-gdb-demo spindle-doctor-demo spindle-doctor spindle-mistakes; do
     cp "$bin/$program" "$work/suite/"
 done
 cc -shared -fPIC -O2 -o "$work/dispatch-main.so" Tools/valgrind/dispatch-main.c -lpthread
