@@ -34,9 +34,10 @@ extension Fiber {
     ///   others are left as they were.
     /// - Cancellable: a cancelled fiber throws `CancellationError`; an enclosing
     ///   ``withTimeout(_:_:)`` that expires throws ``FiberTimeoutError``.
-    /// - Cost: the waiting nodes live on the fiber's stack, but each case is a small object
-    ///   with its handler, so a select allocates a few objects; plain ``Channel/send(_:)`` and
-    ///   ``Channel/receive()`` allocate nothing.
+    /// - Cost: the waiting nodes and the cases' values live on the fiber's stack, but each case
+    ///   is a small object with its handler (and the handler's context, when it captures), so a
+    ///   select allocates a few objects; plain ``Channel/send(_:)`` and ``Channel/receive()``
+    ///   allocate nothing.
     ///
     /// ```swift
     /// try Fiber.select(
@@ -56,6 +57,32 @@ extension Fiber {
         try checkInterruption(me)
         precondition(!cases.isEmpty || timeout != nil, "Fiber.select with no cases and no timeout would wait forever")
         for selectCase in cases { selectCase.operation.enter() }
+        // Each case's value waits in a slot on this fiber's stack, not in an allocation of its own.
+        var slotBytes = 0
+        var slotAlignment = 1
+        for selectCase in cases {
+            let alignment = selectCase.operation.slotAlignment
+            slotBytes = (slotBytes + alignment - 1) / alignment * alignment + selectCase.operation.slotSize
+            slotAlignment = max(slotAlignment, alignment)
+        }
+        return try withUnsafeTemporaryAllocation(byteCount: max(slotBytes, 1), alignment: slotAlignment) { slots in
+            var offset = 0
+            for selectCase in cases {
+                let alignment = selectCase.operation.slotAlignment
+                offset = (offset + alignment - 1) / alignment * alignment
+                selectCase.operation.bind(slots.baseAddress! + offset)
+                offset += selectCase.operation.slotSize
+            }
+            defer { for selectCase in cases { selectCase.operation.unbind() } }
+            return try choose(me, cases, timeout: timeout)
+        }
+    }
+
+    /// ``select(_:timeout:)-([SelectCase],_)`` once every case has its slot: poll the cases in a
+    /// fresh random order, then wait.
+    private static func choose(
+        _ me: UnsafeMutablePointer<spindle_fiber_t>, _ cases: [SelectCase], timeout: Duration?
+    ) throws -> Int? {
         let count = cases.count
         return try withUnsafeTemporaryAllocation(of: Int.self, capacity: max(count, 1)) { order in
             // A fresh random order each time: Fisher-Yates with the scheduler's generator.
@@ -118,6 +145,13 @@ extension Fiber {
 class SelectOperation {
     /// Checks the channel belongs to the running fiber's loop.
     func enter() { fatalError("abstract") }
+    /// The size and alignment of the slot the case's value waits in (`Element?`).
+    var slotSize: Int { fatalError("abstract") }
+    var slotAlignment: Int { fatalError("abstract") }
+    /// Gives the case its slot for the select (on the selecting fiber's stack) and initializes it.
+    func bind(_ slot: UnsafeMutableRawPointer) { fatalError("abstract") }
+    /// Deinitializes the slot: the select is over.
+    func unbind() { fatalError("abstract") }
     /// Performs the operation now if it can (running the handler); false if it would wait.
     func poll() throws -> Bool { fatalError("abstract") }
     /// Where the waiting value lives while the case waits.
@@ -131,15 +165,25 @@ class SelectOperation {
 final class ReceiveOperation<Element>: SelectOperation {
     let channel: Channel<Element>
     let handler: (Element?) throws -> Void
-    var slot = UnsafeMutablePointer<Element?>.allocate(capacity: 1)
+    /// The slot the select lent, while it runs.
+    var slot: UnsafeMutablePointer<Element?>!
 
     init(_ channel: Channel<Element>, _ handler: @escaping (Element?) throws -> Void) {
         self.channel = channel
         self.handler = handler
-        slot.initialize(to: nil)
     }
 
     override func enter() { _ = channel.enter("Fiber.select (receive case)") }
+    override var slotSize: Int { MemoryLayout<Element?>.size }
+    override var slotAlignment: Int { MemoryLayout<Element?>.alignment }
+    override func bind(_ slot: UnsafeMutableRawPointer) {
+        self.slot = slot.bindMemory(to: Element?.self, capacity: 1)
+        self.slot.initialize(to: nil)
+    }
+    override func unbind() {
+        slot.deinitialize(count: 1)
+        slot = nil
+    }
     override func poll() throws -> Bool {
         guard channel.pollReceive(into: &slot.pointee) else { return false }
         try handler(slot.pointee.take())
@@ -149,25 +193,34 @@ final class ReceiveOperation<Element>: SelectOperation {
     override func enqueue(_ node: UnsafeMutablePointer<ChannelWaiter>) { channel.enqueue(node, asSender: false) }
     override func dequeue(_ node: UnsafeMutablePointer<ChannelWaiter>) { channel.dequeue(node, asSender: false) }
     override func complete(closed: Bool) throws { try handler(closed ? nil : slot.pointee.take()) }
-
-    deinit {
-        slot.deinitialize(count: 1)
-        slot.deallocate()
-    }
 }
 
 final class SendOperation<Element>: SelectOperation {
     let channel: Channel<Element>
     let handler: () throws -> Void
-    var slot = UnsafeMutablePointer<Element?>.allocate(capacity: 1)
+    /// The value to send, until the select puts it in its slot.
+    var value: Element?
+    /// The slot the select lent, while it runs.
+    var slot: UnsafeMutablePointer<Element?>!
 
     init(_ channel: Channel<Element>, _ value: Element, _ handler: @escaping () throws -> Void) {
         self.channel = channel
         self.handler = handler
-        slot.initialize(to: value)
+        self.value = value
     }
 
     override func enter() { _ = channel.enter("Fiber.select (send case)") }
+    override var slotSize: Int { MemoryLayout<Element?>.size }
+    override var slotAlignment: Int { MemoryLayout<Element?>.alignment }
+    override func bind(_ slot: UnsafeMutableRawPointer) {
+        self.slot = slot.bindMemory(to: Element?.self, capacity: 1)
+        self.slot.initialize(to: value.take())
+    }
+    override func unbind() {
+        // A value no receiver took goes back: the case can be offered to another select.
+        value = slot.move()
+        slot = nil
+    }
     override func poll() throws -> Bool {
         guard try channel.pollSend(&slot.pointee) else { return false }
         try handler()
@@ -179,11 +232,6 @@ final class SendOperation<Element>: SelectOperation {
     override func complete(closed: Bool) throws {
         if closed { throw ChannelClosedError() }
         try handler()
-    }
-
-    deinit {
-        slot.deinitialize(count: 1)
-        slot.deallocate()
     }
 }
 

@@ -239,7 +239,9 @@ struct Run: ParsableCommand {
                     BenchResult(
                         workload: "channel", variant: variant, executor: executor, metric: "time", unit: "ns",
                         median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp,
-                        note: "per message, one producer and one consumer fiber"))
+                        note: variant == "select"
+                            ? "per message, two producers on two channels, one consumer taking each with a two-case select"
+                            : "per message, one producer and one consumer fiber"))
             }
         }
         return rows

@@ -2,16 +2,19 @@ import Spindle
 import SpindleLoop
 
 /// `channel`: one producer fiber sends `messages` integers to one consumer fiber through a
-/// channel; nanoseconds per message. Variants: `unbuffered` (each send waits for the receive)
-/// and `buffered` (capacity 64).
+/// channel; nanoseconds per message. Variants: `unbuffered` (each send waits for the receive),
+/// `buffered` (capacity 64) and `select` (two producers on two unbuffered channels, the
+/// consumer taking each message with a two-case `Fiber.select` whose handlers add to a sum:
+/// what a select costs, its allocations included).
 package enum ChannelWorkload {
     package static let name = "channel"
-    package static let variants = ["unbuffered", "buffered"]
+    package static let variants = ["unbuffered", "buffered", "select"]
     package static let executors = ["fibers"]
     package static let messages = 200_000
 
     package static func run(_ executor: String, variant: String, loop: EventLoop) throws -> Double {
         guard executor == "fibers" else { throw BenchError.unknownExecutor(executor, workload: name) }
+        if variant == "select" { return try runSelect(loop: loop) }
         let channel = Channel<Int>(capacity: variant == "buffered" ? 64 : 0)
         var sum = 0
         let ns = try measure {
@@ -26,6 +29,40 @@ package enum ChannelWorkload {
         }
         guard sum == messages * (messages - 1) / 2 else {
             throw BenchError.incorrect("channel \(variant) delivered a sum of \(sum)")
+        }
+        return ns / Double(messages)
+    }
+
+    /// The `select` variant: nanoseconds per message.
+    static func runSelect(loop: EventLoop) throws -> Double {
+        let (left, right) = (Channel<Int>(), Channel<Int>())
+        var sum = 0
+        let ns = try measure {
+            for channel in [left, right] {
+                loop.spawnDetached {
+                    for i in 0..<messages / 2 { try? channel.send(i) }
+                    channel.close()
+                }
+            }
+            loop.spawnDetached {
+                // Both open: select; once one closes, drain the other.
+                var closed: Channel<Int>?
+                while closed == nil {
+                    _ = try? Fiber.select(
+                        left.onReceive { value in
+                            if let value { sum &+= value } else { closed = left }
+                        },
+                        right.onReceive { value in
+                            if let value { sum &+= value } else { closed = right }
+                        })
+                }
+                for value in closed === left ? right : left { sum &+= value }
+            }
+            try loop.run()
+        }
+        let half = messages / 2
+        guard sum == half * (half - 1) else {
+            throw BenchError.incorrect("channel select delivered a sum of \(sum)")
         }
         return ns / Double(messages)
     }
