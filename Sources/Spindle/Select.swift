@@ -12,12 +12,14 @@ public struct SelectCase {
 extension Channel {
     /// A select case that receives from this channel; `handler` gets the value, or `nil` when
     /// the channel is closed and drained (a closed channel is always ready, as in Go).
+    @inlinable
     public func onReceive(_ handler: @escaping (Element?) throws -> Void) -> SelectCase {
         SelectCase(ReceiveOperation(self, handler))
     }
 
     /// A select case that sends `value` on this channel; `handler` runs once it is taken. If
     /// this case is chosen on a closed channel, the select throws ``ChannelClosedError``.
+    @inlinable
     public func onSend(_ value: Element, _ handler: @escaping () throws -> Void = {}) -> SelectCase {
         SelectCase(SendOperation(self, value, handler))
     }
@@ -56,7 +58,7 @@ extension Fiber {
         let me = runningFiber("Fiber.select")
         try checkInterruption(me)
         precondition(!cases.isEmpty || timeout != nil, "Fiber.select with no cases and no timeout would wait forever")
-        for selectCase in cases { selectCase.operation.enter() }
+        for selectCase in cases { selectCase.operation.steps.enter(selectCase.operation) }
         // Each case's value waits in a slot on this fiber's stack, not in an allocation of its own.
         var slotBytes = 0
         var slotAlignment = 1
@@ -70,10 +72,10 @@ extension Fiber {
             for selectCase in cases {
                 let alignment = selectCase.operation.slotAlignment
                 offset = (offset + alignment - 1) / alignment * alignment
-                selectCase.operation.bind(slots.baseAddress! + offset)
+                selectCase.operation.steps.bind(selectCase.operation, slots.baseAddress! + offset)
                 offset += selectCase.operation.slotSize
             }
-            defer { for selectCase in cases { selectCase.operation.unbind() } }
+            defer { for selectCase in cases { selectCase.operation.steps.unbind(selectCase.operation) } }
             return try choose(me, cases, timeout: timeout)
         }
     }
@@ -92,7 +94,9 @@ extension Fiber {
                 order[index] = order[other]
                 order[other] = index
             }
-            for index in order.prefix(count) where try cases[index].operation.poll() { return index }
+            for index in order.prefix(count) where try cases[index].operation.steps.poll(cases[index].operation) {
+                return index
+            }
             if let timeout, timeout <= .zero { return nil }
             return try wait(me, cases, order: UnsafeBufferPointer(rebasing: order.prefix(count)), timeout: timeout)
         }
@@ -111,12 +115,15 @@ extension Fiber {
                     let node = nodes.baseAddress! + index
                     node.initialize(
                         to: ChannelWaiter(
-                            fiber: me, slot: cases[index].operation.slotAddress, selection: selection, caseIndex: index)
+                            fiber: me, slot: cases[index].operation.slotAddress.unsafelyUnwrapped, selection: selection,
+                            caseIndex: index)
                     )
-                    cases[index].operation.enqueue(node)
+                    cases[index].operation.steps.enqueue(cases[index].operation, node)
                 }
                 defer {
-                    for index in order { cases[index].operation.dequeue(nodes.baseAddress! + index) }
+                    for index in order {
+                        cases[index].operation.steps.dequeue(cases[index].operation, nodes.baseAddress! + index)
+                    }
                     _ = nodes.deinitialize()
                 }
                 func parkOnce() throws -> WakeReason {
@@ -135,103 +142,153 @@ extension Fiber {
         guard let reason else { return nil }
         let winner = selection
         precondition(winner >= 0, "Fiber.select woke with no case chosen")
-        try cases[winner].operation.complete(closed: reason == .closed)
+        try cases[winner].operation.steps.complete(cases[winner].operation, reason == .closed)
         return winner
     }
 }
 
 /// The type-erased half of a select case: what the select needs of its channel operation.
+///
+/// Its steps are functions made where the element type is known (the `@inlinable` `onReceive`
+/// and `onSend`, specialised in the caller), kept as plain function values. Overridden methods
+/// of a generic class run unspecialised: each of their uses of `Element?` looked up Optional's
+/// metadata for the element type, over half of a select's instructions.
 @usableFromInline
 class SelectOperation {
-    /// Checks the channel belongs to the running fiber's loop.
-    func enter() { fatalError("abstract") }
+    /// The steps, each given the operation itself.
+    @usableFromInline struct Steps {
+        /// Checks the channel belongs to the running fiber's loop.
+        @usableFromInline let enter: (SelectOperation) -> Void
+        /// Gives the case its slot for the select (on the selecting fiber's stack) and
+        /// initializes it.
+        @usableFromInline let bind: (SelectOperation, UnsafeMutableRawPointer) -> Void
+        /// Deinitializes the slot: the select is over.
+        @usableFromInline let unbind: (SelectOperation) -> Void
+        /// Performs the operation now if it can (running the handler); false if it would wait.
+        @usableFromInline let poll: (SelectOperation) throws -> Bool
+        @usableFromInline let enqueue: (SelectOperation, UnsafeMutablePointer<ChannelWaiter>) -> Void
+        @usableFromInline let dequeue: (SelectOperation, UnsafeMutablePointer<ChannelWaiter>) -> Void
+        /// The case was chosen while the fiber waited: finish it and run the handler.
+        @usableFromInline let complete: (SelectOperation, _ closed: Bool) throws -> Void
+
+        @inlinable
+        init(
+            enter: @escaping (SelectOperation) -> Void,
+            bind: @escaping (SelectOperation, UnsafeMutableRawPointer) -> Void,
+            unbind: @escaping (SelectOperation) -> Void, poll: @escaping (SelectOperation) throws -> Bool,
+            enqueue: @escaping (SelectOperation, UnsafeMutablePointer<ChannelWaiter>) -> Void,
+            dequeue: @escaping (SelectOperation, UnsafeMutablePointer<ChannelWaiter>) -> Void,
+            complete: @escaping (SelectOperation, Bool) throws -> Void
+        ) {
+            (self.enter, self.bind, self.unbind, self.poll) = (enter, bind, unbind, poll)
+            (self.enqueue, self.dequeue, self.complete) = (enqueue, dequeue, complete)
+        }
+    }
+
+    @usableFromInline let steps: Steps
     /// The size and alignment of the slot the case's value waits in (`Element?`).
-    var slotSize: Int { fatalError("abstract") }
-    var slotAlignment: Int { fatalError("abstract") }
-    /// Gives the case its slot for the select (on the selecting fiber's stack) and initializes it.
-    func bind(_ slot: UnsafeMutableRawPointer) { fatalError("abstract") }
-    /// Deinitializes the slot: the select is over.
-    func unbind() { fatalError("abstract") }
-    /// Performs the operation now if it can (running the handler); false if it would wait.
-    func poll() throws -> Bool { fatalError("abstract") }
-    /// Where the waiting value lives while the case waits.
-    var slotAddress: UnsafeMutableRawPointer { fatalError("abstract") }
-    func enqueue(_ node: UnsafeMutablePointer<ChannelWaiter>) { fatalError("abstract") }
-    func dequeue(_ node: UnsafeMutablePointer<ChannelWaiter>) { fatalError("abstract") }
-    /// The case was chosen while the fiber waited: finish it and run the handler.
-    func complete(closed: Bool) throws { fatalError("abstract") }
+    @usableFromInline let slotSize: Int
+    @usableFromInline let slotAlignment: Int
+    /// The slot the select lent, while it runs.
+    @exclusivity(unchecked) @usableFromInline var slotAddress: UnsafeMutableRawPointer?
+
+    /// The lent slot, typed.
+    @inlinable @inline(__always)
+    func slot<Element>(of _: Element.Type) -> UnsafeMutablePointer<Element?> {
+        slotAddress.unsafelyUnwrapped.assumingMemoryBound(to: Element?.self)
+    }
+
+    @inlinable
+    init(steps: Steps, slotSize: Int, slotAlignment: Int) {
+        self.steps = steps
+        self.slotSize = slotSize
+        self.slotAlignment = slotAlignment
+    }
 }
 
+@usableFromInline
 final class ReceiveOperation<Element>: SelectOperation {
-    let channel: Channel<Element>
-    let handler: (Element?) throws -> Void
-    /// The slot the select lent, while it runs.
-    var slot: UnsafeMutablePointer<Element?>!
+    @usableFromInline let channel: Channel<Element>
+    @usableFromInline let handler: (Element?) throws -> Void
 
+    @inlinable
     init(_ channel: Channel<Element>, _ handler: @escaping (Element?) throws -> Void) {
         self.channel = channel
         self.handler = handler
+        super.init(
+            steps: Steps(
+                enter: { _ = Self.of($0).channel.enter("Fiber.select (receive case)") },
+                bind: { operation, slot in
+                    operation.slotAddress = slot
+                    slot.initializeMemory(as: Element?.self, repeating: nil, count: 1)
+                },
+                unbind: { operation in
+                    operation.slot(of: Element.self).deinitialize(count: 1)
+                    operation.slotAddress = nil
+                },
+                poll: { operation in
+                    let me = Self.of(operation)
+                    let slot = operation.slot(of: Element.self)
+                    guard me.channel.pollReceive(into: &slot.pointee) else { return false }
+                    try me.handler(slot.pointee.take())
+                    return true
+                },
+                enqueue: { Self.of($0).channel.enqueue($1, asSender: false) },
+                dequeue: { Self.of($0).channel.dequeue($1, asSender: false) },
+                complete: { operation, closed in
+                    try Self.of(operation).handler(closed ? nil : operation.slot(of: Element.self).pointee.take())
+                }),
+            slotSize: MemoryLayout<Element?>.size, slotAlignment: MemoryLayout<Element?>.alignment)
     }
 
-    override func enter() { _ = channel.enter("Fiber.select (receive case)") }
-    override var slotSize: Int { MemoryLayout<Element?>.size }
-    override var slotAlignment: Int { MemoryLayout<Element?>.alignment }
-    override func bind(_ slot: UnsafeMutableRawPointer) {
-        self.slot = slot.bindMemory(to: Element?.self, capacity: 1)
-        self.slot.initialize(to: nil)
+    @inlinable @inline(__always)
+    static func of(_ operation: SelectOperation) -> ReceiveOperation<Element> {
+        unsafeDowncast(operation, to: ReceiveOperation<Element>.self)
     }
-    override func unbind() {
-        slot.deinitialize(count: 1)
-        slot = nil
-    }
-    override func poll() throws -> Bool {
-        guard channel.pollReceive(into: &slot.pointee) else { return false }
-        try handler(slot.pointee.take())
-        return true
-    }
-    override var slotAddress: UnsafeMutableRawPointer { UnsafeMutableRawPointer(slot) }
-    override func enqueue(_ node: UnsafeMutablePointer<ChannelWaiter>) { channel.enqueue(node, asSender: false) }
-    override func dequeue(_ node: UnsafeMutablePointer<ChannelWaiter>) { channel.dequeue(node, asSender: false) }
-    override func complete(closed: Bool) throws { try handler(closed ? nil : slot.pointee.take()) }
 }
 
+@usableFromInline
 final class SendOperation<Element>: SelectOperation {
-    let channel: Channel<Element>
-    let handler: () throws -> Void
-    /// The value to send, until the select puts it in its slot.
-    var value: Element?
-    /// The slot the select lent, while it runs.
-    var slot: UnsafeMutablePointer<Element?>!
+    @usableFromInline let channel: Channel<Element>
+    @usableFromInline let handler: () throws -> Void
+    /// The value to send, while no select holds it in its slot.
+    @exclusivity(unchecked) @usableFromInline var value: Element?
 
+    @inlinable
     init(_ channel: Channel<Element>, _ value: Element, _ handler: @escaping () throws -> Void) {
         self.channel = channel
         self.handler = handler
         self.value = value
+        super.init(
+            steps: Steps(
+                enter: { _ = Self.of($0).channel.enter("Fiber.select (send case)") },
+                bind: { operation, slot in
+                    operation.slotAddress = slot
+                    slot.initializeMemory(as: Element?.self, repeating: Self.of(operation).value.take(), count: 1)
+                },
+                unbind: { operation in
+                    // A value no receiver took goes back: the case can be offered to another select.
+                    Self.of(operation).value = operation.slot(of: Element.self).move()
+                    operation.slotAddress = nil
+                },
+                poll: { operation in
+                    let me = Self.of(operation)
+                    guard try me.channel.pollSend(&operation.slot(of: Element.self).pointee) else { return false }
+                    try me.handler()
+                    return true
+                },
+                enqueue: { Self.of($0).channel.enqueue($1, asSender: true) },
+                dequeue: { Self.of($0).channel.dequeue($1, asSender: true) },
+                complete: { operation, closed in
+                    if closed { throw ChannelClosedError() }
+                    try Self.of(operation).handler()
+                }),
+            slotSize: MemoryLayout<Element?>.size, slotAlignment: MemoryLayout<Element?>.alignment)
     }
 
-    override func enter() { _ = channel.enter("Fiber.select (send case)") }
-    override var slotSize: Int { MemoryLayout<Element?>.size }
-    override var slotAlignment: Int { MemoryLayout<Element?>.alignment }
-    override func bind(_ slot: UnsafeMutableRawPointer) {
-        self.slot = slot.bindMemory(to: Element?.self, capacity: 1)
-        self.slot.initialize(to: value.take())
-    }
-    override func unbind() {
-        // A value no receiver took goes back: the case can be offered to another select.
-        value = slot.move()
-        slot = nil
-    }
-    override func poll() throws -> Bool {
-        guard try channel.pollSend(&slot.pointee) else { return false }
-        try handler()
-        return true
-    }
-    override var slotAddress: UnsafeMutableRawPointer { UnsafeMutableRawPointer(slot) }
-    override func enqueue(_ node: UnsafeMutablePointer<ChannelWaiter>) { channel.enqueue(node, asSender: true) }
-    override func dequeue(_ node: UnsafeMutablePointer<ChannelWaiter>) { channel.dequeue(node, asSender: true) }
-    override func complete(closed: Bool) throws {
-        if closed { throw ChannelClosedError() }
-        try handler()
+    @inlinable @inline(__always)
+    static func of(_ operation: SelectOperation) -> SendOperation<Element> {
+        unsafeDowncast(operation, to: SendOperation<Element>.self)
     }
 }
 
