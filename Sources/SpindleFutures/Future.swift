@@ -39,7 +39,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     ///
     /// Safe from any thread (a promise completed from another thread reads it, as does `wait()`
     /// on a plain thread), so it is read through the header's address computed from the
-    /// object's: ``core`` takes `&header`, an exclusive access to the whole header, and a read
+    /// object's: `core` takes `&header`, an exclusive access to the whole header, and a read
     /// through it while the loop's thread completes the future was a data race to
     /// ThreadSanitizer's Swift access checks, though the two touch different fields and the loop
     /// never changes.
