@@ -34,6 +34,10 @@ extension Doctor {
         /// Runs `arguments[0]` (searched in `PATH`) with `arguments` and `environment` under the
         /// counter, to its end. Throws a `UVError` naming why it could not (`ENOENT` for a
         /// program not found, `EPERM` when ptrace is not allowed here).
+        ///
+        /// It waits for the traced threads with `waitpid(-1, __WALL)`, so call it from a process
+        /// with no other children of its own (a tool's main thread): their exits would be
+        /// collected here and lost to whoever waits for them.
         public static func run(_ arguments: [String], environment: [String]) throws(UVError) -> SyscallCount {
             let capacity = 256
             let records = UnsafeMutablePointer<spindle_thread_syscalls_t>.allocate(capacity: capacity)
