@@ -76,14 +76,18 @@ let mistakes: [String: Mistake] = [
         }
     },
     "timer-polling": Mistake(summary: "polling a flag with Fiber.sleep(for: .zero)") { loop in
+        // The flag is set by a watcher after 30 loop turns: each waiter polls about 30 times,
+        // however fast or slow the machine (a timer would make it a matter of time).
         var ready = false
-        let timer = LoopTimer(loop: loop) { timer in
-            ready = true
-            timer.close()
+        var turns = 0
+        let watcher = LoopWatcher(loop: loop, kind: .check)
+        watcher.start { [unowned watcher] in
+            turns += 1
+            if turns == 30 {
+                ready = true
+                watcher.close()
+            }
         }
-        // Started once the waiters run: the flag is set 50 ms into their wait (dozens of loop
-        // turns for 100 waiters, even in a sanitizer build).
-        loop.spawnDetached(name: "starter") { timer.start(after: .milliseconds(50)) }
         return operations(loop, 100, name: "waiter") { _ in
             while !ready { try Fiber.sleep(for: .zero) }  // the mistake: a timer per look
         }

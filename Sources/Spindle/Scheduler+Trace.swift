@@ -173,7 +173,6 @@ extension Scheduler {
             getrusage(RUSAGE_SELF.rawValue, &process)
             fields += [
                 ("otherThreadsVoluntarySwitches", "\(max(0, process.ru_nvcsw - usage.ru_nvcsw))"),
-                ("otherThreadsPreemptions", "\(max(0, process.ru_nivcsw - usage.ru_nivcsw))"),
                 ("loopKernelThread", "\(spindle_kernel_thread_id())"),
             ]
         }

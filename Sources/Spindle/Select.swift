@@ -59,23 +59,20 @@ extension Fiber {
         try checkInterruption(me)
         precondition(!cases.isEmpty || timeout != nil, "Fiber.select with no cases and no timeout would wait forever")
         for selectCase in cases { selectCase.operation.steps.enter(selectCase.operation) }
-        // Each case's value waits in a slot on this fiber's stack, not in an allocation of its own.
-        var slotBytes = 0
-        var slotAlignment = 1
-        for selectCase in cases {
-            let alignment = selectCase.operation.slotAlignment
-            slotBytes = (slotBytes + alignment - 1) / alignment * alignment + selectCase.operation.slotSize
-            slotAlignment = max(slotAlignment, alignment)
-        }
-        return try withUnsafeTemporaryAllocation(byteCount: max(slotBytes, 1), alignment: slotAlignment) { slots in
-            var offset = 0
-            for selectCase in cases {
-                let alignment = selectCase.operation.slotAlignment
-                offset = (offset + alignment - 1) / alignment * alignment
-                selectCase.operation.steps.bind(selectCase.operation, slots.baseAddress! + offset)
-                offset += selectCase.operation.slotSize
+        // Each case's value waits in a slot on this fiber's stack, not in an allocation of its own:
+        // every slot has the widest case's size and alignment.
+        let stride = cases.reduce(1) { max($0, $1.operation.slotStride) }
+        return try withUnsafeTemporaryAllocation(byteCount: stride * max(cases.count, 1), alignment: stride) { slots in
+            for (index, selectCase) in cases.enumerated() {
+                selectCase.operation.slotAddress = slots.baseAddress! + index * stride
+                selectCase.operation.steps.bind(selectCase.operation)
             }
-            defer { for selectCase in cases { selectCase.operation.steps.unbind(selectCase.operation) } }
+            defer {
+                for selectCase in cases {
+                    selectCase.operation.steps.unbind(selectCase.operation)
+                    selectCase.operation.slotAddress = nil
+                }
+            }
             return try choose(me, cases, timeout: timeout)
         }
     }
@@ -159,9 +156,8 @@ class SelectOperation {
     @usableFromInline struct Steps {
         /// Checks the channel belongs to the running fiber's loop.
         @usableFromInline let enter: (SelectOperation) -> Void
-        /// Gives the case its slot for the select (on the selecting fiber's stack) and
-        /// initializes it.
-        @usableFromInline let bind: (SelectOperation, UnsafeMutableRawPointer) -> Void
+        /// Initializes the slot the select lent (``slotAddress``, on the selecting fiber's stack).
+        @usableFromInline let bind: (SelectOperation) -> Void
         /// Deinitializes the slot: the select is over.
         @usableFromInline let unbind: (SelectOperation) -> Void
         /// Performs the operation now if it can (running the handler); false if it would wait.
@@ -174,7 +170,7 @@ class SelectOperation {
         @inlinable
         init(
             enter: @escaping (SelectOperation) -> Void,
-            bind: @escaping (SelectOperation, UnsafeMutableRawPointer) -> Void,
+            bind: @escaping (SelectOperation) -> Void,
             unbind: @escaping (SelectOperation) -> Void, poll: @escaping (SelectOperation) throws -> Bool,
             enqueue: @escaping (SelectOperation, UnsafeMutablePointer<ChannelWaiter>) -> Void,
             dequeue: @escaping (SelectOperation, UnsafeMutablePointer<ChannelWaiter>) -> Void,
@@ -186,9 +182,9 @@ class SelectOperation {
     }
 
     @usableFromInline let steps: Steps
-    /// The size and alignment of the slot the case's value waits in (`Element?`).
-    @usableFromInline let slotSize: Int
-    @usableFromInline let slotAlignment: Int
+    /// Room for the slot the case's value waits in (`Element?`): its size rounded up to a power
+    /// of two, which is also enough alignment.
+    @usableFromInline let slotStride: Int
     /// The slot the select lent, while it runs.
     @exclusivity(unchecked) @usableFromInline var slotAddress: UnsafeMutableRawPointer?
 
@@ -199,10 +195,11 @@ class SelectOperation {
     }
 
     @inlinable
-    init(steps: Steps, slotSize: Int, slotAlignment: Int) {
+    init<Element>(steps: Steps, element _: Element.Type) {
         self.steps = steps
-        self.slotSize = slotSize
-        self.slotAlignment = slotAlignment
+        var stride = 1
+        while stride < max(MemoryLayout<Element?>.size, MemoryLayout<Element?>.alignment) { stride <<= 1 }
+        slotStride = stride
     }
 }
 
@@ -217,15 +214,11 @@ final class ReceiveOperation<Element>: SelectOperation {
         self.handler = handler
         super.init(
             steps: Steps(
-                enter: { _ = Self.of($0).channel.enter("Fiber.select (receive case)") },
-                bind: { operation, slot in
-                    operation.slotAddress = slot
-                    slot.initializeMemory(as: Element?.self, repeating: nil, count: 1)
+                enter: {
+                    _ = Self.of($0).channel.enter("Fiber.select (receive case)")
                 },
-                unbind: { operation in
-                    operation.slot(of: Element.self).deinitialize(count: 1)
-                    operation.slotAddress = nil
-                },
+                bind: { $0.slot(of: Element.self).initialize(to: nil) },
+                unbind: { $0.slot(of: Element.self).deinitialize(count: 1) },
                 poll: { operation in
                     let me = Self.of(operation)
                     let slot = operation.slot(of: Element.self)
@@ -236,11 +229,14 @@ final class ReceiveOperation<Element>: SelectOperation {
                 enqueue: { Self.of($0).channel.enqueue($1, asSender: false) },
                 dequeue: { Self.of($0).channel.dequeue($1, asSender: false) },
                 complete: { operation, closed in
-                    try Self.of(operation).handler(closed ? nil : operation.slot(of: Element.self).pointee.take())
+                    try Self.of(operation).handler(
+                        closed ? nil : operation.slot(of: Element.self).pointee.take())
                 }),
-            slotSize: MemoryLayout<Element?>.size, slotAlignment: MemoryLayout<Element?>.alignment)
+            element: Element.self)
     }
 
+    /// The operation a step is given, as this class (a static call: a closure that named `Self`
+    /// itself would capture its metadata, a context allocated per closure).
     @inlinable @inline(__always)
     static func of(_ operation: SelectOperation) -> ReceiveOperation<Element> {
         unsafeDowncast(operation, to: ReceiveOperation<Element>.self)
@@ -262,15 +258,11 @@ final class SendOperation<Element>: SelectOperation {
         super.init(
             steps: Steps(
                 enter: { _ = Self.of($0).channel.enter("Fiber.select (send case)") },
-                bind: { operation, slot in
-                    operation.slotAddress = slot
-                    slot.initializeMemory(as: Element?.self, repeating: Self.of(operation).value.take(), count: 1)
+                bind: {
+                    $0.slot(of: Element.self).initialize(to: Self.of($0).value.take())
                 },
-                unbind: { operation in
-                    // A value no receiver took goes back: the case can be offered to another select.
-                    Self.of(operation).value = operation.slot(of: Element.self).move()
-                    operation.slotAddress = nil
-                },
+                // A value no receiver took goes back: the case can be offered to another select.
+                unbind: { Self.of($0).value = $0.slot(of: Element.self).move() },
                 poll: { operation in
                     let me = Self.of(operation)
                     guard try me.channel.pollSend(&operation.slot(of: Element.self).pointee) else { return false }
@@ -283,9 +275,11 @@ final class SendOperation<Element>: SelectOperation {
                     if closed { throw ChannelClosedError() }
                     try Self.of(operation).handler()
                 }),
-            slotSize: MemoryLayout<Element?>.size, slotAlignment: MemoryLayout<Element?>.alignment)
+            element: Element.self)
     }
 
+    /// The operation a step is given, as this class (a static call: a closure that named `Self`
+    /// itself would capture its metadata, a context allocated per closure).
     @inlinable @inline(__always)
     static func of(_ operation: SelectOperation) -> SendOperation<Element> {
         unsafeDowncast(operation, to: SendOperation<Element>.self)

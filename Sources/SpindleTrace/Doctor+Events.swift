@@ -37,16 +37,18 @@ extension Doctor {
         var groupWakes = 0
         var futileWakes = 0
 
+        /// What the events so far say of one fiber (until its next slice ends).
         private struct FiberFacts {
+            /// The fiber whose slice spawned it (0: spawned outside a fiber, or before the events).
             var parent: UInt64 = 0
             var slices = 0
-            var spawnSeen = false
             var lastYielded = false
             var lastPark: Fiber.ParkReason?
             var wokenInGroup = false
         }
         private var fibers: [UInt64: FiberFacts] = [:]
-        private var open: (fiber: UInt64, since: UInt64, afterYield: Bool, inGroup: Bool, parkedOn: Fiber.ParkReason?)?
+        /// The slice running now: its fiber and when it began.
+        private var open: (fiber: UInt64, since: UInt64)?
         /// Fibers woken since the waker changed, by the reason they had parked for.
         private var pendingWakes: [Fiber.ParkReason: [UInt64]] = [:]
 
@@ -57,7 +59,7 @@ extension Doctor {
         mutating func add(_ kind: Kind, fiber: UInt64, at nanoseconds: UInt64) {
             switch kind {
             case .spawn:
-                fibers[fiber] = FiberFacts(parent: open?.fiber ?? 0, spawnSeen: true)
+                fibers[fiber] = FiberFacts(parent: open?.fiber ?? 0)
             case .wake:
                 wakes += 1
                 // Only wakes a fiber made: callbacks (timers, posts from other threads) wake fibers
@@ -69,8 +71,7 @@ extension Doctor {
                 settleWakes()
             case .resume:
                 settleWakes()
-                let facts = fibers[fiber, default: FiberFacts()]
-                open = (fiber, nanoseconds, facts.lastYielded, facts.wokenInGroup, facts.lastPark)
+                open = (fiber, nanoseconds)
                 fibers[fiber, default: FiberFacts()].slices += 1
             case .yield, .park, .finish:
                 guard let slice = open, slice.fiber == fiber else { return }
@@ -79,24 +80,25 @@ extension Doctor {
                 let length = nanoseconds >= slice.since ? nanoseconds - slice.since : 0
                 if length > Doctor.longSliceNanoseconds { longSlices += 1 }
                 if length > longest?.nanoseconds ?? 0 { longest = (length, fiber) }
+                // The facts still say how the slice began: nothing changes them while it runs.
                 var facts = fibers[fiber, default: FiberFacts(slices: 1)]
-                facts.wokenInGroup = false
                 switch kind {
                 case .yield:
                     yieldSlices += 1
-                    if slice.afterYield, length < Self.spinSlice { spinYields += 1 }
+                    if facts.lastYielded, length < Self.spinSlice { spinYields += 1 }
                     facts.lastYielded = true
-                    fibers[fiber] = facts
                 case .park(let reason):
-                    if slice.inGroup, let reason, reason == slice.parkedOn { futileWakes += 1 }
+                    if facts.wokenInGroup, let reason, reason == facts.lastPark { futileWakes += 1 }
                     facts.lastYielded = false
                     facts.lastPark = reason
-                    fibers[fiber] = facts
                 default:
                     finishes += 1
-                    if facts.spawnSeen, facts.parent != 0, facts.slices == 1 { oneSliceChildren += 1 }
+                    if facts.parent != 0, facts.slices == 1 { oneSliceChildren += 1 }
                     fibers[fiber] = nil
+                    return
                 }
+                facts.wokenInGroup = false
+                fibers[fiber] = facts
             }
         }
 
@@ -130,7 +132,5 @@ extension Doctor {
     }
 
     /// ``longSlice`` in nanoseconds.
-    static var longSliceNanoseconds: UInt64 {
-        UInt64(longSlice.components.seconds) * 1_000_000_000 + UInt64(longSlice.components.attoseconds / 1_000_000_000)
-    }
+    static let longSliceNanoseconds = UInt64(longSlice / .nanoseconds(1))
 }

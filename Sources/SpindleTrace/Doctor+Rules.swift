@@ -11,8 +11,8 @@ extension Doctor {
         public let pathology: Pathology
         /// The ``Evidence`` fields the rule reads, by name.
         public let evidence: [String]
-        /// The finding's message, or nil; `earlier` are the findings of the rules before it.
-        let find: @Sendable (_ evidence: Evidence, _ earlier: [Finding]) -> String?
+        /// The finding's message, or nil.
+        let find: @Sendable (_ evidence: Evidence) -> String?
     }
 
     /// The rules ``diagnose(_:)`` applies, in order (most specific first). Each reads only the
@@ -25,7 +25,7 @@ extension Doctor {
                 "spawns", "stacksCold", "stacksUnmapped", "stacksColdBesidePooled", "stackSizes", "minorFaults",
             ],
             find: coldStacks),
-        Rule(pathology: .asyncHops, evidence: ["parksByReason", "otherThreadSwitches"], find: asyncHops),
+        Rule(pathology: .asyncHops, evidence: ["parksByReason"], find: asyncHops),
         Rule(
             pathology: .threadHandoff,
             evidence: ["threadSwitches", "otherThreadSwitches", "postedWork", "parksByReason", "waitsPerOperation"],
@@ -56,7 +56,7 @@ extension Doctor {
 
     /// Fibers start on freshly mapped stacks instead of pooled ones: mapped per fiber and
     /// unmapped when it ends (a full pool), or mapped per size (varied stack sizes).
-    static func coldStacks(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func coldStacks(_ evidence: Evidence) -> String? {
         guard let spawns = evidence.spawns, let cold = evidence.stacksCold, spawns > 0, cold / spawns >= 0.5,
             evidence.operations >= 100 || spawns >= 100 || cold / spawns >= 0.99
         else { return nil }
@@ -81,24 +81,20 @@ extension Doctor {
             + "above the number of live fibers and prefault the pool at start-up."
     }
 
-    /// Fibers park on `Fiber.awaitAsync` (a Task on Swift concurrency's threads) for most steps.
-    static func asyncHops(_ evidence: Evidence, _: [Finding]) -> String? {
+    /// Fibers park on `Fiber.awaitAsync` (a Task run through Swift concurrency) for most steps.
+    static func asyncHops(_ evidence: Evidence) -> String? {
         guard let hops = evidence.parks(.async), hops >= 1_000, hops / evidence.operations >= 2 else { return nil }
-        let threads = evidence.otherThreadSwitches.map {
-            " The other threads switched \(figure($0 / hops)) times a hop (voluntary context switches)."
-        }
         return "\(figure(hops / evidence.operations)) hops to Swift concurrency per operation (fiber parks "
             + "on Fiber.awaitAsync): each creates a Task, runs it through Swift concurrency's executors "
             + "and parks the fiber until it ends, where a fiber's own wait is one park and one wake. Keep "
             + "steps that need no async API in the fiber (its sleep, sockets and channels), or make one "
             + "hop for the whole operation."
-            + (threads ?? "")
     }
 
     /// Work moves between OS threads on every step: another thread is woken for each (its
     /// voluntary switches), and the loop waits for it (its own switches outside epoll_wait, or
     /// the work posted back to it).
-    static func threadHandoff(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func threadHandoff(_ evidence: Evidence) -> String? {
         let step = max(1, (evidence.waitsPerOperation ?? 1) * 0.5)
         guard let others = evidence.per(evidence.otherThreadSwitches), others >= step else { return nil }
         let loopWaits = evidence.per(evidence.threadSwitches) ?? 0
@@ -118,7 +114,7 @@ extension Doctor {
     }
 
     /// The loop's thread slept inside fiber slices, and no other thread was woken for it.
-    static func loopBlockingCall(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func loopBlockingCall(_ evidence: Evidence) -> String? {
         guard let sleeps = evidence.threadSwitches, sleeps >= 10, sleeps / evidence.operations >= 0.5,
             let fiberTime = evidence.fiberSeconds, let user = evidence.userSeconds,
             let system = evidence.systemSeconds
@@ -167,7 +163,7 @@ extension Doctor {
     ]
 
     /// Async code waits by yielding to the executor until a flag flips.
-    static func taskYieldSpin(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func taskYieldSpin(_ evidence: Evidence) -> String? {
         let waits = evidence.waitsPerOperation
         guard let spins = evidence.per(evidence.taskYields), spins >= max(1, (waits ?? 1) * 0.5) else { return nil }
         return "\(figure(spins)) Task.yield() calls per operation"
@@ -178,7 +174,7 @@ extension Doctor {
 
     /// Fibers yield to ask "ready yet?" instead of parking on the event: with the waits known,
     /// yields where parks should be; from a trace, slices that yield again at once.
-    static func busyYield(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func busyYield(_ evidence: Evidence) -> String? {
         guard let yields = evidence.per(evidence.yields), let parks = evidence.per(evidence.parks) else { return nil }
         let waits = evidence.waitsPerOperation
         var spins = ""
@@ -200,7 +196,7 @@ extension Doctor {
     }
 
     /// Fibers sleep for zero again and again to poll a condition.
-    static func timerPolling(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func timerPolling(_ evidence: Evidence) -> String? {
         guard let zero = evidence.zeroSleeps, zero >= 1_000, zero / evidence.operations >= 5 else { return nil }
         if let waits = evidence.waitsPerOperation, zero / evidence.operations <= 2 * waits { return nil }
         return "\(figure(zero / evidence.operations)) zero-delay sleeps per operation "
@@ -213,7 +209,7 @@ extension Doctor {
     /// A loop turn before every switch while many operations are in flight (one connection
     /// waking its fiber from each turn is how a loop works; ten thousand of them each getting a
     /// turn of their own is not).
-    static func loopTurnPerSwitch(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func loopTurnPerSwitch(_ evidence: Evidence) -> String? {
         guard let turns = evidence.loopTurns, let switches = evidence.switches, switches >= 1_000,
             turns / (switches / 2) >= 0.5, evidence.concurrency ?? 0 >= 100
         else { return nil }
@@ -224,7 +220,7 @@ extension Doctor {
 
     /// A system call counted on the loop's thread for every switch (ucontext's swapcontext
     /// makes rt_sigprocmask each time).
-    static func syscallPerSwitch(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func syscallPerSwitch(_ evidence: Evidence) -> String? {
         guard let syscalls = evidence.loopSyscalls, let switches = evidence.switches, switches >= 1_000 else {
             return nil
         }
@@ -244,7 +240,7 @@ extension Doctor {
     }
 
     /// Fibers spawned for steps that never wait: a spawn and a join where a call would do.
-    static func fiberPerStep(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func fiberPerStep(_ evidence: Evidence) -> String? {
         guard let helpers = evidence.oneSliceChildren, helpers >= 1_000, helpers / evidence.operations >= 1 else {
             return nil
         }
@@ -255,7 +251,7 @@ extension Doctor {
     }
 
     /// Most parks wait for a FiberMutex.
-    static func lockConvoy(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func lockConvoy(_ evidence: Evidence) -> String? {
         guard let waits = evidence.parks(.mutex), waits >= 1_000, waits / evidence.operations >= 1,
             let parks = evidence.parks, waits >= 0.25 * parks
         else { return nil }
@@ -266,7 +262,7 @@ extension Doctor {
     }
 
     /// About one new channel per channel wait.
-    static func channelPerMessage(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func channelPerMessage(_ evidence: Evidence) -> String? {
         guard let made = evidence.channelsMade, made >= 1_000, made / evidence.operations >= 1 else { return nil }
         let channelWaits = [Fiber.ParkReason.channelSend, .channelReceive, .select].compactMap { evidence.parks($0) }
             .reduce(0, +)
@@ -278,7 +274,7 @@ extension Doctor {
     }
 
     /// Many fibers woken together that found nothing and waited again.
-    static func wakeStorm(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func wakeStorm(_ evidence: Evidence) -> String? {
         guard let futile = evidence.futileWakes, futile >= 1_000, let group = evidence.groupWakes,
             futile >= 0.5 * group
         else { return nil }
@@ -290,7 +286,7 @@ extension Doctor {
     }
 
     /// Fiber slices that hold the loop's thread past ``Doctor/longSlice``.
-    static func longSlices(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func longSlices(_ evidence: Evidence) -> String? {
         guard let long = evidence.longSlices, long > 0, let longest = evidence.longestSliceSeconds else { return nil }
         let preempted = evidence.preemptions.map { preemptions in
             preemptions < long
@@ -306,7 +302,7 @@ extension Doctor {
     }
 
     /// A fiber that used most of its stack (painting mode): one deeper call overflows it.
-    static func stackNearLimit(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func stackNearLimit(_ evidence: Evidence) -> String? {
         guard let mark = evidence.stackHighWater, mark.fraction >= 0.75 else { return nil }
         return "\(mark.fiber) used \(mark.usedBytes / 1024) KiB of its \(mark.stackBytes / 1024) KiB stack "
             + "(\(Int((mark.fraction * 100).rounded()))%): a deeper call or a larger local overflows it. Give it "
@@ -314,7 +310,7 @@ extension Doctor {
     }
 
     /// Switches far above what the waits need (two per wait, two to start and finish).
-    static func excessSwitches(_ evidence: Evidence, _: [Finding]) -> String? {
+    static func excessSwitches(_ evidence: Evidence) -> String? {
         guard let perOp = evidence.per(evidence.switches), let waits = evidence.waitsPerOperation, waits > 0,
             perOp > 4 * (2 * waits + 2)
         else { return nil }

@@ -57,8 +57,8 @@ public enum Doctor {
         /// One call wakes many fibers that wait for the same thing; all but one find nothing and
         /// wait again.
         case wakeStorm = "a wake storm"
-        /// Fibers hop into Swift concurrency (`Fiber.awaitAsync`) on every step: two thread
-        /// hand-offs a hop.
+        /// Fibers hop into Swift concurrency (`Fiber.awaitAsync`) on every step: a Task made, run
+        /// and waited for where the fiber could have done the step itself.
         case asyncHops = "hops to Swift concurrency on every step"
     }
 
@@ -154,8 +154,6 @@ public enum Doctor {
         /// System calls of the loop's thread by name (`spindle-doctor run` counts them with
         /// ptrace), when counted.
         public var loopSyscalls: [String: Double]?
-        /// System calls of the process's other threads by name, when counted.
-        public var otherThreadSyscalls: [String: Double]?
 
         /// Evidence of `operations` units of work (at least 1), each waiting
         /// `waitsPerOperation` times when known; the counters are filled in afterwards.
@@ -378,13 +376,7 @@ public enum Doctor {
     /// Applies every rule of ``rules`` to `evidence`, in order; the findings, most specific
     /// first.
     public static func diagnose(_ evidence: Evidence) -> [Finding] {
-        var findings: [Finding] = []
-        for rule in rules {
-            if let message = rule.find(evidence, findings) {
-                findings.append(Finding(pathology: rule.pathology, message: message))
-            }
-        }
-        return findings
+        rules.compactMap { rule in rule.find(evidence).map { Finding(pathology: rule.pathology, message: $0) } }
     }
 
     /// `value` for a sentence: whole above 100, else one or two decimals (no Foundation).

@@ -31,6 +31,14 @@ extension Doctor {
         /// The program's wait status (`WIFEXITED`, `WEXITSTATUS`).
         public let waitStatus: Int32
 
+        /// How the program ended, in words: "exited with status 0", "killed by signal 9 (Killed)".
+        public var ending: String {
+            let signal = waitStatus & 0x7f
+            guard signal != 0 else { return "exited with status \((waitStatus >> 8) & 0xff)" }
+            let name = strsignal(signal).map { " (\(String(cString: $0)))" } ?? ""
+            return "killed by signal \(signal)\(name)"
+        }
+
         /// Runs `arguments[0]` (searched in `PATH`) with `arguments` and `environment` under the
         /// counter, to its end. Throws a `UVError` naming why it could not (`ENOENT` for a
         /// program not found, `EPERM` when ptrace is not allowed here).

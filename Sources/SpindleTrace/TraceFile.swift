@@ -159,7 +159,7 @@ extension Doctor {
         ) -> Report {
             let usageKeys: Set = [
                 "threadSwitches", "preemptions", "minorFaults", "userMicroseconds", "systemMicroseconds", "ioSyscalls",
-                "otherThreadsVoluntarySwitches", "otherThreadsPreemptions",
+                "otherThreadsVoluntarySwitches",
             ]
             func total(_ key: String) -> Double? {
                 includingResourceUsage || !usageKeys.contains(key) ? totals[key] : nil
@@ -208,9 +208,7 @@ extension Doctor {
             evidence.ioSyscalls = total("ioSyscalls")
             evidence.otherThreadSwitches = total("otherThreadsVoluntarySwitches")
             if let syscalls, let loopThread = totals["loopKernelThread"] {
-                let (loop, others) = syscalls.split(loopThread: Int(loopThread))
-                evidence.loopSyscalls = loop.mapValues(Double.init)
-                evidence.otherThreadSyscalls = others.mapValues(Double.init)
+                evidence.loopSyscalls = syscalls.split(loopThread: Int(loopThread)).loop.mapValues(Double.init)
             }
             if let longestSlice {
                 evidence.longestSliceSeconds = longestSlice.microseconds / 1e6

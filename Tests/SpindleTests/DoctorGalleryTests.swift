@@ -75,6 +75,34 @@ struct DoctorGalleryTests {
         #expect(Self.named(in: output).contains("a blocking call on the loop thread"), "\(output)")
     }
 
+    @Test("spindle-doctor run: a program with two loops has its first trace read and the other removed")
+    func runTwoLoops() throws {
+        let doctor = try ServiceProcess(
+            ServiceProcess.path(of: "spindle-doctor"),
+            ["run", ServiceProcess.path(of: "spindle-mistakes"), "thread-handoff"], mergingErrors: true)
+        let output = ServiceProcess.readAll(doctor.stdoutFD)
+        #expect(doctor.wait() == 1, "\(output)")
+        #expect(output.contains("(2 loops wrote traces: this reads the one that closed first"), "\(output)")
+        #expect(Self.named(in: output).contains("thread hand-offs"), "\(output)")
+        // Both files named in the program's warnings are gone.
+        let written = output.split(separator: "\n").compactMap { line -> String? in
+            guard let start = line.range(of: "trace written to ")?.upperBound else { return nil }
+            return String(line[start...].prefix { $0 != " " })
+        }
+        #expect(written.count == 2, "\(output)")
+        for path in written { #expect(access(path, F_OK) != 0, "\(path) was left behind") }
+    }
+
+    @Test("spindle-doctor run: a program killed by a signal says so; no trace to read, exit status 2")
+    func runKilledProgram() throws {
+        let doctor = try ServiceProcess(
+            ServiceProcess.path(of: "spindle-doctor"), ["run", "/bin/sh", "-c", "kill -9 $$"], mergingErrors: true)
+        let output = ServiceProcess.readAll(doctor.stdoutFD)
+        #expect(doctor.wait() == 2, "\(output)")
+        #expect(output.contains("killed by signal 9 (Killed)"), "\(output)")
+        #expect(output.contains("the program wrote no trace Spindle can read"), "\(output)")
+    }
+
     @Test("spindle-doctor run on a program that does not exist: its reason, exit status 2")
     func runMissingProgram() throws {
         let doctor = try ServiceProcess(

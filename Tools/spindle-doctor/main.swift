@@ -93,12 +93,18 @@ if let command {
         unlink(tracePath)
         fail("\(error)")
     }
-    let status = syscalls!.waitStatus
-    let exited = status & 0x7f == 0
+    let threads = syscalls!.threads.count
     print(
-        "\(command.joined(separator: " ")): "
-            + (exited ? "exited with status \((status >> 8) & 0xff)" : "killed by signal \(status & 0x7f)")
-            + ", \(syscalls!.threads.count) thread\(syscalls!.threads.count == 1 ? "" : "s")")
+        "\(command.joined(separator: " ")): \(syscalls!.ending), \(threads) thread\(threads == 1 ? "" : "s")")
+    // Each loop of the program wrote a trace (path, path.2, path.3, ...): the first to close is
+    // read; the others are only removed.
+    var more = 0
+    while unlink("\(tracePath).\(more + 2)") == 0 { more += 1 }
+    if more > 0 {
+        print(
+            "(\(more + 1) loops wrote traces: this reads the one that closed first; trace the others with "
+                + "SPINDLE_TRACE=run.json and read run.json.2, ...)")
+    }
 }
 guard let path else { fail("which trace?\n\(usage)") }
 

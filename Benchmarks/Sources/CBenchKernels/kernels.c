@@ -2,6 +2,7 @@
 #include "CBenchKernels.h"
 #include "internal.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,16 +219,17 @@ uint64_t cb_fcontext_fanout(cb_stack_pool *pool, uint32_t ops, uint32_t steps) {
 double cb_prefault_floor_seconds(uint64_t count, size_t stack_size, uint32_t per_slab) {
     uint64_t slabs = (count + per_slab - 1) / per_slab;
     char **bases = malloc(slabs * sizeof *bases);
-    if (!bases) return -1;
+    if (!bases) return -ENOMEM;
     struct timespec start, end;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (uint64_t slab = 0; slab < slabs; slab++) {
         char *base = mmap(NULL, stack_size * per_slab, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
         if (base == MAP_FAILED) {
+            int error = errno;
             for (uint64_t done = 0; done < slab; done++) munmap(bases[done], stack_size * per_slab);
             free(bases);
-            return -1;
+            return -error;
         }
         bases[slab] = base;
         for (uint32_t index = 0; index < per_slab; index++) {

@@ -67,7 +67,13 @@ struct DoctorCommand: ParsableCommand {
             var measured = evidence(try measure(executor, state: state))
             if !noSyscalls {
                 let scale = Double(FanoutWorkload.ops * Self.measuredRuns(executor))
-                measured.loopSyscalls = try SyscallCounting.loopSyscallsPerOperation(executor).mapValues { $0 * scale }
+                do {
+                    measured.loopSyscalls = try SyscallCounting.loopSyscallsPerOperation(executor).mapValues {
+                        $0 * scale
+                    }
+                } catch let error as UVError {
+                    throw ValidationError("\(error) (--no-syscalls measures without the system call counter)")
+                }
             }
             let findings = Doctor.diagnose(measured)
             let verdict =

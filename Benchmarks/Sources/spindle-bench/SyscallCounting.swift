@@ -25,7 +25,8 @@ enum SyscallCounting {
             ["/proc/self/exe", "doctor", "--executors", executor, "--measure-to", output],
             environment: ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" })
         guard counted.waitStatus == 0, (try? String(contentsOfFile: output, encoding: .utf8)) == "done\n" else {
-            throw ValidationError("counting \(executor)'s system calls failed (wait status \(counted.waitStatus))")
+            throw ValidationError(
+                "counting \(executor)'s system calls failed: the child run \(counted.ending) (its output is above)")
         }
         // The workload's loop runs on the child's main thread, the first one seen.
         let (loop, _) = counted.split(loopThread: counted.threads.first?.id ?? 0)

@@ -53,7 +53,11 @@ package enum ScaleWorkload {
         for _ in 0..<2 {
             floor = cb_prefault_floor_seconds(
                 UInt64(fibers + 1), StackPool.minimumStackSize, UInt32(StackPool.slabStacks))
-            guard floor >= 0 else { throw BenchError.incorrect("scale: the prefault floor's mmap failed") }
+            guard floor >= 0 else {
+                throw BenchError.incorrect(
+                    "scale: the prefault floor's mmap of \(fibers + 1) 16 KiB stacks failed: \(UVError(code: Int32(floor)))"
+                )
+            }
         }
         // The page each parked fiber uses: its control block and its frames (about 2 KiB).
         let prefaultStart = nowNanoseconds()

@@ -68,6 +68,7 @@ double cb_async_pingpong_ns_per_round(uint64_t rounds, int busy);
 /// mmap each, as Spindle's unguarded stacks are), writes the top 512 bytes of each (where a
 /// fiber's control block goes), unmaps everything, and returns the seconds the mapping and
 /// writing took: the kernel's cost of one fresh page per stack, with nothing else around it.
+/// On failure it returns minus the errno value (an mmap refused: ENOMEM).
 double cb_prefault_floor_seconds(uint64_t count, size_t stack_size, uint32_t per_slab);
 
 void cb_install_interrupt_handler(void);
