@@ -15,7 +15,7 @@ import SpindleLoop
 @usableFromInline
 final class FiberBody {
     /// The fiber's id (set when it is started).
-    @exclusivity(unchecked) var id: UInt64 = 0
+    @exclusivity(unchecked) @usableFromInline var id: UInt64 = 0
     /// The control block while the fiber is live; nil once it has finished.
     @exclusivity(unchecked) var fiber: UnsafeMutablePointer<spindle_fiber_t>?
     /// Fibers parked in ``FiberHandle/join()`` on this one.
@@ -27,9 +27,13 @@ final class FiberBody {
     /// The body closure, taken apart into its function and context.
     @exclusivity(unchecked) @usableFromInline var bodyFunction: UnsafeRawPointer?
     @exclusivity(unchecked) @usableFromInline var bodyContext: AnyObject?
-    /// Runs the body with its real type and keeps its value: a thin function made by
-    /// ``setBody(_:)`` where `T` is known, so storing it allocates nothing.
-    @exclusivity(unchecked) @usableFromInline var runner = TypedStep { _ in }
+    /// Runs the body with its real type and keeps its value: a `(FiberBody) -> Void` made by
+    /// ``setBody(_:)``, kept as its two words. Where `T` is known it is a bare function with no
+    /// context, so storing it allocates nothing and calling it retains nothing.
+    @exclusivity(unchecked) @usableFromInline var runnerFunction: UnsafeRawPointer?
+    @exclusivity(unchecked) @usableFromInline var runnerContext: AnyObject?
+    /// The result type the runner was made for.
+    @exclusivity(unchecked) @usableFromInline var runnerType: ObjectIdentifier?
     /// Destroys the kept value (nil when there is none, or its type needs no destroying).
     @exclusivity(unchecked) @usableFromInline var valueDestroyer: TypedStep?
 
@@ -52,15 +56,37 @@ final class FiberBody {
         // A thick function is exactly these two words; the cast keeps the context retained.
         let words = unsafeBitCast(body, to: ClosureWords.self)
         bodyFunction = words.function
-        bodyContext = words.context
-        runner = TypedStep { $0.invokeTyped(T.self) }
+        // A pooled body's context was moved out when it ran: storing a context-free closure
+        // then needs no release of the old one (a call on nil, every spawn).
+        if words.context != nil || bodyContext != nil { bodyContext = words.context }
+        // The runner depends only on `T`: a body reused for the same type keeps its own.
+        let type = ObjectIdentifier(T.self)
+        if runnerType != type {
+            // Cast inside a concrete struct: a bare closure passed to the generic cast is
+            // reabstracted, and calling it back went through a thunk.
+            let words = unsafeBitCast(TypedStep { $0.invokeTyped(T.self) }, to: ClosureWords.self)
+            runnerFunction = words.function
+            runnerContext = words.context
+            runnerType = type
+        }
     }
 
     @inlinable
     func invokeTyped<T>(_: T.Type) {
-        // Move the context out (no retain): the captures go with `body`, before the fiber ends.
-        let words = ClosureWords(function: bodyFunction.unsafelyUnwrapped, context: bodyContext.take())
+        // Move the context out (no retain): the captures go with the closure, before the fiber
+        // ends. Without one, the closure is made with a literal nil context, so that no retain
+        // and release of it are called.
+        let function = bodyFunction.unsafelyUnwrapped
         bodyFunction = nil
+        if let context = bodyContext.take() {
+            invoke(ClosureWords(function: function, context: context), as: T.self)
+        } else {
+            invoke(ClosureWords(function: function, context: nil), as: T.self)
+        }
+    }
+
+    @inlinable @inline(__always)
+    func invoke<T>(_ words: __owned ClosureWords, as _: T.Type) {
         let body = unsafeBitCast(words, to: (() throws -> T).self)
         do {
             let value = try body()
@@ -121,9 +147,15 @@ final class FiberBody {
 
     /// Runs the body, then wakes every joiner.
     func run() {
-        // The runner stays until the next `setBody` replaces it: where the body's type is known
-        // it is a bare function, holding nothing.
-        runner.run(self)
+        // The runner stays until a `setBody` for another type replaces it: where the body's type
+        // is known it is a bare function, holding nothing, and is called with a literal nil
+        // context (no retain and release of it).
+        let function = runnerFunction.unsafelyUnwrapped
+        if let context = runnerContext {
+            unsafeBitCast(ClosureWords(function: function, context: context), to: TypedStep.self).run(self)
+        } else {
+            unsafeBitCast(ClosureWords(function: function, context: nil), to: TypedStep.self).run(self)
+        }
         isFinished = true
         fiber = nil
         while let joiner = joiners.popFirst() {
@@ -176,10 +208,10 @@ public struct FiberHandle<T> {
     @usableFromInline init(task: FiberBody) { self.task = task }
 
     /// The fiber's id, unique on its loop.
-    public var id: UInt64 { task.id }
+    @inlinable public var id: UInt64 { task.id }
 
     /// Whether the fiber's body has returned or thrown.
-    public var isFinished: Bool { task.isFinished }
+    @inlinable public var isFinished: Bool { task.isFinished }
 
     /// The body's outcome once finished; nil while it runs. Never blocks.
     public var result: Result<T, any Error>? { task.result(as: T.self) }

@@ -97,9 +97,12 @@ extension Scheduler {
                 core.pointee.run_head = fiber == core.pointee.run_tail ? nil : fiber.pointee.next
                 // With thousands of runnable fibers, each one's control block and stack have left
                 // the cache since its last turn: start loading the next fiber's saved registers
-                // (its control block was prefetched a turn ago) and the control block after it.
+                // (its control block's first line, which points to them, was prefetched a turn
+                // ago) — for a first resume also the frames below them and its body — and the
+                // control block after it.
                 if let next = core.pointee.run_head {
                     spindle_prefetch(next.pointee.context)
+                    if next.pointee.state == UInt8(SPINDLE_FIBER_CREATED) { spindle_prefetch_first_run(next) }
                     if next != core.pointee.run_tail { spindle_prefetch(next.pointee.next) }
                 }
                 resume(
@@ -175,6 +178,16 @@ extension Scheduler {
         spindle_set_current_fiber(nil)
         while let fiber = core.pointee.finished {
             core.pointee.finished = fiber.pointee.next
+            // A reclaim reads and writes the list links (line 1 of the control block, which a
+            // joinable fiber's run did not touch) of the fiber and of its neighbour, most often
+            // the fiber spawned, and so finished, just after it: the next one here. Start loading
+            // those, its stack's size (line 2) and its body (whose pointer is in line 0, which its
+            // run touched).
+            if let following = fiber.pointee.next {
+                spindle_prefetch(UnsafeRawPointer(following) + 64)
+                spindle_prefetch(UnsafeRawPointer(following) + 128)
+                if let body = following.pointee.body { spindle_prefetch(body) }
+            }
             reclaim(fiber)
         }
         core.pointee.draining = 0

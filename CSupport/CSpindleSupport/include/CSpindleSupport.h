@@ -35,13 +35,15 @@ typedef struct spindle_sched spindle_sched_t;
 /// One fiber. It lives at the top of its own stack mapping, so spawning from a pooled stack
 /// allocates nothing for it. Fields are plain values: the switch path does no reference counting.
 struct spindle_fiber {
+    // Line 0 (the block is 64-byte aligned): what every resume, switch and spawn touches. The
+    // drain prefetches this line of the next-but-one fiber, then the body it points to.
     void *context;               // saved fcontext while the fiber is not running
     spindle_fiber_t *next;       // intrusive link: run queue, finished list or pool of non-default-size stacks
-    spindle_fiber_t *wait_next;  // intrusive links of the one wait list the fiber is on; separate
-    spindle_fiber_t *wait_prev;  // from `next`, as an interrupted waiter is briefly on both
     spindle_sched_t *sched;      // the scheduler (and so the loop) the fiber is pinned to
     uintptr_t exclusivity[2];    // this fiber's Swift dynamic-exclusivity access set
     uint64_t id;                 // unique per scheduler, starting at 1
+    void *body;                  // +1 retained Swift object that runs the body and keeps the result,
+                                 // or NULL for a detached fiber, whose closure is detached_function
     uint8_t state;               // SPINDLE_FIBER_*
     uint8_t park_reason;         // Fiber.ParkReason raw value while parked
     uint8_t cancelled;           // set by cancel(); blocking calls throw CancellationError
@@ -50,17 +52,19 @@ struct spindle_fiber {
     uint8_t deadline_passed;     // a withTimeout/withDeadline around the running code expired
     uint8_t deadline_depth;      // how many withTimeout scopes are active
     uint8_t deadline_expired;    // the outermost expired scope's depth (0: none)
-    void *body;                  // +1 retained Swift object that runs the body and keeps the result,
-                                 // or NULL for a detached fiber, whose closure is the next two words
+    // Line 1: a spawn's and a reclaim's links, a detached body, a park's wait list.
+    spindle_fiber_t *all_prev;   // the scheduler's list of live fibers (reports, gdb); a reclaim
+    spindle_fiber_t *all_next;   // writes its neighbours' links, so they share the line
     void *detached_function;     // a detached fiber's `() -> Void` closure: function and
     void *detached_context;      // +1 retained context (NULL when it captures nothing)
-    void *park_object;           // what the fiber waits on (diagnostics only)
-    uint64_t park_detail;        // a number that goes with the park reason (e.g. a fiber id)
+    spindle_fiber_t *wait_next;  // intrusive links of the one wait list the fiber is on; separate
+    spindle_fiber_t *wait_prev;  // from `next`, as an interrupted waiter is briefly on both
     uint8_t on_wait_list;        // linked on a WaitList right now
     uint8_t painted;             // the stack was painted at spawn (StackPool.paintsStacks)
     uint8_t padding[6];
-    spindle_fiber_t *all_prev;   // the scheduler's list of live fibers (reports, gdb)
-    spindle_fiber_t *all_next;
+    uint64_t park_detail;        // a number that goes with the park reason (e.g. a fiber id)
+    // Line 2 on: set once per stack, or diagnostics.
+    void *park_object;           // what the fiber waits on (diagnostics only)
     char *mapping;               // the whole stack mapping, guard page included
     size_t mapping_size;
     char *stack_lo;              // lowest usable stack address (just above the guard page)
@@ -73,6 +77,9 @@ struct spindle_fiber {
     void *tsan_fiber;            // TSan fiber object
     char name[48];               // NUL-terminated copy; read by the SIGSEGV reporter
 };
+
+_Static_assert(offsetof(struct spindle_fiber, all_prev) == 64, "the hot fields of a fiber fill its first cache line");
+_Static_assert(offsetof(struct spindle_fiber, park_object) == 128, "a spawn's and a reclaim's fields fill the second");
 
 /// The loop-side half of a scheduler: run queue and the context that resumes fibers.
 struct spindle_sched {
@@ -143,6 +150,17 @@ static inline char *spindle_fiber_exclusivity(spindle_fiber_t *fiber) { return (
 
 /// Asks the CPU to start loading the cache line at `address` (no fault if it is invalid).
 static inline void spindle_prefetch(const void *address) { __builtin_prefetch(address, 1, 3); }
+
+/// Starts loading what a fiber's first resume touches beyond its saved registers: the frames its
+/// entry calls push below them (a pooled stack's lines there were last written by another fiber,
+/// long ago) and its body object. Later resumes return into frames above the saved registers.
+static inline void spindle_prefetch_first_run(const spindle_fiber_t *fiber) {
+    const char *saved = (const char *)fiber->context;
+    __builtin_prefetch(saved - 64, 1, 3);
+    __builtin_prefetch(saved - 128, 1, 3);
+    __builtin_prefetch(saved - 192, 1, 3);
+    if (fiber->body) __builtin_prefetch(fiber->body, 1, 3);
+}
 
 // MARK: - Swift runtime: exclusivity access sets
 
