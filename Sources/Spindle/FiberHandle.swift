@@ -71,7 +71,7 @@ final class FiberBody {
         }
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     func invokeTyped<T>(_: T.Type) {
         // Move the context out (no retain): the captures go with the closure, before the fiber
         // ends. Without one, the closure is made with a literal nil context, so that no retain
@@ -146,6 +146,7 @@ final class FiberBody {
     }
 
     /// Runs the body, then wakes every joiner.
+    @inline(__always)
     func run() {
         // The runner stays until a `setBody` for another type replaces it: where the body's type
         // is known it is a bare function, holding nothing, and is called with a literal nil
@@ -285,23 +286,30 @@ struct BodyRing {
     private(set) var count = 0
 
     mutating func append(_ body: __owned FiberBody) {
-        if count == capacity { grow() }
-        slots.unsafelyUnwrapped[(head + count) & (capacity - 1)] = Unmanaged.passRetained(body).toOpaque()
-        count += 1
+        if _slowPath(count == capacity) { grow() }
+        slots.unsafelyUnwrapped[(head &+ count) & (capacity &- 1)] = Unmanaged.passRetained(body).toOpaque()
+        count &+= 1
+    }
+
+    /// Appends a body whose +1 the caller hands over as a raw pointer (a control block's).
+    mutating func append(retained raw: UnsafeMutableRawPointer) {
+        if _slowPath(count == capacity) { grow() }
+        slots.unsafelyUnwrapped[(head &+ count) & (capacity &- 1)] = raw
+        count &+= 1
     }
 
     mutating func popLast() -> FiberBody? {
         guard count > 0 else { return nil }
-        count -= 1
-        let raw = slots.unsafelyUnwrapped[(head + count) & (capacity - 1)]
+        count &-= 1
+        let raw = slots.unsafelyUnwrapped[(head &+ count) & (capacity &- 1)]
         return Unmanaged<FiberBody>.fromOpaque(raw).takeRetainedValue()
     }
 
     mutating func prepend(_ body: __owned FiberBody) {
-        if count == capacity { grow() }
-        head = (head &- 1) & (capacity - 1)
+        if _slowPath(count == capacity) { grow() }
+        head = (head &- 1) & (capacity &- 1)
         slots.unsafelyUnwrapped[head] = Unmanaged.passRetained(body).toOpaque()
-        count += 1
+        count &+= 1
     }
 
     /// Releases every body and frees the slots.

@@ -22,15 +22,13 @@ public final class Scheduler: EventLoopAttachment {
     @exclusivity(unchecked) var pooledTimers: [PooledTimer] = []
     /// Bare timer handles for sleeping fibers (see ``Fiber/sleep(for:)``), closed with the loop.
     @exclusivity(unchecked) var sleepTimers: [RawTimer] = []
-    /// Finished bodies nobody else references, ready for reuse.
-    @exclusivity(unchecked) private var freeBodies: [FiberBody] = []
-    /// Finished bodies whose handles were still alive when their fibers were reclaimed, kept
-    /// only when their result has nothing to destroy (no object, no error, no buffer): once
-    /// every handle to one is gone, a later spawn reuses it instead of allocating. A wave of
-    /// `spawn { … }` whose handles are joined and dropped after the fibers finish then
-    /// allocates no body of its own. Holding them changes no lifetime a program can see: a
-    /// plain value has no deinit.
-    @exclusivity(unchecked) private var heldBodies = BodyRing()
+    /// Finished bodies kept for reuse: those nobody else referenced when their fibers were
+    /// reclaimed (reset then), and those whose handles were still alive, kept only when their
+    /// result has nothing to destroy (no object, no error, no buffer). Once every handle to
+    /// one is gone, a later spawn reuses it instead of allocating: a wave of `spawn { … }`
+    /// whose handles are joined and dropped after the fibers finish allocates no body of its
+    /// own. Holding them changes no lifetime a program can see: a plain value has no deinit.
+    @exclusivity(unchecked) private var pooledBodies = BodyRing()
     /// How many finished fiber bodies (about 150 bytes each) are kept for reuse, free ones and
     /// held ones together.
     @exclusivity(unchecked) public var maximumPooledBodies = 1 << 16
@@ -222,35 +220,34 @@ public final class Scheduler: EventLoopAttachment {
         return FiberHandle(task: task)
     }
 
-    /// A body object from the pool, or a new one.
+    /// The most recently pooled body whose handles are gone (the likeliest still in the
+    /// cache), or a new one. A body whose handle lives on moves to the front of the ring; a
+    /// spawn looks at no more than four.
     @usableFromInline
     func takeBody() -> FiberBody {
-        if let body = freeBodies.popLast() { return body }
-        if let body = takeHeldBody() { return body }
+        var looked = 0
+        while looked < 4, var body = pooledBodies.popLast() {
+            if isKnownUniquelyReferenced(&body) {
+                body.resetFinished()  // pooled with nothing to destroy, or reset already
+                return body
+            }
+            pooledBodies.prepend(body)
+            looked &+= 1
+        }
         core.pointee.bodies_made &+= 1
         return FiberBody()
     }
 
-    /// The most recently held body whose handles are gone, reset for reuse (the last held is
-    /// the likeliest still in the cache). A body whose handle lives on moves to the front of
-    /// the ring; a spawn looks at no more than four.
-    @usableFromInline
-    func takeHeldBody() -> FiberBody? {
-        for _ in 0..<min(4, heldBodies.count) {
-            var body = heldBodies.popLast().unsafelyUnwrapped
-            if isKnownUniquelyReferenced(&body) {
-                body.resetFinished()  // held only with nothing to destroy
-                return body
-            }
-            heldBodies.prepend(body)
-        }
-        return nil
-    }
-
-    /// Gives `task` a stack and a control block and puts it in the run queue.
+    /// Gives `task` (just taken by ``takeBody()``, not shared yet) a stack and a control block
+    /// and puts it in the run queue.
     @usableFromInline
     func start(_ task: FiberBody, name: String?, stackSize: Int?) {
-        let fiber = startFiber(name: name, stackSize: stackSize, body: Unmanaged.passRetained(task).toOpaque())
+        // The control block's reference. `task` came from `takeBody()`, new or found uniquely
+        // referenced, and no handle to it exists yet: no other thread can be touching its count,
+        // so the increment need not be atomic (a locked instruction a spawn otherwise).
+        let body = Unmanaged.passUnretained(task).toOpaque()
+        spindle_retain_unshared(body)
+        let fiber = startFiber(name: name, stackSize: stackSize, body: body)
         task.id = fiber.pointee.id
         task.fiber = fiber
     }
@@ -388,14 +385,17 @@ public final class Scheduler: EventLoopAttachment {
         core.pointee.finishes &+= 1
         // The control block held the body's +1; reuse the body if no handle refers to it.
         if let raw = fiber.pointee.body {
-            var body = Unmanaged<FiberBody>.fromOpaque(raw).takeRetainedValue()
             fiber.pointee.body = nil
-            if freeBodies.count + heldBodies.count < maximumPooledBodies {
-                if isKnownUniquelyReferenced(&body) {
-                    body.reset()
-                    freeBodies.append(body)
-                } else if body.hasNothingToDestroy {
-                    heldBodies.append(body)
+            let pooling = pooledBodies.count < maximumPooledBodies
+            let body = Unmanaged<FiberBody>.fromOpaque(raw)
+            if pooling, body._withUnsafeGuaranteedRef({ $0.hasNothingToDestroy }) {
+                // Whether a handle still refers to it is asked when a spawn takes it.
+                pooledBodies.append(retained: raw)
+            } else {
+                var owned = body.takeRetainedValue()
+                if pooling, isKnownUniquelyReferenced(&owned) {
+                    owned.reset()
+                    pooledBodies.append(owned)
                 }
             }
         }
@@ -435,8 +435,7 @@ public final class Scheduler: EventLoopAttachment {
         pooledTimers.removeAll()
         closeSleepTimers()
         stacks.trim()
-        freeBodies.removeAll()
-        heldBodies.removeAll()
+        pooledBodies.removeAll()
         writeEnvironmentTrace()
     }
 
@@ -487,7 +486,7 @@ public final class Scheduler: EventLoopAttachment {
     }
 
     deinit {
-        heldBodies.removeAll()
+        pooledBodies.removeAll()
         spindle_sched_unregister(core)
         stopTracing()
         core.deallocate()

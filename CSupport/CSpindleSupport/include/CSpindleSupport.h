@@ -151,6 +151,13 @@ static inline char *spindle_fiber_exclusivity(spindle_fiber_t *fiber) { return (
 /// Asks the CPU to start loading the cache line at `address` (no fault if it is invalid).
 static inline void spindle_prefetch(const void *address) { __builtin_prefetch(address, 1, 3); }
 
+/// The Swift runtime's retain without the atomic read-modify-write (libswiftCore exports it).
+void *swift_nonatomic_retain(void *object);
+
+/// Adds a reference to a Swift object that no other thread can be touching: one the caller has
+/// just made, or just found uniquely referenced. A plain increment, not a locked one.
+static inline void spindle_retain_unshared(void *object) { (void)swift_nonatomic_retain(object); }
+
 /// Starts loading what a fiber's first resume touches beyond its saved registers: the frames its
 /// entry calls push below them (a pooled stack's lines there were last written by another fiber,
 /// long ago) and its body object. Later resumes return into frames above the saved registers.
