@@ -175,6 +175,12 @@ public final class Channel<Element> {
         if asSender { senders.remove(node) } else { receivers.remove(node) }
     }
 
+    /// ``enqueue(_:asSender:)`` when `linking`, else ``dequeue(_:asSender:)``.
+    @inlinable @inline(__always)
+    func queue(_ node: UnsafeMutablePointer<ChannelWaiter>, asSender: Bool, linking: Bool) {
+        if linking { enqueue(node, asSender: asSender) } else { dequeue(node, asSender: asSender) }
+    }
+
     /// The running fiber, after checking it belongs to this channel's loop.
     @inlinable @inline(__always)
     func enter(_ what: StaticString) -> UnsafeMutablePointer<spindle_fiber_t> {

@@ -1,7 +1,7 @@
 import CSpindleSupport
 
 /// One fiber waiting on one channel: a plain send or receive, or one case of a
-/// ``Fiber/select(_:timeout:)``. It lives on the waiting fiber's stack, so waiting allocates
+/// `Fiber.select`. It lives on the waiting fiber's stack, so waiting allocates
 /// nothing, and a selecting fiber can be on several channels' queues at once.
 @usableFromInline
 struct ChannelWaiter {

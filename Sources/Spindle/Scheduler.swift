@@ -95,7 +95,7 @@ public final class Scheduler: EventLoopAttachment {
     /// Stack size for fibers spawned without one.
     @exclusivity(unchecked) public var defaultStackSize = StackPool.defaultStackSize
 
-    /// The scheduler's own random numbers (``Fiber/select(_:timeout:)`` shuffles its cases with
+    /// The scheduler's own random numbers (`Fiber.select` shuffles its cases with
     /// them): seeded once from the system, then no syscall per draw.
     @exclusivity(unchecked) var random = FastRandom()
 

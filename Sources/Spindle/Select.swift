@@ -73,74 +73,113 @@ extension Fiber {
                     selectCase.operation.slotAddress = nil
                 }
             }
-            return try choose(me, cases, timeout: timeout)
+            // A buffer, not the array: the array then provably does not escape, and the
+            // caller's variadic array of cases stays on its stack.
+            return try cases.withUnsafeBufferPointer { try selectCore(me, OperationCases(cases: $0), timeout: timeout) }
         }
     }
 
-    /// ``select(_:timeout:)-([SelectCase],_)`` once every case has its slot: poll the cases in a
-    /// fresh random order, then wait.
-    private static func choose(
-        _ me: UnsafeMutablePointer<spindle_fiber_t>, _ cases: [SelectCase], timeout: Duration?
+    /// The select shared by both APIs, once every case has its slot: poll the cases in a fresh
+    /// random order; else park on every case's channel until one is picked (by a counterpart or
+    /// a `close`), the timeout passes (nil), or the wait is interrupted (thrown). Inlined where
+    /// the cases' types are known, so a select of clauses runs specialised.
+    @inlinable
+    static func selectCore<Cases: SelectCaseSet>(
+        _ me: UnsafeMutablePointer<spindle_fiber_t>, _ cases: Cases, timeout: Duration?
     ) throws -> Int? {
         let count = cases.count
-        return try withUnsafeTemporaryAllocation(of: Int.self, capacity: max(count, 1)) { order in
-            // A fresh random order each time: Fisher-Yates with the scheduler's generator.
-            let scheduler = Scheduler.of(me.pointee.sched)
-            for index in 0..<count {
-                let other = Int(scheduler.random.next(upperBound: UInt64(index + 1)))
-                order[index] = order[other]
-                order[other] = index
-            }
-            for index in order.prefix(count) where try cases[index].operation.steps.poll(cases[index].operation) {
-                return index
-            }
+        return try withUnsafeTemporaryAllocation(of: Int.self, capacity: max(count, 1)) { buffer in
+            let order = UnsafeBufferPointer(rebasing: buffer.prefix(count))
+            shuffledIndices(me, into: buffer.baseAddress.unsafelyUnwrapped, count: count)
+            for index in order where try cases.poll(index) { return index }
             if let timeout, timeout <= .zero { return nil }
-            return try wait(me, cases, order: UnsafeBufferPointer(rebasing: order.prefix(count)), timeout: timeout)
+            var selection = -1
+            let reason: WakeReason? = try withUnsafeMutablePointer(to: &selection) { selection in
+                try withUnsafeTemporaryAllocation(of: ChannelWaiter.self, capacity: max(count, 1)) { nodes in
+                    for index in order {
+                        let node = nodes.baseAddress.unsafelyUnwrapped + index
+                        node.initialize(
+                            to: ChannelWaiter(
+                                fiber: me, slot: cases.slot(index), selection: selection, caseIndex: index))
+                        cases.queue(index, node, linking: true)
+                    }
+                    defer {
+                        for index in order {
+                            cases.queue(index, nodes.baseAddress.unsafelyUnwrapped + index, linking: false)
+                        }
+                        _ = nodes.baseAddress.unsafelyUnwrapped.deinitialize(count: count)
+                    }
+                    return try parkInSelect(me, cases: count, timeout: timeout)
+                }
+            }
+            guard let reason else { return nil }
+            let winner = selection
+            precondition(winner >= 0, "Fiber.select woke with no case chosen")
+            try cases.complete(winner, closed: reason == .closed)
+            return winner
         }
     }
 
-    /// Parks `me` on every case's channel until one case is picked (by a counterpart or a
-    /// `close`), the timeout passes (nil), or the wait is interrupted (thrown).
-    private static func wait(
-        _ me: UnsafeMutablePointer<spindle_fiber_t>, _ cases: [SelectCase], order: UnsafeBufferPointer<Int>,
-        timeout: Duration?
-    ) throws -> Int? {
-        var selection = -1
-        let reason: WakeReason? = try withUnsafeMutablePointer(to: &selection) { selection in
-            try withUnsafeTemporaryAllocation(of: ChannelWaiter.self, capacity: cases.count) { nodes in
-                for index in order {
-                    let node = nodes.baseAddress! + index
-                    node.initialize(
-                        to: ChannelWaiter(
-                            fiber: me, slot: cases[index].operation.slotAddress.unsafelyUnwrapped, selection: selection,
-                            caseIndex: index)
-                    )
-                    cases[index].operation.steps.enqueue(cases[index].operation, node)
-                }
-                defer {
-                    for index in order {
-                        cases[index].operation.steps.dequeue(cases[index].operation, nodes.baseAddress! + index)
-                    }
-                    _ = nodes.deinitialize()
-                }
-                func parkOnce() throws -> WakeReason {
-                    let reason = park(me, .select, detail: UInt64(cases.count), cancellable: true)
-                    try throwIfInterrupted(reason)
-                    return reason
-                }
-                guard let timeout else { return try parkOnce() }
-                do {
-                    return try withTimeout(timeout) { try parkOnce() }
-                } catch is FiberTimeoutError where me.pointee.deadline_passed == 0 {
-                    return nil  // this select's own timeout, not an enclosing one
-                }
-            }
+    /// Writes `0..<count` into `order` in a fresh random order: Fisher-Yates with the
+    /// scheduler's generator.
+    @usableFromInline
+    static func shuffledIndices(
+        _ me: UnsafeMutablePointer<spindle_fiber_t>, into order: UnsafeMutablePointer<Int>, count: Int
+    ) {
+        let scheduler = Scheduler.of(me.pointee.sched)
+        for index in 0..<count {
+            let other = Int(scheduler.random.next(upperBound: UInt64(index + 1)))
+            order[index] = order[other]
+            order[other] = index
         }
-        guard let reason else { return nil }
-        let winner = selection
-        precondition(winner >= 0, "Fiber.select woke with no case chosen")
-        try cases[winner].operation.steps.complete(cases[winner].operation, reason == .closed)
-        return winner
+    }
+
+    /// Parks a select on its cases' channels: the wake reason, or nil when its own timeout passed.
+    @usableFromInline
+    static func parkInSelect(_ me: UnsafeMutablePointer<spindle_fiber_t>, cases: Int, timeout: Duration?) throws
+        -> WakeReason?
+    {
+        func parkOnce() throws -> WakeReason {
+            let reason = park(me, .select, detail: UInt64(cases), cancellable: true)
+            try throwIfInterrupted(reason)
+            return reason
+        }
+        guard let timeout else { return try parkOnce() }
+        do {
+            return try withTimeout(timeout) { try parkOnce() }
+        } catch is FiberTimeoutError where me.pointee.deadline_passed == 0 {
+            return nil  // this select's own timeout, not an enclosing one
+        }
+    }
+}
+
+/// The cases of one select, as ``Fiber/selectCore(_:_:timeout:)`` uses them: by index.
+@usableFromInline
+protocol SelectCaseSet {
+    var count: Int { get }
+    /// Performs case `index` now if it can (running its handler); false if it would wait.
+    func poll(_ index: Int) throws -> Bool
+    /// Where case `index`'s value waits (an `Element?`).
+    func slot(_ index: Int) -> UnsafeMutableRawPointer
+    /// Queues a waiter for case `index` on its channel (`linking`), or takes it off.
+    func queue(_ index: Int, _ node: UnsafeMutablePointer<ChannelWaiter>, linking: Bool)
+    /// Case `index` was picked while the select waited: finish it.
+    func complete(_ index: Int, closed: Bool) throws
+}
+
+/// The cases of ``Fiber/select(_:timeout:)-([SelectCase],_)``: objects with their steps.
+struct OperationCases: SelectCaseSet {
+    let cases: UnsafeBufferPointer<SelectCase>
+
+    var count: Int { cases.count }
+    func poll(_ index: Int) throws -> Bool { try cases[index].operation.steps.poll(cases[index].operation) }
+    func slot(_ index: Int) -> UnsafeMutableRawPointer { cases[index].operation.slotAddress.unsafelyUnwrapped }
+    func queue(_ index: Int, _ node: UnsafeMutablePointer<ChannelWaiter>, linking: Bool) {
+        let operation = cases[index].operation
+        if linking { operation.steps.enqueue(operation, node) } else { operation.steps.dequeue(operation, node) }
+    }
+    func complete(_ index: Int, closed: Bool) throws {
+        try cases[index].operation.steps.complete(cases[index].operation, closed)
     }
 }
 
@@ -283,6 +322,264 @@ final class SendOperation<Element>: SelectOperation {
     @inlinable @inline(__always)
     static func of(_ operation: SelectOperation) -> SendOperation<Element> {
         unsafeDowncast(operation, to: SendOperation<Element>.self)
+    }
+}
+
+// MARK: Clauses: a select that allocates nothing
+
+/// One channel operation offered to ``Fiber/select(_:_:timeout:)``, kept in a variable of the
+/// selecting code: a ``ReceiveClause`` (``Channel/receiving()``) or a ``SendClause``
+/// (``Channel/sending(_:)``). Only Spindle's two clause types conform: the requirements are its
+/// own and may change.
+public protocol SelectClause {
+    /// Checks the channel belongs to the running fiber's loop and readies the clause.
+    mutating func _beginSelect()
+    /// Performs the operation now if it can; false if it would wait.
+    mutating func _pollSelect() throws -> Bool
+    /// Where in the clause its `Element?` waits.
+    static var _selectSlotOffset: Int { get }
+    /// Queues a waiter (a `ChannelWaiter`) on the clause's channel (`linking`), or takes it off.
+    func _queueSelect(_ node: UnsafeMutableRawPointer, linking: Bool)
+    /// The clause was picked while the select waited; `closed`: by the channel's `close()`.
+    mutating func _completeSelect(closed: Bool) throws
+}
+
+/// A receive offered to ``Fiber/select(_:_:timeout:)``: once a select returns this clause's
+/// index, ``value`` holds what it received, or nil when the channel was closed and drained (a
+/// closed channel is always ready, as in Go). Reusable: each select starts it afresh.
+public struct ReceiveClause<Element>: SelectClause {
+    @usableFromInline var received: Element?
+    @usableFromInline let channel: Channel<Element>
+
+    @inlinable init(_ channel: Channel<Element>) {
+        self.channel = channel
+        self.received = nil
+    }
+
+    /// The value received when a select last picked this clause; nil when the channel was
+    /// closed and drained, or before any select picked it.
+    @inlinable public var value: Element? { received }
+
+    /// Moves ``value`` out, leaving nil.
+    @inlinable public mutating func take() -> Element? { received.take() }
+
+    @inlinable public mutating func _beginSelect() {
+        _ = channel.enter("Fiber.select (receive clause)")
+        received = nil
+    }
+
+    @inlinable public mutating func _pollSelect() throws -> Bool { channel.pollReceive(into: &received) }
+
+    @inlinable public static var _selectSlotOffset: Int {
+        MemoryLayout<Self>.offset(of: \Self.received).unsafelyUnwrapped
+    }
+
+    @inlinable public func _queueSelect(_ node: UnsafeMutableRawPointer, linking: Bool) {
+        channel.queue(node.assumingMemoryBound(to: ChannelWaiter.self), asSender: false, linking: linking)
+    }
+
+    @inlinable public mutating func _completeSelect(closed: Bool) throws {}
+}
+
+/// A send offered to ``Fiber/select(_:_:timeout:)``: once a select returns this clause's
+/// index, the value was taken (``isSent``). A select that picks it on a closed channel throws
+/// ``ChannelClosedError``. While no select has picked it, it keeps its value and can be offered
+/// again.
+public struct SendClause<Element>: SelectClause {
+    @usableFromInline var pending: Element?
+    @usableFromInline let channel: Channel<Element>
+
+    @inlinable init(_ channel: Channel<Element>, _ value: Element) {
+        self.channel = channel
+        self.pending = value
+    }
+
+    /// Whether a select sent the value.
+    @inlinable public var isSent: Bool { pending == nil }
+
+    @inlinable public mutating func _beginSelect() {
+        _ = channel.enter("Fiber.select (send clause)")
+        precondition(pending != nil, "Fiber.select: this SendClause's value was sent already; make a new one")
+    }
+
+    @inlinable public mutating func _pollSelect() throws -> Bool { try channel.pollSend(&pending) }
+
+    @inlinable public static var _selectSlotOffset: Int {
+        MemoryLayout<Self>.offset(of: \Self.pending).unsafelyUnwrapped
+    }
+
+    @inlinable public func _queueSelect(_ node: UnsafeMutableRawPointer, linking: Bool) {
+        channel.queue(node.assumingMemoryBound(to: ChannelWaiter.self), asSender: true, linking: linking)
+    }
+
+    @inlinable public mutating func _completeSelect(closed: Bool) throws {
+        if closed { throw ChannelClosedError() }
+    }
+}
+
+extension Channel {
+    /// A receive clause for ``Fiber/select(_:_:timeout:)``: a value, not an object, so a
+    /// select of clauses allocates nothing.
+    @inlinable
+    public func receiving() -> ReceiveClause<Element> { ReceiveClause(self) }
+
+    /// A send clause for ``Fiber/select(_:_:timeout:)`` holding `value` until a select sends it.
+    @inlinable
+    public func sending(_ value: Element) -> SendClause<Element> { SendClause(self, value) }
+}
+
+/// The missing clauses of a select of fewer than four: never touched.
+@usableFromInline
+struct NoClause: SelectClause {
+    @usableFromInline init() {}
+    @usableFromInline mutating func _beginSelect() {}
+    @usableFromInline mutating func _pollSelect() throws -> Bool { false }
+    @usableFromInline static var _selectSlotOffset: Int { 0 }
+    @usableFromInline func _queueSelect(_ node: UnsafeMutableRawPointer, linking: Bool) {}
+    @usableFromInline mutating func _completeSelect(closed: Bool) throws {}
+}
+
+/// Up to four clauses in the caller's variables, by index.
+@usableFromInline
+struct ClauseList<A: SelectClause, B: SelectClause, C: SelectClause, D: SelectClause>: SelectCaseSet {
+    @usableFromInline let a: UnsafeMutablePointer<A>
+    @usableFromInline let b: UnsafeMutablePointer<B>?
+    @usableFromInline let c: UnsafeMutablePointer<C>?
+    @usableFromInline let d: UnsafeMutablePointer<D>?
+    @usableFromInline let count: Int
+
+    @inlinable
+    init(
+        _ a: UnsafeMutablePointer<A>, _ b: UnsafeMutablePointer<B>?, _ c: UnsafeMutablePointer<C>?,
+        _ d: UnsafeMutablePointer<D>?, count: Int
+    ) {
+        (self.a, self.b, self.c, self.d, self.count) = (a, b, c, d, count)
+    }
+
+    // Each step dispatches on the index to the clause of that position, whose type is known.
+
+    @inlinable func begin() {
+        for index in 0..<count {
+            switch index {
+            case 0: a.pointee._beginSelect()
+            case 1: b.unsafelyUnwrapped.pointee._beginSelect()
+            case 2: c.unsafelyUnwrapped.pointee._beginSelect()
+            default: d.unsafelyUnwrapped.pointee._beginSelect()
+            }
+        }
+    }
+
+    @inlinable func poll(_ index: Int) throws -> Bool {
+        switch index {
+        case 0: return try a.pointee._pollSelect()
+        case 1: return try b.unsafelyUnwrapped.pointee._pollSelect()
+        case 2: return try c.unsafelyUnwrapped.pointee._pollSelect()
+        default: return try d.unsafelyUnwrapped.pointee._pollSelect()
+        }
+    }
+
+    @inlinable func slot(_ index: Int) -> UnsafeMutableRawPointer {
+        switch index {
+        case 0: return UnsafeMutableRawPointer(a) + A._selectSlotOffset
+        case 1: return UnsafeMutableRawPointer(b.unsafelyUnwrapped) + B._selectSlotOffset
+        case 2: return UnsafeMutableRawPointer(c.unsafelyUnwrapped) + C._selectSlotOffset
+        default: return UnsafeMutableRawPointer(d.unsafelyUnwrapped) + D._selectSlotOffset
+        }
+    }
+
+    @inlinable func queue(_ index: Int, _ node: UnsafeMutablePointer<ChannelWaiter>, linking: Bool) {
+        let node = UnsafeMutableRawPointer(node)
+        switch index {
+        case 0: a.pointee._queueSelect(node, linking: linking)
+        case 1: b.unsafelyUnwrapped.pointee._queueSelect(node, linking: linking)
+        case 2: c.unsafelyUnwrapped.pointee._queueSelect(node, linking: linking)
+        default: d.unsafelyUnwrapped.pointee._queueSelect(node, linking: linking)
+        }
+    }
+
+    @inlinable func complete(_ index: Int, closed: Bool) throws {
+        switch index {
+        case 0: try a.pointee._completeSelect(closed: closed)
+        case 1: try b.unsafelyUnwrapped.pointee._completeSelect(closed: closed)
+        case 2: try c.unsafelyUnwrapped.pointee._completeSelect(closed: closed)
+        default: try d.unsafelyUnwrapped.pointee._completeSelect(closed: closed)
+        }
+    }
+}
+
+extension Fiber {
+    /// Waits until one of the clauses can proceed, performs it and returns its index (0 for
+    /// `a`); returns `nil` if `timeout` passes first (a zero timeout never waits: Go's
+    /// `default`). A picked ``ReceiveClause`` holds its value; a picked ``SendClause`` has sent.
+    ///
+    /// The same select as ``select(_:timeout:)-(SelectCase...,_)`` — fair, exactly one clause
+    /// happens, cancellable — without handlers: the clauses are values in the caller's
+    /// variables and their waiting nodes are on the fiber's stack, so it allocates nothing.
+    ///
+    /// ```swift
+    /// var quote = quotes.receiving()
+    /// var order = orders.sending(next)
+    /// switch try Fiber.select(&quote, &order, timeout: .milliseconds(5)) {
+    /// case 0: book.apply(quote.value)
+    /// case 1: sent += 1
+    /// default: break  // timed out
+    /// }
+    /// ```
+    @inlinable @discardableResult
+    public static func select<A: SelectClause, B: SelectClause>(
+        _ a: inout A, _ b: inout B, timeout: Duration? = nil
+    ) throws -> Int? {
+        try withUnsafeMutablePointer(to: &a) { a in
+            try withUnsafeMutablePointer(to: &b) { b in
+                try selectClauses(ClauseList<A, B, NoClause, NoClause>(a, b, nil, nil, count: 2), timeout: timeout)
+            }
+        }
+    }
+
+    /// ``select(_:_:timeout:)`` of one clause: a receive or send with a timeout.
+    @inlinable @discardableResult
+    public static func select<A: SelectClause>(_ a: inout A, timeout: Duration? = nil) throws -> Int? {
+        try withUnsafeMutablePointer(to: &a) { a in
+            try selectClauses(ClauseList<A, NoClause, NoClause, NoClause>(a, nil, nil, nil, count: 1), timeout: timeout)
+        }
+    }
+
+    /// ``select(_:_:timeout:)`` of three clauses.
+    @inlinable @discardableResult
+    public static func select<A: SelectClause, B: SelectClause, C: SelectClause>(
+        _ a: inout A, _ b: inout B, _ c: inout C, timeout: Duration? = nil
+    ) throws -> Int? {
+        try withUnsafeMutablePointer(to: &a) { a in
+            try withUnsafeMutablePointer(to: &b) { b in
+                try withUnsafeMutablePointer(to: &c) { c in
+                    try selectClauses(ClauseList<A, B, C, NoClause>(a, b, c, nil, count: 3), timeout: timeout)
+                }
+            }
+        }
+    }
+
+    /// ``select(_:_:timeout:)`` of four clauses.
+    @inlinable @discardableResult
+    public static func select<A: SelectClause, B: SelectClause, C: SelectClause, D: SelectClause>(
+        _ a: inout A, _ b: inout B, _ c: inout C, _ d: inout D, timeout: Duration? = nil
+    ) throws -> Int? {
+        try withUnsafeMutablePointer(to: &a) { a in
+            try withUnsafeMutablePointer(to: &b) { b in
+                try withUnsafeMutablePointer(to: &c) { c in
+                    try withUnsafeMutablePointer(to: &d) { d in
+                        try selectClauses(ClauseList<A, B, C, D>(a, b, c, d, count: 4), timeout: timeout)
+                    }
+                }
+            }
+        }
+    }
+
+    @inlinable
+    static func selectClauses<A, B, C, D>(_ clauses: ClauseList<A, B, C, D>, timeout: Duration?) throws -> Int? {
+        let me = runningFiber("Fiber.select")
+        try checkInterruption(me)
+        clauses.begin()
+        return try selectCore(me, clauses, timeout: timeout)
     }
 }
 

@@ -51,16 +51,24 @@ struct SelectTests {
         #expect(!log.contains { $0.contains("from b") })
     }
 
-    @Test("when both cases are always ready, each is chosen about half the time over 20,000 trials")
-    func fairness() throws {
+    @Test(
+        "when both cases are always ready, each is chosen about half the time over 20,000 trials",
+        arguments: ["handlers", "clauses"])
+    func fairness(api: String) throws {
         let counts = try withLoop { loop -> [Int] in
             let a = Channel<Int>(capacity: 1), b = Channel<Int>(capacity: 1)
             let task = loop.spawn { () -> [Int] in
                 var counts = [0, 0]
+                var fromA = a.receiving(), fromB = b.receiving()
                 for _ in 0..<20_000 {
                     if a.count == 0 { try a.send(0) }
                     if b.count == 0 { try b.send(1) }
-                    try Fiber.select(a.onReceive { counts[$0!] += 1 }, b.onReceive { counts[$0!] += 1 })
+                    if api == "handlers" {
+                        try Fiber.select(a.onReceive { counts[$0!] += 1 }, b.onReceive { counts[$0!] += 1 })
+                    } else {
+                        let chosen = try Fiber.select(&fromA, &fromB)
+                        counts[chosen == 0 ? fromA.value! : fromB.value!] += 1
+                    }
                 }
                 return counts
             }

@@ -241,7 +241,9 @@ struct Run: ParsableCommand {
                         median: stats.median, min: stats.min, max: stats.max, trials: stats.count, per_op: perOp,
                         note: variant == "select"
                             ? "per message, two producers on two channels, one consumer taking each with a two-case select"
-                            : "per message, one producer and one consumer fiber"))
+                            : variant == "select-clauses"
+                                ? "per message, as select, over two receive clauses: no handlers"
+                                : "per message, one producer and one consumer fiber"))
             }
         }
         return rows
