@@ -330,14 +330,14 @@ final class SendOperation<Element>: SelectOperation {
 /// One channel operation offered to ``Fiber/select(_:_:timeout:)``, kept in a variable of the
 /// selecting code: a ``ReceiveClause`` (``Channel/receiving()``) or a ``SendClause``
 /// (``Channel/sending(_:)``). Only Spindle's two clause types conform: the requirements are its
-/// own and may change.
+/// own and may change. A clause's `Element?` is its first stored property, at offset 0 (Swift
+/// lays out a struct's stored properties in declaration order), so the select hands the
+/// clause's address to the counterpart as the value's: no key path is looked up.
 public protocol SelectClause {
     /// Checks the channel belongs to the running fiber's loop and readies the clause.
     mutating func _beginSelect()
     /// Performs the operation now if it can; false if it would wait.
     mutating func _pollSelect() throws -> Bool
-    /// Where in the clause its `Element?` waits.
-    static var _selectSlotOffset: Int { get }
     /// Queues a waiter (a `ChannelWaiter`) on the clause's channel (`linking`), or takes it off.
     func _queueSelect(_ node: UnsafeMutableRawPointer, linking: Bool)
     /// The clause was picked while the select waited; `closed`: by the channel's `close()`.
@@ -348,6 +348,7 @@ public protocol SelectClause {
 /// index, ``value`` holds what it received, or nil when the channel was closed and drained (a
 /// closed channel is always ready, as in Go). Reusable: each select starts it afresh.
 public struct ReceiveClause<Element>: SelectClause {
+    /// First: the select's slot for this clause (see ``SelectClause``).
     @usableFromInline var received: Element?
     @usableFromInline let channel: Channel<Element>
 
@@ -370,10 +371,6 @@ public struct ReceiveClause<Element>: SelectClause {
 
     @inlinable public mutating func _pollSelect() throws -> Bool { channel.pollReceive(into: &received) }
 
-    @inlinable public static var _selectSlotOffset: Int {
-        MemoryLayout<Self>.offset(of: \Self.received).unsafelyUnwrapped
-    }
-
     @inlinable public func _queueSelect(_ node: UnsafeMutableRawPointer, linking: Bool) {
         channel.queue(node.assumingMemoryBound(to: ChannelWaiter.self), asSender: false, linking: linking)
     }
@@ -386,6 +383,7 @@ public struct ReceiveClause<Element>: SelectClause {
 /// ``ChannelClosedError``. While no select has picked it, it keeps its value and can be offered
 /// again.
 public struct SendClause<Element>: SelectClause {
+    /// First: the select's slot for this clause (see ``SelectClause``).
     @usableFromInline var pending: Element?
     @usableFromInline let channel: Channel<Element>
 
@@ -403,10 +401,6 @@ public struct SendClause<Element>: SelectClause {
     }
 
     @inlinable public mutating func _pollSelect() throws -> Bool { try channel.pollSend(&pending) }
-
-    @inlinable public static var _selectSlotOffset: Int {
-        MemoryLayout<Self>.offset(of: \Self.pending).unsafelyUnwrapped
-    }
 
     @inlinable public func _queueSelect(_ node: UnsafeMutableRawPointer, linking: Bool) {
         channel.queue(node.assumingMemoryBound(to: ChannelWaiter.self), asSender: true, linking: linking)
@@ -434,7 +428,6 @@ struct NoClause: SelectClause {
     @usableFromInline init() {}
     @usableFromInline mutating func _beginSelect() {}
     @usableFromInline mutating func _pollSelect() throws -> Bool { false }
-    @usableFromInline static var _selectSlotOffset: Int { 0 }
     @usableFromInline func _queueSelect(_ node: UnsafeMutableRawPointer, linking: Bool) {}
     @usableFromInline mutating func _completeSelect(closed: Bool) throws {}
 }
@@ -480,10 +473,10 @@ struct ClauseList<A: SelectClause, B: SelectClause, C: SelectClause, D: SelectCl
 
     @inlinable func slot(_ index: Int) -> UnsafeMutableRawPointer {
         switch index {
-        case 0: return UnsafeMutableRawPointer(a) + A._selectSlotOffset
-        case 1: return UnsafeMutableRawPointer(b.unsafelyUnwrapped) + B._selectSlotOffset
-        case 2: return UnsafeMutableRawPointer(c.unsafelyUnwrapped) + C._selectSlotOffset
-        default: return UnsafeMutableRawPointer(d.unsafelyUnwrapped) + D._selectSlotOffset
+        case 0: return UnsafeMutableRawPointer(a)
+        case 1: return UnsafeMutableRawPointer(b.unsafelyUnwrapped)
+        case 2: return UnsafeMutableRawPointer(c.unsafelyUnwrapped)
+        default: return UnsafeMutableRawPointer(d.unsafelyUnwrapped)
         }
     }
 

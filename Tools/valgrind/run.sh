@@ -34,8 +34,11 @@ done
 cc -shared -fPIC -O2 -o "$work/dispatch-main.so" Tools/valgrind/dispatch-main.c -lpthread
 LD_PRELOAD="$work/dispatch-main.so" "${memcheck[@]}" "$work/suite/SpindlePackageTests.xctest" \
     --testing-library swift-testing > "$work/suite.log" 2>&1 || {
-    tail -80 "$work/suite.log"
-    echo "the test suite under memcheck failed (exit status above; memcheck errors use 99)"
+    status=$?
+    # memcheck's own lines (==pid==) can be anywhere in a long log: show them all first.
+    grep -E '^==[0-9]+==' "$work/suite.log" | head -200 || true
+    tail -40 "$work/suite.log"
+    echo "the test suite under memcheck failed with exit status $status (memcheck errors use 99)"
     exit 1
 }
 grep -E "Test run with" "$work/suite.log"
