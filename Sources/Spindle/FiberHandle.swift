@@ -274,7 +274,7 @@ public struct FiberHandle<T> {
     }
 }
 
-/// A ring of fiber bodies (the scheduler's held bodies), used as a stack with a bottom: reclaim
+/// A ring of fiber bodies (the scheduler's pooled bodies), used as a stack with a bottom: reclaim
 /// appends at the back, a spawn takes the most recent from the back and puts one whose handle
 /// lives on at the front. Each slot holds a +1 reference as a raw pointer: no array uniqueness
 /// checks and no reference counting beyond the one the ring owns. Grows by doubling; the

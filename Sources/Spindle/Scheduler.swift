@@ -29,8 +29,8 @@ public final class Scheduler: EventLoopAttachment {
     /// whose handles are joined and dropped after the fibers finish allocates no body of its
     /// own. Holding them changes no lifetime a program can see: a plain value has no deinit.
     @exclusivity(unchecked) private var pooledBodies = BodyRing()
-    /// How many finished fiber bodies (about 150 bytes each) are kept for reuse, free ones and
-    /// held ones together.
+    /// How many finished fiber bodies (about 150 bytes each) are kept for reuse, whether or not a
+    /// handle still refers to them.
     @exclusivity(unchecked) public var maximumPooledBodies = 1 << 16
     @exclusivity(unchecked) private var isClosed = false
 
@@ -383,7 +383,8 @@ public final class Scheduler: EventLoopAttachment {
         fiber.pointee.all_prev = nil
         core.pointee.live &-= 1
         core.pointee.finishes &+= 1
-        // The control block held the body's +1; reuse the body if no handle refers to it.
+        // The control block held the body's +1: pool it, if nothing it keeps needs destroying
+        // or no handle refers to it (then it is reset now).
         if let raw = fiber.pointee.body {
             fiber.pointee.body = nil
             let pooling = pooledBodies.count < maximumPooledBodies

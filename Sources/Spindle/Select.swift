@@ -38,8 +38,7 @@ extension Fiber {
     ///   ``withTimeout(_:_:)`` that expires throws ``FiberTimeoutError``.
     /// - Cost: the waiting nodes and the cases' values live on the fiber's stack, but each case
     ///   is a small object with its handler (and the handler's context, when it captures), so a
-    ///   select allocates a few objects; plain ``Channel/send(_:)`` and ``Channel/receive()``
-    ///   allocate nothing.
+    ///   select allocates a few objects. ``select(_:_:timeout:)`` over clauses allocates nothing.
     ///
     /// ```swift
     /// try Fiber.select(
@@ -175,8 +174,7 @@ struct OperationCases: SelectCaseSet {
     func poll(_ index: Int) throws -> Bool { try cases[index].operation.steps.poll(cases[index].operation) }
     func slot(_ index: Int) -> UnsafeMutableRawPointer { cases[index].operation.slotAddress.unsafelyUnwrapped }
     func queue(_ index: Int, _ node: UnsafeMutablePointer<ChannelWaiter>, linking: Bool) {
-        let operation = cases[index].operation
-        if linking { operation.steps.enqueue(operation, node) } else { operation.steps.dequeue(operation, node) }
+        cases[index].operation.steps.queue(cases[index].operation, node, linking)
     }
     func complete(_ index: Int, closed: Bool) throws {
         try cases[index].operation.steps.complete(cases[index].operation, closed)
@@ -201,8 +199,8 @@ class SelectOperation {
         @usableFromInline let unbind: (SelectOperation) -> Void
         /// Performs the operation now if it can (running the handler); false if it would wait.
         @usableFromInline let poll: (SelectOperation) throws -> Bool
-        @usableFromInline let enqueue: (SelectOperation, UnsafeMutablePointer<ChannelWaiter>) -> Void
-        @usableFromInline let dequeue: (SelectOperation, UnsafeMutablePointer<ChannelWaiter>) -> Void
+        /// Queues a waiter on the case's channel (`linking`), or takes it off.
+        @usableFromInline let queue: (SelectOperation, UnsafeMutablePointer<ChannelWaiter>, _ linking: Bool) -> Void
         /// The case was chosen while the fiber waited: finish it and run the handler.
         @usableFromInline let complete: (SelectOperation, _ closed: Bool) throws -> Void
 
@@ -211,12 +209,11 @@ class SelectOperation {
             enter: @escaping (SelectOperation) -> Void,
             bind: @escaping (SelectOperation) -> Void,
             unbind: @escaping (SelectOperation) -> Void, poll: @escaping (SelectOperation) throws -> Bool,
-            enqueue: @escaping (SelectOperation, UnsafeMutablePointer<ChannelWaiter>) -> Void,
-            dequeue: @escaping (SelectOperation, UnsafeMutablePointer<ChannelWaiter>) -> Void,
+            queue: @escaping (SelectOperation, UnsafeMutablePointer<ChannelWaiter>, Bool) -> Void,
             complete: @escaping (SelectOperation, Bool) throws -> Void
         ) {
             (self.enter, self.bind, self.unbind, self.poll) = (enter, bind, unbind, poll)
-            (self.enqueue, self.dequeue, self.complete) = (enqueue, dequeue, complete)
+            (self.queue, self.complete) = (queue, complete)
         }
     }
 
@@ -265,8 +262,7 @@ final class ReceiveOperation<Element>: SelectOperation {
                     try me.handler(slot.pointee.take())
                     return true
                 },
-                enqueue: { Self.of($0).channel.enqueue($1, asSender: false) },
-                dequeue: { Self.of($0).channel.dequeue($1, asSender: false) },
+                queue: { Self.of($0).channel.queue($1, asSender: false, linking: $2) },
                 complete: { operation, closed in
                     try Self.of(operation).handler(
                         closed ? nil : operation.slot(of: Element.self).pointee.take())
@@ -308,8 +304,7 @@ final class SendOperation<Element>: SelectOperation {
                     try me.handler()
                     return true
                 },
-                enqueue: { Self.of($0).channel.enqueue($1, asSender: true) },
-                dequeue: { Self.of($0).channel.dequeue($1, asSender: true) },
+                queue: { Self.of($0).channel.queue($1, asSender: true, linking: $2) },
                 complete: { operation, closed in
                     if closed { throw ChannelClosedError() }
                     try Self.of(operation).handler()

@@ -49,6 +49,29 @@ struct SelectClauseTests {
         #expect(log == ["first 0 ping sent=false", "second 1 sent=true", "peer got pong"], "\(log)")
     }
 
+    @Test("a waiting send clause hands its value to a receiver that comes later, through the clause itself")
+    func waitingSend() throws {
+        let (chosen, got, sent) = try withLoop { loop -> (Int?, [String]?, Bool) in
+            let words = Channel<[String]>(), idle = Channel<Int>()
+            var outcome: (Int?, Bool) = (nil, false)
+            loop.spawn(name: "selector") {
+                var idleClause = idle.receiving()
+                var send = words.sending(["a", "heap", "value"])
+                let chosen = try Fiber.select(&idleClause, &send)  // nothing ready: it waits
+                outcome = (chosen, send.isSent)
+            }
+            let receiver = loop.spawn(name: "receiver") { () -> [String]? in
+                Fiber.yield()  // the selector is parked on both channels first
+                return try words.receive()
+            }
+            try loop.run()
+            return (outcome.0, try receiver.join(), outcome.1)
+        }
+        #expect(chosen == 1)
+        #expect(got == ["a", "heap", "value"])
+        #expect(sent)
+    }
+
     @Test("a timeout returns nil; a closed channel picks its receive clause with nil; a send clause on it throws")
     func timeoutAndClose() throws {
         let results = try withLoop { loop -> [String] in
@@ -96,7 +119,8 @@ struct SelectClauseTests {
                 Fiber.yield()
                 selector.cancel()
                 Fiber.yield()
-                // Had the select left its receive waiter on `a`, this send would hand it a value.
+                // Had the select left its waiter linked on `a`, this send would find a node on the
+                // stack of a fiber that has finished instead of this receiver.
                 loop.spawn { try? a.send(9) }
                 return try a.receive()
             }
