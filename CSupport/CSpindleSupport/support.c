@@ -28,6 +28,7 @@
 #endif
 #if __has_feature(address_sanitizer) || defined(__SANITIZE_ADDRESS__)
 #define SPINDLE_ASAN 1
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #if __has_feature(thread_sanitizer) || defined(__SANITIZE_THREAD__)
@@ -370,6 +371,11 @@ void spindle_sanitizer_fiber_destroyed(spindle_fiber_t *fiber) {
         __tsan_destroy_fiber(fiber->tsan_fiber);
         fiber->tsan_fiber = NULL;
     }
+#endif
+#ifdef SPINDLE_ASAN
+    // The stack goes back to the pool with the redzones of the frames it last held still
+    // poisoned; the next fiber on it lays out different frames there.
+    __asan_unpoison_memory_region(fiber->stack_lo, (size_t)(fiber->stack_hi - fiber->stack_lo));
 #endif
     fiber->san_fake_stack = NULL;
     (void)fiber;

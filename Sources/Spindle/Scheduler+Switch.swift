@@ -9,7 +9,8 @@ import CSpindleSupport
 // interposer).
 //
 // Every switch goes through the loop side: `drain()` resumes a fiber, the fiber yields, parks or
-// finishes back to it. (A variant that switched fiber to fiber directly ran fewer instructions
+// finishes back to it. A finishing fiber's last switch carries its control block, and the loop
+// side gives its stack back at once, while its lines are still in the cache. (A variant that switched fiber to fiber directly ran fewer instructions
 // on `fanout` but was slower on the clock and dearer on `switch`, so it was dropped.)
 //
 // Swift's dynamic-exclusivity access sets are per fiber, as they are per Task: when a fiber
@@ -117,7 +118,8 @@ extension Scheduler {
         return budget
     }
 
-    /// Runs `fiber` from the loop side until it yields, parks or finishes: the drain's step.
+    /// Runs `fiber` from the loop side until it yields, parks or finishes: the drain's step. A
+    /// fiber that finished is reclaimed here.
     @inline(__always)
     static func resume(
         _ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>,
@@ -134,15 +136,25 @@ extension Scheduler {
             }
         }
         if _fastPath(fiber.pointee.exclusivity.0 == 0 && !loopSideHasAccesses) {
-            Scheduler.jumpInto(fiber, core: core)
+            if _slowPath(Scheduler.jumpInto(fiber, core: core)) { return finished(fiber, core: core, tracing: tracing) }
             // The fiber may have switched out in the middle of an access: keep it with the fiber.
             if _slowPath(accessHead.pointee != nil) { Scheduler.saveAccesses(of: fiber) }
-        } else {
-            Scheduler.resumeWithAccesses(fiber, core: core)
+        } else if Scheduler.resumeWithAccesses(fiber, core: core) {
+            return finished(fiber, core: core, tracing: tracing)
         }
         // The slice's end is recorded here, on the loop side, from the state the fiber
         // left: nothing on the fiber's yield or park path (a register test per switch).
         if _slowPath(tracing) { Scheduler.traceSwitchOut(fiber, core: core) }
+    }
+
+    /// A fiber that has just finished, back on the loop side: its stack goes back to the pool
+    /// at once, while its control block is still in the cache.
+    @inline(never)
+    static func finished(
+        _ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>, tracing: Bool
+    ) {
+        if _slowPath(tracing) { Scheduler.traceSwitchOut(fiber, core: core) }
+        Scheduler.lent(core)._withUnsafeGuaranteedRef { $0.reclaim(fiber) }
     }
 
     /// Runs a fiber that an I/O completion has just made runnable at once, from inside the
@@ -170,32 +182,20 @@ extension Scheduler {
         }
     }
 
-    /// Back on the loop side after resuming fibers: no fiber is current, the ones that finished
-    /// give their stacks back (not before: a finished fiber's last frames are on its stack), and
-    /// the drain is over.
+    /// Back on the loop side after resuming fibers: no fiber is current, and the drain is over.
     @inline(__always)
     func endResuming() {
         spindle_set_current_fiber(nil)
-        while let fiber = core.pointee.finished {
-            core.pointee.finished = fiber.pointee.next
-            // A reclaim reads and writes the list links (line 1 of the control block, which a
-            // joinable fiber's run did not touch) of the fiber and of its neighbour, most often
-            // the fiber spawned, and so finished, just after it: the next one here. Start loading
-            // those, its stack's size (line 2) and its body (whose pointer is in line 0, which its
-            // run touched).
-            if let following = fiber.pointee.next {
-                spindle_prefetch(UnsafeRawPointer(following) + 64)
-                spindle_prefetch(UnsafeRawPointer(following) + 128)
-                if let body = following.pointee.body { spindle_prefetch(body) }
-            }
-            reclaim(fiber)
-        }
         core.pointee.draining = 0
     }
 
-    /// Jumps from the loop side into `fiber`; returns when it yields, parks or finishes.
+    /// Jumps from the loop side into `fiber`; returns when it yields, parks or finishes, with
+    /// whether it finished (its last switch, ``finish(_:core:)``, passes its control block; the
+    /// others pass nil: a register test tells).
     @inline(__always)
-    static func jumpInto(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>) {
+    static func jumpInto(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>)
+        -> Bool
+    {
         #if SPINDLE_SANITIZERS
         spindle_sanitizer_before_switch(core, nil, fiber)
         #endif
@@ -204,6 +204,7 @@ extension Scheduler {
         spindle_sanitizer_after_switch(core, nil)
         #endif
         fiber.pointee.context = transfer.fctx
+        return transfer.data != nil
     }
 
     /// Records why `fiber` just switched out: yield (still runnable), park (with its reason) or
@@ -235,6 +236,18 @@ extension Scheduler {
         #endif
     }
 
+    /// A finished fiber's last switch, to the loop side: it passes its control block, which tells
+    /// the loop side to reclaim it (the fiber is off its stack by then). Never returns.
+    static func finish(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>)
+        -> Never
+    {
+        #if SPINDLE_SANITIZERS
+        spindle_sanitizer_before_switch(core, fiber, nil)
+        #endif
+        _ = jump_fcontext(core.pointee.main_context, fiber)
+        fatalError("spindle: a finished fiber was resumed")
+    }
+
     /// Takes the accesses a fiber left open when it switched out off the thread's set.
     @inline(never)
     static func saveAccesses(of fiber: UnsafeMutablePointer<spindle_fiber_t>) {
@@ -246,9 +259,10 @@ extension Scheduler {
     @inline(never)
     static func resumeWithAccesses(
         _ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>
-    ) {
+    ) -> Bool {
         swift_task_enterThreadLocalContext(spindle_fiber_exclusivity(fiber))
-        jumpInto(fiber, core: core)
+        let finished = jumpInto(fiber, core: core)
         swift_task_exitThreadLocalContext(spindle_fiber_exclusivity(fiber))
+        return finished
     }
 }

@@ -498,7 +498,7 @@ public final class Scheduler: EventLoopAttachment {
 
 /// Every fiber starts here. It never returns: the body runs in ``runFiberBody(_:)``, which
 /// returns (releasing everything the body held) before the final switch to the loop side, which
-/// reclaims the stack after its drain. A fiber never frees its own stack.
+/// reclaims the stack as soon as it is back. A fiber never frees its own stack.
 private let fiberEntry: @convention(c) (transfer_t) -> Void = { transfer in
     let fiber = transfer.data.unsafelyUnwrapped.assumingMemoryBound(to: spindle_fiber_t.self)
     let core = fiber.pointee.sched.unsafelyUnwrapped
@@ -510,10 +510,7 @@ private let fiberEntry: @convention(c) (transfer_t) -> Void = { transfer in
     fiber.pointee.state = UInt8(SPINDLE_FIBER_RUNNABLE)
     runFiberBody(fiber)
     fiber.pointee.state = UInt8(SPINDLE_FIBER_FINISHED)
-    fiber.pointee.next = core.pointee.finished
-    core.pointee.finished = fiber
-    Scheduler.suspend(fiber, core: core)
-    fatalError("spindle: a finished fiber was resumed")
+    Scheduler.finish(fiber, core: core)
 }
 
 @inline(never)

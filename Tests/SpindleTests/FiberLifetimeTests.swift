@@ -63,6 +63,32 @@ struct FiberLifetimeTests {
         #expect(counters.stacksPooled == 24)
     }
 
+    @Test("a finished fiber's stack is back in the pool before the next fiber of the same turn runs")
+    func stackBackAtOnce() throws {
+        // A spawner that starts a child and yields: the child runs and finishes in the same
+        // drain, and the spawner's next spawn there must get the child's stack, not map a new
+        // one (a chain of short-lived fibers in one turn would otherwise hold a stack each).
+        let (counters, liveSeen, finishesSeen) = try withLoop { loop -> (Scheduler.Counters, [Int], [UInt64]) in
+            var live: [Int] = []
+            var finishes: [UInt64] = []
+            loop.spawnDetached {
+                for _ in 0..<5 {
+                    Fiber.spawnDetached {}
+                    Fiber.yield()
+                    live.append(loop.scheduler.liveFiberDescriptions.count)
+                    finishes.append(loop.scheduler.counters.finishes)
+                }
+            }
+            try loop.run()
+            return (loop.scheduler.counters, live, finishes)
+        }
+        #expect(liveSeen == [1, 1, 1, 1, 1])
+        #expect(finishesSeen == [1, 2, 3, 4, 5])
+        // The spawner's stack and the first child's are mapped; every later child reuses one.
+        #expect(counters.stacksCold == 2)
+        #expect(counters.stacksPooled == 4)
+    }
+
     @Test("the doctor's counters: zero-delay sleeps, channels made in fibers, stacks mapped beside pooled ones")
     func doctorCounters() throws {
         let (counters, beside, sizes) = try withLoop { loop -> (Scheduler.Counters, UInt64, Int) in

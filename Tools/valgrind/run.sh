@@ -37,6 +37,8 @@ LD_PRELOAD="$work/dispatch-main.so" "${memcheck[@]}" "$work/suite/SpindlePackage
     status=$?
     # memcheck's own lines (==pid==) can be anywhere in a long log: show them all first.
     grep -E '^==[0-9]+==' "$work/suite.log" | head -200 || true
+    # So are a failed test's issues, which a long log's tail does not show.
+    grep -E '✘|recorded an issue' "$work/suite.log" | head -40 || true
     tail -40 "$work/suite.log"
     echo "the test suite under memcheck failed with exit status $status (memcheck errors use 99)"
     exit 1

@@ -38,7 +38,7 @@ struct spindle_fiber {
     // Line 0 (the block is 64-byte aligned): what every resume, switch and spawn touches. The
     // drain prefetches this line of the next-but-one fiber, then the body it points to.
     void *context;               // saved fcontext while the fiber is not running
-    spindle_fiber_t *next;       // intrusive link: run queue, finished list or pool of non-default-size stacks
+    spindle_fiber_t *next;       // intrusive link: run queue or pool of non-default-size stacks
     spindle_sched_t *sched;      // the scheduler (and so the loop) the fiber is pinned to
     uintptr_t exclusivity[2];    // this fiber's Swift dynamic-exclusivity access set
     uint64_t id;                 // unique per scheduler, starting at 1
@@ -89,7 +89,6 @@ struct spindle_sched {
     spindle_fiber_t *run_tail;   // tail's next is not kept NULL (the queue ends at run_tail), and
                                  // run_tail is stale while the queue is empty.
     spindle_fiber_t *all_head;   // live fibers through all_next/all_prev
-    spindle_fiber_t *finished;   // fibers that finished during this drain, through next (reclaimed after it)
     uint64_t enqueued;           // run-queue appends other than yields (spawns, wakes)
     uint64_t popped;             // run-queue removals, added up at the end of each drain
     uint8_t draining;            // the loop side is resuming fibers right now
