@@ -136,11 +136,13 @@ extension Scheduler {
             }
         }
         if _fastPath(fiber.pointee.exclusivity.0 == 0 && !loopSideHasAccesses) {
-            if _slowPath(Scheduler.jumpInto(fiber, core: core)) { return finished(fiber, core: core, tracing: tracing) }
+            if _slowPath(Scheduler.jumpInto(fiber, core: core)) {
+                return finished(fiber, core: core, tracing: tracing, firstResume: &firstResume)
+            }
             // The fiber may have switched out in the middle of an access: keep it with the fiber.
             if _slowPath(accessHead.pointee != nil) { Scheduler.saveAccesses(of: fiber) }
         } else if Scheduler.resumeWithAccesses(fiber, core: core) {
-            return finished(fiber, core: core, tracing: tracing)
+            return finished(fiber, core: core, tracing: tracing, firstResume: &firstResume)
         }
         // The slice's end is recorded here, on the loop side, from the state the fiber
         // left: nothing on the fiber's yield or park path (a register test per switch).
@@ -151,9 +153,18 @@ extension Scheduler {
     /// at once, while its control block is still in the cache.
     @inline(never)
     static func finished(
-        _ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>, tracing: Bool
+        _ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>, tracing: Bool,
+        firstResume: inout Bool
     ) {
-        if _slowPath(tracing) { Scheduler.traceSwitchOut(fiber, core: core) }
+        if _slowPath(tracing) {
+            Scheduler.traceSwitchOut(fiber, core: core)
+            // The reclaim (which may run a value's deinit) is loop-side time: the next resume
+            // reads the clock instead of taking this switch-out's time as its start.
+            firstResume = true
+        }
+        // No fiber is current on the loop side: the reclaim may destroy the fiber's value, and
+        // the value's deinit may ask (or try to yield).
+        spindle_set_current_fiber(nil)
         Scheduler.lent(core)._withUnsafeGuaranteedRef { $0.reclaim(fiber) }
     }
 

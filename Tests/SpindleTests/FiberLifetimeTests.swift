@@ -268,6 +268,21 @@ struct FiberLifetimeTests {
         #expect(releasedFromLarge == nil)
     }
 
+    @Test("a value its fiber's reclaim destroys is destroyed on the loop side, outside any fiber")
+    func valueDestroyedOutsideFiber() throws {
+        // The handle is dropped at once, so the reclaim that follows the fiber's last switch
+        // destroys its value: the deinit must not see the finished fiber as the current one (a
+        // yield there would switch out of a fiber that no longer exists).
+        let seen = try withLoop { loop -> [Bool] in
+            var seen: [Bool] = []
+            _ = loop.spawn { Probe { seen.append(Fiber.isInFiber) } }
+            loop.spawnDetached {}
+            try loop.run()
+            return seen
+        }
+        #expect(seen == [false])
+    }
+
     @Test("a finished fiber's body is reused once its handles are gone, never while one lives")
     func bodiesReusedAfterHandles() throws {
         let (made, values, kept, keptID) = try withLoop { loop -> ([UInt64], [Int], Int, Bool) in
@@ -408,4 +423,11 @@ struct FiberLifetimeTests {
             }
         }
     }
+}
+
+/// Runs a closure when it is destroyed.
+private final class Probe {
+    let onDeinit: () -> Void
+    init(_ onDeinit: @escaping () -> Void) { self.onDeinit = onDeinit }
+    deinit { onDeinit() }
 }

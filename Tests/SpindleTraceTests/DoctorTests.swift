@@ -99,6 +99,23 @@ struct DoctorTests {
         #expect(report.description.contains("in fiber \"hog\""), "\(report)")
     }
 
+    @Test("a value destroyed when its fiber is reclaimed is loop-side time, not the next fiber's slice")
+    func reclaimIsNotTheNextSlice() throws {
+        let report = try withRunningLoop("doctor-reclaim") { loop -> Doctor.Report in
+            Trace.start(on: loop)
+            // The handle is dropped at once: the reclaim right after the fiber's last switch
+            // destroys its value, whose deinit holds the loop for 10 ms.
+            _ = loop.spawn(name: "maker") { SlowDeinit() }
+            loop.spawn(name: "innocent") {}
+            try loop.run()
+            let report = Doctor.report(for: loop, includingResourceUsage: false)
+            Trace.stop(on: loop)
+            return report
+        }
+        #expect(!report.description.contains("in fiber \"innocent\""), "\(report)")
+        #expect(!report.description.contains("in fiber \"maker\""), "\(report)")
+    }
+
     @Test("the time split counts a loop blocked on a 50 ms sleep as idle in epoll")
     func timeSplit() throws {
         let report = try withRunningLoop("doctor-time") { loop -> Doctor.Report in
@@ -365,5 +382,13 @@ struct DoctorTests {
             #expect(
                 Set(rule.evidence).isSubset(of: fields), "\(rule.pathology): \(Set(rule.evidence).subtracting(fields))")
         }
+    }
+}
+
+/// Holds the loop for 10 ms when it is destroyed.
+private final class SlowDeinit {
+    deinit {
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < .milliseconds(10) {}
     }
 }
