@@ -286,9 +286,7 @@ struct BodyRing {
     private(set) var count = 0
 
     mutating func append(_ body: __owned FiberBody) {
-        if _slowPath(count == capacity) { grow() }
-        slots.unsafelyUnwrapped[(head &+ count) & (capacity &- 1)] = Unmanaged.passRetained(body).toOpaque()
-        count &+= 1
+        append(retained: Unmanaged.passRetained(body).toOpaque())
     }
 
     /// Appends a body whose +1 the caller hands over as a raw pointer (a control block's).

@@ -10,8 +10,9 @@ import CSpindleSupport
 //
 // Every switch goes through the loop side: `drain()` resumes a fiber, the fiber yields, parks or
 // finishes back to it. A finishing fiber's last switch carries its control block, and the loop
-// side gives its stack back at once, while its lines are still in the cache. (A variant that switched fiber to fiber directly ran fewer instructions
-// on `fanout` but was slower on the clock and dearer on `switch`, so it was dropped.)
+// side gives its stack back at once, while its lines are still in the cache. (A variant that
+// switched fiber to fiber directly ran fewer instructions on `fanout` but was slower on the
+// clock and dearer on `switch`, so it was dropped.)
 //
 // Swift's dynamic-exclusivity access sets are per fiber, as they are per Task: when a fiber
 // switches out in the middle of an access, its open accesses come off the thread's set and are
@@ -150,8 +151,9 @@ extension Scheduler {
     }
 
     /// A fiber that has just finished, back on the loop side: its stack goes back to the pool
-    /// at once, while its control block is still in the cache.
-    @inline(never)
+    /// at once, while its control block is still in the cache. Inlined into the drain's two
+    /// copies, where `tracing` is a constant: `firstResume` then stays in a register.
+    @inline(__always)
     static func finished(
         _ fiber: UnsafeMutablePointer<spindle_fiber_t>, core: UnsafeMutablePointer<spindle_sched_t>, tracing: Bool,
         firstResume: inout Bool

@@ -120,16 +120,19 @@ extension Fiber {
     }
 
     /// Writes `0..<count` into `order` in a fresh random order: Fisher-Yates with the
-    /// scheduler's generator.
+    /// scheduler's generator, lent (the running fiber's loop holds it: no retain and release).
     @usableFromInline
     static func shuffledIndices(
         _ me: UnsafeMutablePointer<spindle_fiber_t>, into order: UnsafeMutablePointer<Int>, count: Int
     ) {
-        let scheduler = Scheduler.of(me.pointee.sched)
-        for index in 0..<count {
-            let other = Int(scheduler.random.next(upperBound: UInt64(index + 1)))
-            order[index] = order[other]
-            order[other] = index
+        guard count > 0 else { return }
+        order[0] = 0
+        Scheduler.lent(me.pointee.sched.unsafelyUnwrapped)._withUnsafeGuaranteedRef { scheduler in
+            for index in 1..<count {
+                let other = Int(scheduler.random.next(below: UInt64(index + 1)))
+                order[index] = order[other]
+                order[other] = index
+            }
         }
     }
 
@@ -585,5 +588,12 @@ struct FastRandom: RandomNumberGenerator {
         state ^= state << 25
         state ^= state >> 27
         return state &* 0x2545_F491_4F6C_DD1D
+    }
+
+    /// A number in `0..<bound` by one multiply (the high half of `next() * bound`), without the
+    /// standard library's rejection loop: the bias is at most `bound / 2^64`, nothing for a
+    /// select's handful of cases.
+    mutating func next(below bound: UInt64) -> UInt64 {
+        next().multipliedFullWidth(by: bound).high
     }
 }

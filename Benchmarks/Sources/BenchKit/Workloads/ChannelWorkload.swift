@@ -45,13 +45,17 @@ package enum ChannelWorkload {
                 // Both open: select; once one closes, drain the other.
                 var closed: Channel<Int>?
                 while closed == nil {
-                    _ = try? Fiber.select(
-                        left.onReceive { value in
-                            if let value { sum &+= value } else { closed = left }
-                        },
-                        right.onReceive { value in
-                            if let value { sum &+= value } else { closed = right }
-                        })
+                    // An error (none is expected) ends the consumer: the parked producers then
+                    // make `loop.run()` report a deadlock, instead of this loop spinning.
+                    do {
+                        try Fiber.select(
+                            left.onReceive { value in
+                                if let value { sum &+= value } else { closed = left }
+                            },
+                            right.onReceive { value in
+                                if let value { sum &+= value } else { closed = right }
+                            })
+                    } catch { return }
                 }
                 for value in closed === left ? right : left { sum &+= value }
             }
@@ -70,7 +74,8 @@ package enum ChannelWorkload {
                 var fromLeft = left.receiving(), fromRight = right.receiving()
                 // Both open: select; once one closes, drain the other.
                 while true {
-                    guard let chosen = try? Fiber.select(&fromLeft, &fromRight) else { continue }
+                    // An error (none is expected) ends the consumer, as in `select`.
+                    guard let chosen = try? Fiber.select(&fromLeft, &fromRight) else { return }
                     guard let value = chosen == 0 ? fromLeft.value : fromRight.value else {
                         for value in chosen == 0 ? right : left { sum &+= value }
                         break
