@@ -42,7 +42,7 @@ public final class Future<Value>: ManagedBuffer<FutureState, Value> {
     /// object's: `core` takes `&header`, an exclusive access to the whole header, and a read
     /// through it while the loop's thread completes the future was a data race to
     /// ThreadSanitizer's Swift access checks, though the two touch different fields and the loop
-    /// never changes.
+    /// never changes (and `loop` is not the header's first field, which those checks mark).
     @inlinable public var loop: EventLoop {
         (UnsafeRawPointer(Unmanaged.passUnretained(self).toOpaque()) + Self.headerOffset)
             .assumingMemoryBound(to: FutureState.self).pointee.loop

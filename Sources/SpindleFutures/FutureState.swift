@@ -10,12 +10,15 @@ public struct FutureState {
 
     // Laid out so that a whole future (object header, this, a Void or Int value) stays within
     // 104-112 bytes, one 112- or 128-byte malloc chunk, with the fields a completion reads first.
-    @usableFromInline let loop: EventLoop
+    // `loop`, which other threads read while the loop's thread completes the future, is not the
+    // first field: ThreadSanitizer marks a Swift access to the header (`core`) as a write of the
+    // header's first byte, and a read of `loop` there was reported as a race now and then.
     @usableFromInline var state = State.pending
     /// Where the promise was made (`file` is a `StaticString`'s UTF-8, taken apart so that it
     /// packs with `line` and `state`).
     @usableFromInline var fileLength: UInt16 = 0
     @usableFromInline var line: UInt32 = 0
+    @usableFromInline let loop: EventLoop
     @usableFromInline var firstCallback: Callback?
     /// The future the first callback completes, if any (kept apart from the callback so that
     /// it can be moved out and handed to it inout).
