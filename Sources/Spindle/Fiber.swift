@@ -58,7 +58,10 @@ public enum Fiber {
         name: String? = nil, stackSize: Int? = nil, _ body: @escaping () throws -> T
     ) -> FiberHandle<T> {
         guard let fiber = spindle_current_fiber() else { notInFiber("Fiber.spawn") }
-        return Scheduler.of(fiber.pointee.sched).spawn(name: name, stackSize: stackSize, body)
+        // Lent: the running fiber's loop holds its scheduler (no retain and release a spawn).
+        return Scheduler.lent(fiber.pointee.sched)._withUnsafeGuaranteedRef {
+            $0.spawn(name: name, stackSize: stackSize, body)
+        }
     }
 
     /// Spawns a detached fiber on the running fiber's loop: no handle, nothing to join, and
@@ -67,7 +70,9 @@ public enum Fiber {
     @inlinable
     public static func spawnDetached(name: String? = nil, stackSize: Int? = nil, _ body: @escaping () -> Void) {
         guard let fiber = spindle_current_fiber() else { notInFiber("Fiber.spawnDetached") }
-        Scheduler.of(fiber.pointee.sched).startDetached(body, name: name, stackSize: stackSize)
+        Scheduler.lent(fiber.pointee.sched)._withUnsafeGuaranteedRef {
+            $0.startDetached(body, name: name, stackSize: stackSize)
+        }
     }
 
     // MARK: Giving way

@@ -319,6 +319,7 @@ struct BodyRing {
         head = 0
     }
 
+    @inline(never)
     private mutating func grow() {
         let larger = max(16, capacity * 2)  // a power of two: indices wrap with a mask
         let new = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: larger)

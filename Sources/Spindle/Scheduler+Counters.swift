@@ -5,7 +5,7 @@ import CSpindleSupport
 
 extension Scheduler {
     /// Always-on counters of this scheduler (plain integers; reading them costs nothing).
-    public var counters: Counters { Counters(core.pointee) }
+    public var counters: Counters { Counters(core.pointee, stacks: stacks) }
 
     /// A snapshot of the scheduler's always-on counters.
     public struct Counters: Sendable, Equatable {
@@ -79,7 +79,7 @@ extension Scheduler {
         /// Fibers parked right now.
         public var parked: UInt64
 
-        init(_ core: spindle_sched_t) {
+        init(_ core: spindle_sched_t, stacks: StackPool) {
             spawns = core.spawns
             // Every resume ends in exactly one yield, park or finish.
             switches = core.yields &+ core.parks &+ core.finishes
@@ -87,8 +87,9 @@ extension Scheduler {
             parks = core.parks
             wakes = core.wakes
             finishes = core.finishes
-            stacksCold = core.stacks_cold
-            stacksPooled = core.stacks_pooled
+            // The pool counts its takes, and only this scheduler takes from it.
+            stacksCold = stacks.coldTakes
+            stacksPooled = stacks.pooledTakes
             runQueueHighWater = core.run_queue_high_water
             loopTurns = core.turns
             completionResumes = core.completion_resumes
@@ -100,7 +101,8 @@ extension Scheduler {
             let ticks = ticksNow &- core.clock_ticks0
             let rate = ticks > 0 && nsNow > core.clock_ns0 ? Double(nsNow - core.clock_ns0) / Double(ticks) : 1
             fiberNanoseconds = UInt64(Double(core.drain_ticks) * rate)
-            live = core.live
+            // Every spawned fiber is reclaimed once, as it finishes.
+            live = core.spawns &- core.finishes
             parked = core.parked
         }
     }

@@ -121,6 +121,7 @@ public final class Scheduler: EventLoopAttachment {
     /// the first painted fiber finishes, or when painting is off).
     public private(set) var stackHighWater: StackHighWater?
 
+    @inline(never)
     func measureStack(of fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         let mark = highWater(of: fiber)
         fiber.pointee.painted = 0
@@ -202,7 +203,7 @@ public final class Scheduler: EventLoopAttachment {
     /// The scheduler of `core`, lent (no reference count change): its loop holds it for as long
     /// as any of its fibers lives. For a fiber's own use across a park, where a reference taken
     /// by ``of(_:)-(UnsafeMutablePointer<spindle_sched_t>)`` is retained and released around it.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func lent(_ core: UnsafeMutablePointer<spindle_sched_t>) -> Unmanaged<Scheduler> {
         Unmanaged<Scheduler>.fromOpaque(core.pointee.owner)
     }
@@ -257,9 +258,7 @@ public final class Scheduler: EventLoopAttachment {
     @usableFromInline
     func startDetached(_ body: @escaping () -> Void, name: String?, stackSize: Int?) {
         let fiber = startFiber(name: name, stackSize: stackSize, body: nil)
-        // A concrete (non-generic) struct holds the closure at its natural representation, so
-        // storing it needs no reabstraction thunk (which would allocate).
-        DetachedBody.slot(of: fiber).initialize(to: DetachedBody(run: body))
+        DetachedBody.store(body, in: fiber)
     }
 
     @inline(__always)
@@ -280,7 +279,6 @@ public final class Scheduler: EventLoopAttachment {
             spindle_trace_record(core, UInt32(SPINDLE_TRACE_SPAWN), id, 0)
             if let name { traceNames[id] = name }
         }
-        if fiber.pointee.pool_cold != 0 { core.pointee.stacks_cold &+= 1 } else { core.pointee.stacks_pooled &+= 1 }
         enqueue(fiber)
         return fiber
     }
@@ -312,7 +310,6 @@ public final class Scheduler: EventLoopAttachment {
         fiber.pointee.all_next = core.pointee.all_head
         core.pointee.all_head?.pointee.all_prev = fiber
         core.pointee.all_head = fiber
-        core.pointee.live &+= 1
     }
 
     @inline(__always)
@@ -382,23 +379,18 @@ public final class Scheduler: EventLoopAttachment {
         fiber.pointee.all_next?.pointee.all_prev = fiber.pointee.all_prev
         fiber.pointee.all_next = nil
         fiber.pointee.all_prev = nil
-        core.pointee.live &-= 1
         core.pointee.finishes &+= 1
         // The control block held the body's +1: pool it, if nothing it keeps needs destroying
         // or no handle refers to it (then it is reset now).
         if let raw = fiber.pointee.body {
             fiber.pointee.body = nil
-            let pooling = pooledBodies.count < maximumPooledBodies
-            let body = Unmanaged<FiberBody>.fromOpaque(raw)
-            if pooling, body._withUnsafeGuaranteedRef({ $0.hasNothingToDestroy }) {
+            if pooledBodies.count < maximumPooledBodies,
+                Unmanaged<FiberBody>.fromOpaque(raw)._withUnsafeGuaranteedRef({ $0.hasNothingToDestroy })
+            {
                 // Whether a handle still refers to it is asked when a spawn takes it.
                 pooledBodies.append(retained: raw)
             } else {
-                var owned = body.takeRetainedValue()
-                if pooling, isKnownUniquelyReferenced(&owned) {
-                    owned.reset()
-                    pooledBodies.append(owned)
-                }
+                release(body: raw)
             }
         }
         #if SPINDLE_SANITIZERS
@@ -407,6 +399,18 @@ public final class Scheduler: EventLoopAttachment {
         if _slowPath(fiber.pointee.painted != 0) { measureStack(of: fiber) }
         fiber.pointee.id = 0
         stacks.give(fiber)
+    }
+
+    /// A finished fiber's body that keeps something to destroy, or that the pool has no room
+    /// for: the control block's reference is dropped, or the body is reset and pooled if that
+    /// was the last one. Out of line, so that reclaim's common case saves no registers.
+    @inline(never)
+    private func release(body raw: UnsafeMutableRawPointer) {
+        var owned = Unmanaged<FiberBody>.fromOpaque(raw).takeRetainedValue()
+        if pooledBodies.count < maximumPooledBodies, isKnownUniquelyReferenced(&owned) {
+            owned.reset()
+            pooledBodies.append(owned)
+        }
     }
 
     // MARK: EventLoopAttachment
@@ -521,19 +525,43 @@ private func runFiberBody(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         Unmanaged<FiberBody>.fromOpaque(body)._withUnsafeGuaranteedRef { $0.run() }
         return
     }
-    // Detached: move the closure out of the control block; its captures go when it returns.
-    DetachedBody.slot(of: fiber).move().run()
+    // Detached: take the closure out of the control block; its captures go when it returns.
+    // One that captures nothing is called with a literal nil context: no release of nil.
+    if fiber.pointee.detached_context != nil {
+        DetachedBody.slot(of: fiber).move().run()
+    } else {
+        let function = fiber.pointee.detached_function.unsafelyUnwrapped
+        unsafeBitCast(ClosureWords(function: function, context: nil), to: DetachedBody.self).run()
+    }
 }
 
 /// A detached fiber's closure, as stored in the two words of its control block.
 struct DetachedBody {
     let run: () -> Void
 
+    /// Keeps `run` in the control block's `detached_function`/`detached_context` words, with a
+    /// reference to its context when it has one: a closure that captures nothing costs no
+    /// retain (a call on nil, every spawn). A concrete (non-generic) struct holds the closure
+    /// at its natural representation, so no reabstraction thunk (which would allocate) is made.
+    @inline(__always)
+    static func store(_ run: @escaping () -> Void, in fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        // The words, read without a copy of the closure (which would retain its context).
+        let words = unsafeBitCast(DetachedBody(run: run), to: RawWords.self)
+        fiber.pointee.detached_function = words.function
+        fiber.pointee.detached_context = words.context
+        if let context = words.context { _ = Unmanaged<AnyObject>.fromOpaque(context).retain() }
+    }
+
+    /// A closure's two words as plain pointers (no reference counting).
+    struct RawWords {
+        var function: UnsafeMutableRawPointer
+        var context: UnsafeMutableRawPointer?
+    }
+
     /// The control block's `detached_function`/`detached_context` words, as this struct.
     @inline(__always)
     static func slot(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> UnsafeMutablePointer<DetachedBody> {
         let offset = MemoryLayout<spindle_fiber_t>.offset(of: \.detached_function).unsafelyUnwrapped
-        assert(MemoryLayout<DetachedBody>.size == 2 * MemoryLayout<UnsafeRawPointer>.size)
         return (UnsafeMutableRawPointer(fiber) + offset).bindMemory(to: DetachedBody.self, capacity: 1)
     }
 }

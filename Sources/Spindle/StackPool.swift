@@ -108,10 +108,8 @@ public final class StackPool {
     @inline(__always)
     func take(stackSize: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
         if stackSize == Self.defaultStackSize, defaultFreeCount > 0 {
-            let fiber = popDefault()
-            fiber.pointee.pool_cold = 0
             pooledTakes &+= 1
-            return fiber
+            return popDefault()
         }
         return takeSlow(stackSize: stackSize)
     }
@@ -142,15 +140,12 @@ public final class StackPool {
     private func takeSlow(stackSize: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
         let size = roundedSize(stackSize)
         if let fiber = popPooled(size: size) {
-            fiber.pointee.pool_cold = 0
             pooledTakes &+= 1
             return fiber
         }
         coldTakes &+= 1
         if defaultFreeCount + otherSizesPooled > 0 { coldTakesBesidePooled &+= 1 }
-        let fiber = map(size: size)
-        fiber.pointee.pool_cold = 1
-        return fiber
+        return map(size: size)
     }
 
     /// A pooled stack of `size` (rounded) bytes, taken off the pool, or nil.
@@ -173,13 +168,19 @@ public final class StackPool {
     /// Returns a finished fiber's stack to the pool (or unmaps it when the pool is full).
     @inline(__always)
     func give(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
-        let size = fiber.pointee.stack_size
-        if size == Self.defaultStackSize, defaultFreeCount < maximumPooledPerSize {
+        if fiber.pointee.stack_size == Self.defaultStackSize, defaultFreeCount < maximumPooledPerSize {
             // In capacity: every stack mapped has its slot.
             defaultFree.unsafelyUnwrapped[defaultFreeCount] = fiber
-            defaultFreeCount += 1
+            defaultFreeCount &+= 1
             return
         }
+        giveSlow(fiber)
+    }
+
+    /// ``give(_:)`` for a stack of another size, or one the pool has no room for.
+    @inline(never)
+    private func giveSlow(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
+        let size = fiber.pointee.stack_size
         if size != Self.defaultStackSize, freeCounts[size, default: 0] < maximumPooledPerSize {
             fiber.pointee.next = freeLists[size]
             freeLists[size] = fiber

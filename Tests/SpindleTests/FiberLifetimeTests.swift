@@ -283,6 +283,33 @@ struct FiberLifetimeTests {
         #expect(seen == [false])
     }
 
+    @Test("a detached fiber keeps its closure's captures until the body returns, then releases them")
+    func detachedCapturesKeptThenReleased() throws {
+        final class Tracked { var hits = 0 }
+        weak var watched: Tracked?
+        let (aliveInside, aliveAfterRun, finishes) = try withLoop { loop -> (Bool, Bool, UInt64) in
+            var aliveInside = false
+            let before = loop.scheduler.counters.finishes
+            do {
+                let object = Tracked()
+                watched = object
+                // The spawner's references are gone once this scope ends: only the fiber's copy
+                // of the closure keeps `object` (a missing retain frees it before the fiber runs).
+                loop.spawnDetached {
+                    Fiber.yield()
+                    object.hits += 1
+                    aliveInside = watched?.hits == 1
+                }
+            }
+            for _ in 0..<3 { loop.spawnDetached { Fiber.yield() } }  // capture nothing: no context
+            try loop.run()
+            return (aliveInside, watched != nil, loop.scheduler.counters.finishes - before)
+        }
+        #expect(aliveInside)
+        #expect(!aliveAfterRun)  // an extra retain would keep it
+        #expect(finishes == 4)
+    }
+
     @Test("a finished fiber's body is reused once its handles are gone, never while one lives")
     func bodiesReusedAfterHandles() throws {
         let (made, values, kept, keptID) = try withLoop { loop -> ([UInt64], [Int], Int, Bool) in

@@ -72,7 +72,6 @@ struct spindle_fiber {
     size_t stack_size;           // usable bytes, as requested
     size_t guard_size;
     unsigned valgrind_stack_id;
-    unsigned pool_cold;          // 1 if this stack was freshly mapped (not from the pool)
     void *san_fake_stack;        // ASan fake-stack handle saved while suspended
     void *tsan_fiber;            // TSan fiber object
     char name[48];               // NUL-terminated copy; read by the SIGSEGV reporter
@@ -97,7 +96,6 @@ struct spindle_sched {
     uint8_t reserved[5];
     uint64_t owner_thread_id;    // spindle_thread_id() of the loop's thread: the identity checks
     void *const *exclusivity_head; // this thread's Swift access-set head (see spindle_exclusivity_head_location)
-    uint64_t live;               // fibers spawned and not yet reclaimed
     uint64_t parked;             // fibers parked right now
     uint64_t next_id;
     // Always-on counters (plain integers, one loop thread writes them).
@@ -107,8 +105,6 @@ struct spindle_sched {
     uint64_t parks_by_reason[32]; // indexed by Fiber.ParkReason's raw value
     uint64_t wakes;
     uint64_t finishes;
-    uint64_t stacks_cold;
-    uint64_t stacks_pooled;
     uint64_t run_queue_high_water;
     uint64_t turns;              // loop iterations (the drain watcher runs once per iteration)
     uint64_t completion_resumes; // fibers run straight from the I/O completion that woke them
