@@ -261,7 +261,7 @@ static void overflow_handler(int sig, siginfo_t *info, void *uctx) {
         char msg[200];
         size_t n = 0;
         n = append_str(msg, n, sizeof msg, "fatal: stack overflow in fiber \"");
-        n = append_str(msg, n, sizeof msg, f->name);
+        n = append_str(msg, n, sizeof msg, f->named ? f->name : "");
         n = append_str(msg, n, sizeof msg, "\" (#");
         n = append_u64(msg, n, sizeof msg, f->id);
         n = append_str(msg, n, sizeof msg, ", ");

@@ -287,8 +287,9 @@ public final class Scheduler: EventLoopAttachment {
     private func prepare(
         _ fiber: UnsafeMutablePointer<spindle_fiber_t>, id: UInt64, name: String?, body: UnsafeMutableRawPointer?
     ) {
-        let stackBytes = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
-        fiber.pointee.context = make_fcontext(fiber.pointee.stack_hi, stackBytes, fiberEntry)
+        // The stack's top is the control block itself: nothing past its first two lines is read.
+        fiber.pointee.context = make_fcontext(
+            UnsafeMutableRawPointer(fiber), Int(fiber.pointee.stack_usable), fiberEntry)
         fiber.pointee.sched = core
         fiber.pointee.id = id
         fiber.pointee.state = UInt8(SPINDLE_FIBER_CREATED)
@@ -315,9 +316,10 @@ public final class Scheduler: EventLoopAttachment {
     @inline(__always)
     private func setName(_ fiber: UnsafeMutablePointer<spindle_fiber_t>, _ name: String?) {
         guard var name else {
-            fiber.pointee.name.0 = 0
+            fiber.pointee.named = 0
             return
         }
+        fiber.pointee.named = 1
         withUnsafeMutableBytes(of: &fiber.pointee.name) { buffer in
             name.withUTF8 { utf8 in
                 let count = min(utf8.count, buffer.count - 1)
@@ -474,7 +476,8 @@ public final class Scheduler: EventLoopAttachment {
     }
 
     static func name(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> String {
-        withUnsafeBytes(of: &fiber.pointee.name) { raw in
+        guard fiber.pointee.named != 0 else { return "" }
+        return withUnsafeBytes(of: &fiber.pointee.name) { raw in
             String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
         }
     }

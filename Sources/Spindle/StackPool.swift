@@ -15,6 +15,8 @@ public final class StackPool {
     public static let defaultStackSize = 64 * 1024
     /// The smallest stack a fiber may ask for.
     public static let minimumStackSize = 16 * 1024
+    /// The largest stack a fiber may ask for: 2 GiB. Asking for more stops the process, saying so.
+    public static let maximumStackSize = 1 << 31
 
     /// Bytes per page on this machine.
     public let pageSize: Int
@@ -95,6 +97,11 @@ public final class StackPool {
 
     /// The mapping size a stack of `stackSize` bytes gets: rounded up to whole pages.
     public func roundedSize(_ stackSize: Int) -> Int {
+        if stackSize > Self.maximumStackSize {
+            fatalError(
+                "spindle: a fiber stack of \(stackSize) bytes was asked for; the largest is "
+                    + "\(Self.maximumStackSize >> 30) GiB (StackPool.maximumStackSize)")
+        }
         let size = max(stackSize, Self.minimumStackSize)
         return (size + pageSize - 1) / pageSize * pageSize
     }
@@ -168,7 +175,7 @@ public final class StackPool {
     /// Returns a finished fiber's stack to the pool (or unmaps it when the pool is full).
     @inline(__always)
     func give(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
-        if fiber.pointee.stack_size == Self.defaultStackSize, defaultFreeCount < maximumPooledPerSize {
+        if fiber.pointee.default_size != 0, defaultFreeCount < maximumPooledPerSize {
             // In capacity: every stack mapped has its slot.
             defaultFree.unsafelyUnwrapped[defaultFreeCount] = fiber
             defaultFreeCount &+= 1
@@ -285,6 +292,8 @@ public final class StackPool {
         fiber.pointee.stack_lo = mapping + guardSize
         fiber.pointee.stack_hi = block.assumingMemoryBound(to: CChar.self)
         fiber.pointee.stack_size = size
+        fiber.pointee.stack_usable = UInt32(Int(bitPattern: block) - Int(bitPattern: fiber.pointee.stack_lo))
+        fiber.pointee.default_size = size == Self.defaultStackSize ? 1 : 0
         fiber.pointee.valgrind_stack_id = spindle_valgrind_stack_register(
             fiber.pointee.stack_lo, fiber.pointee.stack_hi)
         mappedCount += 1

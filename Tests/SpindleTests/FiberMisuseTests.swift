@@ -20,6 +20,19 @@ struct FiberMisuseTests {
         #expect(text.contains("fatal: stack overflow in fiber \"deep-recursion\" (#1, 32 KiB stack)"))
     }
 
+    @Test("a stack larger than the largest a fiber may have is refused, saying so")
+    func stackTooLarge() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            try LoopThread.run {
+                let loop = EventLoop()
+                loop.spawnDetached(stackSize: Int.max) {}
+                try loop.run()
+            }
+        }
+        let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(text.contains("a fiber stack of \(Int.max) bytes was asked for; the largest is 2 GiB"))
+    }
+
     @Test("yield outside a fiber says so")
     func yieldOutsideFiber() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {

@@ -82,6 +82,8 @@ def fibers():
 
 def fiber_name(fiber):
     try:
+        if not int(fiber["named"]):
+            return ""
         return fiber["name"].string()
     except (gdb.error, UnicodeDecodeError):
         return "?"
