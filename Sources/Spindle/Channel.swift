@@ -157,6 +157,7 @@ public final class Channel<Element> {
                 enqueue(node, asSender: asSender)
                 me.pointee.park_object = Unmanaged.passUnretained(self).toOpaque()
                 let reason = Fiber.park(me, asSender ? .channelSend : .channelReceive, detail: 0, cancellable: true)
+                me.pointee.park_object = nil
                 if reason == .cancelled || reason == .timedOut { dequeue(node, asSender: asSender) }
                 return reason
             }

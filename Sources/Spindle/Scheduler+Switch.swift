@@ -96,7 +96,7 @@ extension Scheduler {
             var left = run
             while let fiber = core.pointee.run_head {
                 // The queue is empty once its head is nil; the tail is then stale and unused.
-                core.pointee.run_head = fiber == core.pointee.run_tail ? nil : fiber.pointee.next
+                core.pointee.run_head = fiber.pointee.next
                 // With thousands of runnable fibers, each one's control block and stack have left
                 // the cache since its last turn: start loading the next fiber's saved registers
                 // (its control block's first line, which points to them, was prefetched a turn
@@ -105,7 +105,7 @@ extension Scheduler {
                 if let next = core.pointee.run_head {
                     spindle_prefetch(next.pointee.context)
                     if next.pointee.state == UInt8(SPINDLE_FIBER_CREATED) { spindle_prefetch_first_run(next) }
-                    if next != core.pointee.run_tail { spindle_prefetch(next.pointee.next) }
+                    if let after = next.pointee.next { spindle_prefetch(after) }
                 }
                 resume(
                     fiber, core: core, accessHead: accessHead, loopSideHasAccesses: loopSideHasAccesses,

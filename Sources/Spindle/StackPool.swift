@@ -130,9 +130,9 @@ public final class StackPool {
         let fiber = stacks[defaultFreeCount]
         if defaultFreeCount >= Self.prefetchDistance {
             let ahead = UnsafeRawPointer(stacks[defaultFreeCount - Self.prefetchDistance])
+            // A spawn touches the control block's first two lines only.
             spindle_prefetch(ahead)  // context, links, id, state, body
-            spindle_prefetch(ahead + 64)
-            spindle_prefetch(ahead + 128)  // the list of live fibers
+            spindle_prefetch(ahead + 64)  // the list of live fibers, the stack's size
             spindle_prefetch(ahead - 64)  // the first frame, written by make_fcontext
             // The frames of its first slice (a short body's whole stack): without these, a
             // stack fresh from the prefault has them in memory the kernel cleared long before,
@@ -140,8 +140,7 @@ public final class StackPool {
             spindle_prefetch(ahead - 128)
             spindle_prefetch(ahead - 192)
         }
-        fiber.pointee.next = nil
-        return fiber
+        return fiber  // its `next` is set when it is queued
     }
 
     private func takeSlow(stackSize: Int) -> UnsafeMutablePointer<spindle_fiber_t> {
@@ -168,8 +167,7 @@ public final class StackPool {
             otherSizesPooled -= 1
             fiber = pooled
         }
-        fiber.pointee.next = nil
-        return fiber
+        return fiber  // its `next` is set when it is queued
     }
 
     /// Returns a finished fiber's stack to the pool (or unmaps it when the pool is full).

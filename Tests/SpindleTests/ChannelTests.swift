@@ -32,6 +32,40 @@ struct ChannelTests {
         #expect(log.firstIndex(of: "send 1")! < log.firstIndex(of: "sent 1")!)
     }
 
+    @Test("a fiber counts as waiting on a channel only while it waits there, and no later fiber on its stack does")
+    func waitingOnChannelOnlyWhileThere() throws {
+        let seen = try withLoop { loop -> [Bool] in
+            var seen: [Bool] = []
+            let channel = Channel<Int>()
+            var first: FiberRef?
+            var later: FiberRef?
+            loop.spawnDetached {
+                first = Fiber.current
+                _ = try? channel.receive()
+                Fiber.park(.other)  // parked again, on nothing of the channel's
+            }
+            loop.spawnDetached {
+                Fiber.yield()  // the first now waits to receive
+                seen.append(first!.isParked(waitingFor: channel))
+                try? channel.send(1)
+                Fiber.yield()  // the first has its value and is parked on something else
+                seen.append(first!.isParked(waitingFor: channel))
+                first!.wake()
+                Fiber.yield()  // the first finishes; its stack goes back to the pool
+                Fiber.spawnDetached {
+                    later = Fiber.current
+                    Fiber.park(.other)
+                }
+                Fiber.yield()
+                seen.append(later!.isParked && later!.isParked(waitingFor: channel))
+                later!.wake()
+            }
+            try loop.run()
+            return seen
+        }
+        #expect(seen == [true, false, false])
+    }
+
     @Test("a buffered channel takes capacity values without a receiver, then blocks the sender")
     func bufferedCapacity() throws {
         let (sentBeforeReceive, received) = try withLoop { loop -> (Int, [Int]) in

@@ -68,7 +68,8 @@ struct spindle_fiber {
                                  // and a reclaim read no line but the first two
     uint64_t park_detail;        // a number that goes with the park reason (e.g. a fiber id)
     // Line 2 on: set once per stack, or diagnostics.
-    void *park_object;           // what the fiber waits on (diagnostics only)
+    void *park_object;           // what the fiber waits on while it waits, else NULL (never
+                                 // written by a spawn: a finished fiber left it NULL)
     char *mapping;               // the whole stack mapping, guard page included
     size_t mapping_size;
     char *stack_lo;              // lowest usable stack address (just above the guard page)
@@ -88,9 +89,8 @@ _Static_assert(offsetof(struct spindle_fiber, park_object) == 128, "a spawn's an
 struct spindle_sched {
     void *main_context;          // the loop-side context while a fiber runs
     void *owner;                 // the Swift Scheduler (unretained; it owns this struct)
-    spindle_fiber_t *run_head;   // FIFO run queue through spindle_fiber.next; empty when NULL. The
-    spindle_fiber_t *run_tail;   // tail's next is not kept NULL (the queue ends at run_tail), and
-                                 // run_tail is stale while the queue is empty.
+    spindle_fiber_t *run_head;   // FIFO run queue through spindle_fiber.next, which is NULL at the
+    spindle_fiber_t *run_tail;   // tail; empty when run_head is NULL (run_tail is then stale).
     spindle_fiber_t *all_head;   // live fibers through all_next/all_prev
     uint64_t enqueued;           // run-queue appends other than yields (spawns, wakes)
     uint64_t popped;             // run-queue removals, added up at the end of each drain
