@@ -40,14 +40,18 @@ public final class Scheduler: EventLoopAttachment {
     @exclusivity(unchecked) public var resumesPerTurn = 1024
 
     /// A turn of this loop's fibers (one drain of the run queue) that takes longer than this is
-    /// reported as a warning (`SpindleDiagnostics`, kind `slowTurn`), at most once a second: the
-    /// loop's I/O and timers waited that long, because a fiber computed or blocked the thread
-    /// without parking or yielding. Nil: never reported. Counted in ``slowTurns``.
+    /// reported as a warning (`SpindleDiagnostics`, kind `slowTurn`), at most once every
+    /// ``slowTurnWarningInterval``: the loop's I/O and timers waited that long, because a fiber
+    /// computed or blocked the thread without parking or yielding. Nil: never reported. Counted
+    /// in ``slowTurns``.
     public var slowTurnThreshold: Duration? = .milliseconds(100) {
         didSet { slowTurnTicks = slowTurnThreshold.map { UInt64($0 / .nanoseconds(1)) } ?? .max }
     }
     /// ``slowTurnThreshold`` in nanoseconds, as the drain compares it with ticks.
     @exclusivity(unchecked) var slowTurnTicks: UInt64 = 100_000_000
+    /// The least time between two slow-turn warnings (default one second); the slow turns in
+    /// between are counted, and the next warning says how many there were.
+    @exclusivity(unchecked) public var slowTurnWarningInterval: Duration = .seconds(1)
     /// Turns longer than ``slowTurnThreshold`` so far.
     @exclusivity(unchecked) public private(set) var slowTurns: UInt64 = 0
     /// When the last slow-turn warning went out (monotonic ns), and how many were held back since.
@@ -66,7 +70,8 @@ public final class Scheduler: EventLoopAttachment {
         let nanoseconds = UInt64(Double(ticks) * rate)
         guard nanoseconds >= slowTurnTicks else { return }
         slowTurns &+= 1
-        if nsNow &- lastSlowTurnWarning < 1_000_000_000, lastSlowTurnWarning != 0 {
+        let sinceLast = Double(nsNow &- lastSlowTurnWarning)
+        if sinceLast < slowTurnWarningInterval / .nanoseconds(1), lastSlowTurnWarning != 0 {
             slowTurnsUnreported &+= 1
             return
         }
