@@ -335,7 +335,7 @@ SPINDLE_UNINSTRUMENTED void spindle_sanitizer_before_switch(spindle_sched_t *sch
     else if (from->state == SPINDLE_FIBER_FINISHED) save = NULL;  // its fake stack can go
     else save = &from->san_fake_stack;
     if (to != NULL) {
-        __sanitizer_start_switch_fiber(save, to->stack_lo, (size_t)(to->stack_hi - to->stack_lo));
+        __sanitizer_start_switch_fiber(save, to->stack_lo, to->stack_usable);
     } else {
         __sanitizer_start_switch_fiber(save, sched->main_stack_bottom, sched->main_stack_size);
     }
@@ -375,7 +375,7 @@ void spindle_sanitizer_fiber_destroyed(spindle_fiber_t *fiber) {
 #ifdef SPINDLE_ASAN
     // The stack goes back to the pool with the redzones of the frames it last held still
     // poisoned; the next fiber on it lays out different frames there.
-    __asan_unpoison_memory_region(fiber->stack_lo, (size_t)(fiber->stack_hi - fiber->stack_lo));
+    __asan_unpoison_memory_region(fiber->stack_lo, fiber->stack_usable);
 #endif
     fiber->san_fake_stack = NULL;
     (void)fiber;

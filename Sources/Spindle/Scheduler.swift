@@ -135,7 +135,7 @@ public final class Scheduler: EventLoopAttachment {
 
     /// How deep `fiber`'s painted stack has gone so far, against its size.
     func highWater(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> StackHighWater {
-        let size = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
+        let size = Int(fiber.pointee.stack_usable)
         return StackHighWater(
             usedBytes: stacks.usedBytes(of: fiber), stackBytes: size, fiber: Self.describeShort(fiber))
     }
@@ -554,17 +554,13 @@ struct DetachedBody {
     /// at its natural representation, so no reabstraction thunk (which would allocate) is made.
     @inline(__always)
     static func store(_ run: @escaping () -> Void, in fiber: UnsafeMutablePointer<spindle_fiber_t>) {
-        // The words, read without a copy of the closure (which would retain its context).
-        let words = unsafeBitCast(DetachedBody(run: run), to: RawWords.self)
-        fiber.pointee.detached_function = words.function
-        fiber.pointee.detached_context = words.context
-        if let context = words.context { _ = Unmanaged<AnyObject>.fromOpaque(context).retain() }
-    }
-
-    /// A closure's two words as plain pointers (no reference counting).
-    struct RawWords {
-        var function: UnsafeMutableRawPointer
-        var context: UnsafeMutableRawPointer?
+        // The two words as plain pointers: read without a copy of the closure (which would
+        // retain its context).
+        let (function, context) = unsafeBitCast(
+            DetachedBody(run: run), to: (UnsafeMutableRawPointer, UnsafeMutableRawPointer?).self)
+        fiber.pointee.detached_function = function
+        fiber.pointee.detached_context = context
+        if let context { _ = Unmanaged<AnyObject>.fromOpaque(context).retain() }
     }
 
     /// The control block's `detached_function`/`detached_context` words, as this struct.

@@ -40,7 +40,7 @@ public final class StackPool {
     /// Fills `fiber`'s usable stack with the paint.
     func paint(_ fiber: UnsafeMutablePointer<spindle_fiber_t>) {
         let lo = UnsafeMutableRawPointer(fiber.pointee.stack_lo!)
-        let words = (Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)) / 8
+        let words = Int(fiber.pointee.stack_usable) / 8
         lo.bindMemory(to: UInt64.self, capacity: words).initialize(repeating: Self.paint, count: words)
         fiber.pointee.painted = 1
     }
@@ -49,7 +49,7 @@ public final class StackPool {
     /// longer holds the paint.
     func usedBytes(of fiber: UnsafeMutablePointer<spindle_fiber_t>) -> Int {
         let lo = UnsafeRawPointer(fiber.pointee.stack_lo!)
-        let size = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
+        let size = Int(fiber.pointee.stack_usable)
         spindle_valgrind_make_defined(lo, size)
         let words = lo.bindMemory(to: UInt64.self, capacity: size / 8)
         var index = 0
@@ -208,7 +208,7 @@ public final class StackPool {
         taken.reserveCapacity(count)
         for _ in 0..<count {
             let fiber = popPooled(size: size) ?? map(size: size)
-            let usable = Int(bitPattern: fiber.pointee.stack_hi) - Int(bitPattern: fiber.pointee.stack_lo)
+            let usable = Int(fiber.pointee.stack_usable)
             let depth = min(touching ?? usable, usable)
             let top = UnsafeMutableRawPointer(fiber.pointee.stack_hi!)
             // The control block's own page first, then each page below it.

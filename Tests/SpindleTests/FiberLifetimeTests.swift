@@ -285,28 +285,25 @@ struct FiberLifetimeTests {
 
     @Test("a detached fiber keeps its closure's captures until the body returns, then releases them")
     func detachedCapturesKeptThenReleased() throws {
-        final class Tracked { var hits = 0 }
-        weak var watched: Tracked?
-        let (aliveInside, aliveAfterRun, finishes) = try withLoop { loop -> (Bool, Bool, UInt64) in
-            var aliveInside = false
+        let deinits = DeinitCounter()
+        let (deinitsInside, finishes) = try withLoop { loop -> ([Int], UInt64) in
+            var deinitsInside: [Int] = []
             let before = loop.scheduler.counters.finishes
             do {
-                let object = Tracked()
-                watched = object
-                // The spawner's references are gone once this scope ends: only the fiber's copy
-                // of the closure keeps `object` (a missing retain frees it before the fiber runs).
+                // The spawner's reference is gone once this scope ends: only the fiber's copy of
+                // the closure keeps `object` (a missing retain frees it before the fiber runs).
+                let object = Tracked(deinits)
                 loop.spawnDetached {
                     Fiber.yield()
-                    object.hits += 1
-                    aliveInside = watched?.hits == 1
+                    withExtendedLifetime(object) { deinitsInside.append(deinits.count) }
                 }
             }
             for _ in 0..<3 { loop.spawnDetached { Fiber.yield() } }  // capture nothing: no context
             try loop.run()
-            return (aliveInside, watched != nil, loop.scheduler.counters.finishes - before)
+            return (deinitsInside, loop.scheduler.counters.finishes - before)
         }
-        #expect(aliveInside)
-        #expect(!aliveAfterRun)  // an extra retain would keep it
+        #expect(deinitsInside == [0])
+        #expect(deinits.count == 1)  // an extra retain would keep it
         #expect(finishes == 4)
     }
 

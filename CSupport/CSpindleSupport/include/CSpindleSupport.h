@@ -64,8 +64,9 @@ struct spindle_fiber {
     uint8_t named;               // `name` holds this fiber's name (else it has none, and `name`
                                  // may hold an earlier fiber's: a spawn does not touch line 3)
     uint8_t default_size;        // the stack is of the pool's default size (set when mapped)
-    uint32_t stack_usable;       // stack_hi - stack_lo (set when mapped): a spawn's make_fcontext
-                                 // and a reclaim read no line but the first two
+    uint32_t stack_usable;       // stack_hi - stack_lo, the usable bytes (set when mapped; kept
+                                 // here so that a spawn's make_fcontext reads no line but the
+                                 // first two)
     uint64_t park_detail;        // a number that goes with the park reason (e.g. a fiber id)
     // Line 2 on: set once per stack, or diagnostics.
     void *park_object;           // what the fiber waits on while it waits, else NULL (never
